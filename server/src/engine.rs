@@ -1,0 +1,313 @@
+//! Applying pushed mutations inside a write transaction: the server's
+//! authority.
+//!
+//! For each mutation, in the client's order: a retry returns the stored
+//! outcome and writes nothing; a gap in the ids defers the rest; otherwise,
+//! in a savepoint, plan it (role, validation, clinic rules, from
+//! `clinic_shared::apply`), check its fields for conflicts with changes made
+//! by others since its base version, write the rows with fresh sequence
+//! numbers and the audit entries, and store the outcome. A refused mutation
+//! is rolled back to its savepoint alone, so a bad mutation never leaves a
+//! half-written row and never blocks the good ones after it.
+
+use crate::storage::{Change, ClientRecord, StorageError, StorageResult, WriteTx};
+use clinic_shared::apply::{self, ConflictCheck, CurrentRow, PlanError, RowSource, RowWrite};
+use clinic_shared::model::{Table, Timestamp};
+use clinic_shared::mutation::{Mutation, PendingMutation};
+use clinic_shared::protocol::{
+    Actor, ErrorBody, ErrorCode, FieldConflict, MutationOutcome, MutationResult, RejectCode,
+    Rejection,
+};
+use uuid::Uuid;
+
+/// A mutation ready to apply, with anything the server prepared outside the
+/// transaction (the password hash of a new account: hashing is slow and must
+/// not hold the write lock).
+#[derive(Debug, Clone)]
+pub struct PreparedMutation {
+    /// The mutation as pushed.
+    pub pending: PendingMutation,
+    /// Argon2id PHC hash for `create_staff`.
+    pub password_hash: Option<String>,
+}
+
+/// Sequence numbers handed out within one write transaction.
+#[derive(Debug)]
+pub struct SeqAllocator {
+    next: u64,
+}
+
+impl SeqAllocator {
+    /// Starts after the transaction's current head.
+    pub fn new(tx: &mut dyn WriteTx) -> StorageResult<Self> {
+        Ok(SeqAllocator {
+            next: tx.head()? + 1,
+        })
+    }
+    /// The next sequence number.
+    pub fn next_seq(&mut self) -> u64 {
+        let seq = self.next;
+        self.next += 1;
+        seq
+    }
+}
+
+/// Adapts a write transaction to the planner's read interface.
+struct TxSource<'a>(&'a mut dyn WriteTx);
+
+impl RowSource for TxSource<'_> {
+    type Error = StorageError;
+    fn row(&mut self, table: Table, id: Uuid) -> StorageResult<Option<CurrentRow>> {
+        self.0.row(table, id)
+    }
+    fn overlapping_appointments(
+        &mut self,
+        doctor_id: Uuid,
+        start: Timestamp,
+        end: Timestamp,
+        exclude: Uuid,
+    ) -> StorageResult<Vec<Uuid>> {
+        self.0
+            .overlapping_appointments(doctor_id, start, end, exclude)
+    }
+    fn staff_id_by_username(&mut self, username: &str) -> StorageResult<Option<Uuid>> {
+        self.0.staff_id_by_username(username)
+    }
+}
+
+/// Why a whole push is refused before any mutation is looked at.
+#[derive(Debug)]
+pub enum PushRefused {
+    /// The client id belongs to another user.
+    ForeignClient,
+}
+
+/// Applies one client's pushed mutations. Row changes are appended to
+/// `changes` (to publish after commit). Returns one result per mutation.
+pub fn apply_push(
+    tx: &mut dyn WriteTx,
+    seqs: &mut SeqAllocator,
+    actor: &Actor,
+    client_id: Uuid,
+    mutations: &[PreparedMutation],
+    now: Timestamp,
+    changes: &mut Vec<Change>,
+) -> StorageResult<Result<Vec<MutationResult>, PushRefused>> {
+    let mut last = match tx.client(client_id)? {
+        Some(c) if c.user_id != actor.user_id => return Ok(Err(PushRefused::ForeignClient)),
+        Some(c) => c.last_mutation_id,
+        None => 0,
+    };
+    let mut results = Vec::with_capacity(mutations.len());
+    let mut processed_any = false;
+    for prepared in mutations {
+        let mutation_id = prepared.pending.mutation_id;
+        if mutation_id <= last {
+            // A retry: answer as the first time, change nothing.
+            let outcome = match tx.stored_outcome(client_id, mutation_id)? {
+                Some(outcome) => outcome,
+                None => MutationOutcome::Rejected {
+                    rejection: Rejection::new(
+                        RejectCode::RuleViolation,
+                        format!(
+                            "mutation {mutation_id} was processed long ago and its result is no longer kept"
+                        ),
+                    ),
+                },
+            };
+            results.push(MutationResult {
+                mutation_id,
+                outcome,
+            });
+            continue;
+        }
+        if mutation_id != last + 1 {
+            let error = ErrorBody::new(
+                ErrorCode::OutOfOrder,
+                format!(
+                    "expected mutation {} before mutation {mutation_id}",
+                    last + 1
+                ),
+            )
+            .with_field("mutation_id");
+            results.push(MutationResult {
+                mutation_id,
+                outcome: MutationOutcome::Retry { error },
+            });
+            continue;
+        }
+        let outcome = apply_one(tx, seqs, actor, client_id, prepared, now, changes)?;
+        tx.store_outcome(client_id, mutation_id, &outcome)?;
+        results.push(MutationResult {
+            mutation_id,
+            outcome,
+        });
+        last = mutation_id;
+        processed_any = true;
+    }
+    if processed_any {
+        tx.set_client(
+            client_id,
+            ClientRecord {
+                user_id: actor.user_id,
+                last_mutation_id: last,
+            },
+        )?;
+    }
+    Ok(Ok(results))
+}
+
+fn apply_one(
+    tx: &mut dyn WriteTx,
+    seqs: &mut SeqAllocator,
+    actor: &Actor,
+    client_id: Uuid,
+    prepared: &PreparedMutation,
+    now: Timestamp,
+    changes: &mut Vec<Change>,
+) -> StorageResult<MutationOutcome> {
+    let mutation = &prepared.pending.mutation;
+    tx.savepoint()?;
+    let changes_before = changes.len();
+    let next_before = seqs.next;
+    match write_mutation(tx, seqs, actor, client_id, prepared, now, changes) {
+        Ok(seq) => {
+            tx.release_savepoint()?;
+            Ok(MutationOutcome::Applied { seq })
+        }
+        Err(PlanError::Rejected(rejection)) => {
+            tx.rollback_to_savepoint()?;
+            changes.truncate(changes_before);
+            seqs.next = next_before;
+            tracing::info!(
+                mutation = mutation.kind(),
+                mutation_id = prepared.pending.mutation_id,
+                %client_id,
+                code = ?rejection.code,
+                "mutation rejected"
+            );
+            Ok(MutationOutcome::Rejected { rejection })
+        }
+        Err(PlanError::Source(e)) => {
+            // The whole transaction is abandoned by the caller.
+            Err(e)
+        }
+    }
+}
+
+fn write_mutation(
+    tx: &mut dyn WriteTx,
+    seqs: &mut SeqAllocator,
+    actor: &Actor,
+    client_id: Uuid,
+    prepared: &PreparedMutation,
+    now: Timestamp,
+    changes: &mut Vec<Change>,
+) -> Result<u64, PlanError<StorageError>> {
+    let mutation = &prepared.pending.mutation;
+    let writes = apply::plan(mutation, actor, &mut TxSource(tx))?;
+    for write in &writes {
+        if let Some(check) = &write.conflict_check {
+            check_conflicts(tx, write, check, client_id)?;
+        }
+    }
+    let mut last_seq = 0;
+    for write in writes {
+        let change = Change {
+            seq: seqs.next_seq(),
+            table: write.table,
+            id: write.id,
+            action: write.action,
+            before: write.before,
+            after: write.after,
+            actor_id: Some(actor.user_id),
+            client_id: Some(client_id),
+            mutation_id: Some(prepared.pending.mutation_id),
+            mutation: mutation.kind().to_owned(),
+            at: now,
+        };
+        tx.put(&change).map_err(PlanError::Source)?;
+        last_seq = change.seq;
+        changes.push(change);
+    }
+    match mutation {
+        Mutation::CreateStaff(a) => {
+            let Some(hash) = &prepared.password_hash else {
+                return Err(PlanError::Rejected(Rejection::new(
+                    RejectCode::Validation,
+                    "the new account has no password",
+                )));
+            };
+            tx.set_password_hash(a.id, hash)
+                .map_err(PlanError::Source)?;
+        }
+        Mutation::SetStaffActive(a) if !a.active => {
+            tx.delete_sessions_of(a.id).map_err(PlanError::Source)?;
+        }
+        _ => {}
+    }
+    Ok(last_seq)
+}
+
+/// Rejects `write` if a field it sets was changed by another client after the
+/// base version to a value different from the one it wants.
+fn check_conflicts(
+    tx: &mut dyn WriteTx,
+    write: &RowWrite,
+    check: &ConflictCheck,
+    client_id: Uuid,
+) -> Result<(), PlanError<StorageError>> {
+    let current_version = match tx.row(write.table, write.id).map_err(PlanError::Source)? {
+        Some(row) => row.version,
+        None => 0,
+    };
+    if check.base_version > current_version {
+        return Err(PlanError::Rejected(Rejection::validation(vec![
+            clinic_shared::validate::FieldError {
+                field: "base_version".into(),
+                message: format!("is newer than the record's version {current_version}"),
+            },
+        ])));
+    }
+    if check.base_version == current_version {
+        return Ok(());
+    }
+    let since = tx
+        .changes_to_row_since(write.table, write.id, check.base_version)
+        .map_err(PlanError::Source)?;
+    let clinical = write.table.clinical_fields();
+    let current = write.before.clone().unwrap_or(serde_json::Value::Null);
+    let mut conflicts = Vec::new();
+    for (field, yours) in &check.fields {
+        let changed_by_other = since.iter().any(|c| {
+            c.client_id != Some(client_id)
+                && c.before.as_ref().and_then(|b| b.get(field)) != c.after.get(field)
+        });
+        let theirs = current
+            .get(field)
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
+        if changed_by_other && &theirs != yours {
+            conflicts.push(FieldConflict {
+                field: field.clone(),
+                yours: yours.clone(),
+                theirs,
+                clinical: clinical.contains(&field.as_str()),
+            });
+        }
+    }
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = conflicts.iter().map(|c| c.field.as_str()).collect();
+    Err(PlanError::Rejected(Rejection {
+        code: RejectCode::Conflict,
+        message: format!(
+            "someone else changed {} of this {} since you opened it; review both versions",
+            names.join(", "),
+            write.table.as_str().trim_end_matches('s').replace('_', " ")
+        ),
+        fields: vec![],
+        conflicts,
+    }))
+}

@@ -1,0 +1,208 @@
+//! `clinic-server`: run the Clinic Sync server, or manage staff accounts.
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use clinic_server::storage::Storage;
+use clinic_server::storage::sqlite::SqliteStorage;
+use clinic_server::{Config, admin, demo, system_clock};
+use clinic_shared::model::Role;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "clinic-server", version, about = "The Clinic Sync server")]
+struct Cli {
+    /// Where the database lives (default: the platform's data directory).
+    #[arg(long, global = true, env = "CLINIC_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API.
+    Serve {
+        /// Address to listen on (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:8787", env = "CLINIC_LISTEN")]
+        listen: String,
+        /// Seed a demo clinic on first start (demo accounts, password `demo`).
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Manage staff accounts.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add an account; the password is read from standard input.
+    Add {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        display_name: String,
+        #[arg(long)]
+        role: Role,
+    },
+    /// Disable an account and end its sessions.
+    Disable { username: String },
+    /// Enable a disabled account.
+    Enable { username: String },
+    /// Change an account's role.
+    SetRole {
+        username: String,
+        #[arg(long)]
+        role: Role,
+    },
+    /// Set a new password (read from standard input); ends the account's sessions.
+    SetPassword { username: String },
+}
+
+fn data_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let dir = match given {
+        Some(dir) => dir,
+        None => directories::ProjectDirs::from("org", "ClinicSync", "clinic-server")
+            .context("no home directory to put the data in; pass --data-dir")?
+            .data_dir()
+            .to_path_buf(),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn read_password() -> anyhow::Result<String> {
+    if atty_stdin() {
+        eprint!("Password: ");
+        std::io::stderr().flush().ok();
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() {
+        bail!("no password given on standard input");
+    }
+    Ok(password)
+}
+
+fn atty_stdin() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdin().is_terminal()
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,clinic_server=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let dir = data_dir(cli.data_dir)?;
+    let db_path = dir.join("clinic.db");
+    let storage = SqliteStorage::open(&db_path)
+        .with_context(|| format!("opening the database {}", db_path.display()))?;
+    let clock = system_clock();
+    match cli.command {
+        Command::Serve { listen, demo } => serve(Arc::new(storage), &listen, demo, &dir),
+        Command::User { command } => {
+            let staff = match command {
+                UserCommand::Add {
+                    username,
+                    display_name,
+                    role,
+                } => {
+                    let password = read_password()?;
+                    admin::add_user(&storage, &username, &display_name, role, &password, &clock)?
+                }
+                UserCommand::Disable { username } => {
+                    admin::set_active(&storage, &username, false, &clock)?
+                }
+                UserCommand::Enable { username } => {
+                    admin::set_active(&storage, &username, true, &clock)?
+                }
+                UserCommand::SetRole { username, role } => {
+                    admin::set_role(&storage, &username, role, &clock)?
+                }
+                UserCommand::SetPassword { username } => {
+                    let password = read_password()?;
+                    admin::set_password(&storage, &username, &password)?
+                }
+            };
+            println!("{}", serde_json::to_string(&staff)?);
+            Ok(())
+        }
+    }
+}
+
+fn serve(
+    storage: Arc<SqliteStorage>,
+    listen: &str,
+    demo_mode: bool,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let config = Config::default();
+        if demo_mode {
+            let s = storage.clone();
+            let clock = config.clock.clone();
+            let seeded = tokio::task::spawn_blocking(move || demo::seed_if_empty(s.as_ref(), &clock)).await??;
+            if let Some(summary) = seeded {
+                tracing::info!(patients = summary.patients, appointments = summary.appointments, "demo clinic seeded");
+            }
+        }
+        let purged = storage.purge_expired_sessions((config.clock)())?;
+        if purged > 0 {
+            tracing::info!(purged, "expired sessions removed");
+        }
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        let addr = listener.local_addr()?;
+        // The first line of standard output is the address: scripts and tests read it.
+        println!("clinic-server listening on http://{addr}");
+        tracing::info!(%addr, data = %dir.display(), "serving");
+        if demo_mode {
+            println!("demo clinic: sign in as admin, doctor, doctor2, assistant or reception with password `{}`", demo::DEMO_PASSWORD);
+        }
+        std::io::stdout().flush().ok();
+        let storage: Arc<dyn Storage> = storage;
+        clinic_server::run(listener, storage, config, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutdown requested");
+}

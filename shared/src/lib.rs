@@ -1,0 +1,21 @@
+//! clinic-shared: the Clinic Sync domain model, its validation rules, the
+//! mutation planner and the wire protocol. No I/O: every other crate (server,
+//! client engine, desktop shell) builds on these types so that they agree on
+//! what a valid patient, a permitted change and a well-formed message are.
+//!
+//! - [`model`]: tables, roles and the entity of each table.
+//! - [`mutation`]: the intents clients send.
+//! - [`validate`]: field rules; every error names its field.
+//! - [`permissions`]: the role matrix.
+//! - [`apply`]: from an intent and current rows to row writes, with the
+//!   clinic rules (shared by server and client).
+//! - [`protocol`]: HTTP bodies and WebSocket messages.
+//! - [`codec`]: decoding untrusted JSON with errors that name the field.
+
+pub mod apply;
+pub mod codec;
+pub mod model;
+pub mod mutation;
+pub mod permissions;
+pub mod protocol;
+pub mod validate;

@@ -1,0 +1,519 @@
+//! Mutations: named, row-scoped intents with typed arguments.
+//!
+//! Terms:
+//! - **mutation**: what a user asked for ("reschedule this appointment"), not
+//!   the rows it will produce. The server decides the rows; the client replays
+//!   the same intent on its local rows for an optimistic view.
+//! - **mutation id**: a number that rises by one per client with every
+//!   mutation; `(client_id, mutation_id)` names a mutation forever and makes
+//!   retries safe.
+//! - **base version**: for updates, the row version the user saw when editing.
+//!   A field someone else changed after it is a conflict.
+//! - **patch**: the fields an update changes, and only those. A field absent
+//!   from a patch is left alone; `null` clears an optional field.
+
+use crate::model::{
+    AppointmentStatus, InvoiceLine, PaymentMethod, ReferralStatus, Role, Table, Timestamp, Urgency,
+};
+use crate::validate::{self, Errors, FieldError};
+use chrono::NaiveDate;
+use serde::{Deserialize, Deserializer, Serialize};
+use uuid::Uuid;
+
+/// Deserializes a present field (even `null`) as `Some`, so that a patch can
+/// tell "absent" (`None`) from "clear" (`Some(None)`).
+fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A mutation with its identity, as pushed by a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PendingMutation {
+    /// Rises by one per client, starting at 1.
+    pub mutation_id: u64,
+    /// The intent.
+    pub mutation: Mutation,
+}
+
+/// Every intent a client can send.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "args", rename_all = "snake_case")]
+pub enum Mutation {
+    /// Admin: add a staff account.
+    CreateStaff(CreateStaff),
+    /// Admin: change a staff member's role.
+    SetStaffRole(SetStaffRole),
+    /// Admin: enable or disable an account.
+    SetStaffActive(SetStaffActive),
+    /// Register a patient.
+    CreatePatient(CreatePatient),
+    /// Change some of a patient's fields.
+    UpdatePatient(UpdatePatient),
+    /// Delete a patient (leaves a tombstone).
+    DeletePatient(DeletePatient),
+    /// Book an appointment.
+    BookAppointment(BookAppointment),
+    /// Move an appointment in time, or to another doctor.
+    RescheduleAppointment(RescheduleAppointment),
+    /// Move an appointment along its status flow.
+    SetAppointmentStatus(SetAppointmentStatus),
+    /// Doctor: write a treatment record.
+    AddTreatmentRecord(AddTreatmentRecord),
+    /// Doctor: edit a treatment record.
+    UpdateTreatmentRecord(UpdateTreatmentRecord),
+    /// Issue an invoice.
+    CreateInvoice(CreateInvoice),
+    /// Void an open invoice with no payments.
+    VoidInvoice(VoidInvoice),
+    /// Record a payment against an invoice.
+    RecordPayment(RecordPayment),
+    /// Add an inventory item.
+    CreateInventoryItem(CreateInventoryItem),
+    /// Change an item's name, unit or reorder level.
+    UpdateInventoryItem(UpdateInventoryItem),
+    /// Add or remove stock; deltas commute and never conflict.
+    AdjustStock(AdjustStock),
+    /// Doctor: refer a patient.
+    CreateReferral(CreateReferral),
+    /// Move a referral along its status flow.
+    SetReferralStatus(SetReferralStatus),
+}
+
+/// Arguments of [`Mutation::CreateStaff`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateStaff {
+    /// New row id.
+    pub id: Uuid,
+    /// Login name.
+    pub username: String,
+    /// Name shown to others.
+    pub display_name: String,
+    /// Role.
+    pub role: Role,
+    /// Initial password; hashed by the server, never stored or echoed.
+    pub password: String,
+}
+
+/// Arguments of [`Mutation::SetStaffRole`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetStaffRole {
+    /// Staff row.
+    pub id: Uuid,
+    /// New role.
+    pub role: Role,
+}
+
+/// Arguments of [`Mutation::SetStaffActive`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetStaffActive {
+    /// Staff row.
+    pub id: Uuid,
+    /// Enabled or disabled.
+    pub active: bool,
+}
+
+/// Arguments of [`Mutation::CreatePatient`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePatient {
+    /// New row id.
+    pub id: Uuid,
+    /// Given name.
+    pub first_name: String,
+    /// Family name.
+    pub last_name: String,
+    /// Date of birth.
+    pub date_of_birth: NaiveDate,
+    /// Phone.
+    #[serde(default)]
+    pub phone: Option<String>,
+    /// E-mail.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Address.
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
+/// Fields of a patient an update may change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatientPatch {
+    /// Given name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_name: Option<String>,
+    /// Family name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_name: Option<String>,
+    /// Date of birth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date_of_birth: Option<NaiveDate>,
+    /// Phone; `null` clears it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "nullable"
+    )]
+    pub phone: Option<Option<String>>,
+    /// E-mail; `null` clears it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "nullable"
+    )]
+    pub email: Option<Option<String>>,
+    /// Address; `null` clears it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "nullable"
+    )]
+    pub address: Option<Option<String>>,
+}
+
+/// Arguments of [`Mutation::UpdatePatient`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePatient {
+    /// Patient row.
+    pub id: Uuid,
+    /// Version the edit was based on.
+    pub base_version: u64,
+    /// Changed fields.
+    pub fields: PatientPatch,
+}
+
+/// Arguments of [`Mutation::DeletePatient`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeletePatient {
+    /// Patient row.
+    pub id: Uuid,
+    /// Version the user saw when deciding to delete.
+    pub base_version: u64,
+}
+
+/// Arguments of [`Mutation::BookAppointment`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BookAppointment {
+    /// New row id.
+    pub id: Uuid,
+    /// The patient.
+    pub patient_id: Uuid,
+    /// The doctor.
+    pub doctor_id: Uuid,
+    /// Start.
+    pub start: Timestamp,
+    /// End.
+    pub end: Timestamp,
+    /// Why.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Arguments of [`Mutation::RescheduleAppointment`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RescheduleAppointment {
+    /// Appointment row.
+    pub id: Uuid,
+    /// Version the move was based on.
+    pub base_version: u64,
+    /// New start.
+    pub start: Timestamp,
+    /// New end.
+    pub end: Timestamp,
+    /// New doctor, if the appointment changes doctor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doctor_id: Option<Uuid>,
+}
+
+/// Arguments of [`Mutation::SetAppointmentStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetAppointmentStatus {
+    /// Appointment row.
+    pub id: Uuid,
+    /// Next status; must be an allowed step from the current one.
+    pub status: AppointmentStatus,
+}
+
+/// Arguments of [`Mutation::AddTreatmentRecord`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddTreatmentRecord {
+    /// New row id.
+    pub id: Uuid,
+    /// The patient.
+    pub patient_id: Uuid,
+    /// The visit, if any.
+    #[serde(default)]
+    pub appointment_id: Option<Uuid>,
+    /// Clinical notes.
+    pub notes: String,
+    /// Diagnosis.
+    pub diagnosis: String,
+    /// Procedures.
+    #[serde(default)]
+    pub procedures: Vec<String>,
+    /// When written (client clock).
+    pub recorded_at: Timestamp,
+}
+
+/// Fields of a treatment record an edit may change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TreatmentRecordPatch {
+    /// Notes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    /// Diagnosis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<String>,
+    /// Procedures (replaces the list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub procedures: Option<Vec<String>>,
+}
+
+/// Arguments of [`Mutation::UpdateTreatmentRecord`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTreatmentRecord {
+    /// Record row.
+    pub id: Uuid,
+    /// Version the edit was based on.
+    pub base_version: u64,
+    /// Changed fields.
+    pub fields: TreatmentRecordPatch,
+}
+
+/// Arguments of [`Mutation::CreateInvoice`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInvoice {
+    /// New row id.
+    pub id: Uuid,
+    /// The patient.
+    pub patient_id: Uuid,
+    /// The visit, if any.
+    #[serde(default)]
+    pub appointment_id: Option<Uuid>,
+    /// Lines.
+    pub lines: Vec<InvoiceLine>,
+    /// When issued (client clock).
+    pub issued_at: Timestamp,
+}
+
+/// Arguments of [`Mutation::VoidInvoice`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoidInvoice {
+    /// Invoice row.
+    pub id: Uuid,
+}
+
+/// Arguments of [`Mutation::RecordPayment`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordPayment {
+    /// New payment row id.
+    pub id: Uuid,
+    /// The invoice paid.
+    pub invoice_id: Uuid,
+    /// Amount in cents.
+    pub amount_cents: i64,
+    /// How.
+    pub method: PaymentMethod,
+    /// When received (client clock).
+    pub paid_at: Timestamp,
+}
+
+/// Arguments of [`Mutation::CreateInventoryItem`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInventoryItem {
+    /// New row id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Unit.
+    pub unit: String,
+    /// Initial stock.
+    pub quantity: i64,
+    /// Reorder level.
+    pub reorder_level: i64,
+}
+
+/// Fields of an inventory item an update may change (not the quantity:
+/// that only moves by [`AdjustStock`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryItemPatch {
+    /// Name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// Reorder level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reorder_level: Option<i64>,
+}
+
+/// Arguments of [`Mutation::UpdateInventoryItem`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateInventoryItem {
+    /// Item row.
+    pub id: Uuid,
+    /// Version the edit was based on.
+    pub base_version: u64,
+    /// Changed fields.
+    pub fields: InventoryItemPatch,
+}
+
+/// Arguments of [`Mutation::AdjustStock`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustStock {
+    /// Item row.
+    pub id: Uuid,
+    /// Units added (positive) or taken (negative); not zero.
+    pub delta: i64,
+    /// Why, for the audit trail.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Arguments of [`Mutation::CreateReferral`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateReferral {
+    /// New row id.
+    pub id: Uuid,
+    /// The patient.
+    pub patient_id: Uuid,
+    /// To whom.
+    pub referred_to: String,
+    /// Clinical reason.
+    pub reason: String,
+    /// How soon.
+    pub urgency: Urgency,
+    /// When written (client clock).
+    pub created_at: Timestamp,
+}
+
+/// Arguments of [`Mutation::SetReferralStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetReferralStatus {
+    /// Referral row.
+    pub id: Uuid,
+    /// Next status.
+    pub status: ReferralStatus,
+}
+
+impl Mutation {
+    /// The mutation's wire name (`create_patient`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Mutation::CreateStaff(_) => "create_staff",
+            Mutation::SetStaffRole(_) => "set_staff_role",
+            Mutation::SetStaffActive(_) => "set_staff_active",
+            Mutation::CreatePatient(_) => "create_patient",
+            Mutation::UpdatePatient(_) => "update_patient",
+            Mutation::DeletePatient(_) => "delete_patient",
+            Mutation::BookAppointment(_) => "book_appointment",
+            Mutation::RescheduleAppointment(_) => "reschedule_appointment",
+            Mutation::SetAppointmentStatus(_) => "set_appointment_status",
+            Mutation::AddTreatmentRecord(_) => "add_treatment_record",
+            Mutation::UpdateTreatmentRecord(_) => "update_treatment_record",
+            Mutation::CreateInvoice(_) => "create_invoice",
+            Mutation::VoidInvoice(_) => "void_invoice",
+            Mutation::RecordPayment(_) => "record_payment",
+            Mutation::CreateInventoryItem(_) => "create_inventory_item",
+            Mutation::UpdateInventoryItem(_) => "update_inventory_item",
+            Mutation::AdjustStock(_) => "adjust_stock",
+            Mutation::CreateReferral(_) => "create_referral",
+            Mutation::SetReferralStatus(_) => "set_referral_status",
+        }
+    }
+
+    /// The table and id of the row the mutation is about.
+    pub fn target(&self) -> (Table, Uuid) {
+        match self {
+            Mutation::CreateStaff(a) => (Table::Staff, a.id),
+            Mutation::SetStaffRole(a) => (Table::Staff, a.id),
+            Mutation::SetStaffActive(a) => (Table::Staff, a.id),
+            Mutation::CreatePatient(a) => (Table::Patients, a.id),
+            Mutation::UpdatePatient(a) => (Table::Patients, a.id),
+            Mutation::DeletePatient(a) => (Table::Patients, a.id),
+            Mutation::BookAppointment(a) => (Table::Appointments, a.id),
+            Mutation::RescheduleAppointment(a) => (Table::Appointments, a.id),
+            Mutation::SetAppointmentStatus(a) => (Table::Appointments, a.id),
+            Mutation::AddTreatmentRecord(a) => (Table::TreatmentRecords, a.id),
+            Mutation::UpdateTreatmentRecord(a) => (Table::TreatmentRecords, a.id),
+            Mutation::CreateInvoice(a) => (Table::Invoices, a.id),
+            Mutation::VoidInvoice(a) => (Table::Invoices, a.id),
+            Mutation::RecordPayment(a) => (Table::Payments, a.id),
+            Mutation::CreateInventoryItem(a) => (Table::InventoryItems, a.id),
+            Mutation::UpdateInventoryItem(a) => (Table::InventoryItems, a.id),
+            Mutation::AdjustStock(a) => (Table::InventoryItems, a.id),
+            Mutation::CreateReferral(a) => (Table::Referrals, a.id),
+            Mutation::SetReferralStatus(a) => (Table::Referrals, a.id),
+        }
+    }
+
+    /// Checks the arguments that can be checked without any row: required
+    /// fields, lengths, formats, ranges. Entities are validated again once
+    /// built, so this covers what is specific to the intent.
+    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut e = Errors::new();
+        match self {
+            Mutation::CreateStaff(a) => {
+                if !validate::is_username(&a.username) {
+                    e.add(
+                        "username",
+                        "must be 2 to 40 characters of a-z, 0-9, '.', '_' or '-'",
+                    );
+                }
+                e.text("display_name", &a.display_name, validate::MAX_NAME);
+                validate::password("password", &a.password, &mut e);
+            }
+            Mutation::UpdatePatient(a) if a.fields == PatientPatch::default() => {
+                e.add("fields", "changes nothing");
+            }
+            Mutation::UpdateTreatmentRecord(a) if a.fields == TreatmentRecordPatch::default() => {
+                e.add("fields", "changes nothing");
+            }
+            Mutation::UpdateInventoryItem(a) if a.fields == InventoryItemPatch::default() => {
+                e.add("fields", "changes nothing");
+            }
+            Mutation::CreateInvoice(a) => validate::invoice_lines(&a.lines, &mut e),
+            Mutation::RecordPayment(a) if !(1..=100_000_000).contains(&a.amount_cents) => {
+                e.add("amount_cents", "must be between 1 and 100000000");
+            }
+            Mutation::AdjustStock(a) => {
+                if a.delta == 0 {
+                    e.add("delta", "must not be zero");
+                } else if a.delta.unsigned_abs() > 1_000_000 {
+                    e.add("delta", "must be between -1000000 and 1000000");
+                }
+                if let Some(r) = &a.reason {
+                    e.optional_text("reason", r, validate::MAX_TEXT);
+                }
+            }
+            _ => {}
+        }
+        e.finish()
+    }
+}

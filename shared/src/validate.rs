@@ -1,0 +1,338 @@
+//! Field validation shared by client and server.
+//!
+//! Every failure is a [`FieldError`] naming the field (a dotted path such as
+//! `lines.0.quantity`) so a UI can put the message next to the input and a
+//! script can tell which argument was wrong. Validation collects every error
+//! of a value rather than stopping at the first.
+
+use crate::model::{
+    Appointment, InventoryItem, Invoice, InvoiceLine, Patient, Payment, Referral, Staff,
+    TreatmentRecord,
+};
+use chrono::{Datelike, NaiveDate};
+use serde::{Deserialize, Serialize};
+
+/// One invalid field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldError {
+    /// Dotted path of the field, e.g. `phone` or `lines.2.quantity`.
+    pub field: String,
+    /// What is wrong, for a person.
+    pub message: String,
+}
+
+/// Maximum length of names and short texts, in characters.
+pub const MAX_NAME: usize = 100;
+/// Maximum length of free texts (addresses, reasons), in characters.
+pub const MAX_TEXT: usize = 2_000;
+/// Maximum length of clinical notes, in characters.
+pub const MAX_NOTES: usize = 20_000;
+/// Maximum number of invoice lines or procedures.
+pub const MAX_ITEMS: usize = 100;
+/// Minimum password length for staff accounts.
+pub const MIN_PASSWORD: usize = 8;
+
+/// Collects field errors.
+#[derive(Debug, Default)]
+pub struct Errors(Vec<FieldError>);
+
+impl Errors {
+    /// No errors yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Records that `field` is invalid.
+    pub fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+    /// `Ok` when nothing was recorded.
+    pub fn finish(self) -> Result<(), Vec<FieldError>> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(self.0)
+        }
+    }
+
+    /// A required text: not blank, at most `max` characters, no control characters.
+    pub fn text(&mut self, field: &str, value: &str, max: usize) {
+        if value.trim().is_empty() {
+            self.add(field, "is required");
+        } else {
+            self.optional_text(field, value, max);
+        }
+    }
+
+    /// An optional text: at most `max` characters, no control characters but
+    /// newlines and tabs.
+    pub fn optional_text(&mut self, field: &str, value: &str, max: usize) {
+        let len = value.chars().count();
+        if len > max {
+            self.add(
+                field,
+                format!("is too long ({len} characters, at most {max})"),
+            );
+        } else if value
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
+        {
+            self.add(field, "contains control characters");
+        }
+    }
+
+    fn opt(&mut self, field: &str, value: &Option<String>, max: usize) {
+        if let Some(v) = value {
+            self.optional_text(field, v, max);
+        }
+    }
+}
+
+/// Whether `phone` looks like a phone number: 5 to 20 digits, optionally
+/// starting with `+`, with spaces, dashes, dots and parentheses between.
+pub fn is_phone(phone: &str) -> bool {
+    let digits = phone.chars().filter(char::is_ascii_digit).count();
+    let allowed = phone
+        .char_indices()
+        .all(|(i, c)| c.is_ascii_digit() || " -.()".contains(c) || (c == '+' && i == 0));
+    allowed && (5..=20).contains(&digits) && phone.len() <= 30
+}
+
+/// Whether `email` looks like an e-mail address (`local@domain.tld`).
+pub fn is_email(email: &str) -> bool {
+    if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return false;
+    }
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.contains('@')
+        && domain.split('.').count() >= 2
+        && domain.split('.').all(|part| !part.is_empty())
+}
+
+/// Whether `username` is a valid login name: 2–40 of `a-z 0-9 . _ -`.
+pub fn is_username(username: &str) -> bool {
+    (2..=40).contains(&username.len())
+        && username
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+}
+
+/// Validates a staff row.
+pub fn staff(s: &Staff) -> Result<(), Vec<FieldError>> {
+    let mut e = Errors::new();
+    if !is_username(&s.username) {
+        e.add(
+            "username",
+            "must be 2 to 40 characters of a-z, 0-9, '.', '_' or '-'",
+        );
+    }
+    e.text("display_name", &s.display_name, MAX_NAME);
+    e.finish()
+}
+
+/// Validates a password for a staff account.
+pub fn password(field: &str, password: &str, e: &mut Errors) {
+    if password.chars().count() < MIN_PASSWORD {
+        e.add(field, format!("must be at least {MIN_PASSWORD} characters"));
+    } else if password.len() > 1024 {
+        e.add(field, "is too long (at most 1024 bytes)");
+    }
+}
+
+/// Validates a patient.
+pub fn patient(p: &Patient) -> Result<(), Vec<FieldError>> {
+    let mut e = Errors::new();
+    e.text("first_name", &p.first_name, MAX_NAME);
+    e.text("last_name", &p.last_name, MAX_NAME);
+    date_of_birth(&p.date_of_birth, &mut e);
+    if p.phone.as_deref().is_some_and(|phone| !is_phone(phone)) {
+        e.add(
+            "phone",
+            "is not a phone number (5 to 20 digits, optional leading +)",
+        );
+    }
+    if p.email.as_deref().is_some_and(|email| !is_email(email)) {
+        e.add("email", "is not an e-mail address");
+    }
+    e.opt("address", &p.address, MAX_TEXT);
+    e.finish()
+}
+
+fn date_of_birth(d: &NaiveDate, e: &mut Errors) {
+    let today = chrono::Utc::now().date_naive();
+    if *d > today {
+        e.add("date_of_birth", "is in the future");
+    } else if d.year() < 1880 {
+        e.add("date_of_birth", "is before 1880");
+    }
+}
+
+/// Validates an appointment.
+pub fn appointment(a: &Appointment) -> Result<(), Vec<FieldError>> {
+    let mut e = Errors::new();
+    if a.end <= a.start {
+        e.add("end", "must be after start");
+    } else if a.end.unix() - a.start.unix() > 12 * 3600 {
+        e.add("end", "makes the appointment longer than 12 hours");
+    }
+    e.opt("reason", &a.reason, MAX_TEXT);
+    e.finish()
+}
+
+/// Validates a treatment record.
+pub fn treatment_record(r: &TreatmentRecord) -> Result<(), Vec<FieldError>> {
+    let mut e = Errors::new();
+    e.optional_text("notes", &r.notes, MAX_NOTES);
+    e.text("diagnosis", &r.diagnosis, MAX_TEXT);
+    if r.procedures.len() > MAX_ITEMS {
+        e.add("procedures", format!("has more than {MAX_ITEMS} entries"));
+    }
+    for (i, p) in r.procedures.iter().enumerate() {
+        e.text(&format!("procedures.{i}"), p, MAX_NAME * 2);
+    }
+    e.finish()
+}
+
+/// Validates invoice lines.
+pub fn invoice_lines(lines: &[InvoiceLine], e: &mut Errors) {
+    if lines.is_empty() {
+        e.add("lines", "needs at least one line");
+    } else if lines.len() > MAX_ITEMS {
+        e.add("lines", format!("has more than {MAX_ITEMS} lines"));
+    }
+    for (i, l) in lines.iter().enumerate() {
+        e.text(
+            &format!("lines.{i}.description"),
+            &l.description,
+            MAX_NAME * 2,
+        );
+        if l.quantity == 0 || l.quantity > 10_000 {
+            e.add(format!("lines.{i}.quantity"), "must be between 1 and 10000");
+        }
+        if !(0..=100_000_000).contains(&l.unit_price_cents) {
+            e.add(
+                format!("lines.{i}.unit_price_cents"),
+                "must be between 0 and 100000000",
+            );
+        }
+    }
+}
+
+/// Validates an invoice.
+pub fn invoice(inv: &Invoice) -> Result<(), Vec<FieldError>> {
+    let mut e = Errors::new();
+    invoice_lines(&inv.lines, &mut e);
+    if Invoice::total_of(&inv.lines) != Some(inv.total_cents) {
+        e.add("total_cents", "does not equal the sum of the lines");
+    }
+    if inv.paid_cents < 0 {
+        e.add("paid_cents", "is negative");
+    }
+    e.finish()
+}
+
+/// Validates a payment.
+pub fn payment(p: &Payment) -> Result<(), Vec<FieldError>> {
+    let mut e = Errors::new();
+    if !(1..=100_000_000).contains(&p.amount_cents) {
+        e.add("amount_cents", "must be between 1 and 100000000");
+    }
+    e.finish()
+}
+
+/// Validates an inventory item.
+pub fn inventory_item(i: &InventoryItem) -> Result<(), Vec<FieldError>> {
+    let mut e = Errors::new();
+    e.text("name", &i.name, MAX_NAME);
+    e.text("unit", &i.unit, 20);
+    if i.quantity < 0 {
+        e.add("quantity", "cannot be negative");
+    }
+    if i.reorder_level < 0 {
+        e.add("reorder_level", "cannot be negative");
+    }
+    e.finish()
+}
+
+/// Validates a referral.
+pub fn referral(r: &Referral) -> Result<(), Vec<FieldError>> {
+    let mut e = Errors::new();
+    e.text("referred_to", &r.referred_to, MAX_NAME * 2);
+    e.text("reason", &r.reason, MAX_TEXT);
+    e.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phones() {
+        for ok in [
+            "+44 20 7946 0958",
+            "(555) 123-4567",
+            "0612345678",
+            "555.123.4567",
+        ] {
+            assert!(is_phone(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "abc",
+            "12",
+            "+1+2345678",
+            "555-CALL-NOW",
+            "1234567890123456789012345",
+        ] {
+            assert!(!is_phone(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn emails() {
+        assert!(is_email("ana@clinic.example"));
+        for bad in [
+            "",
+            "ana",
+            "ana@",
+            "@x.org",
+            "a b@x.org",
+            "a@b",
+            "a@b..c",
+            "a@b@c.d",
+        ] {
+            assert!(!is_email(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn usernames() {
+        assert!(is_username("dr.house_2"));
+        assert!(!is_username("Dr House"));
+        assert!(!is_username("x"));
+    }
+
+    #[test]
+    fn patient_errors_name_every_bad_field() {
+        let p = Patient {
+            id: uuid::Uuid::nil(),
+            first_name: " ".into(),
+            last_name: "x".repeat(101),
+            date_of_birth: NaiveDate::from_ymd_opt(2999, 1, 1).unwrap(),
+            phone: Some("call me".into()),
+            email: Some("nope".into()),
+            address: None,
+        };
+        let errs = patient(&p).unwrap_err();
+        let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["first_name", "last_name", "date_of_birth", "phone", "email"]
+        );
+    }
+}
