@@ -125,6 +125,7 @@ pub fn seed_if_empty(
         ("reception", "Robin Reception", Role::Reception),
     ];
     let mut doctors = Vec::new();
+    let mut reception = Uuid::nil();
     for (username, name, role) in staff_list {
         let staff = Staff {
             id: Uuid::now_v7(),
@@ -133,8 +134,10 @@ pub fn seed_if_empty(
             role,
             active: true,
         };
-        if role == Role::Doctor {
-            doctors.push(staff.id);
+        match role {
+            Role::Doctor => doctors.push(staff.id),
+            Role::Reception => reception = staff.id,
+            _ => {}
         }
         passwords.push((staff.id, hash.clone()));
         rows.push(ToolWrite {
@@ -269,7 +272,7 @@ pub fn seed_if_empty(
                             amount_cents: 6500,
                             method: PaymentMethod::Card,
                             paid_at: end,
-                            received_by: Uuid::nil(),
+                            received_by: reception,
                         };
                         rows.push(ToolWrite {
                             table: Table::Payments,

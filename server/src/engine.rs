@@ -102,6 +102,15 @@ pub fn apply_push(
     let mut processed_any = false;
     for prepared in mutations {
         let mutation_id = prepared.pending.mutation_id;
+        if mutation_id == 0 {
+            let error = ErrorBody::new(ErrorCode::InvalidField, "mutation ids start at 1")
+                .with_field("mutation_id");
+            results.push(MutationResult {
+                mutation_id,
+                outcome: MutationOutcome::Retry { error },
+            });
+            continue;
+        }
         if mutation_id <= last {
             // A retry: answer as the first time, change nothing.
             let outcome = match tx.stored_outcome(client_id, mutation_id)? {
@@ -293,6 +302,31 @@ fn check_conflicts(
                 yours: yours.clone(),
                 theirs,
                 clinical: clinical.contains(&field.as_str()),
+            });
+        }
+    }
+    if check.whole_row {
+        // Every field someone else changed since the base version.
+        let mut changed: Vec<String> = Vec::new();
+        for c in since.iter().filter(|c| c.client_id != Some(client_id)) {
+            if let Some(after) = c.after.as_object() {
+                for (field, value) in after {
+                    let before = c.before.as_ref().and_then(|b| b.get(field));
+                    if before != Some(value) && !changed.contains(field) {
+                        changed.push(field.clone());
+                    }
+                }
+            }
+        }
+        for field in changed {
+            conflicts.push(FieldConflict {
+                theirs: current
+                    .get(&field)
+                    .cloned()
+                    .unwrap_or(serde_json::Value::Null),
+                yours: serde_json::Value::Null,
+                clinical: clinical.contains(&field.as_str()),
+                field,
             });
         }
     }

@@ -217,6 +217,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/pull", get(pull))
         .route("/v1/ws", get(websocket))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits::MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -225,9 +226,20 @@ async fn not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no such endpoint")
 }
 
+async fn method_not_allowed() -> Response {
+    let body = ErrorBody::new(
+        ErrorCode::BadRequest,
+        "this endpoint does not take that HTTP method",
+    );
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
+}
+
 async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
     let head = *state.feed.head().borrow();
-    Json(serde_json::json!({ "status": "ok", "head": head }))
+    let sessions = state
+        .live_sessions
+        .load(std::sync::atomic::Ordering::Relaxed);
+    Json(serde_json::json!({ "status": "ok", "head": head, "ws_sessions": sessions }))
 }
 
 async fn openapi() -> impl IntoResponse {
@@ -422,6 +434,19 @@ async fn pull(
                 () = &mut deadline => break,
                 () = state.shutdown.cancelled() => break,
             }
+        }
+    }
+    if let Some(client_id) = q.client_id {
+        let storage = state.storage.clone();
+        let bound = blocking(move || storage.client(client_id)).await?;
+        if bound.is_some_and(|c| c.user_id != caller.user.id) {
+            return Err(ApiError(
+                ErrorBody::new(
+                    ErrorCode::Forbidden,
+                    "this client id belongs to another user",
+                )
+                .with_field("client_id"),
+            ));
         }
     }
     let tables = permissions::readable_tables(caller.user.role);

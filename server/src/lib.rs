@@ -72,7 +72,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             session_ttl: Duration::from_secs(7 * 24 * 3600),
-            feed_capacity: 1024,
+            feed_capacity: 256,
             ws_send_timeout: Duration::from_secs(10),
             heartbeat: Duration::from_secs(15),
             header_read_timeout: Duration::from_secs(10),
@@ -104,6 +104,8 @@ pub struct AppState {
     pub login_permits: Arc<tokio::sync::Semaphore>,
     /// Open WebSocket tasks, awaited on shutdown.
     pub sockets: TaskTracker,
+    /// WebSocket sessions past `hello`, for `/healthz`.
+    pub live_sessions: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// A failure that stops the server.
@@ -139,6 +141,7 @@ pub async fn run(
         shutdown: token.clone(),
         login_permits: Arc::new(tokio::sync::Semaphore::new(config.concurrent_logins.max(1))),
         sockets: TaskTracker::new(),
+        live_sessions: Arc::default(),
     };
 
     let poller = tokio::spawn(poll_external_commits(

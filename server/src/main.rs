@@ -30,6 +30,10 @@ enum Command {
         /// Seed a demo clinic on first start (demo accounts, password `demo`).
         #[arg(long)]
         demo: bool,
+        /// Change batches kept for live subscribers; one that falls further
+        /// behind catches up from the database instead.
+        #[arg(long, default_value_t = 256)]
+        feed_capacity: usize,
     },
     /// Manage staff accounts.
     User {
@@ -112,7 +116,11 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("opening the database {}", db_path.display()))?;
     let clock = system_clock();
     match cli.command {
-        Command::Serve { listen, demo } => serve(Arc::new(storage), &listen, demo, &dir),
+        Command::Serve {
+            listen,
+            demo,
+            feed_capacity,
+        } => serve(Arc::new(storage), &listen, demo, feed_capacity, &dir),
         Command::User { command } => {
             let staff = match command {
                 UserCommand::Add {
@@ -147,13 +155,14 @@ fn serve(
     storage: Arc<SqliteStorage>,
     listen: &str,
     demo_mode: bool,
+    feed_capacity: usize,
     dir: &std::path::Path,
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let config = Config::default();
+        let config = Config { feed_capacity, ..Config::default() };
         if demo_mode {
             let s = storage.clone();
             let clock = config.clock.clone();

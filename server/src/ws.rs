@@ -20,6 +20,7 @@ use clinic_shared::protocol::{
     ClientMessage, ErrorBody, ErrorCode, PROTOCOL_VERSION, ServerMessage, limits,
 };
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast::error::RecvError;
 use tracing::Instrument;
@@ -62,7 +63,10 @@ pub async fn serve(socket: WebSocket, state: AppState) {
             cursor,
             last_seen: Instant::now(),
         };
+        let live = session.state.live_sessions.clone();
+        live.fetch_add(1, Ordering::Relaxed);
         let stop = session.run().await;
+        live.fetch_sub(1, Ordering::Relaxed);
         if let Stop::Close(code, reason) = stop {
             let frame = CloseFrame {
                 code,
@@ -108,8 +112,15 @@ async fn reject(socket: &mut WebSocket, error: ErrorBody, limit: Duration) {
 /// Waits for `hello` and authenticates it.
 async fn handshake(socket: &mut WebSocket, state: &AppState) -> Option<(Caller, Uuid, u64)> {
     let limit = state.config.ws_send_timeout;
-    let first = tokio::time::timeout(Duration::from_secs(limits::WS_HELLO_SECONDS), socket.recv());
-    let message = match first.await {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(limits::WS_HELLO_SECONDS);
+    let message = loop {
+        match tokio::time::timeout_at(deadline, socket.recv()).await {
+            // Transport-level pings from client libraries are not messages.
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            other => break other,
+        }
+    };
+    let message = match message {
         Ok(Some(Ok(Message::Text(text)))) => text,
         Ok(Some(Ok(_))) => {
             let e = ErrorBody::new(
@@ -126,7 +137,7 @@ async fn handshake(socket: &mut WebSocket, state: &AppState) -> Option<(Caller, 
             return None;
         }
     };
-    let (token, client_id, cursor) = match codec::decode::<ClientMessage>(message.as_bytes()) {
+    let (token, client_id, cursor) = match codec::decode_client_message(message.as_bytes()) {
         Ok(ClientMessage::Hello {
             token,
             client_id,
@@ -190,6 +201,8 @@ impl Session {
         if let Err(stop) = self.catch_up().await {
             return stop;
         }
+        // A long catch-up is not the client's silence.
+        self.last_seen = Instant::now();
         let mut heartbeat = tokio::time::interval(self.state.config.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         heartbeat.tick().await;
@@ -230,6 +243,11 @@ impl Session {
             })
             .await
             .map_err(|_| Stop::Close(1011, "database error"))?;
+            // The account may have changed between authentication and now,
+            // or while this session lagged: the live check never saw it.
+            if let Some(reason) = self.account_changed(&page.rows) {
+                return self.end(ErrorCode::SessionChanged, reason).await;
+            }
             self.cursor = page.cursor;
             if !page.rows.is_empty() || page.last_mutation_id.is_some() || !page.more {
                 let msg = ServerMessage::Changes {
@@ -270,7 +288,7 @@ impl Session {
             Message::Close(_) => return Err(Stop::Gone),
             Message::Ping(_) | Message::Pong(_) => return Ok(()),
         };
-        match codec::decode::<ClientMessage>(text.as_bytes()) {
+        match codec::decode_client_message(text.as_bytes()) {
             Err(e) => {
                 tracing::info!(code = ?e.code, "bad frame");
                 self.send(&ServerMessage::Error(e)).await

@@ -87,6 +87,9 @@ pub struct ConflictCheck {
     pub base_version: u64,
     /// Field → value this update writes.
     pub fields: Map<String, Value>,
+    /// The write replaces the whole row (a delete): any change by someone
+    /// else since the base version is a conflict.
+    pub whole_row: bool,
 }
 
 /// One row a mutation writes.
@@ -408,6 +411,7 @@ pub fn plan<S: RowSource>(mutation: &Mutation, actor: &Actor, src: &mut S) -> Pl
             write.conflict_check = Some(ConflictCheck {
                 base_version: a.base_version,
                 fields,
+                whole_row: false,
             });
             Ok(vec![write])
         }
@@ -419,7 +423,11 @@ pub fn plan<S: RowSource>(mutation: &Mutation, actor: &Actor, src: &mut S) -> Pl
                 action: Action::Delete,
                 before: Some(row.data.clone()),
                 after: row.data,
-                conflict_check: None,
+                conflict_check: Some(ConflictCheck {
+                    base_version: a.base_version,
+                    fields: Map::new(),
+                    whole_row: true,
+                }),
             }])
         }
         Mutation::BookAppointment(a) => {
@@ -470,6 +478,7 @@ pub fn plan<S: RowSource>(mutation: &Mutation, actor: &Actor, src: &mut S) -> Pl
             write.conflict_check = Some(ConflictCheck {
                 base_version: a.base_version,
                 fields,
+                whole_row: false,
             });
             Ok(vec![write])
         }
@@ -530,6 +539,7 @@ pub fn plan<S: RowSource>(mutation: &Mutation, actor: &Actor, src: &mut S) -> Pl
             write.conflict_check = Some(ConflictCheck {
                 base_version: a.base_version,
                 fields,
+                whole_row: false,
             });
             Ok(vec![write])
         }
@@ -656,6 +666,7 @@ pub fn plan<S: RowSource>(mutation: &Mutation, actor: &Actor, src: &mut S) -> Pl
             write.conflict_check = Some(ConflictCheck {
                 base_version: a.base_version,
                 fields,
+                whole_row: false,
             });
             Ok(vec![write])
         }

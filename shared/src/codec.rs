@@ -4,8 +4,12 @@
 //! fixing a client wants "mutations[3].mutation.args.date_of_birth". Every
 //! decoder of untrusted input goes through [`decode`].
 
-use crate::protocol::{ErrorBody, ErrorCode};
+use crate::mutation::PendingMutation;
+use crate::protocol::{ClientMessage, ErrorBody, ErrorCode};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
+use uuid::Uuid;
 
 /// Most nesting serde_json accepts before refusing (its own recursion limit
 /// is 128; we keep it and report it like any other error).
@@ -37,6 +41,97 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ErrorBody> {
     Ok(value)
 }
 
+fn path_error(e: serde_path_to_error::Error<serde_json::Error>) -> ErrorBody {
+    let path = e.path().to_string();
+    let body = ErrorBody::new(
+        ErrorCode::BadRequest,
+        format!("invalid value: {}", e.into_inner()),
+    );
+    if path.is_empty() || path == "." {
+        body
+    } else {
+        body.with_field(path)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HelloFields {
+    token: String,
+    client_id: Uuid,
+    cursor: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushFields {
+    request_id: u64,
+    mutations: Vec<PendingMutation>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PingFields {
+    nonce: u64,
+}
+
+/// Decodes a WebSocket [`ClientMessage`] with errors that name the field.
+///
+/// serde buffers internally tagged enums before it knows the variant, which
+/// loses the path of an error inside; this reads the `type` first and then
+/// decodes the rest as that variant, so a bad mutation argument is reported
+/// as e.g. `mutations[2].mutation.args.start`.
+pub fn decode_client_message(bytes: &[u8]) -> Result<ClientMessage, ErrorBody> {
+    let value: Value = decode(bytes)?;
+    let Value::Object(mut fields) = value else {
+        return Err(ErrorBody::new(
+            ErrorCode::BadRequest,
+            "a message must be a JSON object",
+        ));
+    };
+    let kind = match fields.remove("type") {
+        Some(Value::String(kind)) => kind,
+        Some(_) => {
+            return Err(
+                ErrorBody::new(ErrorCode::BadRequest, "`type` must be a string").with_field("type"),
+            );
+        }
+        None => {
+            return Err(ErrorBody::new(ErrorCode::BadRequest, "missing `type`").with_field("type"));
+        }
+    };
+    let rest = Value::Object(fields);
+    match kind.as_str() {
+        "hello" => {
+            let f: HelloFields = serde_path_to_error::deserialize(rest).map_err(path_error)?;
+            Ok(ClientMessage::Hello {
+                token: f.token,
+                client_id: f.client_id,
+                cursor: f.cursor,
+            })
+        }
+        "push" => {
+            let f: PushFields = serde_path_to_error::deserialize(rest).map_err(path_error)?;
+            Ok(ClientMessage::Push {
+                request_id: f.request_id,
+                mutations: f.mutations,
+            })
+        }
+        "ping" => {
+            let f: PingFields = serde_path_to_error::deserialize(rest).map_err(path_error)?;
+            Ok(ClientMessage::Ping { nonce: f.nonce })
+        }
+        other => Err(ErrorBody::new(
+            ErrorCode::BadRequest,
+            format!(
+                "unknown message type `{}` (expected hello, push or ping)",
+                other.chars().take(40).collect::<String>()
+            ),
+        )
+        .with_field("type")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +159,23 @@ mod tests {
         let err =
             decode::<crate::protocol::ClientMessage>(br#"{"type":"launch_rockets"}"#).unwrap_err();
         assert!(err.message.contains("unknown variant"), "{}", err.message);
+    }
+
+    #[test]
+    fn websocket_messages_name_the_bad_field() {
+        let bad_arg = br#"{"type":"push","request_id":1,"mutations":[{"mutation_id":1,"mutation":{"type":"adjust_stock","args":{"id":"01890a5d-ac96-774b-bcce-b302099a8057","delta":"lots"}}}]}"#;
+        let err = decode_client_message(bad_arg).unwrap_err();
+        assert_eq!(
+            err.field.as_deref(),
+            Some("mutations[0].mutation.args.delta")
+        );
+        let err = decode_client_message(br#"{"type":"ping","nonce":1,"extra":2}"#).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("extra"));
+        let err = decode_client_message(br#"{"type":"shout"}"#).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("type"));
+        assert!(decode_client_message(b"[1]").is_err());
+        let ok = decode_client_message(br#"{"nonce":7,"type":"ping"}"#).unwrap();
+        assert_eq!(ok, ClientMessage::Ping { nonce: 7 });
     }
 
     #[test]

@@ -389,7 +389,7 @@ pub struct AdjustStock {
     pub id: Uuid,
     /// Units added (positive) or taken (negative); not zero.
     pub delta: i64,
-    /// Why, for the audit trail.
+    /// Why (validated; for the client's pending list, not stored).
     #[serde(default)]
     pub reason: Option<String>,
 }

@@ -28,7 +28,7 @@ pub mod limits {
     pub const MAX_WS_MESSAGE_BYTES: usize = 1024 * 1024;
     /// Most mutations in one push.
     pub const MAX_PUSH_MUTATIONS: usize = 500;
-    /// Default and largest page of a pull.
+    /// Default page of a pull, and the page size of WebSocket catch-up.
     pub const DEFAULT_PAGE_ROWS: usize = 1000;
     /// Largest page of a pull.
     pub const MAX_PAGE_ROWS: usize = 5000;
@@ -365,8 +365,10 @@ pub enum ServerMessage {
         rows: Vec<SyncRow>,
         /// Cursor to store once the rows are applied.
         cursor: u64,
-        /// The highest mutation id of this client the server has processed
-        /// up to `cursor`.
+        /// In catch-up, on the last page: the highest mutation id of this
+        /// client the server has processed (applied or rejected). Live: the
+        /// highest mutation of this client whose effects are in `rows`.
+        /// Rejections arrive in `push_result` (or in answer to a re-push).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         last_mutation_id: Option<u64>,
     },
@@ -388,7 +390,7 @@ pub enum ServerMessage {
         nonce: u64,
     },
     /// Something went wrong; the connection stays open unless the code says
-    /// otherwise (`unauthorized`, `token_expired`, `lagged`, `session_changed`
+    /// otherwise (`unauthorized`, `token_expired`, `session_changed`, and `forbidden`
     /// are followed by a close).
     Error(ErrorBody),
 }

@@ -842,3 +842,56 @@ fn change_from_columns(c: ChangeColumns) -> StorageResult<Change> {
         at: parse_time(&at)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_storage_meets_the_storage_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let counter = std::sync::atomic::AtomicUsize::new(0);
+        let fresh = || -> Box<dyn Storage> {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::new(SqliteStorage::open(dir.path().join(format!("c{n}.db"))).unwrap())
+        };
+        if let Err(failed) = crate::storage::conformance::run_all(&fresh) {
+            panic!("{}", failed.0);
+        }
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        {
+            let s = SqliteStorage::open(&path).unwrap();
+            s.create_session(
+                "h",
+                &Session {
+                    user_id: Uuid::nil(),
+                    expires_at: "2100-01-01T00:00:00Z".parse().unwrap(),
+                },
+            )
+            .unwrap();
+        }
+        let s = SqliteStorage::open(&path).unwrap();
+        assert!(s.session("h").unwrap().is_some());
+        s.integrity_check().unwrap();
+        drop(s);
+        let c = Connection::open(&path).unwrap();
+        c.execute("INSERT INTO schema_migrations VALUES (99, 'x')", [])
+            .unwrap();
+        drop(c);
+        let err = SqliteStorage::open(&path).err().unwrap();
+        assert!(err.to_string().contains("newer than this server"));
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("garbage.db");
+        std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
+        assert!(SqliteStorage::open(&path).is_err());
+    }
+}

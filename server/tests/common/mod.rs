@@ -1,0 +1,413 @@
+//! Test harness: the real `clinic-server` binary on 127.0.0.1:0 with a real
+//! SQLite file in a temporary directory, real HTTP and WebSocket clients.
+//! Nothing is mocked. Waits are on events (a line on stdout, a message on a
+//! socket), each bounded by a timeout so a broken server fails the test
+//! instead of hanging it.
+
+#![allow(dead_code, missing_docs, clippy::unwrap_used)]
+
+use clinic_shared::model::{SyncRow, Table, Timestamp};
+use clinic_shared::mutation::{Mutation, PendingMutation};
+use clinic_shared::protocol::{
+    ClientMessage, LoginResponse, MutationOutcome, MutationResult, PullResponse, PushRequest,
+    PushResponse, ServerMessage,
+};
+use futures_util::{SinkExt, StreamExt};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+use uuid::Uuid;
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A running server process over a data directory that outlives it.
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub child: Child,
+    pub base: String,
+    pub extra_args: Vec<String>,
+}
+
+impl Server {
+    /// Starts a server seeded with the demo clinic.
+    pub fn start() -> Server {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let extra_args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, base) = spawn(dir.path(), &extra_args);
+        Server {
+            dir,
+            child,
+            base,
+            extra_args,
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("clinic.db")
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("{}/v1/ws", self.base.replacen("http", "ws", 1))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the process with SIGKILL (no chance to clean up) and starts a
+    /// new one on the same data directory.
+    pub fn kill_and_restart(&mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
+        let (child, base) = spawn(self.dir.path(), &self.extra_args);
+        self.child = child;
+        self.base = base;
+    }
+
+    /// Resident memory of the server process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// Runs `clinic-server <args>` against this server's data directory.
+    pub fn admin(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_clinic-server"))
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn admin command");
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write stdin");
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().expect("admin output")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(dir: &Path, extra: &[String]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clinic-server"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["serve", "--listen", "127.0.0.1:0", "--demo"])
+        .args(extra)
+        .env(
+            "RUST_LOG",
+            std::env::var("CLINIC_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn clinic-server");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line);
+        }
+        // Keep draining so the server never blocks on a full pipe.
+        for _ in lines {}
+    });
+    let line = rx.recv_timeout(WAIT).expect("server printed its address");
+    let base = line
+        .strip_prefix("clinic-server listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+        .to_owned();
+    (child, base)
+}
+
+/// An HTTP client signed in as one user, with its own client id and
+/// mutation counter.
+pub struct Api {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: String,
+    pub user: clinic_shared::model::Staff,
+    pub client_id: Uuid,
+    pub next_mutation: u64,
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(90))
+        .build()
+        .expect("client")
+}
+
+pub async fn login_raw(base: &str, username: &str, password: &str) -> reqwest::Response {
+    http()
+        .post(format!("{base}/v1/login"))
+        .json(&serde_json::json!({ "username": username, "password": password }))
+        .send()
+        .await
+        .expect("login request")
+}
+
+impl Api {
+    pub async fn login(server: &Server, username: &str) -> Api {
+        let response = login_raw(&server.base, username, "demo").await;
+        assert_eq!(response.status(), 200, "login {username}");
+        let login: LoginResponse = response.json().await.expect("login body");
+        Api {
+            http: http(),
+            base: server.base.clone(),
+            token: login.token,
+            user: login.user,
+            client_id: Uuid::now_v7(),
+            next_mutation: 1,
+        }
+    }
+
+    /// Same user and client, pointed at a restarted server.
+    pub fn rebase(&mut self, server: &Server) {
+        self.base = server.base.clone();
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+    }
+
+    /// Numbers the mutations with this client's next ids.
+    pub fn number(&mut self, mutations: Vec<Mutation>) -> Vec<PendingMutation> {
+        mutations
+            .into_iter()
+            .map(|mutation| {
+                let mutation_id = self.next_mutation;
+                self.next_mutation += 1;
+                PendingMutation {
+                    mutation_id,
+                    mutation,
+                }
+            })
+            .collect()
+    }
+
+    pub async fn push_pending(&self, mutations: Vec<PendingMutation>) -> Vec<MutationResult> {
+        let request = PushRequest {
+            client_id: self.client_id,
+            mutations,
+        };
+        let response = self
+            .post("/v1/push")
+            .json(&request)
+            .send()
+            .await
+            .expect("push");
+        let status = response.status();
+        let text = response.text().await.expect("push body");
+        assert_eq!(status, 200, "push failed: {text}");
+        serde_json::from_str::<PushResponse>(&text)
+            .expect("push response")
+            .results
+    }
+
+    pub async fn push(&mut self, mutations: Vec<Mutation>) -> Vec<MutationResult> {
+        let pending = self.number(mutations);
+        self.push_pending(pending).await
+    }
+
+    /// Pushes one mutation and returns its outcome.
+    pub async fn push_one(&mut self, mutation: Mutation) -> MutationOutcome {
+        let mut results = self.push(vec![mutation]).await;
+        assert_eq!(results.len(), 1);
+        results.remove(0).outcome
+    }
+
+    pub async fn pull(&self, cursor: u64, wait: u64) -> PullResponse {
+        let response = self
+            .get(&format!(
+                "/v1/pull?cursor={cursor}&wait={wait}&client_id={}",
+                self.client_id
+            ))
+            .send()
+            .await
+            .expect("pull");
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("pull body")
+    }
+
+    /// Pulls every page from `cursor`; returns the rows and the final cursor.
+    pub async fn pull_all(&self, mut cursor: u64) -> (Vec<SyncRow>, u64) {
+        let mut rows = Vec::new();
+        loop {
+            let page = self.pull(cursor, 0).await;
+            rows.extend(page.rows);
+            cursor = page.cursor;
+            if !page.more {
+                return (rows, cursor);
+            }
+        }
+    }
+
+    /// The current rows of a table visible to this user, by id.
+    pub async fn table(&self, table: Table) -> std::collections::BTreeMap<Uuid, SyncRow> {
+        let (rows, _) = self.pull_all(0).await;
+        let mut map = std::collections::BTreeMap::new();
+        for row in rows.into_iter().filter(|r| r.table == table) {
+            map.insert(row.id, row);
+        }
+        map
+    }
+}
+
+pub fn applied_seq(outcome: &MutationOutcome) -> u64 {
+    match outcome {
+        MutationOutcome::Applied { seq } => *seq,
+        other => panic!("expected applied, got {other:?}"),
+    }
+}
+
+pub fn rejection(outcome: &MutationOutcome) -> &clinic_shared::protocol::Rejection {
+    match outcome {
+        MutationOutcome::Rejected { rejection } => rejection,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+pub fn ts(s: &str) -> Timestamp {
+    s.parse().expect("timestamp")
+}
+
+/// A WebSocket session.
+pub struct Ws {
+    pub stream: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl Ws {
+    pub async fn connect(server: &Server) -> Ws {
+        let (stream, _) = tokio_tungstenite::connect_async(server.ws_url())
+            .await
+            .expect("ws connect");
+        Ws { stream }
+    }
+
+    /// Connects and says hello; returns after `welcome`.
+    pub async fn hello(server: &Server, api: &Api, cursor: u64) -> Ws {
+        let mut ws = Ws::connect(server).await;
+        ws.send(&ClientMessage::Hello {
+            token: api.token.clone(),
+            client_id: api.client_id,
+            cursor,
+        })
+        .await;
+        match ws.next().await {
+            Some(ServerMessage::Welcome { .. }) => ws,
+            other => panic!("expected welcome, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, msg: &ClientMessage) {
+        let text = serde_json::to_string(msg).expect("encode");
+        self.stream
+            .send(Message::Text(text.into()))
+            .await
+            .expect("ws send");
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.stream
+            .send(Message::Text(text.to_owned().into()))
+            .await
+            .expect("ws send");
+    }
+
+    /// The next server message; `None` when the socket closes. Panics after
+    /// [`WAIT`] without one.
+    pub async fn next(&mut self) -> Option<ServerMessage> {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("a ws message in time");
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    return Some(serde_json::from_str(&text).expect("server message"));
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                Some(Ok(Message::Binary(_))) => panic!("unexpected binary frame"),
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    /// Reads until `caught_up`; returns every row received.
+    pub async fn until_caught_up(&mut self) -> (Vec<SyncRow>, u64) {
+        let mut rows = Vec::new();
+        loop {
+            match self.next().await {
+                Some(ServerMessage::Changes { rows: r, .. }) => rows.extend(r),
+                Some(ServerMessage::CaughtUp { cursor }) => return (rows, cursor),
+                other => panic!("expected catch-up, got {other:?}"),
+            }
+        }
+    }
+
+    /// Reads `changes` messages until one contains a row matching `pred`.
+    pub async fn until_row(&mut self, pred: impl Fn(&SyncRow) -> bool) -> SyncRow {
+        loop {
+            match self.next().await {
+                Some(ServerMessage::Changes { rows, .. }) => {
+                    if let Some(row) = rows.into_iter().find(&pred) {
+                        return row;
+                    }
+                }
+                Some(_) => continue,
+                None => panic!("socket closed before the expected row arrived"),
+            }
+        }
+    }
+}
+
+/// Ids of the demo clinic's doctors, by username.
+pub async fn staff_id(api: &Api, username: &str) -> Uuid {
+    let staff = api.table(Table::Staff).await;
+    staff
+        .values()
+        .find(|r| {
+            r.data
+                .as_ref()
+                .and_then(|d| d.get("username"))
+                .and_then(|u| u.as_str())
+                == Some(username)
+        })
+        .map(|r| r.id)
+        .unwrap_or_else(|| panic!("no staff {username}"))
+}

@@ -1,0 +1,1378 @@
+//! End-to-end tests of the sync server: the real binary, a real SQLite
+//! file, real HTTP and WebSocket clients.
+
+#![allow(clippy::unwrap_used)] // a test that cannot proceed should panic
+
+mod common;
+
+use clinic_shared::model::{Table, Timestamp};
+use clinic_shared::mutation::*;
+use clinic_shared::protocol::{
+    ClientMessage, ErrorBody, ErrorCode, HistoryResponse, MutationOutcome, RejectCode,
+    ServerMessage,
+};
+use common::*;
+use serde_json::json;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+fn new_patient(first: &str) -> CreatePatient {
+    CreatePatient {
+        id: Uuid::now_v7(),
+        first_name: first.into(),
+        last_name: "Tester".into(),
+        date_of_birth: "1980-04-02".parse().unwrap(),
+        phone: Some("+1 555 010 2030".into()),
+        email: None,
+        address: None,
+    }
+}
+
+fn book(patient: Uuid, doctor: Uuid, start: &str, end: &str) -> BookAppointment {
+    BookAppointment {
+        id: Uuid::now_v7(),
+        patient_id: patient,
+        doctor_id: doctor,
+        start: ts(start),
+        end: ts(end),
+        reason: Some("Check-up".into()),
+    }
+}
+
+async fn create_patient(api: &mut Api, first: &str) -> (Uuid, u64) {
+    let p = new_patient(first);
+    let id = p.id;
+    let seq = applied_seq(&api.push_one(Mutation::CreatePatient(p)).await);
+    (id, seq)
+}
+
+async fn error_body(response: reqwest::Response) -> (u16, ErrorBody) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not an error body: {text}"));
+    (status, body)
+}
+
+#[tokio::test]
+async fn login_accepts_demo_staff_and_refuses_bad_credentials_without_a_hint() {
+    let server = Server::start();
+    let api = Api::login(&server, "reception").await;
+    assert_eq!(api.user.username, "reception");
+    let (status, wrong_password) =
+        error_body(login_raw(&server.base, "reception", "nope").await).await;
+    assert_eq!(status, 401);
+    let (status, unknown_user) = error_body(login_raw(&server.base, "nobody", "demo").await).await;
+    assert_eq!(status, 401);
+    assert_eq!(wrong_password, unknown_user, "no hint which part was wrong");
+    assert_eq!(wrong_password.code, ErrorCode::Unauthorized);
+    // Malformed login body: named, not a crash.
+    let response = http()
+        .post(format!("{}/v1/login", server.base))
+        .body("{\"username\":1}")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = error_body(response).await;
+    assert_eq!(status, 400);
+    assert_eq!(body.field.as_deref(), Some("username"));
+}
+
+#[tokio::test]
+async fn every_endpoint_refuses_missing_unknown_and_expired_tokens() {
+    let server = Server::start();
+    let api = Api::login(&server, "admin").await;
+    let patient = api.table(Table::Patients).await.into_keys().next().unwrap();
+    let endpoints: Vec<(reqwest::Method, String)> = vec![
+        (reqwest::Method::POST, "/v1/logout".into()),
+        (reqwest::Method::GET, "/v1/me".into()),
+        (reqwest::Method::POST, "/v1/push".into()),
+        (reqwest::Method::GET, "/v1/pull?cursor=0".into()),
+        (
+            reqwest::Method::GET,
+            format!("/v1/history/patients/{patient}"),
+        ),
+    ];
+    let client = http();
+    for (method, path) in &endpoints {
+        let url = format!("{}{path}", server.base);
+        let none = client.request(method.clone(), &url).send().await.unwrap();
+        assert_eq!(none.status(), 401, "{path} without a token");
+        assert!(none.headers().contains_key("www-authenticate"));
+        let forged = client
+            .request(method.clone(), &url)
+            .bearer_auth("f".repeat(64))
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = error_body(forged).await;
+        assert_eq!(
+            (status, body.code),
+            (401, ErrorCode::Unauthorized),
+            "{path} with a forged token"
+        );
+    }
+    // Expire every session in the database, as time passing would.
+    let db = rusqlite::Connection::open(server.db_path()).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    db.execute(
+        "UPDATE sessions SET expires_at = '2000-01-01T00:00:00Z'",
+        [],
+    )
+    .unwrap();
+    for (method, path) in &endpoints {
+        let url = format!("{}{path}", server.base);
+        let expired = client
+            .request(method.clone(), &url)
+            .bearer_auth(&api.token)
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = error_body(expired).await;
+        assert_eq!(
+            (status, body.code),
+            (401, ErrorCode::TokenExpired),
+            "{path} with an expired token"
+        );
+    }
+    // The WebSocket refuses it too.
+    let mut ws = Ws::connect(&server).await;
+    ws.send(&ClientMessage::Hello {
+        token: api.token.clone(),
+        client_id: api.client_id,
+        cursor: 0,
+    })
+    .await;
+    match ws.next().await {
+        Some(ServerMessage::Error(e)) => assert_eq!(e.code, ErrorCode::TokenExpired),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    assert!(ws.next().await.is_none(), "closed after refusing");
+}
+
+#[tokio::test]
+async fn logout_ends_the_token_and_its_open_socket() {
+    let server = Server::start();
+    let api = Api::login(&server, "doctor").await;
+    let mut ws = Ws::hello(&server, &api, 0).await;
+    ws.until_caught_up().await;
+    let response = api.post("/v1/logout").send().await.unwrap();
+    assert_eq!(response.status(), 204);
+    match ws.next().await {
+        Some(ServerMessage::Error(e)) => assert_eq!(e.code, ErrorCode::Unauthorized),
+        other => panic!("expected the socket to be told, got {other:?}"),
+    }
+    assert!(ws.next().await.is_none());
+    assert_eq!(api.get("/v1/me").send().await.unwrap().status(), 401);
+}
+
+#[tokio::test]
+async fn push_then_pull_round_trip() {
+    let server = Server::start();
+    let mut api = Api::login(&server, "reception").await;
+    let (_, cursor) = api.pull_all(0).await;
+    let mut p = new_patient("Roundtrip");
+    p.email = Some("rt@clinic.example".into());
+    let id = p.id;
+    let seq = applied_seq(&api.push_one(Mutation::CreatePatient(p)).await);
+    assert!(seq > cursor);
+    let page = api.pull(cursor, 0).await;
+    assert_eq!(page.rows.len(), 1);
+    let row = &page.rows[0];
+    assert_eq!(
+        (row.table, row.id, row.version, row.deleted),
+        (Table::Patients, id, seq, false)
+    );
+    let data = row.data.as_ref().unwrap();
+    assert_eq!(data["first_name"], "Roundtrip");
+    assert_eq!(data["email"], "rt@clinic.example");
+    assert_eq!(page.cursor, seq);
+    assert_eq!(page.last_mutation_id, Some(1));
+    // Delete: a tombstone without data.
+    let del = DeletePatient {
+        id,
+        base_version: seq,
+    };
+    let del_seq = applied_seq(&api.push_one(Mutation::DeletePatient(del)).await);
+    let page = api.pull(seq, 0).await;
+    assert_eq!(page.rows.len(), 1);
+    assert!(page.rows[0].deleted && page.rows[0].data.is_none());
+    assert_eq!(page.rows[0].version, del_seq);
+}
+
+#[tokio::test]
+async fn a_retried_push_is_applied_exactly_once() {
+    let server = Server::start();
+    let mut api = Api::login(&server, "assistant").await;
+    let stock = api.table(Table::InventoryItems).await;
+    let (item, row) = stock.iter().next().unwrap();
+    let before = row.data.as_ref().unwrap()["quantity"].as_i64().unwrap();
+    let pending = api.number(vec![
+        Mutation::AdjustStock(AdjustStock {
+            id: *item,
+            delta: 5,
+            reason: None,
+        }),
+        Mutation::AdjustStock(AdjustStock {
+            id: *item,
+            delta: -2,
+            reason: Some("used".into()),
+        }),
+    ]);
+    let first = api.push_pending(pending.clone()).await;
+    // The acknowledgement was "lost": the client sends the same batch again, twice.
+    let second = api.push_pending(pending.clone()).await;
+    let third = api.push_pending(pending).await;
+    assert_eq!(first, second);
+    assert_eq!(first, third);
+    let after = api.table(Table::InventoryItems).await[item]
+        .data
+        .as_ref()
+        .unwrap()["quantity"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(after, before + 3, "applied once, not three times");
+    // And the audit trail shows exactly two changes from this client.
+    let doctor = Api::login(&server, "doctor").await;
+    let history: HistoryResponse = doctor
+        .get(&format!("/v1/history/inventory_items/{item}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mine = history
+        .entries
+        .iter()
+        .filter(|e| e.client_id == Some(api.client_id))
+        .count();
+    assert_eq!(mine, 2);
+}
+
+#[tokio::test]
+async fn mutations_apply_in_order_and_a_gap_is_deferred() {
+    let server = Server::start();
+    let mut api = Api::login(&server, "reception").await;
+    let first = new_patient("First");
+    let (first_id, second) = (first.id, new_patient("Second"));
+    let pending = api.number(vec![
+        Mutation::CreatePatient(first),
+        Mutation::CreatePatient(second),
+    ]);
+    // Mutation 2 arrives alone, before 1.
+    let results = api.push_pending(vec![pending[1].clone()]).await;
+    match &results[0].outcome {
+        MutationOutcome::Retry { error } => assert_eq!(error.code, ErrorCode::OutOfOrder),
+        other => panic!("expected retry, got {other:?}"),
+    }
+    assert!(
+        !api.table(Table::Patients)
+            .await
+            .values()
+            .any(|r| r.data.as_ref().unwrap()["first_name"] == "Second")
+    );
+    // Then both, in order: both apply, 1 before 2.
+    let results = api.push_pending(pending).await;
+    let (s1, s2) = (
+        applied_seq(&results[0].outcome),
+        applied_seq(&results[1].outcome),
+    );
+    assert!(s1 < s2);
+    assert!(api.table(Table::Patients).await.contains_key(&first_id));
+}
+
+#[tokio::test]
+async fn a_bad_mutation_is_rejected_alone_and_writes_nothing() {
+    let server = Server::start();
+    let mut api = Api::login(&server, "reception").await;
+    let (_, head) = api.pull_all(0).await;
+    let mut bad = new_patient("");
+    bad.email = Some("not-an-email".into());
+    bad.phone = Some("call me maybe".into());
+    let good = new_patient("Good");
+    let results = api
+        .push(vec![
+            Mutation::CreatePatient(bad),
+            Mutation::CreatePatient(good),
+        ])
+        .await;
+    let r = rejection(&results[0].outcome);
+    assert_eq!(r.code, RejectCode::Validation);
+    let fields: Vec<&str> = r.fields.iter().map(|f| f.field.as_str()).collect();
+    assert_eq!(fields, ["first_name", "phone", "email"]);
+    let seq = applied_seq(&results[1].outcome);
+    assert_eq!(
+        seq,
+        head + 1,
+        "the rejected mutation consumed no sequence number"
+    );
+    let (rows, _) = api.pull_all(head).await;
+    assert_eq!(rows.len(), 1, "only the good row was written");
+}
+
+#[tokio::test]
+async fn clinic_rules_are_enforced_with_clear_reasons() {
+    let server = Server::start();
+    let mut reception = Api::login(&server, "reception").await;
+    let mut doctor_api = Api::login(&server, "doctor").await;
+    let mut assistant = Api::login(&server, "assistant").await;
+    let doctor = staff_id(&reception, "doctor").await;
+    let (patient, _) = create_patient(&mut reception, "Rules").await;
+    let (other, _) = create_patient(&mut reception, "Other").await;
+
+    // No double booking, even partly overlapping; back-to-back is fine.
+    let a = book(
+        patient,
+        doctor,
+        "2031-03-03T09:00:00Z",
+        "2031-03-03T09:30:00Z",
+    );
+    applied_seq(&reception.push_one(Mutation::BookAppointment(a)).await);
+    let clash = book(
+        other,
+        doctor,
+        "2031-03-03T09:15:00Z",
+        "2031-03-03T09:45:00Z",
+    );
+    let r = reception.push_one(Mutation::BookAppointment(clash)).await;
+    assert_eq!(rejection(&r).code, RejectCode::DoubleBooked);
+    assert!(rejection(&r).message.contains("already has appointment"));
+    let next = book(
+        other,
+        doctor,
+        "2031-03-03T09:30:00Z",
+        "2031-03-03T10:00:00Z",
+    );
+    applied_seq(&reception.push_one(Mutation::BookAppointment(next)).await);
+    // A non-doctor cannot be booked.
+    let not_doctor = book(
+        patient,
+        reception.user.id,
+        "2031-03-04T09:00:00Z",
+        "2031-03-04T09:30:00Z",
+    );
+    assert_eq!(
+        rejection(
+            &reception
+                .push_one(Mutation::BookAppointment(not_doctor))
+                .await
+        )
+        .code,
+        RejectCode::InvalidReference
+    );
+
+    // Stock never below zero; deltas commute.
+    let item = assistant
+        .table(Table::InventoryItems)
+        .await
+        .into_iter()
+        .next()
+        .unwrap();
+    let qty = item.1.data.as_ref().unwrap()["quantity"].as_i64().unwrap();
+    let over = AdjustStock {
+        id: item.0,
+        delta: -(qty + 1),
+        reason: None,
+    };
+    let r = assistant.push_one(Mutation::AdjustStock(over)).await;
+    assert_eq!(rejection(&r).code, RejectCode::InsufficientStock);
+    let exact = AdjustStock {
+        id: item.0,
+        delta: -qty,
+        reason: None,
+    };
+    applied_seq(&assistant.push_one(Mutation::AdjustStock(exact)).await);
+
+    // No appointment or record for an unknown or deleted patient.
+    let unknown = book(
+        Uuid::now_v7(),
+        doctor,
+        "2031-03-05T09:00:00Z",
+        "2031-03-05T09:30:00Z",
+    );
+    assert_eq!(
+        rejection(&reception.push_one(Mutation::BookAppointment(unknown)).await).code,
+        RejectCode::PatientUnavailable
+    );
+    let (gone, seq) = create_patient(&mut reception, "Gone").await;
+    applied_seq(
+        &reception
+            .push_one(Mutation::DeletePatient(DeletePatient {
+                id: gone,
+                base_version: seq,
+            }))
+            .await,
+    );
+    let for_deleted = book(gone, doctor, "2031-03-05T10:00:00Z", "2031-03-05T10:30:00Z");
+    let r = reception
+        .push_one(Mutation::BookAppointment(for_deleted))
+        .await;
+    assert_eq!(rejection(&r).code, RejectCode::PatientUnavailable);
+    assert!(rejection(&r).message.contains("deleted"));
+    let record = AddTreatmentRecord {
+        id: Uuid::now_v7(),
+        patient_id: gone,
+        appointment_id: None,
+        notes: "n".into(),
+        diagnosis: "d".into(),
+        procedures: vec![],
+        recorded_at: ts("2031-03-05T10:00:00Z"),
+    };
+    assert_eq!(
+        rejection(
+            &doctor_api
+                .push_one(Mutation::AddTreatmentRecord(record))
+                .await
+        )
+        .code,
+        RejectCode::PatientUnavailable
+    );
+
+    // Status flow: scheduled → completed is not a step.
+    let appt = book(
+        patient,
+        doctor,
+        "2031-03-06T09:00:00Z",
+        "2031-03-06T09:30:00Z",
+    );
+    let appt_id = appt.id;
+    applied_seq(&reception.push_one(Mutation::BookAppointment(appt)).await);
+    let skip = SetAppointmentStatus {
+        id: appt_id,
+        status: clinic_shared::model::AppointmentStatus::Completed,
+    };
+    assert_eq!(
+        rejection(
+            &reception
+                .push_one(Mutation::SetAppointmentStatus(skip))
+                .await
+        )
+        .code,
+        RejectCode::InvalidTransition
+    );
+
+    // Roles: reception cannot write clinical records, assistants cannot book.
+    let record = AddTreatmentRecord {
+        id: Uuid::now_v7(),
+        patient_id: patient,
+        appointment_id: None,
+        notes: "n".into(),
+        diagnosis: "d".into(),
+        procedures: vec![],
+        recorded_at: ts("2031-03-05T10:00:00Z"),
+    };
+    assert_eq!(
+        rejection(
+            &reception
+                .push_one(Mutation::AddTreatmentRecord(record))
+                .await
+        )
+        .code,
+        RejectCode::Forbidden
+    );
+    let by_assistant = book(
+        patient,
+        doctor,
+        "2031-03-07T09:00:00Z",
+        "2031-03-07T09:30:00Z",
+    );
+    assert_eq!(
+        rejection(
+            &assistant
+                .push_one(Mutation::BookAppointment(by_assistant))
+                .await
+        )
+        .code,
+        RejectCode::Forbidden
+    );
+}
+
+#[tokio::test]
+async fn concurrent_edits_merge_by_field_and_conflicts_carry_both_values() {
+    let server = Server::start();
+    let mut a = Api::login(&server, "reception").await;
+    let mut b = Api::login(&server, "admin").await;
+    let (patient, v1) = create_patient(&mut a, "Conflict").await;
+
+    // Different fields from the same base: both apply (merge).
+    let phone = PatientPatch {
+        phone: Some(Some("+1 555 999 0000".into())),
+        ..Default::default()
+    };
+    applied_seq(
+        &a.push_one(Mutation::UpdatePatient(UpdatePatient {
+            id: patient,
+            base_version: v1,
+            fields: phone,
+        }))
+        .await,
+    );
+    let email = PatientPatch {
+        email: Some(Some("merged@clinic.example".into())),
+        ..Default::default()
+    };
+    let v3 = applied_seq(
+        &b.push_one(Mutation::UpdatePatient(UpdatePatient {
+            id: patient,
+            base_version: v1,
+            fields: email,
+        }))
+        .await,
+    );
+    let row = a.table(Table::Patients).await[&patient].clone();
+    let data = row.data.unwrap();
+    assert_eq!(
+        (data["phone"].as_str(), data["email"].as_str()),
+        (Some("+1 555 999 0000"), Some("merged@clinic.example"))
+    );
+
+    // The same field from a stale base: a conflict with both values.
+    let mine = PatientPatch {
+        phone: Some(Some("+1 555 111 1111".into())),
+        ..Default::default()
+    };
+    let r = b
+        .push_one(Mutation::UpdatePatient(UpdatePatient {
+            id: patient,
+            base_version: v1,
+            fields: mine,
+        }))
+        .await;
+    let r = rejection(&r);
+    assert_eq!(r.code, RejectCode::Conflict);
+    assert_eq!(r.conflicts.len(), 1);
+    assert_eq!(r.conflicts[0].field, "phone");
+    assert_eq!(r.conflicts[0].yours, json!("+1 555 111 1111"));
+    assert_eq!(r.conflicts[0].theirs, json!("+1 555 999 0000"));
+    assert!(!r.conflicts[0].clinical);
+    // From the current version it applies.
+    let mine = PatientPatch {
+        phone: Some(Some("+1 555 111 1111".into())),
+        ..Default::default()
+    };
+    let v4 = applied_seq(
+        &b.push_one(Mutation::UpdatePatient(UpdatePatient {
+            id: patient,
+            base_version: v3,
+            fields: mine,
+        }))
+        .await,
+    );
+    // A delete decided on a stale view is a conflict too; on the current one it applies.
+    let stale = a
+        .push_one(Mutation::DeletePatient(DeletePatient {
+            id: patient,
+            base_version: v3,
+        }))
+        .await;
+    let stale = rejection(&stale);
+    assert_eq!(stale.code, RejectCode::Conflict);
+    assert_eq!(stale.conflicts[0].field, "phone");
+
+    // Clinical content: two doctors edit the same note.
+    let mut d1 = Api::login(&server, "doctor").await;
+    let mut d2 = Api::login(&server, "doctor2").await;
+    let record = AddTreatmentRecord {
+        id: Uuid::now_v7(),
+        patient_id: patient,
+        appointment_id: None,
+        notes: "Initial note".into(),
+        diagnosis: "Sprain".into(),
+        procedures: vec!["Examination".into()],
+        recorded_at: ts("2026-11-20T10:00:00Z"),
+    };
+    let record_id = record.id;
+    let base = applied_seq(&d1.push_one(Mutation::AddTreatmentRecord(record)).await);
+    let edit = |notes: &str| TreatmentRecordPatch {
+        notes: Some(notes.into()),
+        ..Default::default()
+    };
+    applied_seq(
+        &d1.push_one(Mutation::UpdateTreatmentRecord(UpdateTreatmentRecord {
+            id: record_id,
+            base_version: base,
+            fields: edit("Doctor one's note"),
+        }))
+        .await,
+    );
+    let r = d2
+        .push_one(Mutation::UpdateTreatmentRecord(UpdateTreatmentRecord {
+            id: record_id,
+            base_version: base,
+            fields: edit("Doctor two's note"),
+        }))
+        .await;
+    let r = rejection(&r);
+    assert_eq!(r.code, RejectCode::Conflict);
+    assert_eq!(r.conflicts[0].field, "notes");
+    assert_eq!(r.conflicts[0].yours, json!("Doctor two's note"));
+    assert_eq!(r.conflicts[0].theirs, json!("Doctor one's note"));
+    assert!(r.conflicts[0].clinical);
+    // Nothing was overwritten.
+    let rec = d2.table(Table::TreatmentRecords).await[&record_id]
+        .data
+        .clone()
+        .unwrap();
+    assert_eq!(rec["notes"], "Doctor one's note");
+    // A client's own earlier edit never conflicts with its next one.
+    let own = d1
+        .push_one(Mutation::UpdateTreatmentRecord(UpdateTreatmentRecord {
+            id: record_id,
+            base_version: base,
+            fields: edit("Doctor one, again"),
+        }))
+        .await;
+    applied_seq(&own);
+    applied_seq(
+        &a.push_one(Mutation::DeletePatient(DeletePatient {
+            id: patient,
+            base_version: v4,
+        }))
+        .await,
+    );
+}
+
+#[tokio::test]
+async fn reception_never_receives_clinical_content_on_pull_or_websocket() {
+    let server = Server::start();
+    let reception = Api::login(&server, "reception").await;
+    let mut doctor = Api::login(&server, "doctor").await;
+    let (rows, cursor) = reception.pull_all(0).await;
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|r| r.table != Table::TreatmentRecords));
+    assert!(
+        rows.iter().any(|r| r.table == Table::Invoices),
+        "reception sees billing"
+    );
+    let (doctor_rows, _) = doctor.pull_all(0).await;
+    assert!(
+        doctor_rows
+            .iter()
+            .any(|r| r.table == Table::TreatmentRecords),
+        "the demo has records"
+    );
+    assert!(
+        doctor_rows.iter().all(|r| r.table != Table::Invoices),
+        "doctors do not see billing"
+    );
+
+    let mut ws = Ws::hello(&server, &reception, 0).await;
+    let (caught_up, _) = ws.until_caught_up().await;
+    assert!(caught_up.iter().all(|r| r.table != Table::TreatmentRecords));
+    let mut doctor_ws = Ws::hello(&server, &doctor, cursor).await;
+    doctor_ws.until_caught_up().await;
+
+    let patient = reception
+        .table(Table::Patients)
+        .await
+        .into_keys()
+        .next()
+        .unwrap();
+    let record = AddTreatmentRecord {
+        id: Uuid::now_v7(),
+        patient_id: patient,
+        appointment_id: None,
+        notes: "Confidential".into(),
+        diagnosis: "Private".into(),
+        procedures: vec![],
+        recorded_at: ts("2026-11-20T10:00:00Z"),
+    };
+    let record_id = record.id;
+    applied_seq(&doctor.push_one(Mutation::AddTreatmentRecord(record)).await);
+    // Then something reception may see, so we know its stream moved past the record.
+    let marker = new_patient("Marker");
+    let marker_id = marker.id;
+    doctor.push_one(Mutation::CreatePatient(marker)).await;
+    let seen = doctor_ws.until_row(|r| r.id == record_id).await;
+    assert_eq!(seen.table, Table::TreatmentRecords);
+    loop {
+        match ws.next().await {
+            Some(ServerMessage::Changes { rows, .. }) => {
+                assert!(
+                    rows.iter().all(|r| r.table != Table::TreatmentRecords),
+                    "clinical row leaked"
+                );
+                if rows.iter().any(|r| r.id == marker_id) {
+                    break;
+                }
+            }
+            Some(_) => {}
+            None => panic!("socket closed"),
+        }
+    }
+    // History of a clinical record is not for reception.
+    let response = reception
+        .get(&format!("/v1/history/treatment_records/{record_id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+}
+
+#[tokio::test]
+async fn a_websocket_subscriber_receives_what_another_client_commits() {
+    let server = Server::start();
+    let mut writer = Api::login(&server, "reception").await;
+    let reader = Api::login(&server, "doctor").await;
+    let mut ws = Ws::hello(&server, &reader, 0).await;
+    let (_, cursor) = ws.until_caught_up().await;
+    // Over HTTP…
+    let (id, seq) = create_patient(&mut writer, "Live").await;
+    let row = ws.until_row(|r| r.id == id).await;
+    assert_eq!(row.version, seq);
+    assert!(seq > cursor);
+    // …and over another WebSocket, whose push is acknowledged in the stream.
+    let mut writer_ws = Ws::hello(&server, &writer, seq).await;
+    writer_ws.until_caught_up().await;
+    let p = new_patient("ViaSocket");
+    let pid = p.id;
+    let pending = writer.number(vec![Mutation::CreatePatient(p)]);
+    let mutation_id = pending[0].mutation_id;
+    writer_ws
+        .send(&ClientMessage::Push {
+            request_id: 7,
+            mutations: pending,
+        })
+        .await;
+    let mut got_result = false;
+    let mut got_ack = false;
+    while !(got_result && got_ack) {
+        match writer_ws.next().await {
+            Some(ServerMessage::PushResult {
+                request_id,
+                results,
+            }) => {
+                assert_eq!(request_id, 7);
+                applied_seq(&results[0].outcome);
+                got_result = true;
+            }
+            Some(ServerMessage::Changes {
+                rows,
+                last_mutation_id,
+                ..
+            }) => {
+                if rows.iter().any(|r| r.id == pid) {
+                    assert_eq!(
+                        last_mutation_id,
+                        Some(mutation_id),
+                        "ack travels with the effects"
+                    );
+                    got_ack = true;
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    ws.until_row(|r| r.id == pid).await;
+    // Ping is answered.
+    ws.send(&ClientMessage::Ping { nonce: 42 }).await;
+    loop {
+        match ws.next().await {
+            Some(ServerMessage::Pong { nonce }) => {
+                assert_eq!(nonce, 42);
+                break;
+            }
+            Some(_) => {}
+            None => panic!("closed"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn long_poll_returns_as_soon_as_a_change_commits() {
+    let server = Server::start();
+    let mut writer = Api::login(&server, "reception").await;
+    let reader = Api::login(&server, "reception").await;
+    let (_, cursor) = reader.pull_all(0).await;
+    // Nothing to wait for: a short wait returns empty at its deadline.
+    let empty = reader.pull(cursor, 1).await;
+    assert!(empty.rows.is_empty());
+    assert_eq!(empty.cursor, cursor);
+    let started = Instant::now();
+    let poll = tokio::spawn(async move { reader.pull(cursor, 60).await });
+    // Let the poll reach the server before the write (if the write came first
+    // the poll would return at once, which is also correct but not the point).
+    tokio::task::yield_now().await;
+    let (id, _) = create_patient(&mut writer, "Polled").await;
+    let page = tokio::time::timeout(Duration::from_secs(30), poll)
+        .await
+        .expect("returned before its 60 s wait")
+        .unwrap();
+    assert!(page.rows.iter().any(|r| r.id == id));
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_input_is_answered_and_the_server_keeps_serving() {
+    let server = Server::start();
+    let api = Api::login(&server, "reception").await;
+    // (name, body, status, code, field named)
+    type Case<'a> = (&'a str, Vec<u8>, u16, ErrorCode, Option<&'a str>);
+    let cases: Vec<Case> = vec![
+        ("not json", b"{{{".to_vec(), 400, ErrorCode::BadRequest, None),
+        ("truncated", br#"{"client_id":"#.to_vec(), 400, ErrorCode::BadRequest, None),
+        ("wrong type", br#"{"client_id":5,"mutations":[]}"#.to_vec(), 400, ErrorCode::BadRequest, Some("client_id")),
+        (
+            "unknown mutation",
+            format!(r#"{{"client_id":"{}","mutations":[{{"mutation_id":1,"mutation":{{"type":"drop_tables","args":{{}}}}}}]}}"#, api.client_id).into_bytes(),
+            400,
+            ErrorCode::BadRequest,
+            Some("mutations[0].mutation.type"),
+        ),
+        ("empty push", format!(r#"{{"client_id":"{}","mutations":[]}}"#, api.client_id).into_bytes(), 422, ErrorCode::InvalidField, Some("mutations")),
+        ("invalid utf-8", vec![b'{', 0xff, 0xfe, b'}'], 400, ErrorCode::BadRequest, None),
+        ("deep nesting", "[".repeat(50_000).into_bytes(), 400, ErrorCode::BadRequest, None),
+        ("oversized", vec![b' '; 2 * 1024 * 1024], 413, ErrorCode::PayloadTooLarge, None),
+    ];
+    for (name, body, status, code, field) in cases {
+        let response = api
+            .post("/v1/push")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let (got_status, got) = error_body(response).await;
+        assert_eq!(
+            (got_status, got.code),
+            (status, code),
+            "{name}: {}",
+            got.message
+        );
+        if let Some(field) = field {
+            assert_eq!(got.field.as_deref(), Some(field), "{name}");
+        }
+    }
+    let bad_query = api.get("/v1/pull?cursor=minus-one").send().await.unwrap();
+    assert_eq!(error_body(bad_query).await.0, 400);
+    let (status, body) = error_body(api.get("/v1/nope").send().await.unwrap()).await;
+    assert_eq!((status, body.code), (404, ErrorCode::NotFound));
+
+    // WebSocket: bad frames are answered and the session lives on.
+    let mut ws = Ws::hello(&server, &api, 0).await;
+    ws.until_caught_up().await;
+    for frame in [
+        "nonsense",
+        r#"{"type":"launch"}"#,
+        r#"{"type":"ping","nonce":"x"}"#,
+        r#"{"type":"ping"}"#,
+    ] {
+        ws.send_text(frame).await;
+        match ws.next().await {
+            Some(ServerMessage::Error(e)) => assert_eq!(e.code, ErrorCode::BadRequest, "{frame}"),
+            other => panic!("{frame}: expected an error frame, got {other:?}"),
+        }
+    }
+    ws.send(&ClientMessage::Ping { nonce: 1 }).await;
+    assert_eq!(ws.next().await, Some(ServerMessage::Pong { nonce: 1 }));
+    // An oversized frame ends that socket, not the server.
+    ws.send_text(&"x".repeat(2 * 1024 * 1024)).await;
+    assert!(
+        ws.next().await.is_none(),
+        "oversized frame closes the socket"
+    );
+    // Hello must come first.
+    let mut early = Ws::connect(&server).await;
+    early.send(&ClientMessage::Ping { nonce: 1 }).await;
+    match early.next().await {
+        Some(ServerMessage::Error(e)) => assert_eq!(e.code, ErrorCode::BadRequest),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    // Nothing was written by any of it, and the server still serves.
+    let health = http()
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let mut api = api;
+    create_patient(&mut api, "StillServing").await;
+}
+
+#[tokio::test]
+async fn a_subscriber_that_never_reads_does_not_grow_server_memory() {
+    let server = Server::start_with(&["--feed-capacity", "8"]);
+    let mut writer = Api::login(&server, "reception").await;
+    let reader = Api::login(&server, "doctor").await;
+    let mut stuck = Ws::hello(&server, &reader, 0).await;
+    stuck.until_caught_up().await;
+    // From here on the stuck client reads nothing.
+    let address = "A".repeat(1900);
+    let push_round = |writer: &mut Api| {
+        let mutations: Vec<Mutation> = (0..400)
+            .map(|i| {
+                let mut p = new_patient(&format!("Bulk{i}"));
+                p.address = Some(address.clone());
+                Mutation::CreatePatient(p)
+            })
+            .collect();
+        writer.number(mutations)
+    };
+    for _ in 0..5 {
+        let pending = push_round(&mut writer);
+        writer.push_pending(pending).await;
+    }
+    let baseline = server.rss_kib();
+    let rounds = 60; // ~50 MB of changes
+    for _ in 0..rounds {
+        let pending = push_round(&mut writer);
+        writer.push_pending(pending).await;
+    }
+    let grown = server.rss_kib().saturating_sub(baseline);
+    eprintln!(
+        "server RSS grew by {grown} KiB while ~{} KiB of changes went to a stuck subscriber",
+        rounds * 400 * 2
+    );
+    assert!(grown < 32 * 1024, "server memory grew by {grown} KiB");
+    // The server cuts it off rather than buffer for it: wait, without reading,
+    // until the server reports no live session (bounded by the send timeout).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let health: serde_json::Value = http()
+            .get(format!("{}/healthz", server.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if health["ws_sessions"] == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stuck subscriber was never disconnected"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // What it does read now ends in a close, not in an endless stream.
+    let mut frames = 0;
+    loop {
+        match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut stuck.stream))
+            .await
+            .expect("in time")
+        {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) | Some(Err(_)) | None => {
+                break;
+            }
+            Some(Ok(_)) => frames += 1,
+        }
+    }
+    eprintln!("the stuck subscriber read {frames} buffered frames before the close");
+}
+
+#[tokio::test]
+async fn acknowledged_changes_survive_a_server_kill() {
+    let mut server = Server::start();
+    let mut api = Api::login(&server, "reception").await;
+    let mut acked = Vec::new();
+    for i in 0..50 {
+        let (id, seq) = create_patient(&mut api, &format!("Durable{i}")).await;
+        acked.push((id, seq));
+    }
+    server.kill_and_restart();
+    api.rebase(&server);
+    let patients = api.table(Table::Patients).await;
+    for (id, seq) in &acked {
+        assert_eq!(
+            patients.get(id).map(|r| r.version),
+            Some(*seq),
+            "acknowledged patient {id} survived"
+        );
+    }
+    // The client's mutation counter survived too: a retry of the last one is
+    // recognised, the next one applies.
+    let replay = api
+        .push_pending(vec![clinic_shared::mutation::PendingMutation {
+            mutation_id: api.next_mutation - 1,
+            mutation: Mutation::CreatePatient(new_patient("Ignored")),
+        }])
+        .await;
+    assert_eq!(applied_seq(&replay[0].outcome), acked.last().unwrap().1);
+    create_patient(&mut api, "AfterRestart").await;
+    let db = rusqlite::Connection::open(server.db_path()).unwrap();
+    let check: String = db
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+}
+
+#[tokio::test]
+async fn the_sequence_is_gap_free_and_versions_match_the_last_change() {
+    let server = Server::start();
+    let mut api = Api::login(&server, "reception").await;
+    for i in 0..20 {
+        let (id, seq) = create_patient(&mut api, &format!("Seq{i}")).await;
+        let patch = PatientPatch {
+            address: Some(Some("1 Main St".into())),
+            ..Default::default()
+        };
+        api.push_one(Mutation::UpdatePatient(UpdatePatient {
+            id,
+            base_version: seq,
+            fields: patch,
+        }))
+        .await;
+    }
+    let db = rusqlite::Connection::open(server.db_path()).unwrap();
+    let (min, max, count): (i64, i64, i64) = db
+        .query_row(
+            "SELECT MIN(seq), MAX(seq), COUNT(*) FROM changes",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((min, count), (1, max), "no gaps");
+    let mismatched: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM rows r WHERE r.version <> (SELECT MAX(seq) FROM changes c WHERE c.tbl = r.tbl AND c.row_id = r.id)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(mismatched, 0);
+}
+
+#[tokio::test]
+async fn history_shows_who_changed_what() {
+    let server = Server::start();
+    let mut reception = Api::login(&server, "reception").await;
+    let doctor = Api::login(&server, "doctor").await;
+    let (id, seq) = create_patient(&mut reception, "History").await;
+    let patch = PatientPatch {
+        phone: Some(None),
+        ..Default::default()
+    };
+    reception
+        .push_one(Mutation::UpdatePatient(UpdatePatient {
+            id,
+            base_version: seq,
+            fields: patch,
+        }))
+        .await;
+    let history: HistoryResponse = doctor
+        .get(&format!("/v1/history/patients/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history.entries.len(), 2);
+    let (created, updated) = (&history.entries[0], &history.entries[1]);
+    assert_eq!(
+        (created.action.as_str(), updated.action.as_str()),
+        ("create", "update")
+    );
+    assert_eq!(updated.actor_id, Some(reception.user.id));
+    assert_eq!(updated.actor_name.as_deref(), Some("Robin Reception"));
+    assert_eq!(updated.client_id, Some(reception.client_id));
+    assert_eq!(updated.mutation, "update_patient");
+    assert_eq!(updated.before.as_ref().unwrap()["phone"], "+1 555 010 2030");
+    assert!(updated.after.as_ref().unwrap()["phone"].is_null());
+    assert_eq!(
+        reception
+            .get(&format!("/v1/history/patients/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        doctor
+            .get(&format!("/v1/history/patients/{}", Uuid::now_v7()))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        doctor
+            .get("/v1/history/bogus/x")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn another_users_client_id_is_refused() {
+    let server = Server::start();
+    let mut a = Api::login(&server, "reception").await;
+    create_patient(&mut a, "Owner").await;
+    let mut b = Api::login(&server, "admin").await;
+    b.client_id = a.client_id;
+    let request = clinic_shared::protocol::PushRequest {
+        client_id: a.client_id,
+        mutations: b.number(vec![Mutation::CreatePatient(new_patient("Forged"))]),
+    };
+    let response = b.post("/v1/push").json(&request).send().await.unwrap();
+    let (status, body) = error_body(response).await;
+    assert_eq!((status, body.code), (403, ErrorCode::Forbidden));
+    let mut ws = Ws::connect(&server).await;
+    ws.send(&ClientMessage::Hello {
+        token: b.token.clone(),
+        client_id: a.client_id,
+        cursor: 0,
+    })
+    .await;
+    match ws.next().await {
+        Some(ServerMessage::Error(e)) => assert_eq!(e.code, ErrorCode::Forbidden),
+        other => panic!("expected forbidden, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn admin_cli_changes_reach_open_sessions_at_once() {
+    let server = Server::start();
+    let out = server.admin(
+        &[
+            "user",
+            "add",
+            "--username",
+            "nurse.kim",
+            "--display-name",
+            "Kim",
+            "--role",
+            "assistant",
+        ],
+        Some("long-enough-pw\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let login = login_raw(&server.base, "nurse.kim", "long-enough-pw").await;
+    assert_eq!(login.status(), 200);
+    let login: clinic_shared::protocol::LoginResponse = login.json().await.unwrap();
+    let nurse = Api {
+        http: http(),
+        base: server.base.clone(),
+        token: login.token,
+        user: login.user,
+        client_id: Uuid::now_v7(),
+        next_mutation: 1,
+    };
+    // A too-short password is refused and names the field.
+    let out = server.admin(
+        &[
+            "user",
+            "add",
+            "--username",
+            "x.y",
+            "--display-name",
+            "X",
+            "--role",
+            "doctor",
+        ],
+        Some("short\n"),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("password"));
+
+    // Role change: the open socket is told at once and closed; reconnecting gives the new role's view.
+    let mut ws = Ws::hello(&server, &nurse, 0).await;
+    let (rows, _) = ws.until_caught_up().await;
+    assert!(rows.iter().any(|r| r.table == Table::InventoryItems));
+    let out = server.admin(
+        &["user", "set-role", "nurse.kim", "--role", "reception"],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    loop {
+        match ws.next().await {
+            Some(ServerMessage::Error(e)) => {
+                assert_eq!(e.code, ErrorCode::SessionChanged);
+                break;
+            }
+            Some(_) => {}
+            None => panic!("closed without saying why"),
+        }
+    }
+    let mut ws = Ws::hello(&server, &nurse, 0).await;
+    let (rows, _) = ws.until_caught_up().await;
+    assert!(
+        rows.iter().all(|r| r.table != Table::InventoryItems),
+        "reception sees no stock"
+    );
+    // Disable: the session ends and the token stops working.
+    let out = server.admin(&["user", "disable", "nurse.kim"], None);
+    assert!(out.status.success());
+    loop {
+        match ws.next().await {
+            Some(ServerMessage::Error(e)) => {
+                assert_eq!(e.code, ErrorCode::SessionChanged);
+                break;
+            }
+            Some(_) => {}
+            None => panic!("closed without saying why"),
+        }
+    }
+    assert_eq!(nurse.get("/v1/me").send().await.unwrap().status(), 401);
+    assert_eq!(
+        login_raw(&server.base, "nurse.kim", "long-enough-pw")
+            .await
+            .status(),
+        403
+    );
+}
+
+#[tokio::test]
+async fn admins_manage_staff_through_mutations() {
+    let server = Server::start();
+    let mut admin = Api::login(&server, "admin").await;
+    let create = CreateStaff {
+        id: Uuid::now_v7(),
+        username: "dr.new".into(),
+        display_name: "Dr. New".into(),
+        role: clinic_shared::model::Role::Doctor,
+        password: "a-good-password".into(),
+    };
+    let id = create.id;
+    applied_seq(&admin.push_one(Mutation::CreateStaff(create)).await);
+    assert_eq!(
+        login_raw(&server.base, "dr.new", "a-good-password")
+            .await
+            .status(),
+        200
+    );
+    // The password never appears in the audit trail or the synced row.
+    let history: HistoryResponse = admin
+        .get(&format!("/v1/history/staff/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        !serde_json::to_string(&history)
+            .unwrap()
+            .contains("a-good-password")
+    );
+    // An admin cannot lock themselves out.
+    let me = admin.user.id;
+    let r = admin
+        .push_one(Mutation::SetStaffActive(SetStaffActive {
+            id: me,
+            active: false,
+        }))
+        .await;
+    assert_eq!(rejection(&r).code, RejectCode::RuleViolation);
+    // Duplicate username.
+    let dup = CreateStaff {
+        id: Uuid::now_v7(),
+        username: "dr.new".into(),
+        display_name: "Again".into(),
+        role: clinic_shared::model::Role::Doctor,
+        password: "another-password".into(),
+    };
+    assert_eq!(
+        rejection(&admin.push_one(Mutation::CreateStaff(dup)).await).code,
+        RejectCode::AlreadyExists
+    );
+    // Non-admins cannot.
+    let mut doctor = Api::login(&server, "doctor").await;
+    let r = doctor
+        .push_one(Mutation::SetStaffRole(SetStaffRole {
+            id,
+            role: clinic_shared::model::Role::Admin,
+        }))
+        .await;
+    assert_eq!(rejection(&r).code, RejectCode::Forbidden);
+}
+
+#[tokio::test]
+async fn billing_payments_update_the_invoice() {
+    let server = Server::start();
+    let mut reception = Api::login(&server, "reception").await;
+    let (patient, _) = create_patient(&mut reception, "Billing").await;
+    let invoice = CreateInvoice {
+        id: Uuid::now_v7(),
+        patient_id: patient,
+        appointment_id: None,
+        lines: vec![
+            clinic_shared::model::InvoiceLine {
+                description: "Consultation".into(),
+                quantity: 1,
+                unit_price_cents: 6000,
+            },
+            clinic_shared::model::InvoiceLine {
+                description: "Bandage".into(),
+                quantity: 2,
+                unit_price_cents: 500,
+            },
+        ],
+        issued_at: Timestamp::from_unix(1_800_000_000).unwrap(),
+    };
+    let invoice_id = invoice.id;
+    applied_seq(&reception.push_one(Mutation::CreateInvoice(invoice)).await);
+    let pay = |amount| RecordPayment {
+        id: Uuid::now_v7(),
+        invoice_id,
+        amount_cents: amount,
+        method: clinic_shared::model::PaymentMethod::Card,
+        paid_at: Timestamp::from_unix(1_800_000_100).unwrap(),
+    };
+    applied_seq(&reception.push_one(Mutation::RecordPayment(pay(4000))).await);
+    let over = reception.push_one(Mutation::RecordPayment(pay(4000))).await;
+    assert_eq!(rejection(&over).code, RejectCode::RuleViolation);
+    assert_eq!(rejection(&over).fields[0].field, "amount_cents");
+    applied_seq(&reception.push_one(Mutation::RecordPayment(pay(3000))).await);
+    let inv = reception.table(Table::Invoices).await[&invoice_id]
+        .data
+        .clone()
+        .unwrap();
+    assert_eq!(
+        (
+            inv["total_cents"].as_i64(),
+            inv["paid_cents"].as_i64(),
+            inv["status"].as_str()
+        ),
+        (Some(7000), Some(7000), Some("paid"))
+    );
+}
+
+#[tokio::test]
+async fn shutdown_on_sigterm_is_graceful() {
+    let mut server = Server::start();
+    let mut api = Api::login(&server, "reception").await;
+    let mut ws = Ws::hello(&server, &api, 0).await;
+    ws.until_caught_up().await;
+    create_patient(&mut api, "BeforeStop").await;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The socket is closed by the server (code 1001), and the process exits cleanly.
+    loop {
+        match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut ws.stream))
+            .await
+            .expect("closed in time")
+        {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => {
+                assert_eq!(frame.map(|f| u16::from(f.code)), Some(1001));
+                break;
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => panic!("socket dropped without a close frame"),
+        }
+    }
+    let exit = tokio::task::spawn_blocking(move || {
+        let status = server.child.wait().unwrap();
+        (status, server)
+    })
+    .await
+    .unwrap();
+    assert!(exit.0.success(), "exit status {:?}", exit.0);
+}
