@@ -1,10 +1,13 @@
-//! Test harness: the real `clinic-server` binary on 127.0.0.1:0 with a real
-//! SQLite file in a temporary directory, real HTTP and WebSocket clients.
-//! Nothing is mocked. Waits are on events (a line on stdout, a message on a
-//! socket), each bounded by a timeout so a broken server fails the test
-//! instead of hanging it.
+//! End-to-end test harness: the real `clinic-server` and `clinic` binaries,
+//! the server on 127.0.0.1:0 with a real SQLite file in a temporary
+//! directory, real HTTP and WebSocket clients. Nothing is mocked. Waits are
+//! on events (a line on stdout, a message on a socket), each bounded by a
+//! timeout so a broken server fails the test instead of hanging it.
+//!
+//! The binaries are found next to the test executable (`target/<profile>/`);
+//! `cargo test --workspace` builds them before running any test.
 
-#![allow(dead_code, missing_docs, clippy::unwrap_used)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)] // test support: failing loudly is the point
 
 use clinic_shared::model::{SyncRow, Table, Timestamp};
 use clinic_shared::mutation::{Mutation, PendingMutation};
@@ -22,10 +25,26 @@ use uuid::Uuid;
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// The path of a workspace binary built next to the running test.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; run `cargo build --workspace --bins` (or `cargo test --workspace`)",
+        path.display()
+    );
+    path
+}
+
 /// A running server process over a data directory that outlives it.
 pub struct Server {
     pub dir: tempfile::TempDir,
-    pub child: Child,
+    pub child: Option<Child>,
     pub base: String,
     pub extra_args: Vec<String>,
 }
@@ -39,10 +58,10 @@ impl Server {
     pub fn start_with(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let extra_args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, base) = spawn(dir.path(), &extra_args);
+        let (child, base) = spawn(dir.path(), "127.0.0.1:0", &extra_args);
         Server {
             dir,
-            child,
+            child: Some(child),
             base,
             extra_args,
         }
@@ -52,22 +71,42 @@ impl Server {
         self.dir.path().join("clinic.db")
     }
 
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("server address")
+    }
+
     pub fn ws_url(&self) -> String {
         format!("{}/v1/ws", self.base.replacen("http", "ws", 1))
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.as_ref().expect("server running").id()
     }
 
-    /// Kills the process with SIGKILL (no chance to clean up) and starts a
-    /// new one on the same data directory.
-    pub fn kill_and_restart(&mut self) {
-        self.child.kill().expect("kill");
-        self.child.wait().expect("wait");
-        let (child, base) = spawn(self.dir.path(), &self.extra_args);
-        self.child = child;
+    /// Kills the process with SIGKILL: no chance to clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill");
+            child.wait().expect("wait");
+        }
+    }
+
+    /// Starts the server again on the same data directory and port.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let listen = self.addr().to_string();
+        let (child, base) = spawn(self.dir.path(), &listen, &self.extra_args);
+        self.child = Some(child);
         self.base = base;
+    }
+
+    /// SIGKILL, then start again on the same data directory and port.
+    pub fn kill_and_restart(&mut self) {
+        self.kill();
+        self.start_again();
     }
 
     /// Resident memory of the server process, in KiB.
@@ -83,41 +122,51 @@ impl Server {
 
     /// Runs `clinic-server <args>` against this server's data directory.
     pub fn admin(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
-        use std::io::Write;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_clinic-server"))
-            .arg("--data-dir")
-            .arg(self.dir.path())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn admin command");
-        if let Some(input) = stdin {
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(input.as_bytes())
-                .expect("write stdin");
-        }
-        drop(child.stdin.take());
-        child.wait_with_output().expect("admin output")
+        run_with_stdin(
+            Command::new(bin("clinic-server"))
+                .arg("--data-dir")
+                .arg(self.dir.path())
+                .args(args),
+            stdin,
+        )
     }
+}
+
+/// Runs a command, feeding `stdin`, and collects its output.
+pub fn run_with_stdin(command: &mut Command, stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn command");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().expect("command output")
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
-fn spawn(dir: &Path, extra: &[String]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_clinic-server"))
+fn spawn(dir: &Path, listen: &str, extra: &[String]) -> (Child, String) {
+    let mut child = Command::new(bin("clinic-server"))
         .arg("--data-dir")
         .arg(dir)
-        .args(["serve", "--listen", "127.0.0.1:0", "--demo"])
+        .args(["serve", "--listen", listen, "--demo"])
         .args(extra)
         .env(
             "RUST_LOG",
@@ -143,6 +192,121 @@ fn spawn(dir: &Path, extra: &[String]) -> (Child, String) {
         .unwrap_or_else(|| panic!("unexpected first line: {line}"))
         .to_owned();
     (child, base)
+}
+
+/// A TCP proxy between clients and the server that can refuse WebSocket
+/// upgrades (as some corporate proxies do) or cut every connection (a
+/// network outage), for fault tests.
+pub struct Proxy {
+    pub addr: std::net::SocketAddr,
+    state: std::sync::Arc<ProxyState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct ProxyState {
+    target: std::sync::Mutex<std::net::SocketAddr>,
+    block_websocket: std::sync::atomic::AtomicBool,
+    down: std::sync::atomic::AtomicBool,
+    conns: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl Proxy {
+    pub async fn start(target: std::net::SocketAddr) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("proxy bind");
+        let addr = listener.local_addr().expect("proxy addr");
+        let state = std::sync::Arc::new(ProxyState {
+            target: std::sync::Mutex::new(target),
+            block_websocket: false.into(),
+            down: false.into(),
+            conns: std::sync::Mutex::new(Vec::new()),
+        });
+        let st = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                if st.down.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let st2 = st.clone();
+                let handle = tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    // Read the request head to see whether it asks for a WebSocket.
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+                        match inbound.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                    if st2.block_websocket.load(Ordering::SeqCst)
+                        && text.contains("upgrade: websocket")
+                    {
+                        let _ = inbound
+                            .write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                            .await;
+                        return;
+                    }
+                    let target = *st2.target.lock().unwrap();
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    if outbound.write_all(&head).await.is_err() {
+                        return;
+                    }
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+                st.conns.lock().unwrap().push(handle.abort_handle());
+            }
+        });
+        Proxy { addr, state, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Refuse (true) or pass (false) WebSocket upgrade requests.
+    pub fn block_websocket(&self, block: bool) {
+        self.state
+            .block_websocket
+            .store(block, std::sync::atomic::Ordering::SeqCst);
+        if block {
+            self.cut();
+        }
+    }
+
+    /// Cuts every open connection (new ones go through unless `down`).
+    pub fn cut(&self) {
+        for c in self.state.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    /// A network outage: cut everything and refuse new connections (true),
+    /// or restore (false).
+    pub fn set_down(&self, down: bool) {
+        self.state
+            .down
+            .store(down, std::sync::atomic::Ordering::SeqCst);
+        if down {
+            self.cut();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.task.abort();
+    }
 }
 
 /// An HTTP client signed in as one user, with its own client id and
@@ -189,6 +353,8 @@ impl Api {
 
     /// Same user and client, pointed at a restarted server.
     pub fn rebase(&mut self, server: &Server) {
+        // Pooled connections went down with the old process.
+        self.http = http();
         self.base = server.base.clone();
     }
 
