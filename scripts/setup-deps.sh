@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Installs the system packages Clinic Sync needs to build and test, on
-# Debian/Ubuntu. Idempotent: packages already present are skipped, and apt is
-# only touched when something is missing.
+# Installs what Clinic Sync needs to build, run and test, on Debian/Ubuntu.
+# Idempotent: packages and tools already present are skipped.
+#   scripts/setup-deps.sh          build + run (server, desktop app, UI)
+#   scripts/setup-deps.sh --test   also the headless test tools (Xvfb, WebDriver)
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
-packages=(build-essential pkg-config)
+packages=(build-essential pkg-config file libssl-dev
+  libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev)
+if [ "${1:-}" = "--test" ]; then
+  packages+=(xvfb xauth webkit2gtk-driver)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -21,4 +27,21 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "error: cargo (Rust 1.90 or newer) is required; install it with rustup: https://rustup.rs" >&2
   exit 1
+fi
+if ! command -v npm >/dev/null 2>&1; then
+  echo "==> installing Node.js and npm"
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nodejs npm
+fi
+
+if [ "${1:-}" = "--test" ] && ! command -v tauri-driver >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tauri-driver" ]; then
+  echo "==> installing tauri-driver"
+  cargo install tauri-driver --locked --version '^2'
+fi
+
+# The UI's npm packages, reinstalled only when the lock file changed.
+if [ ! -f ui/node_modules/.package-lock.json ] || [ ui/package-lock.json -nt ui/node_modules/.package-lock.json ]; then
+  echo "==> installing UI packages"
+  (cd ui && npm ci --no-audit --no-fund)
 fi

@@ -1,15 +1,28 @@
 #!/usr/bin/env bash
-# Sets up and runs every test: formatting, lints, unit, golden, storage
-# conformance and end-to-end tests (real server binary, real SQLite, real
-# WebSockets).
+# Sets up and runs every test: formatting, lints, Rust unit / golden /
+# conformance / end-to-end tests (real server binary, real SQLite, real
+# WebSockets), UI unit tests (Vitest), and the desktop app end to end through
+# WebDriver (tauri-driver + WebKitWebDriver under Xvfb).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/setup-deps.sh
+scripts/setup-deps.sh --test
 
+echo "==> UI: type-check and build"
+scripts/build-ui.sh
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo test"
 cargo test --workspace --locked
+if git rev-parse --git-dir >/dev/null 2>&1 && ! git diff --quiet -- ui/src/bindings; then
+  echo "error: ui/src/bindings is out of date with the Rust types; commit the regenerated files" >&2
+  git diff --stat -- ui/src/bindings >&2
+  exit 1
+fi
+echo "==> UI unit tests (Vitest)"
+(cd ui && npx --no-install vitest run)
+echo "==> desktop app end to end (WebDriver, Xvfb)"
+cargo build --locked -p clinic-desktop -p clinic-server -p clinic-client
+(cd ui && xvfb-run -a timeout 900 node --test --test-concurrency=1 e2e/)

@@ -76,7 +76,8 @@ const MIGRATIONS: &[&str] = &[r#"
 "#];
 
 /// Where a change came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeOrigin {
     /// This user's own mutation, applied locally.
@@ -90,7 +91,8 @@ pub enum ChangeOrigin {
 }
 
 /// "These rows changed": sent after every commit.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 pub struct StoreEvent {
     /// What caused it.
     pub origin: ChangeOrigin,
@@ -106,7 +108,8 @@ pub struct StoreEvent {
 const EVENT_ROWS: usize = 500;
 
 /// A visible row as queries return it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 pub struct Row {
     /// Table.
     pub table: Table,
@@ -116,12 +119,14 @@ pub struct Row {
     pub version: u64,
     /// Whether a pending local change shapes this row.
     pub pending: bool,
-    /// The entity.
+    /// The entity (a JSON object of the table's entity type).
+    #[ts(type = "Record<string, any>")]
     pub data: Value,
 }
 
 /// A mutation waiting for the server.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 pub struct PendingEntry {
     /// Its id.
     pub mutation_id: u64,
@@ -135,7 +140,8 @@ pub struct PendingEntry {
 }
 
 /// A mutation the server refused, kept until the user dismisses it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 pub struct RejectedEntry {
     /// Its id.
     pub mutation_id: u64,
@@ -148,7 +154,8 @@ pub struct RejectedEntry {
 }
 
 /// Who this installation is and whom it serves.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 pub struct Identity {
     /// This installation's client id (new for every user who signs in here).
     pub client_id: Uuid,
@@ -161,7 +168,8 @@ pub struct Identity {
 }
 
 /// Counts for the status line.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 pub struct QueueStats {
     /// Mutations not yet confirmed.
     pub pending: u64,
@@ -571,7 +579,8 @@ fn event(origin: ChangeOrigin, rows: &BTreeSet<(Table, Uuid)>, cursor: u64) -> S
 }
 
 /// What a local mutation did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 pub struct Receipt {
     /// The mutation's id.
     pub mutation_id: u64,
@@ -1322,7 +1331,8 @@ impl Store {
 pub type DumpRow = (Table, Uuid, u64, bool, Option<Value>);
 
 /// A patient's chart.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 pub struct Chart {
     /// The patient.
     pub patient: Row,

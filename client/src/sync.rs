@@ -71,7 +71,8 @@ impl Default for EngineConfig {
 }
 
 /// How the engine is connected.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Connection {
     /// Opening a connection.
@@ -92,7 +93,8 @@ pub enum Connection {
 }
 
 /// What the UI shows about sync.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 pub struct SyncStatus {
     /// Connection state.
     pub connection: Connection,
@@ -113,7 +115,8 @@ pub struct SyncStatus {
 }
 
 /// Progress of a first full sync.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 pub struct InitialSync {
     /// Rows received so far.
     pub rows: u64,
@@ -138,8 +141,19 @@ impl Default for SyncStatus {
     }
 }
 
+/// The signed-in identity and the sync status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+pub struct SessionInfo {
+    /// Who and where.
+    pub identity: crate::store::Identity,
+    /// How sync stands.
+    pub status: SyncStatus,
+}
+
 /// The outcome of one [`Engine::sync_once`].
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 pub struct SyncReport {
     /// Mutations the server applied.
     pub applied: u64,
@@ -305,6 +319,39 @@ impl Engine {
         self.store.drop_token()?;
         self.wake();
         Ok(())
+    }
+
+    /// The audit trail of one record, from the server (needs a connection;
+    /// history is not mirrored locally).
+    pub async fn history(
+        &self,
+        table: clinic_shared::model::Table,
+        id: uuid::Uuid,
+    ) -> ClientResult<clinic_shared::protocol::HistoryResponse> {
+        let url = self.server_url()?;
+        let response = self
+            .http
+            .get(format!("{url}/v1/history/{table}/{id}"))
+            .bearer_auth(self.token()?)
+            .timeout(self.config.request_timeout)
+            .send()
+            .await
+            .map_err(offline)?;
+        if !response.status().is_success() {
+            return Err(error_of(response).await);
+        }
+        response
+            .json()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Who is signed in and how sync stands, in one answer.
+    pub fn session_info(&self) -> ClientResult<SessionInfo> {
+        Ok(SessionInfo {
+            identity: self.store.identity()?,
+            status: self.status.borrow().clone(),
+        })
     }
 
     fn token(&self) -> ClientResult<String> {

@@ -17,7 +17,10 @@ use uuid::Uuid;
 
 /// The synced tables. The serialized name is the table's name on the wire and
 /// in storage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ts_rs::TS,
+)]
+#[ts(export)]
 #[serde(rename_all = "snake_case")]
 pub enum Table {
     /// Staff accounts (no credentials: those never leave the server).
@@ -98,7 +101,8 @@ impl FromStr for Table {
 }
 
 /// A staff member's role. Permissions follow from it (see [`crate::permissions`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Manages staff accounts; sees everything, audits changes.
@@ -151,7 +155,8 @@ impl FromStr for Role {
 ///
 /// The fixed format makes the text sort in time order, which storage relies
 /// on for range queries (a doctor's overlapping appointments).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ts_rs::TS)]
+#[ts(export, as = "String")]
 pub struct Timestamp(DateTime<Utc>);
 
 impl Timestamp {
@@ -205,7 +210,8 @@ impl<'de> Deserialize<'de> for Timestamp {
 }
 
 /// A staff member. Credentials are not part of the synced row.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct Staff {
     /// Row id.
@@ -221,7 +227,8 @@ pub struct Staff {
 }
 
 /// A patient.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct Patient {
     /// Row id.
@@ -247,7 +254,8 @@ pub struct Patient {
 ///
 /// `scheduled → checked_in → in_progress → completed`, or `cancelled` /
 /// `no_show` from `scheduled` (and `cancelled` from `checked_in`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(rename_all = "snake_case")]
 pub enum AppointmentStatus {
     /// Booked.
@@ -302,7 +310,8 @@ impl AppointmentStatus {
 }
 
 /// An appointment of a patient with a doctor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct Appointment {
     /// Row id.
@@ -323,7 +332,8 @@ pub struct Appointment {
 }
 
 /// A doctor's record of a treatment: clinical content.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct TreatmentRecord {
     /// Row id.
@@ -347,7 +357,8 @@ pub struct TreatmentRecord {
 }
 
 /// One line of an invoice.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct InvoiceLine {
     /// What was provided.
@@ -359,7 +370,8 @@ pub struct InvoiceLine {
 }
 
 /// Whether an invoice still expects payment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(rename_all = "snake_case")]
 pub enum InvoiceStatus {
     /// Not fully paid.
@@ -371,7 +383,8 @@ pub enum InvoiceStatus {
 }
 
 /// An invoice for a patient.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct Invoice {
     /// Row id.
@@ -405,7 +418,8 @@ impl Invoice {
 }
 
 /// How a payment was made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentMethod {
     /// Cash at the desk.
@@ -419,7 +433,8 @@ pub enum PaymentMethod {
 }
 
 /// A payment against an invoice.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct Payment {
     /// Row id.
@@ -437,7 +452,8 @@ pub struct Payment {
 }
 
 /// A stocked consumable.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct InventoryItem {
     /// Row id.
@@ -453,7 +469,8 @@ pub struct InventoryItem {
 }
 
 /// How soon a referral should be seen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(rename_all = "snake_case")]
 pub enum Urgency {
     /// Normal waiting times.
@@ -463,7 +480,8 @@ pub enum Urgency {
 }
 
 /// Where a referral is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(rename_all = "snake_case")]
 pub enum ReferralStatus {
     /// Written, not yet sent.
@@ -495,7 +513,8 @@ impl ReferralStatus {
 }
 
 /// A referral of a patient to a specialist.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct Referral {
     /// Row id.
@@ -518,7 +537,8 @@ pub struct Referral {
 
 /// One synced row as it travels: table, id, version, and the entity's JSON
 /// (`null` for a tombstone).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct SyncRow {
     /// The row's table.

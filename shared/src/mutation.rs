@@ -31,7 +31,8 @@ where
 }
 
 /// A mutation with its identity, as pushed by a client.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct PendingMutation {
     /// Rises by one per client, starting at 1.
@@ -41,7 +42,8 @@ pub struct PendingMutation {
 }
 
 /// Every intent a client can send.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(tag = "type", content = "args", rename_all = "snake_case")]
 pub enum Mutation {
     /// Admin: add a staff account.
@@ -85,7 +87,8 @@ pub enum Mutation {
 }
 
 /// Arguments of [`Mutation::CreateStaff`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct CreateStaff {
     /// New row id.
@@ -101,7 +104,8 @@ pub struct CreateStaff {
 }
 
 /// Arguments of [`Mutation::SetStaffRole`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct SetStaffRole {
     /// Staff row.
@@ -111,7 +115,8 @@ pub struct SetStaffRole {
 }
 
 /// Arguments of [`Mutation::SetStaffActive`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct SetStaffActive {
     /// Staff row.
@@ -121,7 +126,8 @@ pub struct SetStaffActive {
 }
 
 /// Arguments of [`Mutation::CreatePatient`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePatient {
     /// New row id.
@@ -144,7 +150,8 @@ pub struct CreatePatient {
 }
 
 /// Fields of a patient an update may change.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct PatientPatch {
     /// Given name.
@@ -180,7 +187,8 @@ pub struct PatientPatch {
 }
 
 /// Arguments of [`Mutation::UpdatePatient`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct UpdatePatient {
     /// Patient row.
@@ -192,7 +200,8 @@ pub struct UpdatePatient {
 }
 
 /// Arguments of [`Mutation::DeletePatient`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct DeletePatient {
     /// Patient row.
@@ -202,7 +211,8 @@ pub struct DeletePatient {
 }
 
 /// Arguments of [`Mutation::BookAppointment`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct BookAppointment {
     /// New row id.
@@ -221,7 +231,8 @@ pub struct BookAppointment {
 }
 
 /// Arguments of [`Mutation::RescheduleAppointment`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct RescheduleAppointment {
     /// Appointment row.
@@ -238,7 +249,8 @@ pub struct RescheduleAppointment {
 }
 
 /// Arguments of [`Mutation::SetAppointmentStatus`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct SetAppointmentStatus {
     /// Appointment row.
@@ -248,7 +260,8 @@ pub struct SetAppointmentStatus {
 }
 
 /// Arguments of [`Mutation::AddTreatmentRecord`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct AddTreatmentRecord {
     /// New row id.
@@ -270,7 +283,8 @@ pub struct AddTreatmentRecord {
 }
 
 /// Fields of a treatment record an edit may change.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct TreatmentRecordPatch {
     /// Notes.
@@ -285,7 +299,8 @@ pub struct TreatmentRecordPatch {
 }
 
 /// Arguments of [`Mutation::UpdateTreatmentRecord`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTreatmentRecord {
     /// Record row.
@@ -297,7 +312,8 @@ pub struct UpdateTreatmentRecord {
 }
 
 /// Arguments of [`Mutation::CreateInvoice`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInvoice {
     /// New row id.
@@ -314,7 +330,8 @@ pub struct CreateInvoice {
 }
 
 /// Arguments of [`Mutation::VoidInvoice`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct VoidInvoice {
     /// Invoice row.
@@ -322,7 +339,8 @@ pub struct VoidInvoice {
 }
 
 /// Arguments of [`Mutation::RecordPayment`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct RecordPayment {
     /// New payment row id.
@@ -338,7 +356,8 @@ pub struct RecordPayment {
 }
 
 /// Arguments of [`Mutation::CreateInventoryItem`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInventoryItem {
     /// New row id.
@@ -355,7 +374,8 @@ pub struct CreateInventoryItem {
 
 /// Fields of an inventory item an update may change (not the quantity:
 /// that only moves by [`AdjustStock`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct InventoryItemPatch {
     /// Name.
@@ -370,7 +390,8 @@ pub struct InventoryItemPatch {
 }
 
 /// Arguments of [`Mutation::UpdateInventoryItem`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateInventoryItem {
     /// Item row.
@@ -382,7 +403,8 @@ pub struct UpdateInventoryItem {
 }
 
 /// Arguments of [`Mutation::AdjustStock`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct AdjustStock {
     /// Item row.
@@ -395,7 +417,8 @@ pub struct AdjustStock {
 }
 
 /// Arguments of [`Mutation::CreateReferral`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct CreateReferral {
     /// New row id.
@@ -413,7 +436,8 @@ pub struct CreateReferral {
 }
 
 /// Arguments of [`Mutation::SetReferralStatus`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct SetReferralStatus {
     /// Referral row.

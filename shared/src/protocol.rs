@@ -41,7 +41,8 @@ pub mod limits {
 }
 
 /// Machine-readable error codes. Each says whether retrying can help.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The request or frame is malformed (not JSON, wrong types, unknown type).
@@ -88,7 +89,8 @@ impl ErrorCode {
 }
 
 /// An error body (HTTP) or error frame (WebSocket).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 pub struct ErrorBody {
     /// What kind of error.
     pub code: ErrorCode,
@@ -120,7 +122,8 @@ impl ErrorBody {
 
 /// Why a mutation was refused. Refusals are final: retrying the same
 /// mutation gets the same answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(rename_all = "snake_case")]
 pub enum RejectCode {
     /// Arguments invalid; `fields` says which.
@@ -148,7 +151,8 @@ pub enum RejectCode {
 }
 
 /// A field changed by someone else since the base version.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 pub struct FieldConflict {
     /// The field.
     pub field: String,
@@ -161,7 +165,8 @@ pub struct FieldConflict {
 }
 
 /// A refused mutation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 pub struct Rejection {
     /// Why.
     pub code: RejectCode,
@@ -199,7 +204,8 @@ impl Rejection {
 }
 
 /// What became of one pushed mutation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum MutationOutcome {
     /// Applied; its effects carry versions up to `seq`. The client drops the
@@ -221,7 +227,8 @@ pub enum MutationOutcome {
 }
 
 /// The result of one mutation of a push.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 pub struct MutationResult {
     /// The mutation's id.
     pub mutation_id: u64,
@@ -231,7 +238,8 @@ pub struct MutationResult {
 }
 
 /// `POST /v1/login` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     /// Login name.
@@ -241,7 +249,8 @@ pub struct LoginRequest {
 }
 
 /// `POST /v1/login` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 pub struct LoginResponse {
     /// Bearer token for `Authorization: Bearer …` and `hello`.
     pub token: String,
@@ -252,7 +261,8 @@ pub struct LoginResponse {
 }
 
 /// `POST /v1/push` body, and the WebSocket `push` message.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct PushRequest {
     /// The pushing client (one per installation), bound to the first user
@@ -263,14 +273,16 @@ pub struct PushRequest {
 }
 
 /// `POST /v1/push` answer: one result per mutation, in order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 pub struct PushResponse {
     /// Results, same order as the request.
     pub results: Vec<MutationResult>,
 }
 
 /// `GET /v1/pull` answer: a page of changed rows.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 pub struct PullResponse {
     /// Rows the caller may see with `cursor_in < version <= cursor`, by version.
     pub rows: Vec<SyncRow>,
@@ -284,7 +296,8 @@ pub struct PullResponse {
 }
 
 /// One entry of a record's audit trail.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 pub struct HistoryEntry {
     /// Change sequence number.
     pub seq: u64,
@@ -309,7 +322,8 @@ pub struct HistoryEntry {
 }
 
 /// `GET /v1/history/{table}/{id}` answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 pub struct HistoryResponse {
     /// Table.
     pub table: Table,
@@ -320,7 +334,8 @@ pub struct HistoryResponse {
 }
 
 /// Messages a client sends over the WebSocket.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientMessage {
     /// First message: who, and from where to catch up.
@@ -347,7 +362,8 @@ pub enum ClientMessage {
 }
 
 /// Messages the server sends over the WebSocket.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     /// Answer to `hello`: the session is open; catch-up follows.

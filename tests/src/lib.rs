@@ -208,6 +208,13 @@ struct ProxyState {
     block_websocket: std::sync::atomic::AtomicBool,
     down: std::sync::atomic::AtomicBool,
     conns: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Delay added before forwarding each chunk, in milliseconds.
+    latency_ms: std::sync::atomic::AtomicU64,
+    /// While set, connections stay open but nothing is forwarded (a link
+    /// that silently stops carrying data).
+    stalled: std::sync::atomic::AtomicBool,
+    /// Connections accepted so far.
+    accepted: std::sync::atomic::AtomicU64,
 }
 
 impl Proxy {
@@ -222,6 +229,9 @@ impl Proxy {
             block_websocket: false.into(),
             down: false.into(),
             conns: std::sync::Mutex::new(Vec::new()),
+            latency_ms: 0.into(),
+            stalled: false.into(),
+            accepted: 0.into(),
         });
         let st = state.clone();
         let task = tokio::spawn(async move {
@@ -233,6 +243,7 @@ impl Proxy {
                     drop(inbound);
                     continue;
                 }
+                st.accepted.fetch_add(1, Ordering::Relaxed);
                 let st2 = st.clone();
                 let handle = tokio::spawn(async move {
                     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -261,7 +272,12 @@ impl Proxy {
                     if outbound.write_all(&head).await.is_err() {
                         return;
                     }
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    let (in_read, in_write) = inbound.into_split();
+                    let (out_read, out_write) = outbound.into_split();
+                    tokio::join!(
+                        pump(in_read, out_write, st2.clone()),
+                        pump(out_read, in_write, st2)
+                    );
                 });
                 st.conns.lock().unwrap().push(handle.abort_handle());
             }
@@ -299,6 +315,64 @@ impl Proxy {
         if down {
             self.cut();
         }
+    }
+}
+
+/// Forwards one direction of a proxied connection, honouring the injected
+/// latency and stalls; shuts the write side down at end of input.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    st: std::sync::Arc<ProxyState>,
+) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        // Injected faults: hold the data while the link is stalled, then
+        // delay it by the current latency.
+        while st.stalled.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let latency = st.latency_ms.load(Ordering::SeqCst);
+        if latency > 0 {
+            tokio::time::sleep(Duration::from_millis(latency)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+impl Proxy {
+    /// Delays every forwarded chunk by `latency` (zero: no delay), on open
+    /// and new connections alike.
+    pub fn set_latency(&self, latency: Duration) {
+        let ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+        self.state
+            .latency_ms
+            .store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A link that stops carrying data without closing (true), or carries
+    /// it again (false): what a dead NAT entry or a pulled cable looks like
+    /// to both ends until their own timeouts fire.
+    pub fn set_stalled(&self, stalled: bool) {
+        self.state
+            .stalled
+            .store(stalled, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Connections this proxy has accepted and forwarded so far.
+    pub fn accepted(&self) -> u64 {
+        self.state
+            .accepted
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

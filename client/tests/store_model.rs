@@ -1,0 +1,1143 @@
+//! Model-based property test of the local store (`clinic_client::Store`).
+//!
+//! The property (DESIGN.md, "Sync model"): whatever sequence of local
+//! mutations, server answers (applied, rejected, retry), pulled pages, live
+//! batches and changes by other users arrives, in any interleaving the
+//! protocol allows, the store's visible rows equal its confirmed rows with the
+//! remaining pending mutations replayed on top, in order. And once everything
+//! has been pushed, answered and pulled, the outbox is empty and
+//! visible == confirmed == the server's rows.
+//!
+//! The server is simulated in the test: authoritative rows, a gap-free
+//! sequence, a change log, the shared planner, and the server's field-conflict
+//! rule (a re-implementation of `check_conflicts` in the server's engine).
+
+// Test code: a failed unwrap is a test failure that says where.
+#![allow(clippy::unwrap_used)]
+
+use clinic_client::{ClientError, Store};
+use clinic_shared::apply::{self, Action, ConflictCheck, CurrentRow, PlanError, RowSource};
+use clinic_shared::model::{InvoiceLine, Role, Staff, SyncRow, Table, Timestamp};
+use clinic_shared::mutation::{
+    AdjustStock, BookAppointment, CreateInvoice, CreatePatient, DeletePatient, InventoryItemPatch,
+    Mutation, PatientPatch, PendingMutation, UpdateInventoryItem, UpdatePatient,
+};
+use clinic_shared::protocol::{
+    Actor, ErrorBody, ErrorCode, MutationOutcome, MutationResult, RejectCode, Rejection,
+};
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::convert::Infallible;
+use uuid::Uuid;
+
+// ---------------------------------------------------------------------------
+// Rows as the planner sees them, for the simulated server and the model.
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq)]
+struct MRow {
+    version: u64,
+    deleted: bool,
+    data: Value,
+}
+
+type Rows = BTreeMap<(Table, Uuid), MRow>;
+
+/// A `RowSource` over an in-memory map. No appointments and no staff rows
+/// are ever generated, so the two lookups have nothing to find.
+struct Src<'a>(&'a Rows);
+
+impl RowSource for Src<'_> {
+    type Error = Infallible;
+
+    fn row(&mut self, table: Table, id: Uuid) -> Result<Option<CurrentRow>, Infallible> {
+        Ok(self.0.get(&(table, id)).map(|r| CurrentRow {
+            version: r.version,
+            deleted: r.deleted,
+            data: r.data.clone(),
+        }))
+    }
+
+    fn overlapping_appointments(
+        &mut self,
+        _doctor_id: Uuid,
+        _start: Timestamp,
+        _end: Timestamp,
+        _exclude: Uuid,
+    ) -> Result<Vec<Uuid>, Infallible> {
+        Ok(Vec::new())
+    }
+
+    fn staff_id_by_username(&mut self, _username: &str) -> Result<Option<Uuid>, Infallible> {
+        Ok(None)
+    }
+}
+
+fn plan(m: &Mutation, actor: &Actor, rows: &Rows) -> Result<Vec<apply::RowWrite>, Rejection> {
+    match apply::plan(m, actor, &mut Src(rows)) {
+        Ok(w) => Ok(w),
+        Err(PlanError::Rejected(r)) => Err(r),
+        Err(PlanError::Source(e)) => match e {},
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The simulated server.
+// ---------------------------------------------------------------------------
+
+/// One entry of the server's change log (for conflicts and live batches).
+#[derive(Debug, Clone)]
+struct Logged {
+    seq: u64,
+    table: Table,
+    id: Uuid,
+    /// Made by this test's client (as opposed to another user).
+    ours: bool,
+    before: Option<Value>,
+    after: Value,
+    deleted: bool,
+}
+
+struct Server {
+    actor: Actor,
+    rows: Rows,
+    log: Vec<Logged>,
+    head: u64,
+    /// Stored outcome of every mutation id processed (a re-push gets it again).
+    processed: BTreeMap<u64, MutationOutcome>,
+    /// Push results sent but not yet delivered to the client, in order.
+    results: Vec<MutationResult>,
+}
+
+impl Server {
+    fn write(
+        &mut self,
+        table: Table,
+        id: Uuid,
+        deleted: bool,
+        before: Option<Value>,
+        after: Value,
+        ours: bool,
+    ) -> u64 {
+        self.head += 1;
+        let seq = self.head;
+        self.rows.insert(
+            (table, id),
+            MRow {
+                version: seq,
+                deleted,
+                data: after.clone(),
+            },
+        );
+        self.log.push(Logged {
+            seq,
+            table,
+            id,
+            ours,
+            before,
+            after,
+            deleted,
+        });
+        seq
+    }
+
+    /// The server engine's conflict rule (server/src/engine.rs
+    /// `check_conflicts`), reduced to whether it rejects.
+    fn conflict(&self, w: &apply::RowWrite, check: &ConflictCheck) -> Option<Rejection> {
+        let current_version = self.rows.get(&(w.table, w.id)).map_or(0, |r| r.version);
+        if check.base_version > current_version {
+            return Some(Rejection::new(
+                RejectCode::Validation,
+                "base_version is newer than the record's version",
+            ));
+        }
+        if check.base_version == current_version {
+            return None;
+        }
+        let since: Vec<&Logged> = self
+            .log
+            .iter()
+            .filter(|c| c.table == w.table && c.id == w.id && c.seq > check.base_version)
+            .collect();
+        let current = w.before.clone().unwrap_or(Value::Null);
+        let mut fields = Vec::new();
+        for (field, yours) in &check.fields {
+            let changed_by_other = since.iter().any(|c| {
+                !c.ours && c.before.as_ref().and_then(|b| b.get(field)) != c.after.get(field)
+            });
+            let theirs = current.get(field).cloned().unwrap_or(Value::Null);
+            if changed_by_other && &theirs != yours {
+                fields.push(field.clone());
+            }
+        }
+        if check.whole_row {
+            for c in since.iter().filter(|c| !c.ours) {
+                if let Some(after) = c.after.as_object() {
+                    for (field, value) in after {
+                        let before = c.before.as_ref().and_then(|b| b.get(field));
+                        if before != Some(value) {
+                            fields.push(field.clone());
+                        }
+                    }
+                }
+            }
+        }
+        (!fields.is_empty()).then(|| {
+            Rejection::new(
+                RejectCode::Conflict,
+                format!("someone else changed {}", fields.join(", ")),
+            )
+        })
+    }
+
+    /// Processes one pushed mutation (exactly once; a re-push gets the
+    /// stored outcome) and queues its result for delivery.
+    fn process(&mut self, pm: &PendingMutation) {
+        let outcome = if let Some(stored) = self.processed.get(&pm.mutation_id) {
+            stored.clone()
+        } else {
+            let outcome = match plan(&pm.mutation, &self.actor, &self.rows) {
+                Err(rejection) => MutationOutcome::Rejected { rejection },
+                Ok(writes) => {
+                    let conflict = writes.iter().find_map(|w| {
+                        w.conflict_check
+                            .as_ref()
+                            .and_then(|check| self.conflict(w, check))
+                    });
+                    match conflict {
+                        Some(rejection) => MutationOutcome::Rejected { rejection },
+                        None => {
+                            let mut seq = 0;
+                            for w in writes {
+                                seq = self.write(
+                                    w.table,
+                                    w.id,
+                                    w.action == Action::Delete,
+                                    w.before,
+                                    w.after,
+                                    true,
+                                );
+                            }
+                            MutationOutcome::Applied { seq }
+                        }
+                    }
+                }
+            };
+            self.processed.insert(pm.mutation_id, outcome.clone());
+            outcome
+        };
+        self.results.push(MutationResult {
+            mutation_id: pm.mutation_id,
+            outcome,
+        });
+    }
+
+    fn sync_row(table: Table, id: Uuid, version: u64, deleted: bool, data: &Value) -> SyncRow {
+        SyncRow {
+            table,
+            id,
+            version,
+            deleted,
+            data: (!deleted).then(|| data.clone()),
+        }
+    }
+
+    /// `GET /v1/pull?cursor=`: current rows with `version > cursor`, by
+    /// version, at most `limit`; the cursor is the last row's version while
+    /// more remain, else the head.
+    fn pull(&self, cursor: u64, limit: usize) -> (Vec<SyncRow>, u64) {
+        let mut rows: Vec<SyncRow> = self
+            .rows
+            .iter()
+            .filter(|(_, r)| r.version > cursor)
+            .map(|((t, id), r)| Self::sync_row(*t, *id, r.version, r.deleted, &r.data))
+            .collect();
+        rows.sort_by_key(|r| r.version);
+        if rows.len() > limit {
+            rows.truncate(limit);
+            let c = rows.last().map_or(cursor, |r| r.version);
+            (rows, c)
+        } else {
+            (rows, self.head.max(cursor))
+        }
+    }
+
+    /// A live `changes` batch: every logged change in `(cursor, cursor + n]`
+    /// as it was at the time, cursor = the batch's end.
+    fn live(&self, cursor: u64, n: u64) -> (Vec<SyncRow>, u64) {
+        let end = cursor.saturating_add(n).min(self.head).max(cursor);
+        let rows = self
+            .log
+            .iter()
+            .filter(|c| c.seq > cursor && c.seq <= end)
+            .map(|c| Self::sync_row(c.table, c.id, c.seq, c.deleted, &c.after))
+            .collect();
+        (rows, end)
+    }
+
+    fn ids(&self, table: Table) -> BTreeSet<Uuid> {
+        self.rows
+            .keys()
+            .filter(|(t, _)| *t == table)
+            .map(|(_, id)| *id)
+            .collect()
+    }
+
+    fn live_ids(&self, table: Table) -> Vec<Uuid> {
+        self.rows
+            .iter()
+            .filter(|((t, _), r)| *t == table && !r.deleted)
+            .map(|((_, id), _)| *id)
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Operations.
+// ---------------------------------------------------------------------------
+
+const NAMES: [&str; 4] = ["Ana", "Bo", "Chidi", "Dana"];
+const PHONES: [&str; 4] = ["+1 555 0100", "555-0101", "(555) 0102", "0612345678"];
+const ADDRESSES: [&str; 3] = ["1 Main St", "22 Elm Rd", "Flat 3, 4 Oak Ave"];
+
+#[derive(Debug, Clone, Copy)]
+enum Patch {
+    Phone(usize),
+    BadPhone,
+    Address(usize),
+    ClearAddress,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Local: register a patient (`bad` = invalid phone, refused locally).
+    CreatePatient { name: usize, bad: bool },
+    /// Local: change one field of a patient (index into every id known).
+    UpdatePatient { target: usize, patch: Patch },
+    /// Local: delete a patient.
+    DeletePatient { target: usize },
+    /// Local: adjust stock.
+    AdjustStock { target: usize, delta: i64 },
+    /// Local: change an item's reorder level (negative: refused locally).
+    SetReorder { target: usize, level: i64 },
+    /// Local: invoice a patient (reads the patient, writes only the invoice).
+    CreateInvoice { patient: usize, cents: i64 },
+    /// The client pushes its first `n` unsent mutations; the server answers
+    /// (the results wait for delivery).
+    Push { n: usize },
+    /// The server is busy: the push is answered `retry` for every mutation.
+    PushBusy,
+    /// The first `n` waiting push results reach the client.
+    DeliverResults { n: usize },
+    /// A pull page of at most `limit` rows reaches the client.
+    Pull { limit: usize },
+    /// A live batch of the next `n` logged changes reaches the client.
+    Live { n: u64 },
+    /// A late duplicate: logged changes already delivered, from `back`
+    /// sequence numbers behind the client's cursor, arrive again with their
+    /// old cursor (e.g. a long-poll answer overtaken by a WebSocket batch).
+    Stale { back: u64, n: u64 },
+    /// Another user changes a patient's address on the server.
+    RemoteAddress { target: usize, address: usize },
+    /// Another user adjusts stock on the server.
+    RemoteStock { target: usize, delta: i64 },
+    /// Another user changes an item's reorder level.
+    RemoteReorder { target: usize, level: i64 },
+    /// Another user deletes a patient.
+    RemoteDelete { target: usize },
+    /// Another user registers a patient.
+    RemoteCreate { name: usize },
+    /// The app restarts: the store is reopened from its file.
+    Reopen,
+}
+
+fn op_strategy(invoices: bool) -> BoxedStrategy<Op> {
+    let patch = prop_oneof![
+        (0..PHONES.len()).prop_map(Patch::Phone),
+        Just(Patch::BadPhone),
+        (0..ADDRESSES.len()).prop_map(Patch::Address),
+        Just(Patch::ClearAddress),
+    ];
+    let delta = prop_oneof![
+        4 => (-4i64..=4).prop_filter("non-zero", |d| *d != 0),
+        1 => -60i64..=-15,
+    ];
+    let local = prop_oneof![
+        3 => (0..NAMES.len(), prop::bool::weighted(0.1))
+            .prop_map(|(name, bad)| Op::CreatePatient { name, bad }),
+        4 => (any::<usize>(), patch).prop_map(|(target, patch)| Op::UpdatePatient { target, patch }),
+        2 => any::<usize>().prop_map(|target| Op::DeletePatient { target }),
+        4 => (any::<usize>(), delta.clone()).prop_map(|(target, delta)| Op::AdjustStock { target, delta }),
+        1 => (any::<usize>(), -1i64..=8).prop_map(|(target, level)| Op::SetReorder { target, level }),
+    ];
+    let server = prop_oneof![
+        4 => (1usize..=3).prop_map(|n| Op::Push { n }),
+        1 => Just(Op::PushBusy),
+        4 => (1usize..=3).prop_map(|n| Op::DeliverResults { n }),
+        3 => prop_oneof![(1usize..=3), Just(usize::MAX)].prop_map(|limit| Op::Pull { limit }),
+        2 => (1u64..=4).prop_map(|n| Op::Live { n }),
+        1 => (1u64..=6, 1u64..=4).prop_map(|(back, n)| Op::Stale { back, n }),
+    ];
+    let remote = prop_oneof![
+        2 => (any::<usize>(), 0..ADDRESSES.len())
+            .prop_map(|(target, address)| Op::RemoteAddress { target, address }),
+        2 => (any::<usize>(), delta).prop_map(|(target, delta)| Op::RemoteStock { target, delta }),
+        1 => (any::<usize>(), 0i64..=8).prop_map(|(target, level)| Op::RemoteReorder { target, level }),
+        1 => any::<usize>().prop_map(|target| Op::RemoteDelete { target }),
+        1 => (0..NAMES.len()).prop_map(|name| Op::RemoteCreate { name }),
+    ];
+    if invoices {
+        let invoice = (any::<usize>(), 0i64..=5000)
+            .prop_map(|(patient, cents)| Op::CreateInvoice { patient, cents });
+        prop_oneof![
+            5 => local,
+            2 => invoice,
+            6 => server,
+            3 => remote,
+            1 => Just(Op::Reopen),
+        ]
+        .boxed()
+    } else {
+        prop_oneof![
+            6 => local,
+            6 => server,
+            3 => remote,
+            1 => Just(Op::Reopen),
+        ]
+        .boxed()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The harness: one store, one simulated server.
+// ---------------------------------------------------------------------------
+
+struct Harness {
+    dir: tempfile::TempDir,
+    store: Store,
+    server: Server,
+    actor: Actor,
+    next_id: u128,
+}
+
+fn uuid(n: u128) -> Uuid {
+    // Distinct, ordered ids; the store does not require v7.
+    Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 | n)
+}
+
+fn patient_json(id: Uuid, name: &str, phone: Option<&str>) -> Value {
+    json!({
+        "id": id,
+        "first_name": name,
+        "last_name": "Test",
+        "date_of_birth": "1980-05-17",
+        "phone": phone,
+        "email": null,
+        "address": null,
+    })
+}
+
+fn item_json(id: Uuid, name: &str, quantity: i64) -> Value {
+    json!({ "id": id, "name": name, "unit": "box", "quantity": quantity, "reorder_level": 3 })
+}
+
+fn pick(ids: &[Uuid], i: usize) -> Option<Uuid> {
+    (!ids.is_empty()).then(|| ids[i % ids.len()])
+}
+
+fn err<E: std::fmt::Debug>(what: &str) -> impl FnOnce(E) -> TestCaseError + '_ {
+    move |e| TestCaseError::fail(format!("{what}: {e:?}"))
+}
+
+impl Harness {
+    fn new() -> Result<Harness, TestCaseError> {
+        let dir = tempfile::tempdir().map_err(err("tempdir"))?;
+        let store = Store::open(dir.path()).map_err(err("open"))?;
+        let admin = Staff {
+            id: uuid(0xA0),
+            username: "admin".into(),
+            display_name: "Admin".into(),
+            role: Role::Admin,
+            active: true,
+        };
+        store
+            .sign_in("http://test", "token", &admin)
+            .map_err(err("sign_in"))?;
+        let actor = Actor {
+            user_id: admin.id,
+            role: Role::Admin,
+        };
+        let mut server = Server {
+            actor,
+            rows: Rows::new(),
+            log: Vec::new(),
+            head: 0,
+            processed: BTreeMap::new(),
+            results: Vec::new(),
+        };
+        for (i, name) in NAMES.iter().take(3).enumerate() {
+            let id = uuid(0x100 + i as u128);
+            let phone = (i % 2 == 0).then_some(PHONES[i]);
+            server.write(
+                Table::Patients,
+                id,
+                false,
+                None,
+                patient_json(id, name, phone),
+                false,
+            );
+        }
+        for (i, (name, q)) in [("Gloves", 20), ("Gauze", 6)].into_iter().enumerate() {
+            let id = uuid(0x200 + i as u128);
+            server.write(
+                Table::InventoryItems,
+                id,
+                false,
+                None,
+                item_json(id, name, q),
+                false,
+            );
+        }
+        let (rows, cursor) = server.pull(0, usize::MAX);
+        store
+            .apply_remote(&rows, cursor)
+            .map_err(err("seed apply_remote"))?;
+        Ok(Harness {
+            dir,
+            store,
+            server,
+            actor,
+            next_id: 0x1000,
+        })
+    }
+
+    fn fresh_id(&mut self) -> Uuid {
+        self.next_id += 1;
+        uuid(self.next_id)
+    }
+
+    /// Every id of `table` the client or the server knows (tombstones
+    /// included, so that some mutations target deleted rows).
+    fn known(&self, table: Table) -> Result<Vec<Uuid>, TestCaseError> {
+        let mut ids = self.server.ids(table);
+        for (t, id, ..) in self.store.dump(true).map_err(err("dump"))? {
+            if t == table {
+                ids.insert(id);
+            }
+        }
+        Ok(ids.into_iter().collect())
+    }
+
+    /// The visible row's version (the base of an edit), 0 if not visible.
+    fn base_version(&self, table: Table, id: Uuid) -> Result<u64, TestCaseError> {
+        Ok(self
+            .store
+            .get(table, id)
+            .map_err(err("get"))?
+            .map_or(0, |r| r.version))
+    }
+
+    /// Runs a local mutation; a local refusal queues nothing.
+    fn mutate(&mut self, m: Mutation) -> Result<(), TestCaseError> {
+        let before = self.store.pending().map_err(err("pending"))?.len();
+        match self.store.mutate(m.clone()) {
+            Ok(receipt) => {
+                let after = self.store.pending().map_err(err("pending"))?;
+                prop_assert_eq!(after.len(), before + 1, "queued {:?}", m);
+                prop_assert_eq!(
+                    after.last().map(|e| e.mutation_id),
+                    Some(receipt.mutation_id)
+                );
+            }
+            Err(ClientError::Rejected(_)) => {
+                let after = self.store.pending().map_err(err("pending"))?.len();
+                prop_assert_eq!(
+                    after,
+                    before,
+                    "a locally refused mutation was queued: {:?}",
+                    m
+                );
+            }
+            Err(e) => return Err(TestCaseError::fail(format!("mutate {m:?}: {e}"))),
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, n: usize) -> Result<(), TestCaseError> {
+        let unsent = self.store.unsent(n).map_err(err("unsent"))?;
+        for pm in &unsent {
+            self.server.process(pm);
+        }
+        Ok(())
+    }
+
+    fn deliver_results(&mut self, n: usize) -> Result<(), TestCaseError> {
+        let k = n.min(self.server.results.len());
+        let batch: Vec<MutationResult> = self.server.results.drain(..k).collect();
+        if !batch.is_empty() {
+            self.store
+                .apply_results(&batch)
+                .map_err(err("apply_results"))?;
+        }
+        Ok(())
+    }
+
+    fn pull(&mut self, limit: usize) -> Result<(), TestCaseError> {
+        let cursor = self.store.cursor().map_err(err("cursor"))?;
+        let (rows, cursor) = self.server.pull(cursor, limit);
+        self.store
+            .apply_remote(&rows, cursor)
+            .map_err(err("apply_remote"))?;
+        Ok(())
+    }
+
+    fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        match *op {
+            Op::CreatePatient { name, bad } => {
+                let id = self.fresh_id();
+                let m = Mutation::CreatePatient(CreatePatient {
+                    id,
+                    first_name: NAMES[name].into(),
+                    last_name: "Local".into(),
+                    date_of_birth: chrono::NaiveDate::from_ymd_opt(1990, 1, 2).unwrap(),
+                    phone: Some(if bad { "12" } else { PHONES[name] }.into()),
+                    email: None,
+                    address: None,
+                });
+                self.mutate(m)?;
+            }
+            Op::UpdatePatient { target, patch } => {
+                let Some(id) = pick(&self.known(Table::Patients)?, target) else {
+                    return Ok(());
+                };
+                let fields = match patch {
+                    Patch::Phone(i) => PatientPatch {
+                        phone: Some(Some(PHONES[i].into())),
+                        ..PatientPatch::default()
+                    },
+                    Patch::BadPhone => PatientPatch {
+                        phone: Some(Some("call me".into())),
+                        ..PatientPatch::default()
+                    },
+                    Patch::Address(i) => PatientPatch {
+                        address: Some(Some(ADDRESSES[i].into())),
+                        ..PatientPatch::default()
+                    },
+                    Patch::ClearAddress => PatientPatch {
+                        address: Some(None),
+                        ..PatientPatch::default()
+                    },
+                };
+                let base_version = self.base_version(Table::Patients, id)?;
+                self.mutate(Mutation::UpdatePatient(UpdatePatient {
+                    id,
+                    base_version,
+                    fields,
+                }))?;
+            }
+            Op::DeletePatient { target } => {
+                let Some(id) = pick(&self.known(Table::Patients)?, target) else {
+                    return Ok(());
+                };
+                let base_version = self.base_version(Table::Patients, id)?;
+                self.mutate(Mutation::DeletePatient(DeletePatient { id, base_version }))?;
+            }
+            Op::AdjustStock { target, delta } => {
+                let Some(id) = pick(&self.known(Table::InventoryItems)?, target) else {
+                    return Ok(());
+                };
+                self.mutate(Mutation::AdjustStock(AdjustStock {
+                    id,
+                    delta,
+                    reason: None,
+                }))?;
+            }
+            Op::SetReorder { target, level } => {
+                let Some(id) = pick(&self.known(Table::InventoryItems)?, target) else {
+                    return Ok(());
+                };
+                let base_version = self.base_version(Table::InventoryItems, id)?;
+                self.mutate(Mutation::UpdateInventoryItem(UpdateInventoryItem {
+                    id,
+                    base_version,
+                    fields: InventoryItemPatch {
+                        reorder_level: Some(level),
+                        ..InventoryItemPatch::default()
+                    },
+                }))?;
+            }
+            Op::CreateInvoice { patient, cents } => {
+                let Some(patient_id) = pick(&self.known(Table::Patients)?, patient) else {
+                    return Ok(());
+                };
+                let id = self.fresh_id();
+                self.mutate(Mutation::CreateInvoice(CreateInvoice {
+                    id,
+                    patient_id,
+                    appointment_id: None,
+                    lines: vec![InvoiceLine {
+                        description: "Check-up".into(),
+                        quantity: 1,
+                        unit_price_cents: cents,
+                    }],
+                    issued_at: Timestamp::from_unix(1_780_000_000).unwrap(),
+                }))?;
+            }
+            Op::Push { n } => self.push(n)?,
+            Op::PushBusy => {
+                for pm in self.store.unsent(usize::MAX).map_err(err("unsent"))? {
+                    self.server.results.push(MutationResult {
+                        mutation_id: pm.mutation_id,
+                        outcome: MutationOutcome::Retry {
+                            error: ErrorBody::new(ErrorCode::Unavailable, "busy"),
+                        },
+                    });
+                }
+            }
+            Op::DeliverResults { n } => self.deliver_results(n)?,
+            Op::Pull { limit } => self.pull(limit)?,
+            Op::Live { n } => {
+                let cursor = self.store.cursor().map_err(err("cursor"))?;
+                let (rows, cursor) = self.server.live(cursor, n);
+                self.store
+                    .apply_remote(&rows, cursor)
+                    .map_err(err("apply_remote (live)"))?;
+            }
+            Op::Stale { back, n } => {
+                let cursor = self.store.cursor().map_err(err("cursor"))?;
+                let (rows, old) = self.server.live(cursor.saturating_sub(back), n);
+                let old = old.min(cursor);
+                let rows: Vec<SyncRow> = rows.into_iter().filter(|r| r.version <= old).collect();
+                self.store
+                    .apply_remote(&rows, old)
+                    .map_err(err("apply_remote (stale)"))?;
+                prop_assert_eq!(self.store.cursor().map_err(err("cursor"))?, cursor);
+            }
+            Op::RemoteAddress { target, address } => {
+                let Some(id) = pick(&self.server.live_ids(Table::Patients), target) else {
+                    return Ok(());
+                };
+                let before = self.server.rows[&(Table::Patients, id)].data.clone();
+                let mut after = before.clone();
+                after["address"] = json!(ADDRESSES[address]);
+                self.server
+                    .write(Table::Patients, id, false, Some(before), after, false);
+            }
+            Op::RemoteStock { target, delta } => {
+                let Some(id) = pick(&self.server.live_ids(Table::InventoryItems), target) else {
+                    return Ok(());
+                };
+                let before = self.server.rows[&(Table::InventoryItems, id)].data.clone();
+                let q = before["quantity"].as_i64().unwrap() + delta;
+                if q >= 0 {
+                    let mut after = before.clone();
+                    after["quantity"] = json!(q);
+                    self.server
+                        .write(Table::InventoryItems, id, false, Some(before), after, false);
+                }
+            }
+            Op::RemoteReorder { target, level } => {
+                let Some(id) = pick(&self.server.live_ids(Table::InventoryItems), target) else {
+                    return Ok(());
+                };
+                let before = self.server.rows[&(Table::InventoryItems, id)].data.clone();
+                let mut after = before.clone();
+                after["reorder_level"] = json!(level);
+                self.server
+                    .write(Table::InventoryItems, id, false, Some(before), after, false);
+            }
+            Op::RemoteDelete { target } => {
+                let Some(id) = pick(&self.server.live_ids(Table::Patients), target) else {
+                    return Ok(());
+                };
+                let data = self.server.rows[&(Table::Patients, id)].data.clone();
+                self.server
+                    .write(Table::Patients, id, true, Some(data.clone()), data, false);
+            }
+            Op::RemoteCreate { name } => {
+                let id = self.fresh_id();
+                self.server.write(
+                    Table::Patients,
+                    id,
+                    false,
+                    None,
+                    patient_json(id, NAMES[name], None),
+                    false,
+                );
+            }
+            Op::Reopen => {
+                let store = Store::open(self.dir.path()).map_err(err("reopen"))?;
+                self.store = store;
+            }
+        }
+        Ok(())
+    }
+
+    /// Everything pushed, answered and pulled.
+    fn drain(&mut self) -> Result<(), TestCaseError> {
+        for _ in 0..3 {
+            self.push(usize::MAX)?;
+            self.deliver_results(usize::MAX)?;
+            check_invariant(
+                self,
+                usize::MAX,
+                Some(&Op::DeliverResults { n: usize::MAX }),
+            )?;
+            self.pull(usize::MAX)?;
+            check_invariant(self, usize::MAX, Some(&Op::Pull { limit: usize::MAX }))?;
+            if self.store.pending().map_err(err("pending"))?.is_empty() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The invariant.
+// ---------------------------------------------------------------------------
+
+/// Live rows `(table, id) → (version, data)` and tombstones `(table, id) →
+/// version`. Tombstones are compared without data: the store keeps `null`
+/// for confirmed tombstones and the last entity for pending deletes.
+type Split = (
+    BTreeMap<(Table, Uuid), (u64, Value)>,
+    BTreeMap<(Table, Uuid), u64>,
+);
+
+fn split<'a>(rows: impl IntoIterator<Item = (&'a (Table, Uuid), &'a MRow)>) -> Split {
+    let mut live = BTreeMap::new();
+    let mut dead = BTreeMap::new();
+    for (k, r) in rows {
+        if r.deleted {
+            dead.insert(*k, r.version);
+        } else {
+            live.insert(*k, (r.version, r.data.clone()));
+        }
+    }
+    (live, dead)
+}
+
+fn rows_of(dump: Vec<clinic_client::store::DumpRow>) -> Rows {
+    dump.into_iter()
+        .map(|(t, id, version, deleted, data)| {
+            (
+                (t, id),
+                MRow {
+                    version,
+                    deleted,
+                    data: data.unwrap_or(Value::Null),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Confirmed rows with every pending mutation replayed in order, computed
+/// from scratch (a mutation that no longer plans shows no effect).
+fn expected_visible(store: &Store, actor: &Actor) -> Result<Rows, TestCaseError> {
+    let mut rows = rows_of(store.dump(false).map_err(err("dump confirmed"))?);
+    for entry in store.pending().map_err(err("pending"))? {
+        let Ok(writes) = plan(&entry.mutation, actor, &rows) else {
+            continue;
+        };
+        for w in writes {
+            let version = rows.get(&(w.table, w.id)).map_or(0, |r| r.version);
+            rows.insert(
+                (w.table, w.id),
+                MRow {
+                    version,
+                    deleted: w.action == Action::Delete,
+                    data: w.after,
+                },
+            );
+        }
+    }
+    Ok(rows)
+}
+
+fn check_invariant(h: &Harness, step: usize, op: Option<&Op>) -> Result<(), TestCaseError> {
+    let expected = expected_visible(&h.store, &h.actor)?;
+    let visible = rows_of(h.store.dump(true).map_err(err("dump visible"))?);
+    let (e_live, e_dead) = split(&expected);
+    let (v_live, v_dead) = split(&visible);
+    if e_live != v_live || e_dead != v_dead {
+        let pending: Vec<(u64, Mutation, Option<u64>)> = h
+            .store
+            .pending()
+            .map_err(err("pending"))?
+            .into_iter()
+            .map(|e| (e.mutation_id, e.mutation, e.applied_seq))
+            .collect();
+        let diff_live: Vec<String> = e_live
+            .keys()
+            .chain(v_live.keys())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .filter(|k| e_live.get(k) != v_live.get(k))
+            .map(|k| {
+                format!(
+                    "{k:?}: expected {:?}, visible {:?}",
+                    e_live.get(k),
+                    v_live.get(k)
+                )
+            })
+            .collect();
+        return Err(TestCaseError::fail(format!(
+            "after step {step} ({op:?}): visible rows != confirmed + pending replayed\n\
+             live rows that differ:\n  {}\n\
+             tombstones expected {e_dead:?}\n  visible {v_dead:?}\n\
+             pending: {pending:#?}\ncursor {}",
+            diff_live.join("\n  "),
+            h.store.cursor().map_err(err("cursor"))?,
+        )));
+    }
+    Ok(())
+}
+
+fn check_final(h: &Harness) -> Result<(), TestCaseError> {
+    let pending = h.store.pending().map_err(err("pending"))?;
+    prop_assert!(
+        pending.is_empty(),
+        "outbox not empty after drain: {:?}",
+        pending
+    );
+    prop_assert!(h.server.results.is_empty());
+    prop_assert_eq!(h.store.cursor().map_err(err("cursor"))?, h.server.head);
+    let confirmed = rows_of(h.store.dump(false).map_err(err("dump"))?);
+    let visible = rows_of(h.store.dump(true).map_err(err("dump"))?);
+    let server = split(&h.server.rows);
+    prop_assert_eq!(&split(&confirmed), &server, "confirmed != server");
+    prop_assert_eq!(&split(&visible), &server, "visible != server");
+    h.store.integrity_check().map_err(err("integrity_check"))?;
+    // Every result delivered: no mutation is unaccounted for.
+    let rejected: BTreeSet<u64> = h
+        .store
+        .rejected()
+        .map_err(err("rejected"))?
+        .iter()
+        .map(|r| r.mutation_id)
+        .collect();
+    let server_rejected: BTreeSet<u64> = h
+        .server
+        .processed
+        .iter()
+        .filter(|(_, o)| matches!(o, MutationOutcome::Rejected { .. }))
+        .map(|(id, _)| *id)
+        .collect();
+    prop_assert_eq!(rejected, server_rejected, "rejections kept by the store");
+    Ok(())
+}
+
+fn run(ops: &[Op]) -> Result<(), TestCaseError> {
+    let mut h = Harness::new()?;
+    check_invariant(&h, 0, None)?;
+    for (i, op) in ops.iter().enumerate() {
+        h.step(op)?;
+        check_invariant(&h, i + 1, Some(op))?;
+    }
+    h.drain()?;
+    check_invariant(&h, ops.len() + 1, None)?;
+    check_final(&h)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Patients and inventory: every mutation reads only the row it writes.
+    #[test]
+    fn visible_is_confirmed_plus_pending_replayed(
+        ops in prop::collection::vec(op_strategy(false), 0..40)
+    ) {
+        run(&ops)?;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Known divergences, reproduced (ignored until the store handles them; run
+// with `cargo test -p clinic-client --test store_model -- --ignored`).
+// ---------------------------------------------------------------------------
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        // Known to fail: do not write a regressions file into the source tree.
+        failure_persistence: None,
+        ..ProptestConfig::with_cases(256)
+    })]
+
+    /// The same property with invoices, whose planning reads a row (the
+    /// patient) that it does not write.
+    #[test]
+    #[ignore = "known divergence: a pending mutation is not re-derived when a row it only reads changes"]
+    fn visible_is_confirmed_plus_pending_replayed_with_read_dependencies(
+        ops in prop::collection::vec(op_strategy(true), 0..40)
+    ) {
+        run(&ops)?;
+    }
+}
+
+/// Minimal case: another user deletes a patient; this user, not yet knowing,
+/// invoices the patient; the tombstone arrives. Replayed on the confirmed
+/// rows the invoice no longer plans (`patient_unavailable`), but the store
+/// keeps showing it: the patient row is not among the invoice's outbox rows
+/// (only written rows are), so `apply_remote` does not re-derive it.
+#[test]
+#[ignore = "known divergence: a pending mutation is not re-derived when a row it only reads changes"]
+fn pending_invoice_of_a_patient_deleted_remotely_is_rederived() {
+    let mut h = Harness::new().unwrap();
+    let ops = [
+        Op::RemoteDelete { target: 1 },
+        Op::CreateInvoice {
+            patient: 1,
+            cents: 0,
+        },
+        Op::Pull { limit: 1 },
+    ];
+    for (i, op) in ops.iter().enumerate() {
+        h.step(op).unwrap();
+        check_invariant(&h, i + 1, Some(op)).unwrap();
+    }
+}
+
+/// The same cause, seen in the schedule: a pending booking stays visible
+/// after another user's booking of the same doctor and time arrives, so the
+/// day shows the doctor double-booked (replayed, the pending booking is
+/// refused as `double_booked`).
+#[test]
+#[ignore = "known divergence: a pending mutation is not re-derived when a row it only reads changes"]
+fn pending_booking_is_rederived_when_a_remote_booking_takes_the_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let admin = Staff {
+        id: uuid(0xA0),
+        username: "admin".into(),
+        display_name: "Admin".into(),
+        role: Role::Admin,
+        active: true,
+    };
+    store.sign_in("http://test", "token", &admin).unwrap();
+    let (doctor, patient) = (uuid(0xD0), uuid(0x100));
+    let row = |table, id, version, data: Value| SyncRow {
+        table,
+        id,
+        version,
+        deleted: false,
+        data: Some(data),
+    };
+    let doctor_json = json!({"id": doctor, "username": "dr", "display_name": "Dr",
+        "role": "doctor", "active": true});
+    store
+        .apply_remote(
+            &[
+                row(Table::Staff, doctor, 1, doctor_json),
+                row(
+                    Table::Patients,
+                    patient,
+                    2,
+                    patient_json(patient, "Ana", None),
+                ),
+            ],
+            2,
+        )
+        .unwrap();
+    let start = Timestamp::from_unix(1_780_000_000).unwrap();
+    let end = Timestamp::from_unix(1_780_001_800).unwrap();
+    store
+        .mutate(Mutation::BookAppointment(BookAppointment {
+            id: uuid(0x300),
+            patient_id: patient,
+            doctor_id: doctor,
+            start,
+            end,
+            reason: None,
+        }))
+        .unwrap();
+    let theirs = uuid(0x301);
+    let appointment = json!({"id": theirs, "patient_id": patient, "doctor_id": doctor,
+        "start": start, "end": end, "status": "scheduled", "reason": null});
+    store
+        .apply_remote(&[row(Table::Appointments, theirs, 3, appointment)], 3)
+        .unwrap();
+    let day = start.as_datetime().date_naive();
+    let schedule = store.day_schedule(day, Some(doctor)).unwrap();
+    assert_eq!(
+        schedule.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![theirs],
+        "the doctor is shown double-booked"
+    );
+}
+
+/// DESIGN.md: "The server tells each client the last mutation id it has
+/// processed for it in the same message as the changes that contain its
+/// effects, so a pending row never flickers back to its old value." The
+/// store takes no `last_mutation_id`: when the changes arrive before the push
+/// result (a reconnect or an HTTP push whose answer was lost, then a pull),
+/// the applied mutation is still pending and is replayed on top of its own
+/// effects: stock taken once shows as taken twice until the result arrives.
+#[test]
+#[ignore = "known gap: changes that contain a pending mutation's effects do not acknowledge it"]
+fn changes_before_the_push_result_do_not_apply_a_stock_delta_twice() {
+    let mut h = Harness::new().unwrap();
+    let gloves = uuid(0x200); // 20 in stock
+    for op in [
+        Op::AdjustStock {
+            target: 0,
+            delta: -3,
+        },
+        Op::Push { n: 1 },
+        Op::Pull { limit: usize::MAX },
+    ] {
+        h.step(&op).unwrap();
+        check_invariant(&h, 0, Some(&op)).unwrap(); // holds
+    }
+    let quantity = h
+        .store
+        .get(Table::InventoryItems, gloves)
+        .unwrap()
+        .unwrap()
+        .data["quantity"]
+        .clone();
+    assert_eq!(quantity, json!(17), "20 in stock, 3 taken once");
+}
+
+/// The same guarantee, broken by paging: our address change is applied at
+/// seq 6, another user changes the stock (7) and then the same patient (8).
+/// The first pull page holds only the stock row, cursor 7: the cursor has
+/// passed 6, so the mutation leaves the outbox, but the mirror does not hold
+/// its effect (the patient's current version is 8, on the next page), and the
+/// patient's address flickers back to its old value until that page arrives.
+#[test]
+#[ignore = "known gap: a paged pull drops a mutation before the mirror holds its effects"]
+fn paged_pull_does_not_flicker_a_pending_change_back() {
+    let mut h = Harness::new().unwrap();
+    let patient = uuid(0x100);
+    for op in [
+        Op::UpdatePatient {
+            target: 0,
+            patch: Patch::Address(0),
+        },
+        Op::Push { n: 1 },
+        Op::DeliverResults { n: 1 },
+        Op::RemoteStock {
+            target: 0,
+            delta: 1,
+        },
+        Op::RemoteAddress {
+            target: 0,
+            address: 1,
+        },
+        Op::Pull { limit: 1 },
+    ] {
+        h.step(&op).unwrap();
+        check_invariant(&h, 0, Some(&op)).unwrap(); // holds
+        let address =
+            h.store.get(Table::Patients, patient).unwrap().unwrap().data["address"].clone();
+        assert_ne!(
+            address,
+            Value::Null,
+            "after {op:?}: the address flickered back"
+        );
+    }
+}

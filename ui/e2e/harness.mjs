@@ -1,0 +1,114 @@
+// End-to-end harness: the real clinic-server (demo clinic, SQLite in a temp
+// dir), tauri-driver + WebKitWebDriver driving the real desktop app, the
+// real `clinic` CLI as a second client, and a small TCP proxy that can cut
+// the app off from the server. Every wait is bounded.
+import { spawn, execFileSync } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import { remote } from "webdriverio";
+
+export const root = path.resolve(import.meta.dirname, "../..");
+const bin = (name) => path.join(root, "target", "debug", name);
+
+export function tempDir(prefix) {
+  return mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/** Starts clinic-server; resolves with {url, port, stop(), kill()}. */
+export async function startServer(dataDir, port = 0) {
+  const child = spawn(bin("clinic-server"), ["--data-dir", dataDir, "serve", "--demo", "--listen", `127.0.0.1:${port}`], {
+    stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, RUST_LOG: "warn" },
+  });
+  const line = await new Promise((resolve, reject) => {
+    const rl = createInterface({ input: child.stdout });
+    const timer = setTimeout(() => reject(new Error("server did not start")), 20000);
+    rl.once("line", (l) => { clearTimeout(timer); resolve(l); });
+    child.once("exit", (code) => reject(new Error(`server exited ${code}`)));
+  });
+  child.stdout.resume();
+  const url = line.replace("clinic-server listening on ", "").trim();
+  const actualPort = Number(new URL(url).port);
+  return {
+    url,
+    port: actualPort,
+    child,
+    kill: () => new Promise((resolve) => { child.once("exit", resolve); child.kill("SIGKILL"); }),
+  };
+}
+
+/** A TCP proxy that forwards to 127.0.0.1:targetPort while `up`. */
+export async function startProxy(targetPort) {
+  const sockets = new Set();
+  let up = true;
+  const server = net.createServer((inbound) => {
+    if (!up) return inbound.destroy();
+    const outbound = net.connect(targetPort, "127.0.0.1");
+    sockets.add(inbound); sockets.add(outbound);
+    inbound.pipe(outbound); outbound.pipe(inbound);
+    const close = () => { inbound.destroy(); outbound.destroy(); sockets.delete(inbound); sockets.delete(outbound); };
+    inbound.on("error", close); outbound.on("error", close); inbound.on("close", close); outbound.on("close", close);
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    setUp(value) { up = value; if (!value) for (const s of sockets) s.destroy(); },
+    close: () => { for (const s of sockets) s.destroy(); server.close(); },
+  };
+}
+
+/** Runs the `clinic` CLI (JSON output) on its own data dir. */
+export function clinic(dataDir, args, input) {
+  const out = execFileSync(bin("clinic"), ["--data-dir", dataDir, "--json", ...args], {
+    input: input ?? "",
+    encoding: "utf8",
+    timeout: 60000,
+  });
+  return out.trim() ? JSON.parse(out) : null;
+}
+
+async function waitForPort(port, ms) {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const ok = await new Promise((resolve) => {
+      const s = net.connect(port, "127.0.0.1", () => { s.destroy(); resolve(true); });
+      s.on("error", () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`port ${port} did not open`);
+}
+
+/** Starts tauri-driver and a WebDriver session on the desktop app. */
+export async function startApp({ dataDir, server }) {
+  const driverBin = process.env.TAURI_DRIVER ?? path.join(os.homedir(), ".cargo", "bin", "tauri-driver");
+  const driver = spawn(driverBin, ["--native-driver", "/usr/bin/WebKitWebDriver"], {
+    stdio: ["ignore", "ignore", "inherit"],
+    env: { ...process.env, CLINIC_DATA_DIR: dataDir, CLINIC_SERVER: server },
+  });
+  await waitForPort(4444, 20000);
+  const browser = await remote({
+    hostname: "127.0.0.1",
+    port: 4444,
+    logLevel: "warn",
+    connectionRetryTimeout: 60000,
+    capabilities: { "tauri:options": { application: bin("clinic-desktop") } },
+  });
+  const stop = async () => {
+    try { await browser.deleteSession(); } catch { /* the app may already be gone */ }
+    driver.kill("SIGTERM");
+    await new Promise((resolve) => { if (driver.exitCode !== null) resolve(); else driver.once("exit", resolve); });
+  };
+  return { browser, stop };
+}
+
+/** Waits until `check()` returns a truthy value (polling the UI), or fails with `what`. */
+export async function until(browser, what, check, timeout = 20000) {
+  return browser.waitUntil(check, { timeout, interval: 100, timeoutMsg: `timed out waiting for ${what}` });
+}
+
+export const byTest = (browser, id) => browser.$(`[data-testid="${id}"]`);

@@ -1,0 +1,47 @@
+// Bridges the shell's events into React: "store-changed" invalidates the
+// queries that read what changed; "sync-status" feeds the status bar; rows
+// changed by someone else are remembered briefly so lists can highlight them.
+import { listen } from "@tauri-apps/api/event";
+import { useQueryClient } from "@tanstack/react-query";
+import { createContext, useContext, useEffect, useState, type ReactNode } from "react";
+import type { StoreEvent } from "./bindings/StoreEvent";
+import type { SyncStatus } from "./bindings/SyncStatus";
+import { staleKeys } from "./lib/invalidate";
+
+const HIGHLIGHT_MS = 2500;
+
+interface Live {
+  status: SyncStatus | null;
+  recent: Set<string>;
+}
+
+export const LiveContext = createContext<Live>({ status: null, recent: new Set() });
+
+export function useLive(): Live {
+  return useContext(LiveContext);
+}
+
+export function LiveProvider({ initial, children }: { initial: SyncStatus | null; children: ReactNode }) {
+  const client = useQueryClient();
+  const [status, setStatus] = useState<SyncStatus | null>(initial);
+  const [recent, setRecent] = useState<Set<string>>(new Set());
+
+  useEffect(() => {
+    const unlisteners = [
+      listen<StoreEvent>("store-changed", ({ payload }) => {
+        for (const key of staleKeys(payload)) client.invalidateQueries({ queryKey: key });
+        if (payload.origin === "remote" && payload.rows.length > 0) {
+          const ids = payload.rows.map(([, id]) => id);
+          setRecent((old) => new Set([...old, ...ids]));
+          setTimeout(() => setRecent((old) => new Set([...old].filter((id) => !ids.includes(id)))), HIGHLIGHT_MS);
+        }
+      }),
+      listen<SyncStatus>("sync-status", ({ payload }) => setStatus(payload)),
+    ];
+    return () => {
+      for (const u of unlisteners) u.then((f) => f());
+    };
+  }, [client]);
+
+  return <LiveContext.Provider value={{ status, recent }}>{children}</LiveContext.Provider>;
+}

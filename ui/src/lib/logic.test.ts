@@ -1,0 +1,96 @@
+import { describe, expect, it } from "vitest";
+import type { Patient } from "../bindings/Patient";
+import { nextSteps } from "../screens/Schedule";
+import { rebased } from "../screens/SyncPanel";
+import { connectionLabel, durationLabel, money, pendingLabel, syncProgress, timeOfDay } from "./format";
+import { staleKeys } from "./invalidate";
+import { fieldErrors, formOf, isEmptyPatch, patientPatch } from "./patch";
+import { screensFor } from "./roles";
+
+const patient: Patient = {
+  id: "0190a5d0-0000-7000-8000-000000000001",
+  first_name: "Ana",
+  last_name: "Costa",
+  date_of_birth: "1980-04-02",
+  phone: "+1 555 010 2030",
+  email: null,
+  address: "1 Main St",
+};
+
+describe("status labels", () => {
+  it("says how the connection stands", () => {
+    expect(connectionLabel({ state: "live" })).toBe("Live");
+    expect(connectionLabel({ state: "polling" })).toBe("Polling");
+    expect(connectionLabel({ state: "offline", retry_in_ms: 2600 })).toBe("Offline — reconnecting in 3 s");
+    expect(connectionLabel({ state: "offline", retry_in_ms: 10 })).toBe("Offline — reconnecting in 1 s");
+    expect(connectionLabel({ state: "signed_out" })).toContain("changes held");
+  });
+  it("counts pending changes with the oldest age", () => {
+    expect(pendingLabel({ pending: 0, oldest_pending_secs: null })).toBe("");
+    expect(pendingLabel({ pending: 3, oldest_pending_secs: 125 })).toBe("3 pending (oldest 2 min)");
+    expect(durationLabel(59)).toBe("59 s");
+    expect(durationLabel(7200)).toBe("2 h");
+    expect(durationLabel(200000)).toBe("2 d");
+  });
+  it("formats times, money and progress", () => {
+    expect(timeOfDay("2026-11-23T09:30:00Z")).toBe("09:30");
+    expect(money(6550)).toBe("65.50");
+    expect(syncProgress({ cursor: 50, head: 200 })).toBe(0.25);
+    expect(syncProgress({ cursor: 10, head: 0 })).toBe(1);
+  });
+});
+
+describe("patient patch", () => {
+  it("sends only what changed", () => {
+    const form = { ...formOf(patient), phone: "+1 555 999 0000" };
+    expect(patientPatch(patient, form)).toEqual({ phone: "+1 555 999 0000" });
+  });
+  it("clears an optional field with null and ignores whitespace-only edits", () => {
+    const form = { ...formOf(patient), address: "   ", first_name: " Ana " };
+    expect(patientPatch(patient, form)).toEqual({ address: null });
+  });
+  it("knows an untouched form changes nothing", () => {
+    expect(isEmptyPatch(patientPatch(patient, formOf(patient)))).toBe(true);
+  });
+  it("maps rejection fields for inline errors", () => {
+    expect(fieldErrors([{ field: "phone", message: "is not a phone number" }])).toEqual({ phone: "is not a phone number" });
+    expect(fieldErrors(undefined)).toEqual({});
+  });
+});
+
+describe("query invalidation", () => {
+  it("re-reads only what a change touched", () => {
+    const keys = staleKeys({ origin: "remote", tables: ["inventory_items"] });
+    expect(keys).toContainEqual(["rows", "inventory_items"]);
+    expect(keys).toContainEqual(["lowStock"]);
+    expect(keys).not.toContainEqual(["search"]);
+    expect(keys).not.toContainEqual(["rows", "patients"]);
+  });
+  it("patients invalidate search, charts and schedules", () => {
+    const keys = staleKeys({ origin: "local", tables: ["patients"] });
+    expect(keys).toEqual(expect.arrayContaining([["search"], ["chart"], ["schedule"], ["rows", "patients"], ["pending"]]));
+  });
+  it("a session change re-reads everything", () => {
+    expect(staleKeys({ origin: "session", tables: [] })).toEqual([[]]);
+  });
+});
+
+describe("roles and flows", () => {
+  it("shows each role only its screens", () => {
+    expect(screensFor("reception")).toEqual(["patients", "schedule", "billing", "sync"]);
+    expect(screensFor("doctor")).toEqual(["patients", "schedule", "inventory", "sync"]);
+    expect(screensFor("admin")).toContain("staff");
+    expect(screensFor("assistant")).not.toContain("billing");
+  });
+  it("offers the next steps of the appointment flow", () => {
+    expect(nextSteps("scheduled", "reception")).toEqual(["checked_in", "no_show", "cancelled"]);
+    expect(nextSteps("checked_in", "assistant")).toEqual(["in_progress"]);
+    expect(nextSteps("completed", "admin")).toEqual([]);
+  });
+  it("rebases an update on the current version for 'use mine'", () => {
+    const m = { type: "update_patient" as const, args: { id: patient.id, base_version: 3, fields: { phone: "1" } } };
+    expect(rebased(m, 9)).toEqual({ ...m, args: { ...m.args, base_version: 9 } });
+    const create = { type: "void_invoice" as const, args: { id: patient.id } };
+    expect(rebased(create, 9)).toBe(create);
+  });
+});

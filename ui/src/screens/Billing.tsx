@@ -1,0 +1,72 @@
+import { useQuery } from "@tanstack/react-query";
+import { useState, type FormEvent } from "react";
+import { api, errorMessage } from "../api";
+import type { Invoice } from "../bindings/Invoice";
+import type { PaymentMethod } from "../bindings/PaymentMethod";
+import type { Row } from "../bindings/Row";
+import { money } from "../lib/format";
+
+export function Billing() {
+  const invoices = useQuery({ queryKey: ["rows", "invoices"], queryFn: () => api.listRows("invoices") });
+  const patients = useQuery({ queryKey: ["rows", "patients"], queryFn: () => api.listRows("patients") });
+  const [openOnly, setOpenOnly] = useState(true);
+  const nameOf = new Map((patients.data ?? []).map((r) => [r.id, `${r.data.last_name}, ${r.data.first_name}`]));
+  const rows = (invoices.data ?? [])
+    .filter((r) => !openOnly || r.data.status === "open")
+    .sort((a, b) => String(b.data.issued_at).localeCompare(String(a.data.issued_at)));
+  return (
+    <div>
+      <div className="toolbar">
+        <label className="check"><input type="checkbox" checked={openOnly} onChange={(e) => setOpenOnly(e.target.checked)} /> Only open invoices</label>
+      </div>
+      <table data-testid="invoices">
+        <thead><tr><th>Issued</th><th>Patient</th><th>Lines</th><th>Total</th><th>Paid</th><th>Status</th><th>Payment</th></tr></thead>
+        <tbody>{rows.map((r) => <InvoiceRow key={r.id} row={r} patient={nameOf.get(String(r.data.patient_id)) ?? "…"} />)}</tbody>
+      </table>
+    </div>
+  );
+}
+
+function InvoiceRow({ row, patient }: { row: Row; patient: string }) {
+  const inv = row.data as unknown as Invoice;
+  const outstanding = inv.total_cents - inv.paid_cents;
+  const [amount, setAmount] = useState(money(outstanding));
+  const [method, setMethod] = useState<PaymentMethod>("card");
+  const [error, setError] = useState<string | null>(null);
+  async function pay(e: FormEvent) {
+    e.preventDefault();
+    setError(null);
+    try {
+      const paid_at = new Date().toISOString().slice(0, 19) + "Z";
+      await api.mutate({
+        type: "record_payment",
+        args: { id: await api.newId(), invoice_id: row.id, amount_cents: Math.round(Number(amount) * 100), method, paid_at },
+      });
+    } catch (err) {
+      setError(errorMessage(err));
+    }
+  }
+  return (
+    <tr data-testid="invoice">
+      <td>{inv.issued_at.slice(0, 10)}</td>
+      <td>{patient}</td>
+      <td>{inv.lines.map((l) => `${l.quantity}× ${l.description}`).join(", ")}</td>
+      <td>{money(inv.total_cents)}</td>
+      <td>{money(inv.paid_cents)}</td>
+      <td>{inv.status}{row.pending && <span className="badge">saving</span>}</td>
+      <td>
+        {inv.status === "open" && (
+          <form className="inline" onSubmit={pay}>
+            <input className="narrow" value={amount} onChange={(e) => setAmount(e.target.value)} />
+            <select value={method} onChange={(e) => setMethod(e.target.value as PaymentMethod)}>
+              <option value="card">card</option><option value="cash">cash</option>
+              <option value="transfer">transfer</option><option value="insurance">insurance</option>
+            </select>
+            <button>Record payment</button>
+            {error && <span className="error">{error}</span>}
+          </form>
+        )}
+      </td>
+    </tr>
+  );
+}

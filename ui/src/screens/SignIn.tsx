@@ -1,0 +1,51 @@
+import { useQueryClient } from "@tanstack/react-query";
+import { useState, type FormEvent } from "react";
+import { api, errorMessage } from "../api";
+
+export function SignIn({ defaultServer, previousUser }: { defaultServer: string | null; previousUser: string | null }) {
+  const client = useQueryClient();
+  const [server, setServer] = useState(defaultServer ?? "http://127.0.0.1:8787");
+  const [username, setUsername] = useState(previousUser ?? "");
+  const [password, setPassword] = useState("");
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+
+  async function submit(e: FormEvent) {
+    e.preventDefault();
+    setBusy(true);
+    setError(null);
+    try {
+      await api.login(server, username, password);
+      await client.invalidateQueries();
+    } catch (err) {
+      setError(errorMessage(err));
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  return (
+    <div className="signin">
+      <form onSubmit={submit} data-testid="signin-form">
+        <h1>Clinic Sync</h1>
+        {previousUser && <p className="muted">Your unsent changes are kept until you sign in again.</p>}
+        <label>
+          Server
+          <input data-testid="signin-server" value={server} onChange={(e) => setServer(e.target.value)} />
+        </label>
+        <label>
+          Username
+          <input data-testid="signin-username" value={username} autoFocus onChange={(e) => setUsername(e.target.value)} />
+        </label>
+        <label>
+          Password
+          <input data-testid="signin-password" type="password" value={password} onChange={(e) => setPassword(e.target.value)} />
+        </label>
+        {error && <p className="error" data-testid="signin-error">{error}</p>}
+        <button data-testid="signin-submit" disabled={busy || !username || !password}>
+          {busy ? "Signing in…" : "Sign in"}
+        </button>
+      </form>
+    </div>
+  );
+}
