@@ -188,17 +188,16 @@ fn start(app: &mut tauri::App) -> Result<(), Box<dyn std::error::Error>> {
     );
     let runner = engine.clone();
     tauri::async_runtime::spawn(async move {
-        if let (Some(server), Some(user), Some(password)) = auto_login {
-            if !runner
-                .store()
-                .identity()
-                .map(|i| i.signed_in)
-                .unwrap_or(false)
-            {
-                if let Err(e) = runner.login(&server, &user, &password).await {
-                    tracing::warn!(error = %e, "automatic sign-in failed");
-                }
-            }
+        let signed_in = runner
+            .store()
+            .identity()
+            .map(|i| i.signed_in)
+            .unwrap_or(false);
+        if let (Some(server), Some(user), Some(password), false) =
+            (auto_login.0, auto_login.1, auto_login.2, signed_in)
+            && let Err(e) = runner.login(&server, &user, &password).await
+        {
+            tracing::warn!(error = %e, "automatic sign-in failed");
         }
         runner.run().await;
     });
