@@ -40,8 +40,12 @@ if [ "${1:-}" = "--test" ] && ! command -v tauri-driver >/dev/null 2>&1 && [ ! -
   cargo install tauri-driver --locked --version '^2'
 fi
 
-# The UI's npm packages, reinstalled only when the lock file changed.
+# The UI's npm packages at the versions in ui/package-lock.json, reinstalled
+# only when the lock file changed. `npm install --no-save` rather than
+# `npm ci`: the npm shipped here writes lock files without the other
+# platforms' optional packages (rollup, esbuild), which `npm ci` then rejects
+# as out of sync; `install --no-save` follows the lock and never rewrites it.
 if [ ! -f ui/node_modules/.package-lock.json ] || [ ui/package-lock.json -nt ui/node_modules/.package-lock.json ]; then
   echo "==> installing UI packages"
-  (cd ui && npm ci --no-audit --no-fund)
+  (cd ui && npm install --no-save --no-audit --no-fund)
 fi

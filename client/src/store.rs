@@ -254,6 +254,36 @@ fn cursor_of(conn: &Connection) -> ClientResult<u64> {
         .unwrap_or(0))
 }
 
+/// The highest mutation id the server said it has processed: mutations up
+/// to it are not replayed (their effects, if any, are in the confirmed rows).
+fn server_ack_of(conn: &Connection) -> ClientResult<u64> {
+    Ok(get_meta(conn, "server_ack")?
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0))
+}
+
+/// The cursor up to which the mirror holds every change (not just a page of
+/// them): an applied mutation leaves the outbox only when its sequence
+/// number is at or below this, so a pending row never flickers back.
+fn settled_of(conn: &Connection) -> ClientResult<u64> {
+    Ok(get_meta(conn, "settled")?
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0))
+}
+
+fn all_outbox_rows(conn: &Connection) -> ClientResult<BTreeSet<(Table, Uuid)>> {
+    let raw: Vec<(String, String)> = conn
+        .prepare_cached("SELECT DISTINCT tbl, id FROM outbox_rows")
+        .map_err(db)?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(db)?
+        .collect::<Result<_, _>>()
+        .map_err(db)?;
+    raw.iter()
+        .map(|(t, i)| Ok((parse_table(t)?, parse_uuid(i)?)))
+        .collect()
+}
+
 /// Reads visible rows as the shared planner needs them.
 struct VisibleSource<'a>(&'a Connection);
 
@@ -441,10 +471,10 @@ fn planned(
     }
 }
 
-/// One outbox entry with the rows it touches.
+/// One outbox entry.
 struct OutboxItem {
+    mutation_id: u64,
     mutation: Mutation,
-    rows: BTreeSet<(Table, Uuid)>,
 }
 
 fn load_outbox(conn: &Connection) -> ClientResult<Vec<OutboxItem>> {
@@ -455,34 +485,14 @@ fn load_outbox(conn: &Connection) -> ClientResult<Vec<OutboxItem>> {
         .map_err(db)?
         .collect::<Result<_, _>>()
         .map_err(db)?;
-    let mut items = Vec::with_capacity(raw.len());
-    for (id, m) in raw {
-        let rows: Vec<(String, String)> = conn
-            .prepare_cached("SELECT tbl, id FROM outbox_rows WHERE mutation_id = ?1")
-            .map_err(db)?
-            .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(db)?
-            .collect::<Result<_, _>>()
-            .map_err(db)?;
-        let rows = rows
-            .iter()
-            .map(|(t, i)| Ok((parse_table(t)?, parse_uuid(i)?)))
-            .collect::<ClientResult<BTreeSet<_>>>()?;
-        items.push(OutboxItem {
-            mutation: json(&m)?,
-            rows,
-        });
-    }
-    Ok(items)
-}
-
-fn touched_by_outbox(conn: &Connection, table: Table, id: Uuid) -> ClientResult<bool> {
-    conn.prepare_cached("SELECT 1 FROM outbox_rows WHERE tbl = ?1 AND id = ?2 LIMIT 1")
-        .map_err(db)?
-        .query_row(params![table.as_str(), id.to_string()], |_| Ok(()))
-        .optional()
-        .map_err(db)
-        .map(|o| o.is_some())
+    raw.into_iter()
+        .map(|(id, m)| {
+            Ok(OutboxItem {
+                mutation_id: to_u64(id),
+                mutation: json(&m)?,
+            })
+        })
+        .collect()
 }
 
 fn copy_confirmed_to_visible(conn: &Connection, table: Table, id: Uuid) -> ClientResult<()> {
@@ -513,36 +523,29 @@ fn copy_confirmed_to_visible(conn: &Connection, table: Table, id: Uuid) -> Clien
     }
 }
 
-/// Re-derives the visible rows in `seed`: back to the confirmed rows, then
-/// every pending mutation touching them (and, transitively, the rows those
-/// touch) replayed in order. A pending mutation that no longer plans (the
-/// server's state moved under it) shows no effect; the server will answer it.
+/// Re-derives the visible rows: the rows in `extra` and every row the outbox
+/// writes go back to their confirmed state, then every pending mutation not
+/// yet acknowledged by the server is replayed in order. All of them, not only
+/// those writing a changed row: a mutation also reads rows (the patient of an
+/// invoice, a doctor's other appointments), and a change to what it read can
+/// change or cancel its effect. A pending mutation that no longer plans shows
+/// no effect; the server will answer it. Returns the rows re-derived.
 fn rederive(
     conn: &Connection,
     actor: Option<&Actor>,
-    seed: &BTreeSet<(Table, Uuid)>,
+    extra: &BTreeSet<(Table, Uuid)>,
 ) -> ClientResult<BTreeSet<(Table, Uuid)>> {
-    let mut rows = seed.clone();
-    let outbox = load_outbox(conn)?;
-    let mut chosen = vec![false; outbox.len()];
-    loop {
-        let mut grew = false;
-        for (i, item) in outbox.iter().enumerate() {
-            if !chosen[i] && item.rows.iter().any(|r| rows.contains(r)) {
-                chosen[i] = true;
-                rows.extend(item.rows.iter().copied());
-                grew = true;
-            }
-        }
-        if !grew {
-            break;
-        }
-    }
+    let mut rows = extra.clone();
+    rows.extend(all_outbox_rows(conn)?);
     for (table, id) in &rows {
         copy_confirmed_to_visible(conn, *table, *id)?;
     }
     if let Some(actor) = actor {
-        for (item, _) in outbox.iter().zip(&chosen).filter(|(_, c)| **c) {
+        let acknowledged = server_ack_of(conn)?;
+        for item in load_outbox(conn)?
+            .iter()
+            .filter(|i| i.mutation_id > acknowledged)
+        {
             if let Ok(writes) = planned(conn, &item.mutation, actor)? {
                 write_visible(conn, &writes)?;
             }
@@ -768,6 +771,8 @@ impl Store {
             "next_mutation_id",
             "last_synced_at",
             "synced_once",
+            "server_ack",
+            "settled",
         ] {
             delete_meta(&tx, key)?;
         }
@@ -802,6 +807,7 @@ impl Store {
         }
         set_meta(&tx, "user", &to_json(user)?)?;
         set_meta(&tx, "cursor", "0")?;
+        set_meta(&tx, "settled", "0")?;
         delete_meta(&tx, "synced_once")?;
         tx.commit().map_err(db)?;
         drop(conn);
@@ -865,10 +871,21 @@ impl Store {
         })
     }
 
-    /// Applies a batch of server rows and the cursor after them, drops the
-    /// mutations the cursor now covers, and re-derives the touched rows, all
-    /// in one transaction.
-    pub fn apply_remote(&self, rows: &[SyncRow], cursor: u64) -> ClientResult<StoreEvent> {
+    /// Applies a batch of server rows and the cursor after them, in one
+    /// transaction. `ack` is the server's `last_mutation_id` sent with these
+    /// rows: mutations up to it are processed, so they are no longer
+    /// replayed (their effects are in the rows). `complete` says the mirror
+    /// now holds every change up to `cursor` (a last pull page, a live
+    /// batch), not just a page of them: only then do applied mutations whose
+    /// effects the cursor covers leave the outbox. Pending mutations are then
+    /// re-planned on the new rows.
+    pub fn apply_remote(
+        &self,
+        rows: &[SyncRow],
+        cursor: u64,
+        ack: Option<u64>,
+        complete: bool,
+    ) -> ClientResult<StoreEvent> {
         let mut conn = self.lock()?;
         let tx = immediate(&mut conn)?;
         let actor = stored_actor(&tx)?;
@@ -876,7 +893,6 @@ impl Store {
             .query_row("SELECT EXISTS (SELECT 1 FROM outbox)", [], |r| r.get(0))
             .map_err(db)?;
         let mut touched = BTreeSet::new();
-        let mut needs_replay = BTreeSet::new();
         for row in rows {
             tx.prepare_cached(
                 "INSERT INTO confirmed (tbl, id, version, deleted, data) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -894,31 +910,36 @@ impl Store {
             ])
             .map_err(db)?;
             touched.insert((row.table, row.id));
-            if has_outbox && touched_by_outbox(&tx, row.table, row.id)? {
-                needs_replay.insert((row.table, row.id));
-            } else {
-                copy_confirmed_to_visible(&tx, row.table, row.id)?;
-            }
+            copy_confirmed_to_visible(&tx, row.table, row.id)?;
         }
-        let old_cursor = cursor_of(&tx)?;
-        let cursor = cursor.max(old_cursor);
+        // A late answer (a long-poll overtaken by a WebSocket batch) never
+        // moves the cursor, the acknowledgement or the settled point back.
+        let incoming = cursor;
+        let cursor = incoming.max(cursor_of(&tx)?);
         set_meta(&tx, "cursor", &cursor.to_string())?;
         set_meta(&tx, "last_synced_at", &now().to_string())?;
+        if let Some(ack) = ack.filter(|a| *a > server_ack_of(&tx).unwrap_or(0)) {
+            set_meta(&tx, "server_ack", &ack.to_string())?;
+        }
+        if complete && incoming > settled_of(&tx)? {
+            set_meta(&tx, "settled", &incoming.to_string())?;
+        }
         if has_outbox {
-            // Mutations whose effects the mirror now holds leave the outbox.
+            // Mutations whose effects the mirror now fully holds leave the outbox.
             let done: Vec<i64> = tx
-                .prepare_cached("SELECT mutation_id FROM outbox WHERE applied_seq IS NOT NULL AND applied_seq <= ?1")
+                .prepare_cached(
+                    "SELECT mutation_id FROM outbox WHERE applied_seq IS NOT NULL AND applied_seq <= ?1",
+                )
                 .map_err(db)?
-                .query_map([to_i64(cursor)], |r| r.get(0))
+                .query_map([to_i64(settled_of(&tx)?)], |r| r.get(0))
                 .map_err(db)?
                 .collect::<Result<_, _>>()
                 .map_err(db)?;
+            let mut released = BTreeSet::new();
             for id in done {
-                needs_replay.extend(self.remove_from_outbox(&tx, id)?);
+                released.extend(self.remove_from_outbox(&tx, id)?);
             }
-            if !needs_replay.is_empty() {
-                touched.extend(rederive(&tx, actor.as_ref(), &needs_replay)?);
-            }
+            touched.extend(rederive(&tx, actor.as_ref(), &released)?);
         }
         tx.commit().map_err(db)?;
         drop(conn);
@@ -960,6 +981,7 @@ impl Store {
         let tx = immediate(&mut conn)?;
         let actor = stored_actor(&tx)?;
         let cursor = cursor_of(&tx)?;
+        let settled = settled_of(&tx)?;
         let mut rolled_back = BTreeSet::new();
         let mut rejected_any = false;
         for result in results {
@@ -972,7 +994,7 @@ impl Store {
                 .map_err(db)?;
             let Some(mutation) = mutation else { continue };
             match &result.outcome {
-                MutationOutcome::Applied { seq } if *seq <= cursor => {
+                MutationOutcome::Applied { seq } if *seq <= settled => {
                     rolled_back.extend(self.remove_from_outbox(&tx, id)?);
                 }
                 MutationOutcome::Applied { seq } => {
@@ -1110,6 +1132,11 @@ impl Store {
             rejected: to_u64(rejected),
             cursor: cursor_of(&conn)?,
         })
+    }
+
+    /// The highest mutation id the server has acknowledged as processed.
+    pub fn server_ack(&self) -> ClientResult<u64> {
+        server_ack_of(&*self.lock()?)
     }
 
     /// The mirror's cursor.

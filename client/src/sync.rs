@@ -482,8 +482,13 @@ impl Engine {
             .await
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let store = self.store.clone();
-        let (rows, cursor) = (page.rows.clone(), page.cursor);
-        blocking(move || store.apply_remote(&rows, cursor)).await?;
+        let (rows, cursor, ack, complete) = (
+            page.rows.clone(),
+            page.cursor,
+            page.last_mutation_id,
+            !page.more,
+        );
+        blocking(move || store.apply_remote(&rows, cursor, ack, complete)).await?;
         Ok(page)
     }
 
@@ -708,16 +713,23 @@ impl Engine {
                             self.status.send_modify(|s| s.last_error = None);
                             push_now = true;
                         }
-                        ServerMessage::Changes { rows, cursor, .. } => {
+                        ServerMessage::Changes { rows, cursor, last_mutation_id } => {
                             initial_rows += rows.len() as u64;
                             let store = self.store.clone();
-                            blocking(move || store.apply_remote(&rows, cursor)).await?;
+                            // The server acknowledges our mutations only in a
+                            // message that holds every change up to its cursor
+                            // (the last catch-up page, a live batch); a page
+                            // without the ack may be partial.
+                            let complete = last_mutation_id.is_some();
+                            blocking(move || store.apply_remote(&rows, cursor, last_mutation_id, complete)).await?;
                             if first_sync {
                                 self.status.send_modify(|s| if let Some(p) = &mut s.initial_sync { p.rows = initial_rows; p.cursor = cursor; });
                             }
                             self.refresh_status(None).await;
                         }
-                        ServerMessage::CaughtUp { .. } => {
+                        ServerMessage::CaughtUp { cursor } => {
+                            let store = self.store.clone();
+                            blocking(move || store.apply_remote(&[], cursor, None, true)).await?;
                             self.store.mark_synced_once()?;
                             self.status.send_modify(|s| s.initial_sync = None);
                             self.refresh_status(Some(Connection::Live)).await;

@@ -95,6 +95,8 @@ struct Logged {
     id: Uuid,
     /// Made by this test's client (as opposed to another user).
     ours: bool,
+    /// The mutation of this test's client that made it, if any.
+    mutation_id: Option<u64>,
     before: Option<Value>,
     after: Value,
     deleted: bool,
@@ -119,7 +121,7 @@ impl Server {
         deleted: bool,
         before: Option<Value>,
         after: Value,
-        ours: bool,
+        by: Option<u64>,
     ) -> u64 {
         self.head += 1;
         let seq = self.head;
@@ -135,7 +137,8 @@ impl Server {
             seq,
             table,
             id,
-            ours,
+            ours: by.is_some(),
+            mutation_id: by,
             before,
             after,
             deleted,
@@ -217,7 +220,7 @@ impl Server {
                                     w.action == Action::Delete,
                                     w.before,
                                     w.after,
-                                    true,
+                                    Some(pm.mutation_id),
                                 );
                             }
                             MutationOutcome::Applied { seq }
@@ -246,8 +249,9 @@ impl Server {
 
     /// `GET /v1/pull?cursor=`: current rows with `version > cursor`, by
     /// version, at most `limit`; the cursor is the last row's version while
-    /// more remain, else the head.
-    fn pull(&self, cursor: u64, limit: usize) -> (Vec<SyncRow>, u64) {
+    /// more remain, else the head. The last page (and only it) carries the
+    /// highest mutation id processed for the client; the bool says "last".
+    fn pull(&self, cursor: u64, limit: usize) -> (Vec<SyncRow>, u64, Option<u64>, bool) {
         let mut rows: Vec<SyncRow> = self
             .rows
             .iter()
@@ -258,23 +262,24 @@ impl Server {
         if rows.len() > limit {
             rows.truncate(limit);
             let c = rows.last().map_or(cursor, |r| r.version);
-            (rows, c)
+            (rows, c, None, false)
         } else {
-            (rows, self.head.max(cursor))
+            let ack = self.processed.keys().max().copied();
+            (rows, self.head.max(cursor), ack, true)
         }
     }
 
     /// A live `changes` batch: every logged change in `(cursor, cursor + n]`
-    /// as it was at the time, cursor = the batch's end.
-    fn live(&self, cursor: u64, n: u64) -> (Vec<SyncRow>, u64) {
+    /// as it was at the time, cursor = the batch's end, acknowledging the
+    /// highest mutation of this client among them (as `Batch::ack_for`).
+    fn live(&self, cursor: u64, n: u64) -> (Vec<SyncRow>, u64, Option<u64>) {
         let end = cursor.saturating_add(n).min(self.head).max(cursor);
-        let rows = self
-            .log
-            .iter()
-            .filter(|c| c.seq > cursor && c.seq <= end)
+        let in_batch = || self.log.iter().filter(|c| c.seq > cursor && c.seq <= end);
+        let rows = in_batch()
             .map(|c| Self::sync_row(c.table, c.id, c.seq, c.deleted, &c.after))
             .collect();
-        (rows, end)
+        let ack = in_batch().filter_map(|c| c.mutation_id).max();
+        (rows, end, ack)
     }
 
     fn ids(&self, table: Table) -> BTreeSet<Uuid> {
@@ -486,7 +491,7 @@ impl Harness {
                 false,
                 None,
                 patient_json(id, name, phone),
-                false,
+                None,
             );
         }
         for (i, (name, q)) in [("Gloves", 20), ("Gauze", 6)].into_iter().enumerate() {
@@ -497,12 +502,12 @@ impl Harness {
                 false,
                 None,
                 item_json(id, name, q),
-                false,
+                None,
             );
         }
-        let (rows, cursor) = server.pull(0, usize::MAX);
+        let (rows, cursor, ack, complete) = server.pull(0, usize::MAX);
         store
-            .apply_remote(&rows, cursor)
+            .apply_remote(&rows, cursor, ack, complete)
             .map_err(err("seed apply_remote"))?;
         Ok(Harness {
             dir,
@@ -586,9 +591,9 @@ impl Harness {
 
     fn pull(&mut self, limit: usize) -> Result<(), TestCaseError> {
         let cursor = self.store.cursor().map_err(err("cursor"))?;
-        let (rows, cursor) = self.server.pull(cursor, limit);
+        let (rows, cursor, ack, complete) = self.server.pull(cursor, limit);
         self.store
-            .apply_remote(&rows, cursor)
+            .apply_remote(&rows, cursor, ack, complete)
             .map_err(err("apply_remote"))?;
         Ok(())
     }
@@ -700,18 +705,19 @@ impl Harness {
             Op::Pull { limit } => self.pull(limit)?,
             Op::Live { n } => {
                 let cursor = self.store.cursor().map_err(err("cursor"))?;
-                let (rows, cursor) = self.server.live(cursor, n);
+                // As the engine does: a message carrying the ack is complete.
+                let (rows, cursor, ack) = self.server.live(cursor, n);
                 self.store
-                    .apply_remote(&rows, cursor)
+                    .apply_remote(&rows, cursor, ack, ack.is_some())
                     .map_err(err("apply_remote (live)"))?;
             }
             Op::Stale { back, n } => {
                 let cursor = self.store.cursor().map_err(err("cursor"))?;
-                let (rows, old) = self.server.live(cursor.saturating_sub(back), n);
+                let (rows, old, _) = self.server.live(cursor.saturating_sub(back), n);
                 let old = old.min(cursor);
                 let rows: Vec<SyncRow> = rows.into_iter().filter(|r| r.version <= old).collect();
                 self.store
-                    .apply_remote(&rows, old)
+                    .apply_remote(&rows, old, None, false)
                     .map_err(err("apply_remote (stale)"))?;
                 prop_assert_eq!(self.store.cursor().map_err(err("cursor"))?, cursor);
             }
@@ -723,7 +729,7 @@ impl Harness {
                 let mut after = before.clone();
                 after["address"] = json!(ADDRESSES[address]);
                 self.server
-                    .write(Table::Patients, id, false, Some(before), after, false);
+                    .write(Table::Patients, id, false, Some(before), after, None);
             }
             Op::RemoteStock { target, delta } => {
                 let Some(id) = pick(&self.server.live_ids(Table::InventoryItems), target) else {
@@ -735,7 +741,7 @@ impl Harness {
                     let mut after = before.clone();
                     after["quantity"] = json!(q);
                     self.server
-                        .write(Table::InventoryItems, id, false, Some(before), after, false);
+                        .write(Table::InventoryItems, id, false, Some(before), after, None);
                 }
             }
             Op::RemoteReorder { target, level } => {
@@ -746,7 +752,7 @@ impl Harness {
                 let mut after = before.clone();
                 after["reorder_level"] = json!(level);
                 self.server
-                    .write(Table::InventoryItems, id, false, Some(before), after, false);
+                    .write(Table::InventoryItems, id, false, Some(before), after, None);
             }
             Op::RemoteDelete { target } => {
                 let Some(id) = pick(&self.server.live_ids(Table::Patients), target) else {
@@ -754,7 +760,7 @@ impl Harness {
                 };
                 let data = self.server.rows[&(Table::Patients, id)].data.clone();
                 self.server
-                    .write(Table::Patients, id, true, Some(data.clone()), data, false);
+                    .write(Table::Patients, id, true, Some(data.clone()), data, None);
             }
             Op::RemoteCreate { name } => {
                 let id = self.fresh_id();
@@ -764,7 +770,7 @@ impl Harness {
                     false,
                     None,
                     patient_json(id, NAMES[name], None),
-                    false,
+                    None,
                 );
             }
             Op::Reopen => {
@@ -839,7 +845,12 @@ fn rows_of(dump: Vec<clinic_client::store::DumpRow>) -> Rows {
 /// from scratch (a mutation that no longer plans shows no effect).
 fn expected_visible(store: &Store, actor: &Actor) -> Result<Rows, TestCaseError> {
     let mut rows = rows_of(store.dump(false).map_err(err("dump confirmed"))?);
+    let acknowledged = store.server_ack().map_err(err("server_ack"))?;
     for entry in store.pending().map_err(err("pending"))? {
+        // Processed by the server: its effects, if any, are confirmed rows.
+        if entry.mutation_id <= acknowledged {
+            continue;
+        }
         let Ok(writes) = plan(&entry.mutation, actor, &rows) else {
             continue;
         };
@@ -956,21 +967,16 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------
-// Known divergences, reproduced (ignored until the store handles them; run
-// with `cargo test -p clinic-client --test store_model -- --ignored`).
+// Read dependencies, acknowledgements and paging: each of these once broke
+// the property (found by it, kept as minimal cases).
 // ---------------------------------------------------------------------------
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        // Known to fail: do not write a regressions file into the source tree.
-        failure_persistence: None,
-        ..ProptestConfig::with_cases(256)
-    })]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     /// The same property with invoices, whose planning reads a row (the
     /// patient) that it does not write.
     #[test]
-    #[ignore = "known divergence: a pending mutation is not re-derived when a row it only reads changes"]
     fn visible_is_confirmed_plus_pending_replayed_with_read_dependencies(
         ops in prop::collection::vec(op_strategy(true), 0..40)
     ) {
@@ -982,9 +988,9 @@ proptest! {
 /// invoices the patient; the tombstone arrives. Replayed on the confirmed
 /// rows the invoice no longer plans (`patient_unavailable`), but the store
 /// keeps showing it: the patient row is not among the invoice's outbox rows
-/// (only written rows are), so `apply_remote` does not re-derive it.
+/// (only written rows are): re-deriving only the rows a mutation writes
+/// missed it. `apply_remote` now replays every unacknowledged mutation.
 #[test]
-#[ignore = "known divergence: a pending mutation is not re-derived when a row it only reads changes"]
 fn pending_invoice_of_a_patient_deleted_remotely_is_rederived() {
     let mut h = Harness::new().unwrap();
     let ops = [
@@ -1006,7 +1012,6 @@ fn pending_invoice_of_a_patient_deleted_remotely_is_rederived() {
 /// day shows the doctor double-booked (replayed, the pending booking is
 /// refused as `double_booked`).
 #[test]
-#[ignore = "known divergence: a pending mutation is not re-derived when a row it only reads changes"]
 fn pending_booking_is_rederived_when_a_remote_booking_takes_the_slot() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
@@ -1040,6 +1045,8 @@ fn pending_booking_is_rederived_when_a_remote_booking_takes_the_slot() {
                 ),
             ],
             2,
+            None,
+            true,
         )
         .unwrap();
     let start = Timestamp::from_unix(1_780_000_000).unwrap();
@@ -1058,7 +1065,12 @@ fn pending_booking_is_rederived_when_a_remote_booking_takes_the_slot() {
     let appointment = json!({"id": theirs, "patient_id": patient, "doctor_id": doctor,
         "start": start, "end": end, "status": "scheduled", "reason": null});
     store
-        .apply_remote(&[row(Table::Appointments, theirs, 3, appointment)], 3)
+        .apply_remote(
+            &[row(Table::Appointments, theirs, 3, appointment)],
+            3,
+            None,
+            true,
+        )
         .unwrap();
     let day = start.as_datetime().date_naive();
     let schedule = store.day_schedule(day, Some(doctor)).unwrap();
@@ -1071,13 +1083,12 @@ fn pending_booking_is_rederived_when_a_remote_booking_takes_the_slot() {
 
 /// DESIGN.md: "The server tells each client the last mutation id it has
 /// processed for it in the same message as the changes that contain its
-/// effects, so a pending row never flickers back to its old value." The
-/// store takes no `last_mutation_id`: when the changes arrive before the push
+/// effects, so a pending row never flickers back to its old value." Without
+/// that acknowledgement, when the changes arrive before the push
 /// result (a reconnect or an HTTP push whose answer was lost, then a pull),
 /// the applied mutation is still pending and is replayed on top of its own
 /// effects: stock taken once shows as taken twice until the result arrives.
 #[test]
-#[ignore = "known gap: changes that contain a pending mutation's effects do not acknowledge it"]
 fn changes_before_the_push_result_do_not_apply_a_stock_delta_twice() {
     let mut h = Harness::new().unwrap();
     let gloves = uuid(0x200); // 20 in stock
@@ -1107,9 +1118,10 @@ fn changes_before_the_push_result_do_not_apply_a_stock_delta_twice() {
 /// The first pull page holds only the stock row, cursor 7: the cursor has
 /// passed 6, so the mutation leaves the outbox, but the mirror does not hold
 /// its effect (the patient's current version is 8, on the next page), and the
-/// patient's address flickers back to its old value until that page arrives.
+/// patient's address flickered back to its old value until that page
+/// arrived. A mutation now leaves the outbox only once a complete message
+/// (the last page, a live batch) covers it.
 #[test]
-#[ignore = "known gap: a paged pull drops a mutation before the mirror holds its effects"]
 fn paged_pull_does_not_flicker_a_pending_change_back() {
     let mut h = Harness::new().unwrap();
     let patient = uuid(0x100);

@@ -11,7 +11,8 @@ import { createInterface } from "node:readline";
 import { remote } from "webdriverio";
 
 export const root = path.resolve(import.meta.dirname, "../..");
-const bin = (name) => path.join(root, "target", "debug", name);
+const targetDir = process.env.CARGO_TARGET_DIR ? path.resolve(root, process.env.CARGO_TARGET_DIR) : path.join(root, "target");
+const bin = (name) => path.join(targetDir, "debug", name);
 
 export function tempDir(prefix) {
   return mkdtempSync(path.join(os.tmpdir(), prefix));
