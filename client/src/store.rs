@@ -35,7 +35,8 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 /// Versioned schema migrations of the local database.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
     CREATE TABLE confirmed (
         tbl TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL,
@@ -73,7 +74,16 @@ const MIGRATIONS: &[&str] = &[r#"
     CREATE VIRTUAL TABLE patient_search USING fts5(
         id UNINDEXED, name, phone, dob, tokenize = 'unicode61 remove_diacritics 2'
     );
-"#];
+"#,
+    r#"
+    -- Which search entry (FTS rowid) holds which patient: finding a
+    -- patient's entry by its UNINDEXED id column scanned the whole index on
+    -- every patient write.
+    DELETE FROM patient_search WHERE rowid NOT IN (SELECT MIN(rowid) FROM patient_search GROUP BY id);
+    CREATE TABLE patient_search_ids (docid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE);
+    INSERT INTO patient_search_ids (docid, id) SELECT rowid, id FROM patient_search;
+"#,
+];
 
 /// Where a change came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
@@ -254,6 +264,16 @@ fn cursor_of(conn: &Connection) -> ClientResult<u64> {
         .unwrap_or(0))
 }
 
+/// Meta keys that belong to one client id's sync session with the server.
+const SESSION_KEYS: [&str; 6] = [
+    "cursor",
+    "next_mutation_id",
+    "last_synced_at",
+    "synced_once",
+    "server_ack",
+    "settled",
+];
+
 /// The highest mutation id the server said it has processed: mutations up
 /// to it are not replayed (their effects, if any, are in the confirmed rows).
 fn server_ack_of(conn: &Connection) -> ClientResult<u64> {
@@ -363,39 +383,64 @@ impl RowSource for VisibleSource<'_> {
 
 /// Keeps the patient search index in step with a visible patient row.
 fn index_patient(conn: &Connection, id: Uuid, data: Option<&Value>) -> ClientResult<()> {
-    conn.prepare_cached("DELETE FROM patient_search WHERE id = ?1")
+    let id_text = id.to_string();
+    let docid: Option<i64> = conn
+        .prepare_cached("SELECT docid FROM patient_search_ids WHERE id = ?1")
         .map_err(db)?
-        .execute([id.to_string()])
+        .query_row([&id_text], |r| r.get(0))
+        .optional()
         .map_err(db)?;
-    if let Some(p) = data {
-        let text = |k: &str| {
-            p.get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let name = format!("{} {}", text("first_name"), text("last_name"));
-        let phone_raw = text("phone");
-        let digits: String = phone_raw.chars().filter(char::is_ascii_digit).collect();
-        // Every digit suffix of 4 or more, so "2003000" or "5552003000" find
-        // "+1 555 200 3000" (staff search by the last digits or without the
-        // country code).
-        let suffixes: Vec<&str> = (0..digits.len().saturating_sub(3))
-            .map(|i| &digits[i..])
-            .collect();
-        let dob = text("date_of_birth");
-        conn.prepare_cached(
-            "INSERT INTO patient_search (id, name, phone, dob) VALUES (?1, ?2, ?3, ?4)",
-        )
-        .map_err(db)?
-        .execute(params![
-            id.to_string(),
-            name,
-            format!("{phone_raw} {}", suffixes.join(" ")),
-            dob
-        ])
-        .map_err(db)?;
+    if let Some(docid) = docid {
+        conn.prepare_cached("DELETE FROM patient_search WHERE rowid = ?1")
+            .map_err(db)?
+            .execute([docid])
+            .map_err(db)?;
     }
+    let Some(p) = data else {
+        if let Some(docid) = docid {
+            conn.prepare_cached("DELETE FROM patient_search_ids WHERE docid = ?1")
+                .map_err(db)?
+                .execute([docid])
+                .map_err(db)?;
+        }
+        return Ok(());
+    };
+    let docid = match docid {
+        Some(d) => d,
+        None => conn
+            .prepare_cached("INSERT INTO patient_search_ids (id) VALUES (?1) RETURNING docid")
+            .map_err(db)?
+            .query_row([&id_text], |r| r.get(0))
+            .map_err(db)?,
+    };
+    let text = |k: &str| {
+        p.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let name = format!("{} {}", text("first_name"), text("last_name"));
+    let phone_raw = text("phone");
+    let digits: String = phone_raw.chars().filter(char::is_ascii_digit).collect();
+    // Every digit suffix of 4 or more, so "2003000" or "5552003000" find
+    // "+1 555 200 3000" (staff search by the last digits or without the
+    // country code).
+    let suffixes: Vec<&str> = (0..digits.len().saturating_sub(3))
+        .map(|i| &digits[i..])
+        .collect();
+    let dob = text("date_of_birth");
+    conn.prepare_cached(
+        "INSERT INTO patient_search (rowid, id, name, phone, dob) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .map_err(db)?
+    .execute(params![
+        docid,
+        id_text,
+        name,
+        format!("{phone_raw} {}", suffixes.join(" ")),
+        dob
+    ])
+    .map_err(db)?;
     Ok(())
 }
 
@@ -712,16 +757,13 @@ impl Store {
                 return Err(ClientError::PendingChangesOfAnotherUser(to_u64(pending)));
             }
             tx.execute_batch(
-                "DELETE FROM confirmed; DELETE FROM visible; DELETE FROM rejected; DELETE FROM patient_search;
+                "DELETE FROM confirmed; DELETE FROM visible; DELETE FROM rejected; DELETE FROM patient_search; DELETE FROM patient_search_ids;
                  DELETE FROM outbox_rows; DELETE FROM outbox;",
             )
             .map_err(db)?;
-            for key in [
-                "cursor",
-                "next_mutation_id",
-                "last_synced_at",
-                "synced_once",
-            ] {
+            // Everything bound to the old client id goes with it: a stale
+            // acknowledgement would hide the new client's first mutations.
+            for key in SESSION_KEYS.iter().chain(&["offline_verifier"]) {
                 delete_meta(&tx, key)?;
             }
             set_meta(&tx, "client_id", &Uuid::now_v7().to_string())?;
@@ -742,6 +784,35 @@ impl Store {
         Ok(())
     }
 
+    /// Remembers an Argon2id hash of the password the signed-in user just
+    /// signed in with, so that the same user can sign in on this machine
+    /// while the server cannot be reached. Never the password itself.
+    pub fn set_offline_verifier(&self, username: &str, hash: &str) -> ClientResult<()> {
+        let value = serde_json::json!({ "username": username, "hash": hash });
+        set_meta(&*self.lock()?, "offline_verifier", &value.to_string())
+    }
+
+    /// The signed-in (or last signed-in) user with the stored password hash
+    /// for offline sign-in, if `username` is that user.
+    pub fn offline_verifier(&self, username: &str) -> ClientResult<Option<(Staff, String)>> {
+        let conn = self.lock()?;
+        let Some(raw) = get_meta(&conn, "offline_verifier")? else {
+            return Ok(None);
+        };
+        let value: serde_json::Value = json(&raw)?;
+        let user: Option<Staff> = get_meta(&conn, "user")?.map(|u| json(&u)).transpose()?;
+        let matches = |v: &serde_json::Value| {
+            v.as_str()
+                .is_some_and(|stored| stored.eq_ignore_ascii_case(username.trim()))
+        };
+        Ok(match (user, value["hash"].as_str()) {
+            (Some(user), Some(hash)) if matches(&value["username"]) => {
+                Some((user, hash.to_owned()))
+            }
+            _ => None,
+        })
+    }
+
     /// Forgets the token (sign-out or expiry). Unsent changes stay queued
     /// for when the same user signs in again.
     pub fn drop_token(&self) -> ClientResult<()> {
@@ -760,20 +831,14 @@ impl Store {
             return Err(ClientError::PendingChangesOfAnotherUser(to_u64(pending)));
         }
         tx.execute_batch(
-            "DELETE FROM confirmed; DELETE FROM visible; DELETE FROM rejected; DELETE FROM patient_search;
+            "DELETE FROM confirmed; DELETE FROM visible; DELETE FROM rejected; DELETE FROM patient_search; DELETE FROM patient_search_ids;
              DELETE FROM outbox_rows; DELETE FROM outbox;",
         )
         .map_err(db)?;
-        for key in [
-            "cursor",
-            "token",
-            "user",
-            "next_mutation_id",
-            "last_synced_at",
-            "synced_once",
-            "server_ack",
-            "settled",
-        ] {
+        for key in SESSION_KEYS
+            .iter()
+            .chain(&["token", "user", "offline_verifier"])
+        {
             delete_meta(&tx, key)?;
         }
         set_meta(&tx, "client_id", &Uuid::now_v7().to_string())?;
@@ -802,7 +867,8 @@ impl Store {
             tx.execute("DELETE FROM visible WHERE tbl = ?1", [table.as_str()])
                 .map_err(db)?;
             if table == Table::Patients {
-                tx.execute("DELETE FROM patient_search", []).map_err(db)?;
+                tx.execute_batch("DELETE FROM patient_search; DELETE FROM patient_search_ids;")
+                    .map_err(db)?;
             }
         }
         set_meta(&tx, "user", &to_json(user)?)?;
@@ -887,7 +953,34 @@ impl Store {
         complete: bool,
     ) -> ClientResult<StoreEvent> {
         let mut conn = self.lock()?;
-        let tx = immediate(&mut conn)?;
+        // Server rows commit with `synchronous=NORMAL`: they and the cursor
+        // after them commit together and can always be fetched again, so
+        // they need not reach the disk before the call returns (one fsync
+        // per live batch per desk otherwise). The WAL is written in order,
+        // and the next FULL commit (a local write, a push result) syncs it
+        // whole: a crash can lose only the latest remote batches, with their
+        // cursor, never a local write.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db)?;
+        let applied = self.apply_remote_in(&mut conn, rows, cursor, ack, complete);
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db)?;
+        let (touched, cursor) = applied?;
+        drop(conn);
+        let ev = event(ChangeOrigin::Remote, &touched, cursor);
+        self.emit(ev.clone());
+        Ok(ev)
+    }
+
+    fn apply_remote_in(
+        &self,
+        conn: &mut Connection,
+        rows: &[SyncRow],
+        cursor: u64,
+        ack: Option<u64>,
+        complete: bool,
+    ) -> ClientResult<(BTreeSet<(Table, Uuid)>, u64)> {
+        let tx = immediate(conn)?;
         let actor = stored_actor(&tx)?;
         let has_outbox: bool = tx
             .query_row("SELECT EXISTS (SELECT 1 FROM outbox)", [], |r| r.get(0))
@@ -918,7 +1011,9 @@ impl Store {
         let cursor = incoming.max(cursor_of(&tx)?);
         set_meta(&tx, "cursor", &cursor.to_string())?;
         set_meta(&tx, "last_synced_at", &now().to_string())?;
-        if let Some(ack) = ack.filter(|a| *a > server_ack_of(&tx).unwrap_or(0)) {
+        let previous_ack = server_ack_of(&tx)?;
+        let ack_moved = ack.is_some_and(|a| a > previous_ack);
+        if let Some(ack) = ack.filter(|_| ack_moved) {
             set_meta(&tx, "server_ack", &ack.to_string())?;
         }
         if complete && incoming > settled_of(&tx)? {
@@ -939,13 +1034,14 @@ impl Store {
             for id in done {
                 released.extend(self.remove_from_outbox(&tx, id)?);
             }
-            touched.extend(rederive(&tx, actor.as_ref(), &released)?);
+            // Nothing a pending mutation reads or replays changed: an empty
+            // batch (rows this role cannot see) replays nothing.
+            if !rows.is_empty() || !released.is_empty() || ack_moved {
+                touched.extend(rederive(&tx, actor.as_ref(), &released)?);
+            }
         }
         tx.commit().map_err(db)?;
-        drop(conn);
-        let ev = event(ChangeOrigin::Remote, &touched, cursor);
-        self.emit(ev.clone());
-        Ok(ev)
+        Ok((touched, cursor))
     }
 
     fn remove_from_outbox(

@@ -180,6 +180,17 @@ pub struct Engine {
     status: watch::Sender<SyncStatus>,
     wake: Notify,
     shutdown: watch::Sender<bool>,
+    /// A sign-in accepted offline (against the stored verifier), kept in
+    /// memory only, until the server can be asked for a token.
+    offline_sign_in: std::sync::Mutex<Option<Credentials>>,
+}
+
+/// What an offline sign-in needs to become an online one.
+#[derive(Clone)]
+struct Credentials {
+    server_url: String,
+    username: String,
+    password: String,
 }
 
 fn offline(e: impl std::fmt::Display) -> ClientError {
@@ -227,6 +238,7 @@ impl Engine {
             status: watch::channel(SyncStatus::default()).0,
             wake: Notify::new(),
             shutdown: watch::channel(false).0,
+            offline_sign_in: std::sync::Mutex::new(None),
         }))
     }
 
@@ -271,7 +283,11 @@ impl Engine {
             .ok_or(ClientError::NotSignedIn)
     }
 
-    /// Signs in and stores the session.
+    /// Signs in and stores the session. When the server cannot be reached
+    /// and `username` is the user who last signed in here, the password is
+    /// checked against the hash kept from that sign-in: the user works on the
+    /// local mirror (changes queue) and the engine asks the server for a
+    /// token as soon as it answers.
     pub async fn login(
         &self,
         server_url: &str,
@@ -279,6 +295,64 @@ impl Engine {
         password: &str,
     ) -> ClientResult<Staff> {
         let server_url = server_url.trim_end_matches('/').to_owned();
+        match self.login_online(&server_url, username, password).await {
+            Err(ClientError::Offline(reason)) => {
+                self.login_offline(&server_url, username, password, reason)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    async fn login_offline(
+        &self,
+        server_url: &str,
+        username: &str,
+        password: &str,
+        reason: String,
+    ) -> ClientResult<Staff> {
+        let same_server = self.store.identity()?.server_url.as_deref() == Some(server_url);
+        let Some((user, hash)) = self
+            .store
+            .offline_verifier(username)?
+            .filter(|_| same_server)
+        else {
+            return Err(ClientError::Offline(reason));
+        };
+        let given = password.to_owned();
+        let matches =
+            blocking(move || Ok(clinic_shared::password::password_matches(&given, &hash))).await?;
+        if !matches {
+            return Err(ClientError::Auth(
+                "wrong username or password (checked on this computer: the server cannot be reached)"
+                    .into(),
+            ));
+        }
+        tracing::info!("signed in offline; the server will be asked for a token when it answers");
+        if let Ok(mut slot) = self.offline_sign_in.lock() {
+            *slot = Some(Credentials {
+                server_url: server_url.to_owned(),
+                username: username.to_owned(),
+                password: password.to_owned(),
+            });
+        }
+        self.wake();
+        Ok(user)
+    }
+
+    /// Whether a user signed in offline and the engine still waits to turn
+    /// that into a server session.
+    pub fn signed_in_offline(&self) -> bool {
+        self.offline_sign_in.lock().is_ok_and(|c| c.is_some())
+    }
+
+    async fn login_online(
+        &self,
+        server_url: &str,
+        username: &str,
+        password: &str,
+    ) -> ClientResult<Staff> {
+        let server_url = server_url.to_owned();
         let request = LoginRequest {
             username: username.to_owned(),
             password: password.to_owned(),
@@ -300,7 +374,22 @@ impl Engine {
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let store = self.store.clone();
         let user = login.user.clone();
-        blocking(move || store.sign_in(&server_url, &login.token, &login.user)).await?;
+        let (name, given) = (username.trim().to_owned(), password.to_owned());
+        blocking(move || {
+            store.sign_in(&server_url, &login.token, &login.user)?;
+            // For the next sign-in without the server (see `login`).
+            match clinic_shared::password::hash_password(&given) {
+                Ok(hash) => store.set_offline_verifier(&name, &hash),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no offline sign-in verifier kept");
+                    Ok(())
+                }
+            }
+        })
+        .await?;
+        if let Ok(mut slot) = self.offline_sign_in.lock() {
+            *slot = None;
+        }
         self.wake();
         Ok(user)
     }
@@ -315,6 +404,9 @@ impl Engine {
                 .timeout(self.config.request_timeout)
                 .send()
                 .await;
+        }
+        if let Ok(mut slot) = self.offline_sign_in.lock() {
+            *slot = None;
         }
         self.store.drop_token()?;
         self.wake();
@@ -346,10 +438,13 @@ impl Engine {
             .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
-    /// Who is signed in and how sync stands, in one answer.
+    /// Who is signed in and how sync stands, in one answer. A user signed in
+    /// offline counts as signed in.
     pub fn session_info(&self) -> ClientResult<SessionInfo> {
+        let mut identity = self.store.identity()?;
+        identity.signed_in |= self.signed_in_offline();
         Ok(SessionInfo {
-            identity: self.store.identity()?,
+            identity,
             status: self.status.borrow().clone(),
         })
     }
@@ -528,6 +623,41 @@ impl Engine {
         loop {
             if *shutdown.borrow() {
                 break;
+            }
+            if !self.store.identity().map(|i| i.signed_in).unwrap_or(false)
+                && let Some(credentials) = self.offline_sign_in.lock().ok().and_then(|c| c.clone())
+            {
+                // Signed in offline: ask the server for a token until it answers.
+                let Credentials {
+                    server_url,
+                    username,
+                    password,
+                } = credentials;
+                match self.login_online(&server_url, &username, &password).await {
+                    Ok(_) => backoff = self.config.backoff_min,
+                    Err(ClientError::Offline(reason)) => {
+                        let delay = with_jitter(backoff);
+                        backoff = (backoff * 2).min(self.config.backoff_max);
+                        let retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+                        self.status.send_modify(|s| s.last_error = Some(reason));
+                        self.refresh_status(Some(Connection::Offline { retry_in_ms }))
+                            .await;
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            _ = shutdown.changed() => {}
+                        }
+                    }
+                    Err(e) => {
+                        // The password changed on the server, the account was
+                        // disabled: the offline sign-in ends; changes stay queued.
+                        tracing::info!("offline sign-in refused by the server");
+                        if let Ok(mut slot) = self.offline_sign_in.lock() {
+                            *slot = None;
+                        }
+                        self.set_error(&e);
+                    }
+                }
+                continue;
             }
             if !self.store.identity().map(|i| i.signed_in).unwrap_or(false) {
                 self.refresh_status(Some(Connection::SignedOut)).await;

@@ -1153,3 +1153,75 @@ fn paged_pull_does_not_flicker_a_pending_change_back() {
         );
     }
 }
+
+/// Another user signing in on this machine gets a new client id and starts
+/// counting mutations from 1 again: the previous client's acknowledgement
+/// must not carry over, or the new user's first changes would be treated as
+/// already processed and vanish from the screen.
+#[test]
+fn a_new_user_does_not_inherit_the_previous_clients_acknowledgement() {
+    let mut h = Harness::new().unwrap();
+    for op in [
+        Op::CreatePatient {
+            name: 0,
+            bad: false,
+        },
+        Op::CreatePatient {
+            name: 1,
+            bad: false,
+        },
+        Op::Push { n: 2 },
+        Op::Pull { limit: usize::MAX },
+        Op::DeliverResults { n: 2 },
+    ] {
+        h.step(&op).unwrap();
+    }
+    assert_eq!(h.store.server_ack().unwrap(), 2);
+    assert!(h.store.pending().unwrap().is_empty());
+    let other = Staff {
+        id: uuid(0xB0),
+        username: "other".into(),
+        display_name: "Other".into(),
+        role: Role::Admin,
+        active: true,
+    };
+    h.store.sign_in("http://test", "token2", &other).unwrap();
+    assert_eq!(
+        h.store.server_ack().unwrap(),
+        0,
+        "the old client's ack is gone"
+    );
+    let id = uuid(0x9999);
+    h.store
+        .mutate(Mutation::CreatePatient(CreatePatient {
+            id,
+            first_name: "New".into(),
+            last_name: "User".into(),
+            date_of_birth: chrono::NaiveDate::from_ymd_opt(1990, 1, 2).unwrap(),
+            phone: None,
+            email: None,
+            address: None,
+        }))
+        .unwrap();
+    // A remote batch (another user's patient) re-derives the visible rows.
+    let theirs = uuid(0x9998);
+    let cursor = h.store.cursor().unwrap() + 1;
+    h.store
+        .apply_remote(
+            &[Server::sync_row(
+                Table::Patients,
+                theirs,
+                cursor,
+                false,
+                &patient_json(theirs, "Dana", None),
+            )],
+            cursor,
+            None,
+            true,
+        )
+        .unwrap();
+    assert!(
+        h.store.get(Table::Patients, id).unwrap().is_some(),
+        "the new user's pending patient is shown"
+    );
+}

@@ -5,25 +5,11 @@
 //! the server stores only its SHA-256, so a leaked database holds no usable
 //! token.
 
-use argon2::password_hash::{PasswordHash, SaltString, rand_core::OsRng};
-use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use clinic_shared::password::password_matches;
+pub use clinic_shared::password::{HashError, hash_password};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::sync::OnceLock;
-
-/// Hashing failed (only on absurd inputs).
-#[derive(Debug, thiserror::Error)]
-#[error("password hashing failed: {0}")]
-pub struct HashError(String);
-
-/// Hashes a password with Argon2id and a random salt.
-pub fn hash_password(password: &str) -> Result<String, HashError> {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| HashError(e.to_string()))
-}
 
 /// Whether `password` matches `hash`. When there is no hash (unknown user),
 /// a dummy hash is checked anyway so that timing does not tell whether the
@@ -31,17 +17,13 @@ pub fn hash_password(password: &str) -> Result<String, HashError> {
 pub fn verify_password(password: &str, hash: Option<&str>) -> bool {
     static DUMMY: OnceLock<String> = OnceLock::new();
     let dummy = DUMMY.get_or_init(|| hash_password("not-a-real-password").unwrap_or_default());
-    let (hash, real) = match hash {
-        Some(h) => (h, true),
-        None => (dummy.as_str(), false),
-    };
-    let Ok(parsed) = PasswordHash::new(hash) else {
-        return false;
-    };
-    Argon2::default()
-        .verify_password(password.as_bytes(), &parsed)
-        .is_ok()
-        && real
+    match hash {
+        Some(h) => password_matches(password, h),
+        None => {
+            let _ = password_matches(password, dummy);
+            false
+        }
+    }
 }
 
 /// A new random bearer token.

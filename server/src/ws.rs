@@ -351,9 +351,9 @@ impl Session {
             .collect();
         let ack = batch.ack_for(self.client_id);
         self.cursor = batch.last_seq;
-        if rows.is_empty() && ack.is_none() {
-            return Ok(());
-        }
+        // Sent even when every row was filtered out (a treatment record to a
+        // reception desk): the client's cursor then keeps up with the head,
+        // so its "synced" state is true and a reconnect resumes from here.
         self.send(&ServerMessage::Changes {
             rows,
             cursor: self.cursor,

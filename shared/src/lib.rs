@@ -11,11 +11,13 @@
 //!   clinic rules (shared by server and client).
 //! - [`protocol`]: HTTP bodies and WebSocket messages.
 //! - [`codec`]: decoding untrusted JSON with errors that name the field.
+//! - [`password`]: Argon2id password hashes (server accounts, offline sign-in).
 
 pub mod apply;
 pub mod codec;
 pub mod model;
 pub mod mutation;
+pub mod password;
 pub mod permissions;
 pub mod protocol;
 pub mod validate;

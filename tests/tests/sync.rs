@@ -805,6 +805,68 @@ async fn an_expired_sign_in_holds_the_queue_until_the_user_signs_in_again() {
     desk.stop().await;
 }
 
+/// The issue's "works offline for a user who signed in on this machine
+/// before": the sign-in expired, the server is unreachable, the same user
+/// signs in again (checked against this machine's Argon2id verifier), works,
+/// and the engine gets a real token once the server answers.
+#[tokio::test]
+async fn a_user_who_signed_in_here_before_can_sign_in_offline() {
+    let server = Server::start();
+    let proxy = Proxy::start(server.addr()).await;
+    let mut desk = Desk::new(&proxy.url(), "reception").await;
+    desk.start();
+    desk.wait_for("live", |d| d.connection() == Connection::Live)
+        .await;
+    desk.engine.logout().await.unwrap();
+    desk.wait_for("signed out", |d| d.connection() == Connection::SignedOut)
+        .await;
+    proxy.set_down(true);
+
+    // Another user, or a wrong password, cannot get in without the server.
+    let other = desk.engine.login(&proxy.url(), "doctor", "demo").await;
+    assert!(
+        matches!(other, Err(clinic_client::ClientError::Offline(_))),
+        "{other:?}"
+    );
+    let wrong = desk.engine.login(&proxy.url(), "reception", "nope").await;
+    assert!(
+        matches!(wrong, Err(clinic_client::ClientError::Auth(_))),
+        "{wrong:?}"
+    );
+    assert!(!desk.engine.session_info().unwrap().identity.signed_in);
+
+    let user = desk
+        .engine
+        .login(&proxy.url(), "RECEPTION", "demo")
+        .await
+        .unwrap();
+    assert_eq!(user.username, "reception");
+    assert!(desk.engine.session_info().unwrap().identity.signed_in);
+    assert!(!desk.store.identity().unwrap().signed_in, "no token yet");
+    let p = new_patient("SignedInOffline");
+    let id = p.id;
+    desk.engine
+        .mutate(Mutation::CreatePatient(p))
+        .await
+        .unwrap();
+    assert!(desk.has(Table::Patients, id));
+    desk.wait_for("offline", |d| {
+        matches!(d.connection(), Connection::Offline { .. })
+    })
+    .await;
+
+    proxy.set_down(false);
+    desk.wait_for("signed in online and synced", |d| {
+        d.pending() == 0 && d.connection() == Connection::Live
+    })
+    .await;
+    assert!(desk.store.identity().unwrap().signed_in, "a token now");
+    assert!(!desk.engine.signed_in_offline());
+    let api = Api::login(&server, "reception").await;
+    assert!(api.table(Table::Patients).await.contains_key(&id));
+    desk.stop().await;
+}
+
 #[tokio::test]
 async fn a_role_change_removes_what_the_user_may_no_longer_see() {
     let server = Server::start();
