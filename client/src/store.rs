@@ -258,10 +258,15 @@ fn delete_meta(conn: &Connection, key: &str) -> ClientResult<()> {
     Ok(())
 }
 
-fn cursor_of(conn: &Connection) -> ClientResult<u64> {
-    Ok(get_meta(conn, "cursor")?
+/// A numeric meta value, 0 when unset.
+fn meta_u64(conn: &Connection, key: &str) -> ClientResult<u64> {
+    Ok(get_meta(conn, key)?
         .and_then(|c| c.parse().ok())
         .unwrap_or(0))
+}
+
+fn cursor_of(conn: &Connection) -> ClientResult<u64> {
+    meta_u64(conn, "cursor")
 }
 
 /// Meta keys that belong to one client id's sync session with the server.
@@ -277,18 +282,14 @@ const SESSION_KEYS: [&str; 6] = [
 /// The highest mutation id the server said it has processed: mutations up
 /// to it are not replayed (their effects, if any, are in the confirmed rows).
 fn server_ack_of(conn: &Connection) -> ClientResult<u64> {
-    Ok(get_meta(conn, "server_ack")?
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0))
+    meta_u64(conn, "server_ack")
 }
 
 /// The cursor up to which the mirror holds every change (not just a page of
 /// them): an applied mutation leaves the outbox only when its sequence
 /// number is at or below this, so a pending row never flickers back.
 fn settled_of(conn: &Connection) -> ClientResult<u64> {
-    Ok(get_meta(conn, "settled")?
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0))
+    meta_u64(conn, "settled")
 }
 
 fn all_outbox_rows(conn: &Connection) -> ClientResult<BTreeSet<(Table, Uuid)>> {

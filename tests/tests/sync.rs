@@ -736,14 +736,21 @@ async fn without_websockets_changes_arrive_by_long_poll_and_the_socket_comes_bac
     desk.stop().await;
 }
 
-#[tokio::test]
-async fn an_outage_is_reported_and_ridden_out() {
-    let server = Server::start();
+/// A reception desk connected live to `server` through a proxy the test
+/// can cut.
+async fn live_reception_behind_proxy(server: &Server) -> (Proxy, Desk) {
     let proxy = Proxy::start(server.addr()).await;
     let mut desk = Desk::new(&proxy.url(), "reception").await;
     desk.start();
     desk.wait_for("live", |d| d.connection() == Connection::Live)
         .await;
+    (proxy, desk)
+}
+
+#[tokio::test]
+async fn an_outage_is_reported_and_ridden_out() {
+    let server = Server::start();
+    let (proxy, mut desk) = live_reception_behind_proxy(&server).await;
     proxy.set_down(true);
     desk.wait_for("offline", |d| {
         matches!(d.connection(), Connection::Offline { .. })
@@ -812,11 +819,7 @@ async fn an_expired_sign_in_holds_the_queue_until_the_user_signs_in_again() {
 #[tokio::test]
 async fn a_user_who_signed_in_here_before_can_sign_in_offline() {
     let server = Server::start();
-    let proxy = Proxy::start(server.addr()).await;
-    let mut desk = Desk::new(&proxy.url(), "reception").await;
-    desk.start();
-    desk.wait_for("live", |d| d.connection() == Connection::Live)
-        .await;
+    let (proxy, mut desk) = live_reception_behind_proxy(&server).await;
     desk.engine.logout().await.unwrap();
     desk.wait_for("signed out", |d| d.connection() == Connection::SignedOut)
         .await;

@@ -28,7 +28,12 @@ export function SignIn({ defaultServer, previousUser }: { defaultServer: string 
     <div className="signin">
       <form onSubmit={submit} data-testid="signin-form">
         <h1>Clinic Sync</h1>
-        {previousUser && <p className="muted">Your unsent changes are kept until you sign in again.</p>}
+        {previousUser && (
+          <p className="muted">
+            Your unsent changes are kept until you sign in again. If the server cannot be reached, {previousUser} can
+            still sign in here: the password is checked on this computer and changes sync once the server answers.
+          </p>
+        )}
         <label>
           Server
           <input data-testid="signin-server" value={server} onChange={(e) => setServer(e.target.value)} />
