@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import path from "node:path";
 import { after, before, test } from "node:test";
-import { byTest, clinic, root, startApp, startProxy, startServer, tempDir, until } from "./harness.mjs";
+import { byTest, clinic, root, serverAdmin, startApp, startProxy, startServer, tempDir, until } from "./harness.mjs";
 
 let server, proxy, app, browser, cli;
 const serverDir = tempDir("clinic-e2e-server-");
@@ -169,4 +169,31 @@ test("reception never sees treatment records", async () => {
   await (await byTest(browser, "nav-schedule")).click();
   await pick("schedule-date", new Date().toISOString().slice(0, 10));
   await screenshot("schedule");
+});
+
+test("a user who signed in here before signs in again while the server is down", async () => {
+  // An administrator disables reception's account (its sessions end: the app asks to sign in), then enables it again.
+  serverAdmin(serverDir, ["user", "disable", "reception"]);
+  await until(browser, "the sign-in form", () => byTest(browser, "signin-form").then((e) => e.isExisting()), 30000);
+  serverAdmin(serverDir, ["user", "enable", "reception"]);
+  const port = server.port;
+  await server.kill();
+  await setInput("signin-username", "reception");
+  await setInput("signin-password", "not-the-password");
+  await (await byTest(browser, "signin-submit")).click();
+  await until(browser, "the offline refusal", async () => /checked on this computer/.test(await (await byTest(browser, "signin-error")).getText()));
+  await setInput("signin-password", "demo");
+  await (await byTest(browser, "signin-submit")).click();
+  await until(browser, "the signed-in shell", async () => (await (await byTest(browser, "who")).isExisting()));
+  await until(browser, "offline", async () => /^(Offline|Reconnecting)/.test(await connectionText()), 30000);
+  await (await byTest(browser, "patient-new")).click();
+  await setInput("patient-first_name", "Signed");
+  await setInput("patient-last_name", "Offlinesignin");
+  await setInput("patient-date_of_birth", "1988-03-04");
+  await (await byTest(browser, "patient-save")).click();
+  await until(browser, "the pending count", async () => /1 pending/.test(await (await byTest(browser, "pending")).getText()));
+  server = await startServer(serverDir, port);
+  await until(browser, "signed in online and synced", async () => !(await (await byTest(browser, "pending")).isDisplayed()) && (await connectionText()) === "Live", 45000);
+  cli(["sync"]);
+  assert.equal(cli(["patients", "search", "Offlinesignin"]).length, 1, "the change made after the offline sign-in reached the server");
 });

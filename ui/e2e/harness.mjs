@@ -71,6 +71,15 @@ export function clinic(dataDir, args, input) {
   return out.trim() ? JSON.parse(out) : null;
 }
 
+/** Runs a `clinic-server` administration command on the server's data dir. */
+export function serverAdmin(dataDir, args, input) {
+  return execFileSync(bin("clinic-server"), ["--data-dir", dataDir, ...args], {
+    input: input ?? "",
+    encoding: "utf8",
+    timeout: 60000,
+  });
+}
+
 async function waitForPort(port, ms) {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
