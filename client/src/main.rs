@@ -385,6 +385,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let password = read_password()?;
             let user = engine.login(&server, &username, &password).await?;
+            if engine.signed_in_offline() {
+                // An offline sign-in lives in the engine's memory; this process
+                // ends now, so it would not outlast the command.
+                bail!("the server at {server} cannot be reached: `clinic login` needs it");
+            }
             out.value(&user, || {
                 format!("signed in as {} ({})", user.display_name, user.role)
             })
