@@ -40,6 +40,11 @@ if [ "${1:-}" = "--test" ] && ! command -v tauri-driver >/dev/null 2>&1 && [ ! -
   cargo install tauri-driver --locked --version '^2'
 fi
 
+if [ "${1:-}" = "--test" ] && ! command -v cargo-fuzz >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo-fuzz" ]; then
+  echo "==> installing cargo-fuzz"
+  cargo install cargo-fuzz --locked
+fi
+
 # The UI's npm packages at the versions in ui/package-lock.json, reinstalled
 # only when the lock file changed. `npm install --no-save` rather than
 # `npm ci`: the npm shipped here writes lock files without the other

@@ -16,6 +16,8 @@ echo "==> cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo test"
 cargo test --workspace --locked
+echo "==> fuzz (bounded CI run; scripts/fuzz.sh without --ci is the long run)"
+scripts/fuzz.sh --ci
 if git rev-parse --git-dir >/dev/null 2>&1 && ! git diff --quiet -- ui/src/bindings; then
   echo "error: ui/src/bindings is out of date with the Rust types; commit the regenerated files" >&2
   git diff --stat -- ui/src/bindings >&2

@@ -226,7 +226,31 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(refuse_declared_oversize))
         .with_state(state)
+}
+
+/// Answers `413` at once when the declared `Content-Length` is over the
+/// limit, instead of waiting for (or reading) a body that will be refused
+/// anyway: a client announcing 100 GB must not hold the connection until
+/// the request timeout.
+async fn refuse_declared_oversize(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits::MAX_BODY_BYTES as u64) {
+        return ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("the body is larger than {} bytes", limits::MAX_BODY_BYTES),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 async fn not_found() -> ApiError {
@@ -505,6 +529,9 @@ async fn websocket(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> 
     upgrade
         .max_message_size(limits::MAX_WS_MESSAGE_BYTES)
         .max_frame_size(limits::MAX_WS_MESSAGE_BYTES)
+        // Allocated up front for every connection (128 KiB by default) and
+        // grown on demand for a large push: keep idle desks cheap.
+        .read_buffer_size(8 * 1024)
         .write_buffer_size(64 * 1024)
         .max_write_buffer_size(4 * 1024 * 1024)
         .on_upgrade(move |socket| {

@@ -15,6 +15,29 @@ use uuid::Uuid;
 /// is 128; we keep it and report it like any other error).
 pub const MAX_DEPTH: usize = 128;
 
+/// Longest error message and `field` path, in characters. serde_json
+/// quotes the offending value or key in its messages (`invalid type: string
+/// "…"`, ``unknown field `…` ``), and a path is made of the input's keys:
+/// without a bound, a megabyte string in the wrong place came back as a
+/// megabyte error. 400 keeps the deepest array path (128 × `[0]`) whole.
+pub const MAX_ERROR_CHARS: usize = 400;
+
+fn bounded(text: String) -> String {
+    match text.char_indices().nth(MAX_ERROR_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
+fn bad_request(message: String, path: String) -> ErrorBody {
+    let body = ErrorBody::new(ErrorCode::BadRequest, bounded(message));
+    if path.is_empty() || path == "." {
+        body
+    } else {
+        body.with_field(bounded(path))
+    }
+}
+
 /// Decodes `bytes` as `T`. On failure the error names the JSON path of the
 /// problem (when there is one) and says what was wrong, without echoing
 /// values.
@@ -29,29 +52,16 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ErrorBody> {
             serde_json::error::Category::Eof => "truncated JSON",
             serde_json::error::Category::Data => "invalid value",
         };
-        let body = ErrorBody::new(ErrorCode::BadRequest, format!("{kind}: {inner}"));
-        if path.is_empty() || path == "." {
-            body
-        } else {
-            body.with_field(path)
-        }
+        bad_request(format!("{kind}: {inner}"), path)
     })?;
     de.end()
-        .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, format!("trailing data: {e}")))?;
+        .map_err(|e| bad_request(format!("trailing data: {e}"), String::new()))?;
     Ok(value)
 }
 
 fn path_error(e: serde_path_to_error::Error<serde_json::Error>) -> ErrorBody {
     let path = e.path().to_string();
-    let body = ErrorBody::new(
-        ErrorCode::BadRequest,
-        format!("invalid value: {}", e.into_inner()),
-    );
-    if path.is_empty() || path == "." {
-        body
-    } else {
-        body.with_field(path)
-    }
+    bad_request(format!("invalid value: {}", e.into_inner()), path)
 }
 
 #[derive(Deserialize)]
@@ -136,6 +146,50 @@ pub fn decode_client_message(bytes: &[u8]) -> Result<ClientMessage, ErrorBody> {
 mod tests {
     use super::*;
     use crate::protocol::PushRequest;
+
+    /// Regression (hostile-input suite): a huge value or key came back
+    /// whole in the error message and `field`.
+    #[test]
+    fn errors_never_echo_a_huge_input() {
+        let huge = "s".repeat(1024 * 1024);
+        let cases = [
+            format!("\"{huge}\""),
+            format!(r#"{{"client_id":"{huge}","mutations":[]}}"#),
+            format!(r#"{{"{huge}":1}}"#),
+        ];
+        for body in &cases {
+            let e = decode::<PushRequest>(body.as_bytes()).unwrap_err();
+            assert!(
+                e.message.chars().count() <= MAX_ERROR_CHARS + 1,
+                "{}",
+                e.message.len()
+            );
+            assert!(
+                e.field
+                    .as_ref()
+                    .is_none_or(|f| f.chars().count() <= MAX_ERROR_CHARS + 1)
+            );
+            let e = decode_client_message(body.as_bytes()).unwrap_err();
+            assert!(
+                e.message.chars().count() <= MAX_ERROR_CHARS + 1,
+                "{}",
+                e.message.len()
+            );
+            assert!(
+                e.field
+                    .as_ref()
+                    .is_none_or(|f| f.chars().count() <= MAX_ERROR_CHARS + 1)
+            );
+        }
+        let e =
+            decode_client_message(format!(r#"{{"type":"ping","nonce":1,"{huge}":2}}"#).as_bytes())
+                .unwrap_err();
+        assert!(
+            e.field
+                .as_ref()
+                .is_some_and(|f| f.chars().count() <= MAX_ERROR_CHARS + 1)
+        );
+    }
 
     #[test]
     fn names_the_bad_field() {

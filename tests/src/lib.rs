@@ -9,6 +9,8 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)] // test support: failing loudly is the point
 
+pub mod raw;
+
 use clinic_shared::model::{SyncRow, Table, Timestamp};
 use clinic_shared::mutation::{Mutation, PendingMutation};
 use clinic_shared::protocol::{
