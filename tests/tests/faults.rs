@@ -834,21 +834,46 @@ struct Shared {
     doctors: Vec<Uuid>,
     staff_counter: AtomicU64,
     stop_making: AtomicBool,
+    /// Claims whose attempt has not finished (a claim may still be given
+    /// back when the change is refused locally).
+    in_flight: AtomicU64,
 }
 
 impl Shared {
-    /// Claims one mutation of the budget; false when the budget is spent.
+    /// Claims one mutation of the budget; false when every unit of it is
+    /// made or being attempted. Every successful claim is followed by
+    /// `finish` (after `unclaim` if the attempt made nothing).
     fn claim(&self) -> bool {
         if self.stop_making.load(Ordering::SeqCst) {
             return false;
         }
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
         let n = self.stats.made.fetch_add(1, Ordering::SeqCst);
         if n >= self.plan.mutations {
             self.stats.made.fetch_sub(1, Ordering::SeqCst);
-            self.stop_making.store(true, Ordering::SeqCst);
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
             return false;
         }
         true
+    }
+
+    fn finish(&self) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// True once the whole budget is made and no attempt is outstanding: an
+    /// attempt refused at the very end gives its unit back to be made by
+    /// someone else, so the run makes exactly the planned number.
+    fn budget_spent(&self) -> bool {
+        if self.stop_making.load(Ordering::SeqCst) {
+            return true;
+        }
+        let done = self.in_flight.load(Ordering::SeqCst) == 0
+            && self.stats.made.load(Ordering::SeqCst) >= self.plan.mutations;
+        if done {
+            self.stop_making.store(true, Ordering::SeqCst);
+        }
+        done
     }
 
     fn unclaim(&self) {
@@ -882,7 +907,11 @@ async fn desk_loop(shared: Arc<Shared>, desk: Arc<Desk>, seed: u64) {
             continue;
         };
         if !shared.claim() {
-            return;
+            if shared.budget_spent() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
         }
         let kind = mutation.kind().to_owned();
         match desk.engine.mutate(mutation).await {
@@ -901,6 +930,7 @@ async fn desk_loop(shared: Arc<Shared>, desk: Arc<Desk>, seed: u64) {
             }
             Err(e) => panic!("desk {} could not make a change: {e}", desk.user),
         }
+        shared.finish();
         // Pacing: a person clicks, then thinks.
         let pause = rng.gen_range(0..30);
         tokio::time::sleep(Duration::from_millis(pause)).await;
@@ -930,7 +960,11 @@ async fn cli_loop(shared: Arc<Shared>, cli: Arc<Cli>, seed: u64) {
         };
         let mutation = mutation.unwrap();
         if !shared.claim() {
-            return;
+            if shared.budget_spent() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
         }
         let kind = mutation.kind().to_owned();
         if rng.gen_bool(0.04) {
@@ -955,6 +989,7 @@ async fn cli_loop(shared: Arc<Shared>, cli: Arc<Cli>, seed: u64) {
                 shared.unclaim();
             }
             cli.unknown_writes.fetch_add(1, Ordering::Relaxed);
+            shared.finish();
             continue;
         }
         let out = cli.run(&args).await;
@@ -986,6 +1021,7 @@ async fn cli_loop(shared: Arc<Shared>, cli: Arc<Cli>, seed: u64) {
                 }
             }
         }
+        shared.finish();
     }
 }
 
@@ -1553,6 +1589,7 @@ async fn randomized_faults_converge_with_every_change_applied_exactly_once() {
         doctors,
         staff_counter: AtomicU64::new(0),
         stop_making: AtomicBool::new(false),
+        in_flight: AtomicU64::new(0),
     });
     let server = Arc::new(Mutex::new(server));
     let mut makers = Vec::new();
