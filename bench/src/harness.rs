@@ -231,6 +231,21 @@ pub(crate) async fn head(base: &str) -> anyhow::Result<u64> {
         .context("healthz has no head")
 }
 
+/// Waits until the server's published head reaches `at_least`.
+pub(crate) async fn wait_head(base: &str, at_least: u64, limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let now = head(base).await?;
+        if now >= at_least {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the server's head stayed at {now}, below {at_least}, for {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A client engine with its own store directory, running or not.
 pub(crate) struct EngineHandle {
     pub engine: Arc<Engine>,

@@ -58,10 +58,10 @@ struct Cli {
     /// [1, 2] Fixed write rate of the first phase (changes/s).
     #[arg(long)]
     prop_rate: Option<f64>,
-    /// [1] Numbers of subscriber engines (e.g. `1,10,100`).
+    /// [1] Numbers of subscriber engines (e.g. `1,10,100`; `0` for none).
     #[arg(long, value_delimiter = ',')]
     prop_engines: Vec<usize>,
-    /// [1] Numbers of protocol-level WebSocket subscribers (e.g. `1000,5000`).
+    /// [1] Numbers of protocol-level WebSocket subscribers (e.g. `1000,5000`; `0` for none).
     #[arg(long, value_delimiter = ',')]
     prop_ws: Vec<usize>,
     /// [1] Full engines alongside the WebSocket subscribers.
@@ -241,7 +241,8 @@ async fn run(cli: &Cli) -> anyhow::Result<bool> {
 
     if wants(1) {
         let mut cases = Vec::new();
-        for n in pick_list(&cli.prop_engines, smoke, &[1, 3], &[1, 10, 100]) {
+        let engine_counts = pick_list(&cli.prop_engines, smoke, &[1, 3], &[1, 10, 100]);
+        for n in engine_counts.into_iter().filter(|n| *n > 0) {
             cases.push(Case {
                 label: format!("{n} engines"),
                 engines: n,
@@ -255,7 +256,8 @@ async fn run(cli: &Cli) -> anyhow::Result<bool> {
             });
         }
         let extra = pick(cli.prop_ws_engines, smoke, 1, 3);
-        for n in pick_list(&cli.prop_ws, smoke, &[20], &[1000, 5000]) {
+        let ws_counts = pick_list(&cli.prop_ws, smoke, &[20], &[1000, 5000]);
+        for n in ws_counts.into_iter().filter(|n| *n > 0) {
             cases.push(Case {
                 label: format!("{n} ws subscribers + {extra} engines"),
                 engines: extra,
@@ -440,6 +442,13 @@ async fn run(cli: &Cli) -> anyhow::Result<bool> {
     Ok(failed.is_empty())
 }
 
+/// The first three fields of `/proc/loadavg`.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 /// Runs one scenario, timing it, catching its error, and printing its JSON line.
 async fn scenario(
     id: &'static str,
@@ -448,9 +457,15 @@ async fn scenario(
 ) -> ScenarioReport {
     eprintln!("== scenario {id}: {title}");
     let mut report = ScenarioReport::new(id, title);
+    let load_before = loadavg();
     let started = Instant::now();
     let outcome = body(&mut report).await;
     report.secs = started.elapsed().as_secs_f64();
+    // Other work on the machine shows in the figures: say how busy it was.
+    report.note(format!(
+        "load average (1, 5, 15 min) before: {load_before}; after: {}",
+        loadavg()
+    ));
     if let Err(e) = outcome {
         eprintln!("   scenario {id} failed: {e:#}");
         report.error = Some(format!("{e:#}"));

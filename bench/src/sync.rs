@@ -172,11 +172,23 @@ pub(crate) async fn catch_up(
     );
     let desk = harness::login(&server.base, harness::DESK).await?;
     let mut peaks = Vec::new();
+    let mut patients_expected = sizes.base_patients as u64;
+    if first.counts.get("patients").copied() != Some(patients_expected) {
+        bail!(
+            "the first sync has {:?} patients, expected {patients_expected}",
+            first.counts.get("patients")
+        );
+    }
     for backlog in [sizes.small, sizes.large] {
         // Offline (no engine runs) while `backlog` rows change on the server.
         let per_writer = backlog.div_ceil(10);
+        let before = harness::head(&server.base).await?;
         let (acked, secs, _) =
             crate::throughput::push_load(&server, &desk.token, 10, per_writer, 500).await?;
+        // One change per new patient, gap-free: wait until the published
+        // head (what the child syncs to) shows every one of them.
+        harness::wait_head(&server.base, before + acked, Duration::from_secs(30)).await?;
+        patients_expected += acked;
         let (r, wall) = run_child(&server, &client_dir, None, limit).await?;
         let case = format!("{acked} rows changed while offline");
         let target = (backlog >= 100_000).then_some(Target::AtMost(5.0));
@@ -197,6 +209,11 @@ pub(crate) async fn catch_up(
                 "catch-up ended at cursor {} below head {}",
                 r.cursor,
                 r.head
+            );
+        }
+        if patients != patients_expected {
+            bail!(
+                "after catching up the mirror has {patients} patients, expected {patients_expected}"
             );
         }
         eprintln!(

@@ -196,6 +196,53 @@ pub struct Store {
     conn: Mutex<Connection>,
     events: broadcast::Sender<StoreEvent>,
     path: PathBuf,
+    _checkpointer: Option<Checkpointer>,
+}
+
+/// How often the checkpointer copies the WAL into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// WAL size (pages) at which a commit checkpoints itself after all (the
+/// SQLite default is 1000). Under a steady stream of writes (a first sync)
+/// a passive checkpoint never catches the WAL's end, and the WAL only starts
+/// over after a checkpoint made by the writer: this bounds the file (~40 MB)
+/// while keeping such commits rare (about one live batch in a thousand).
+const WAL_PAGES_BEFORE_COMMIT_CHECKPOINTS: i64 = 10_000;
+
+/// Keeps WAL checkpoints off the commit path. By default the commit that
+/// takes the WAL past 1000 pages also copies them into the database and
+/// syncs it, while its caller (a local write, a live batch) waits: tens of
+/// milliseconds, every hundred or so commits. Instead a thread with its own
+/// connection runs a passive checkpoint every second, which never blocks a
+/// commit, and leaves commits only the remainder, rarely (see
+/// [`WAL_PAGES_BEFORE_COMMIT_CHECKPOINTS`]). It stops when the store is
+/// dropped.
+struct Checkpointer {
+    _stop: std::sync::mpsc::Sender<()>,
+}
+
+impl Checkpointer {
+    /// `None` if its connection or thread cannot be had (commits then
+    /// checkpoint as SQLite does by default).
+    fn start(path: &Path) -> Option<Checkpointer> {
+        let conn = Connection::open(path).ok()?;
+        conn.pragma_update(None, "synchronous", "FULL").ok()?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("clinic-checkpoint".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(error = %e, "WAL checkpoint failed");
+                    }
+                }
+            })
+            .ok()?;
+        Some(Checkpointer { _stop: stop })
+    }
 }
 
 fn db(e: rusqlite::Error) -> ClientError {
@@ -692,11 +739,21 @@ impl Store {
             set_meta(&tx, "client_id", &Uuid::now_v7().to_string())?;
         }
         tx.commit().map_err(db)?;
+        let checkpointer = Checkpointer::start(&path);
+        if checkpointer.is_some() {
+            conn.pragma_update(
+                None,
+                "wal_autocheckpoint",
+                WAL_PAGES_BEFORE_COMMIT_CHECKPOINTS,
+            )
+            .map_err(db)?;
+        }
         let (events, _) = broadcast::channel(1024);
         Ok(Store {
             conn: Mutex::new(conn),
             events,
             path,
+            _checkpointer: checkpointer,
         })
     }
 
