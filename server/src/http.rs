@@ -26,6 +26,7 @@ use clinic_shared::protocol::{
     Actor, ErrorBody, ErrorCode, HistoryResponse, LoginRequest, LoginResponse, PullResponse,
     PushRequest, PushResponse, limits,
 };
+use futures_util::StreamExt;
 use serde::Deserialize;
 use std::time::Duration;
 use tower_http::timeout::TimeoutLayer;
@@ -230,10 +231,19 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Answers `413` at once when the declared `Content-Length` is over the
-/// limit, instead of waiting for (or reading) a body that will be refused
-/// anyway: a client announcing 100 GB must not hold the connection until
-/// the request timeout.
+/// Declared bodies over the limit but up to this size are read and thrown
+/// away before the `413`: an ordinary client that sent too much then reads
+/// the answer, instead of finding the connection reset while it still
+/// writes (seen as "broken pipe" under load). Larger declarations are
+/// answered at once.
+const DRAIN_OVERSIZE_UP_TO: u64 = 8 * limits::MAX_BODY_BYTES as u64;
+
+/// How long such a body may take to arrive before the answer goes anyway.
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+
+/// Answers `413` without waiting for a body that will be refused anyway when
+/// the declared `Content-Length` is absurd: a client announcing 100 GB must
+/// not hold the connection until the request timeout.
 async fn refuse_declared_oversize(
     request: axum::extract::Request,
     next: axum::middleware::Next,
@@ -243,7 +253,14 @@ async fn refuse_declared_oversize(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limits::MAX_BODY_BYTES as u64) {
+    if let Some(declared) = declared.filter(|n| *n > limits::MAX_BODY_BYTES as u64) {
+        if declared <= DRAIN_OVERSIZE_UP_TO {
+            let mut body = request.into_body().into_data_stream();
+            let _ = tokio::time::timeout(DRAIN_TIME, async {
+                while let Some(Ok(_)) = body.next().await {}
+            })
+            .await;
+        }
         return ApiError::new(
             ErrorCode::PayloadTooLarge,
             format!("the body is larger than {} bytes", limits::MAX_BODY_BYTES),
