@@ -157,29 +157,21 @@ mod tests {
             format!(r#"{{"client_id":"{huge}","mutations":[]}}"#),
             format!(r#"{{"{huge}":1}}"#),
         ];
+        let short = |e: ErrorBody| {
+            assert!(
+                e.message.chars().count() <= MAX_ERROR_CHARS + 1,
+                "{}",
+                e.message.len()
+            );
+            assert!(
+                e.field
+                    .as_ref()
+                    .is_none_or(|f| f.chars().count() <= MAX_ERROR_CHARS + 1)
+            );
+        };
         for body in &cases {
-            let e = decode::<PushRequest>(body.as_bytes()).unwrap_err();
-            assert!(
-                e.message.chars().count() <= MAX_ERROR_CHARS + 1,
-                "{}",
-                e.message.len()
-            );
-            assert!(
-                e.field
-                    .as_ref()
-                    .is_none_or(|f| f.chars().count() <= MAX_ERROR_CHARS + 1)
-            );
-            let e = decode_client_message(body.as_bytes()).unwrap_err();
-            assert!(
-                e.message.chars().count() <= MAX_ERROR_CHARS + 1,
-                "{}",
-                e.message.len()
-            );
-            assert!(
-                e.field
-                    .as_ref()
-                    .is_none_or(|f| f.chars().count() <= MAX_ERROR_CHARS + 1)
-            );
+            short(decode::<PushRequest>(body.as_bytes()).unwrap_err());
+            short(decode_client_message(body.as_bytes()).unwrap_err());
         }
         let e =
             decode_client_message(format!(r#"{{"type":"ping","nonce":1,"{huge}":2}}"#).as_bytes())

@@ -6,8 +6,9 @@
 //! parameters (m=19 MiB, t=2, p=1) and a random salt. Pure computation: no
 //! I/O beyond the operating system's random source for the salt.
 
-use argon2::password_hash::{PasswordHash, SaltString, rand_core::OsRng};
+use argon2::password_hash::{PasswordHash, SaltString};
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use rand::rngs::OsRng;
 
 /// Hashing failed (only on absurd inputs).
 #[derive(Debug, thiserror::Error)]

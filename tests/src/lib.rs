@@ -403,6 +403,18 @@ pub fn http() -> reqwest::Client {
         .expect("client")
 }
 
+/// The server's `GET /healthz` answer (change head, WebSocket sessions).
+pub async fn healthz(base: &str) -> serde_json::Value {
+    http()
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .expect("healthz answers")
+        .json()
+        .await
+        .expect("healthz is JSON")
+}
+
 pub async fn login_raw(base: &str, username: &str, password: &str) -> reqwest::Response {
     http()
         .post(format!("{base}/v1/login"))

@@ -725,15 +725,7 @@ async fn snapshot(admin: &Api) -> (BTreeMap<String, usize>, u64) {
 }
 
 async fn head(base: &str) -> u64 {
-    let h: Value = http()
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    h["head"].as_u64().expect("head")
+    healthz(base).await["head"].as_u64().expect("head")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

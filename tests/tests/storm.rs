@@ -122,17 +122,6 @@ async fn all_reach(
     }
 }
 
-async fn healthz(base: &str) -> serde_json::Value {
-    http()
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 fn patient(name: &str) -> Mutation {
     Mutation::CreatePatient(CreatePatient {
         id: Uuid::now_v7(),
