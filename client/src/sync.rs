@@ -218,6 +218,21 @@ async fn error_of(response: reqwest::Response) -> ClientError {
     }
 }
 
+/// Sends a request and decodes its JSON answer: a transport failure is
+/// `Offline`, an error status its `ErrorBody`, a bad body `Protocol`.
+async fn answer<T: serde::de::DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+) -> ClientResult<T> {
+    let response = request.send().await.map_err(offline)?;
+    if !response.status().is_success() {
+        return Err(error_of(response).await);
+    }
+    response
+        .json()
+        .await
+        .map_err(|e| ClientError::Protocol(e.to_string()))
+}
+
 fn with_jitter(d: Duration) -> Duration {
     // Full jitter in [d/2, d]: spreads a clinic's reconnects after a blip.
     let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(2);
@@ -357,21 +372,13 @@ impl Engine {
             username: username.to_owned(),
             password: password.to_owned(),
         };
-        let response = self
-            .http
-            .post(format!("{server_url}/v1/login"))
-            .timeout(self.config.request_timeout)
-            .json(&request)
-            .send()
-            .await
-            .map_err(offline)?;
-        if !response.status().is_success() {
-            return Err(error_of(response).await);
-        }
-        let login: LoginResponse = response
-            .json()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let login: LoginResponse = answer(
+            self.http
+                .post(format!("{server_url}/v1/login"))
+                .timeout(self.config.request_timeout)
+                .json(&request),
+        )
+        .await?;
         let store = self.store.clone();
         let user = login.user.clone();
         let (name, given) = (username.trim().to_owned(), password.to_owned());
@@ -421,21 +428,13 @@ impl Engine {
         id: uuid::Uuid,
     ) -> ClientResult<clinic_shared::protocol::HistoryResponse> {
         let url = self.server_url()?;
-        let response = self
-            .http
-            .get(format!("{url}/v1/history/{table}/{id}"))
-            .bearer_auth(self.token()?)
-            .timeout(self.config.request_timeout)
-            .send()
-            .await
-            .map_err(offline)?;
-        if !response.status().is_success() {
-            return Err(error_of(response).await);
-        }
-        response
-            .json()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))
+        answer(
+            self.http
+                .get(format!("{url}/v1/history/{table}/{id}"))
+                .bearer_auth(self.token()?)
+                .timeout(self.config.request_timeout),
+        )
+        .await
     }
 
     /// Who is signed in and how sync stands, in one answer. A user signed in
@@ -482,21 +481,13 @@ impl Engine {
     /// mirror and it re-syncs.
     async fn on_session_changed(&self) -> ClientResult<()> {
         let url = self.server_url()?;
-        let response = self
-            .http
-            .get(format!("{url}/v1/me"))
-            .bearer_auth(self.token()?)
-            .timeout(self.config.request_timeout)
-            .send()
-            .await
-            .map_err(offline)?;
-        if !response.status().is_success() {
-            return Err(error_of(response).await);
-        }
-        let user: Staff = response
-            .json()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let user: Staff = answer(
+            self.http
+                .get(format!("{url}/v1/me"))
+                .bearer_auth(self.token()?)
+                .timeout(self.config.request_timeout),
+        )
+        .await?;
         let current = self.store.identity()?.user;
         if current.as_ref().map(|u| u.role) != Some(user.role) {
             tracing::info!(role = %user.role, "role changed; re-syncing the mirror");
@@ -524,24 +515,16 @@ impl Engine {
                 client_id,
                 mutations,
             };
-            let response = self
-                .http
-                .post(format!("{url}/v1/push"))
-                .bearer_auth(token)
-                .timeout(self.config.request_timeout)
-                .json(&request)
-                .send()
-                .await
-                .map_err(offline)?;
-            if !response.status().is_success() {
-                return Err(error_of(response).await);
-            }
-            let answer: PushResponse = response
-                .json()
-                .await
-                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            let pushed: PushResponse = answer(
+                self.http
+                    .post(format!("{url}/v1/push"))
+                    .bearer_auth(token)
+                    .timeout(self.config.request_timeout)
+                    .json(&request),
+            )
+            .await?;
             let mut retry = false;
-            for r in &answer.results {
+            for r in &pushed.results {
                 match r.outcome {
                     clinic_shared::protocol::MutationOutcome::Applied { .. } => applied += 1,
                     clinic_shared::protocol::MutationOutcome::Rejected { .. } => rejected += 1,
@@ -549,7 +532,7 @@ impl Engine {
                 }
             }
             let store = self.store.clone();
-            blocking(move || store.apply_results(&answer.results)).await?;
+            blocking(move || store.apply_results(&pushed.results)).await?;
             if retry || sent < self.config.push_batch {
                 return Ok((applied, rejected));
             }
@@ -559,23 +542,15 @@ impl Engine {
     async fn pull_http(&self, url: &str, token: &str, wait: u64) -> ClientResult<PullResponse> {
         let cursor = self.store.cursor()?;
         let client_id = self.store.identity()?.client_id;
-        let response = self
-            .http
-            .get(format!(
-                "{url}/v1/pull?cursor={cursor}&wait={wait}&client_id={client_id}"
-            ))
-            .bearer_auth(token)
-            .timeout(self.config.request_timeout + Duration::from_secs(wait))
-            .send()
-            .await
-            .map_err(offline)?;
-        if !response.status().is_success() {
-            return Err(error_of(response).await);
-        }
-        let page: PullResponse = response
-            .json()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let page: PullResponse = answer(
+            self.http
+                .get(format!(
+                    "{url}/v1/pull?cursor={cursor}&wait={wait}&client_id={client_id}"
+                ))
+                .bearer_auth(token)
+                .timeout(self.config.request_timeout + Duration::from_secs(wait)),
+        )
+        .await?;
         let store = self.store.clone();
         let (rows, cursor, ack, complete) = (
             page.rows.clone(),
