@@ -5,21 +5,24 @@
 fn main() {
     let commands = &[
         "session_info",
-        "login",
-        "logout",
+        "default_server",
+        "sign_in",
+        "sign_out",
         "sync_now",
-        "list_rows",
-        "get_row",
+        "row",
+        "patients",
         "search_patients",
-        "day_schedule",
         "patient_chart",
+        "staff",
+        "day_schedule",
+        "inventory",
         "low_stock",
+        "invoices",
         "mutate",
         "pending_changes",
         "rejected_changes",
         "dismiss_rejected",
         "record_history",
-        "new_id",
     ];
     let attributes = tauri_build::Attributes::new()
         .app_manifest(tauri_build::AppManifest::new().commands(commands));

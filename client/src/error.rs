@@ -1,37 +1,60 @@
-//! The client's error type. Every error has a stable `code` (for the UI and
-//! scripts), a message for a person, and says whether retrying can help. It
-//! serializes as `{code, message, retryable}`.
+//! The client's one error type. Every error has a stable `code` (for the UI
+//! and scripts), a message for a person, and says whether retrying can help.
+//! It serializes as `{code, message, retryable}` (plus the rejection, for a
+//! refused change). Causes are kept as `#[source]` for logs and debugging;
+//! they are never sent to the UI.
 
 use clinic_shared::protocol::{ErrorBody, Rejection};
 use serde::ser::SerializeStruct;
 
-/// Something the engine or the store could not do.
+/// A boxed cause.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Something the client could not do.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The local database is locked by another process (e.g. a second app).
-    #[error("the local database is in use by another program: {0}")]
-    Busy(String),
+    #[error("the local database is in use by another program")]
+    Busy(#[source] rusqlite::Error),
     /// The local database is damaged or from a newer app.
-    #[error("the local database cannot be used: {0}")]
-    Corrupt(String),
+    #[error("the local database cannot be used: {detail}")]
+    Corrupt {
+        /// What is wrong, for a person.
+        detail: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<Cause>,
+    },
     /// Any other local database error.
-    #[error("local database error: {0}")]
-    Database(String),
+    #[error("local database error")]
+    Database(#[source] rusqlite::Error),
     /// A file-system error.
-    #[error("{0}")]
-    Io(String),
+    #[error("{context}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// No user is signed in on this machine.
     #[error("not signed in")]
     NotSignedIn,
     /// The change breaks a rule (checked locally or by the server).
     #[error("{}", .0.message)]
     Rejected(Box<Rejection>),
-    /// Another user's unsent changes are still queued here.
-    #[error("{0} unsent changes of the previous user are still queued; sync them first")]
-    PendingChangesOfAnotherUser(u64),
+    /// Unsent changes are still queued here.
+    #[error("{0} unsent changes are still queued; sync them first")]
+    PendingChanges(u64),
     /// The server cannot be reached; changes stay queued.
-    #[error("cannot reach the server: {0}")]
-    Offline(String),
+    #[error("cannot reach the server: {reason}")]
+    Offline {
+        /// Why, for a person.
+        reason: String,
+        /// The transport error, if any.
+        #[source]
+        source: Option<Cause>,
+    },
     /// Credentials refused, or the sign-in expired: sign in again.
     #[error("{0}")]
     Auth(String),
@@ -44,19 +67,53 @@ pub enum ClientError {
     /// Invalid input to a command (not a domain rule).
     #[error("{0}")]
     Invalid(String),
+    /// A part of the client stopped (its thread ended); restart the app.
+    #[error("the local store has stopped: {0}")]
+    Stopped(&'static str),
 }
 
 /// Result of client operations.
 pub type ClientResult<T> = Result<T, ClientError>;
 
-impl ClientError {
-    /// Maps a SQLite error, telling "locked" and "damaged" apart.
-    pub fn from_sqlite(e: rusqlite::Error) -> ClientError {
+impl From<rusqlite::Error> for ClientError {
+    /// Tells "locked" and "damaged" apart from other database errors.
+    fn from(e: rusqlite::Error) -> ClientError {
         use rusqlite::ErrorCode as C;
         match e.sqlite_error_code() {
-            Some(C::DatabaseBusy | C::DatabaseLocked) => ClientError::Busy(e.to_string()),
-            Some(C::DatabaseCorrupt | C::NotADatabase) => ClientError::Corrupt(e.to_string()),
-            _ => ClientError::Database(e.to_string()),
+            Some(C::DatabaseBusy | C::DatabaseLocked) => ClientError::Busy(e),
+            Some(C::DatabaseCorrupt | C::NotADatabase) => ClientError::Corrupt {
+                detail: "the file is damaged or not a database".into(),
+                source: Some(Box::new(e)),
+            },
+            _ => ClientError::Database(e),
+        }
+    }
+}
+
+impl From<serde_json::Error> for ClientError {
+    /// JSON the client itself stored and cannot read back: damage.
+    fn from(e: serde_json::Error) -> ClientError {
+        ClientError::Corrupt {
+            detail: "unreadable data in the local database".into(),
+            source: Some(Box::new(e)),
+        }
+    }
+}
+
+impl ClientError {
+    /// Damage described in words, without an underlying error.
+    pub fn corrupt(detail: impl Into<String>) -> ClientError {
+        ClientError::Corrupt {
+            detail: detail.into(),
+            source: None,
+        }
+    }
+
+    /// The server cannot be reached, for `reason`.
+    pub fn offline(reason: impl std::fmt::Display) -> ClientError {
+        ClientError::Offline {
+            reason: reason.to_string(),
+            source: None,
         }
     }
 
@@ -64,24 +121,25 @@ impl ClientError {
     pub fn code(&self) -> &'static str {
         match self {
             ClientError::Busy(_) => "database_busy",
-            ClientError::Corrupt(_) => "database_corrupt",
+            ClientError::Corrupt { .. } => "database_corrupt",
             ClientError::Database(_) => "database_error",
-            ClientError::Io(_) => "io_error",
+            ClientError::Io { .. } => "io_error",
             ClientError::NotSignedIn => "not_signed_in",
             ClientError::Rejected(_) => "rejected",
-            ClientError::PendingChangesOfAnotherUser(_) => "pending_changes",
-            ClientError::Offline(_) => "offline",
+            ClientError::PendingChanges(_) => "pending_changes",
+            ClientError::Offline { .. } => "offline",
             ClientError::Auth(_) => "unauthorized",
             ClientError::Server(_) => "server_error",
             ClientError::Protocol(_) => "protocol_error",
             ClientError::Invalid(_) => "invalid_input",
+            ClientError::Stopped(_) => "stopped",
         }
     }
 
     /// Whether trying again later can help.
     pub fn retryable(&self) -> bool {
         match self {
-            ClientError::Busy(_) | ClientError::Offline(_) => true,
+            ClientError::Busy(_) | ClientError::Offline { .. } => true,
             ClientError::Server(body) => body.retryable,
             _ => false,
         }

@@ -1,26 +1,42 @@
-//! clinic-client: the headless Clinic Sync engine, shared by the desktop app
-//! and the `clinic` CLI.
+//! clinic-client: the headless Clinic Sync client, shared by the desktop
+//! app and the `clinic` CLI.
 //!
-//! - [`store`]: the local SQLite mirror: confirmed rows, the durable outbox,
-//!   the visible rows (confirmed ⊕ pending) every query reads, and a change
-//!   feed after every commit.
-//! - [`sync`]: the engine that keeps the store and the server in step, live
-//!   over a WebSocket or by HTTP long-poll, with backoff, retries and status.
-//! - [`error`]: the typed error every call returns.
+//! Everything goes through one facade, [`ClinicClient`]: sign in and out,
+//! mutate, read, review pending and refused changes, watch the sync status.
+//! Behind it, private layers with one job each:
 //!
-//! Nothing here knows about Tauri or a WebView: the whole engine is tested
-//! and benchmarked headless.
+//! - `session`: who is signed in, the token, the offline verifier, and the
+//!   one sign-out/wipe policy;
+//! - `mirror`: the local SQLite file (confirmed rows, the durable outbox,
+//!   the visible rows) owned by one thread that async code reaches over a
+//!   channel;
+//! - `read`: the queries screens make, returning typed entities, on a
+//!   connection and thread of their own;
+//! - `sync`: the loop that keeps the mirror and the server in step, live
+//!   over a WebSocket or by HTTP long-poll, with backoff and status;
+//! - [`transport`]: how the server is reached, behind the [`Transport`]
+//!   trait (the network by default; tests inject their own).
+//!
+//! Clock, ids and transport are injectable ([`ClientConfig`]) so tests can
+//! be deterministic. Nothing here knows about Tauri or a WebView: the whole
+//! client is tested and benchmarked headless. See docs/ARCHITECTURE.md.
 
-pub mod error;
-pub mod store;
-pub mod sync;
+mod clock;
+mod db;
+mod error;
+mod facade;
+#[cfg(any(test, feature = "internals"))]
+pub mod internals;
+mod mirror;
+mod read;
+mod session;
+mod sync;
+mod transport;
+mod types;
 
-pub use error::{ClientError, ClientResult};
-pub use store::Store;
-pub use sync::{Engine, EngineConfig, SyncStatus};
-
-/// The default data directory of the client on this platform.
-pub fn default_data_dir() -> Option<std::path::PathBuf> {
-    directories::ProjectDirs::from("org", "ClinicSync", "clinic")
-        .map(|d| d.data_dir().to_path_buf())
-}
+pub use clock::{Clock, IdSource, ManualClock, SystemClock, V7Ids};
+pub use error::{Cause, ClientError, ClientResult};
+pub use facade::{ClientConfig, ClinicClient, SignInResult, default_data_dir};
+pub use sync::SyncConfig;
+pub use transport::{LiveLink, PullQuery, Transport};
+pub use types::*;

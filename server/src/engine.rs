@@ -11,12 +11,14 @@
 //! half-written row and never blocks the good ones after it.
 
 use crate::storage::{Change, ClientRecord, StorageError, StorageResult, WriteTx};
-use clinic_shared::apply::{self, ConflictCheck, CurrentRow, PlanError, RowSource, RowWrite};
+use clinic_shared::apply::{
+    self, ConflictCheck, CurrentRow, PlanError, RowSource, RowWrite, SlotCandidate,
+};
+use clinic_shared::conflict;
 use clinic_shared::model::{Table, Timestamp};
 use clinic_shared::mutation::{Mutation, PendingMutation};
 use clinic_shared::protocol::{
-    Actor, ErrorBody, ErrorCode, FieldConflict, MutationOutcome, MutationResult, RejectCode,
-    Rejection,
+    Actor, ErrorBody, ErrorCode, MutationOutcome, MutationResult, RejectCode, Rejection,
 };
 use uuid::Uuid;
 
@@ -60,15 +62,13 @@ impl RowSource for TxSource<'_> {
     fn row(&mut self, table: Table, id: Uuid) -> StorageResult<Option<CurrentRow>> {
         self.0.row(table, id)
     }
-    fn overlapping_appointments(
+    fn appointments_starting_between(
         &mut self,
         doctor_id: Uuid,
-        start: Timestamp,
-        end: Timestamp,
-        exclude: Uuid,
-    ) -> StorageResult<Vec<Uuid>> {
-        self.0
-            .overlapping_appointments(doctor_id, start, end, exclude)
+        from: Timestamp,
+        until: Timestamp,
+    ) -> StorageResult<Vec<SlotCandidate>> {
+        self.0.appointments_starting_between(doctor_id, from, until)
     }
     fn staff_id_by_username(&mut self, username: &str) -> StorageResult<Option<Uuid>> {
         self.0.staff_id_by_username(username)
@@ -258,8 +258,8 @@ fn write_mutation(
     Ok(last_seq)
 }
 
-/// Rejects `write` if a field it sets was changed by another client after the
-/// base version to a value different from the one it wants.
+/// Applies the shared conflict rule to `write`, reading the row's change
+/// log only when its base version is behind.
 fn check_conflicts(
     tx: &mut dyn WriteTx,
     write: &RowWrite,
@@ -270,78 +270,7 @@ fn check_conflicts(
         Some(row) => row.version,
         None => 0,
     };
-    if check.base_version > current_version {
-        return Err(PlanError::Rejected(Rejection::validation(vec![
-            clinic_shared::validate::FieldError {
-                field: "base_version".into(),
-                message: format!("is newer than the record's version {current_version}"),
-            },
-        ])));
-    }
-    if check.base_version == current_version {
-        return Ok(());
-    }
-    let since = tx
-        .changes_to_row_since(write.table, write.id, check.base_version)
-        .map_err(PlanError::Source)?;
-    let clinical = write.table.clinical_fields();
-    let current = write.before.clone().unwrap_or(serde_json::Value::Null);
-    let mut conflicts = Vec::new();
-    for (field, yours) in &check.fields {
-        let changed_by_other = since.iter().any(|c| {
-            c.client_id != Some(client_id)
-                && c.before.as_ref().and_then(|b| b.get(field)) != c.after.get(field)
-        });
-        let theirs = current
-            .get(field)
-            .cloned()
-            .unwrap_or(serde_json::Value::Null);
-        if changed_by_other && &theirs != yours {
-            conflicts.push(FieldConflict {
-                field: field.clone(),
-                yours: yours.clone(),
-                theirs,
-                clinical: clinical.contains(&field.as_str()),
-            });
-        }
-    }
-    if check.whole_row {
-        // Every field someone else changed since the base version.
-        let mut changed: Vec<String> = Vec::new();
-        for c in since.iter().filter(|c| c.client_id != Some(client_id)) {
-            if let Some(after) = c.after.as_object() {
-                for (field, value) in after {
-                    let before = c.before.as_ref().and_then(|b| b.get(field));
-                    if before != Some(value) && !changed.contains(field) {
-                        changed.push(field.clone());
-                    }
-                }
-            }
-        }
-        for field in changed {
-            conflicts.push(FieldConflict {
-                theirs: current
-                    .get(&field)
-                    .cloned()
-                    .unwrap_or(serde_json::Value::Null),
-                yours: serde_json::Value::Null,
-                clinical: clinical.contains(&field.as_str()),
-                field,
-            });
-        }
-    }
-    if conflicts.is_empty() {
-        return Ok(());
-    }
-    let names: Vec<&str> = conflicts.iter().map(|c| c.field.as_str()).collect();
-    Err(PlanError::Rejected(Rejection {
-        code: RejectCode::Conflict,
-        message: format!(
-            "someone else changed {} of this {} since you opened it; review both versions",
-            names.join(", "),
-            write.table.as_str().trim_end_matches('s').replace('_', " ")
-        ),
-        fields: vec![],
-        conflicts,
-    }))
+    conflict::check_conflicts(write, check, current_version, client_id, || {
+        tx.changes_to_row_since(write.table, write.id, check.base_version)
+    })
 }

@@ -7,8 +7,9 @@
 //! optimistic answer). One implementation means the two agree except where
 //! the mirror is stale, and then the server's answer wins.
 //!
-//! Not here, because only the server can know: conflict detection against
-//! changes made since a base version (see [`RowWrite::conflict_check`]), and
+//! Not here, because only the server holds the change log: the evidence for
+//! conflict detection against changes made since a base version (see
+//! [`RowWrite::conflict_check`]; the rule itself is [`crate::conflict`]), and
 //! credential handling for new staff.
 
 use crate::model::{
@@ -42,17 +43,54 @@ pub trait RowSource {
     type Error;
     /// The row, tombstones included.
     fn row(&mut self, table: Table, id: Uuid) -> Result<Option<CurrentRow>, Self::Error>;
-    /// Ids of the doctor's appointments that occupy their slot and overlap
-    /// `[start, end)`, other than `exclude`.
-    fn overlapping_appointments(
+    /// The doctor's live (not deleted) appointments whose start is in
+    /// `[from, until)`, whatever their status. The planner decides which of
+    /// them clash ([`clashing_appointments`]); the source only does the range
+    /// scan, which an index on (doctor, start) makes cheap.
+    fn appointments_starting_between(
         &mut self,
         doctor_id: Uuid,
-        start: Timestamp,
-        end: Timestamp,
-        exclude: Uuid,
-    ) -> Result<Vec<Uuid>, Self::Error>;
+        from: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<SlotCandidate>, Self::Error>;
     /// The id of the staff row with this username, if any.
     fn staff_id_by_username(&mut self, username: &str) -> Result<Option<Uuid>, Self::Error>;
+}
+
+/// An appointment the source found in a time range: its id and entity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlotCandidate {
+    /// Row id.
+    pub id: Uuid,
+    /// The appointment entity (JSON).
+    pub data: Value,
+}
+
+/// The double-booking rule, written once for server and client: the ids of
+/// the doctor's appointments, other than `appt` itself, that occupy their
+/// slot (not cancelled, not a no-show) and overlap `[appt.start, appt.end)`.
+/// Appointments last at most [`validate::MAX_APPOINTMENT_SECS`], so only
+/// those starting in `[start − that, end)` can overlap.
+pub fn clashing_appointments<S: RowSource>(
+    src: &mut S,
+    appt: &Appointment,
+) -> Result<Vec<Uuid>, PlanError<S::Error>> {
+    let from = Timestamp::from_unix(appt.start.unix() - validate::MAX_APPOINTMENT_SECS)
+        .unwrap_or(appt.start);
+    let candidates = src
+        .appointments_starting_between(appt.doctor_id, from, appt.end)
+        .map_err(PlanError::Source)?;
+    let mut clashes = Vec::new();
+    for c in candidates {
+        if c.id == appt.id {
+            continue;
+        }
+        let other: Appointment = decode(Table::Appointments, &c.data)?;
+        if other.status.occupies_slot() && other.start < appt.end && other.end > appt.start {
+            clashes.push(c.id);
+        }
+    }
+    Ok(clashes)
 }
 
 /// What a row write does.
@@ -250,9 +288,7 @@ fn ensure_free_slot<S: RowSource>(
     src: &mut S,
     appt: &Appointment,
 ) -> Result<(), PlanError<S::Error>> {
-    let clashes = src
-        .overlapping_appointments(appt.doctor_id, appt.start, appt.end, appt.id)
-        .map_err(PlanError::Source)?;
+    let clashes = clashing_appointments(src, appt)?;
     if let Some(other) = clashes.first() {
         return reject(
             RejectCode::DoubleBooked,

@@ -9,12 +9,14 @@
 //! - [`permissions`]: the role matrix.
 //! - [`apply`]: from an intent and current rows to row writes, with the
 //!   clinic rules (shared by server and client).
+//! - [`conflict`]: the field-conflict rule for updates based on an old version.
 //! - [`protocol`]: HTTP bodies and WebSocket messages.
 //! - [`codec`]: decoding untrusted JSON with errors that name the field.
 //! - [`password`]: Argon2id password hashes (server accounts, offline sign-in).
 
 pub mod apply;
 pub mod codec;
+pub mod conflict;
 pub mod model;
 pub mod mutation;
 pub mod password;

@@ -30,6 +30,9 @@ pub const MAX_TEXT: usize = 2_000;
 pub const MAX_NOTES: usize = 20_000;
 /// Maximum number of invoice lines or procedures.
 pub const MAX_ITEMS: usize = 100;
+/// Longest appointment, in seconds (12 hours). The double-booking rule
+/// relies on it to bound its search.
+pub const MAX_APPOINTMENT_SECS: i64 = 12 * 3600;
 /// Minimum password length for staff accounts.
 pub const MIN_PASSWORD: usize = 8;
 
@@ -178,7 +181,7 @@ pub fn appointment(a: &Appointment) -> Result<(), Vec<FieldError>> {
     let mut e = Errors::new();
     if a.end <= a.start {
         e.add("end", "must be after start");
-    } else if a.end.unix() - a.start.unix() > 12 * 3600 {
+    } else if a.end.unix() - a.start.unix() > MAX_APPOINTMENT_SECS {
         e.add("end", "makes the appointment longer than 12 hours");
     }
     e.opt("reason", &a.reason, MAX_TEXT);

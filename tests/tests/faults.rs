@@ -24,9 +24,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a run that cannot proceed should panic
 
-use clinic_client::store::Row;
-use clinic_client::sync::Connection;
-use clinic_client::{ClientError, Engine, EngineConfig, Store};
+use clinic_client::{ClientConfig, ClientError, ClinicClient, Connection, Row, SyncConfig};
 use clinic_e2e::*;
 use clinic_shared::model::{
     AppointmentStatus, InvoiceLine, PaymentMethod, ReferralStatus, Role, Table, Timestamp, Urgency,
@@ -94,8 +92,8 @@ const DESKS: &[&str] = &[
 /// `clinic` CLI processes, each behind its own proxy.
 const CLIS: &[&str] = &["reception", "doctor", "assistant"];
 
-fn engine_config() -> EngineConfig {
-    EngineConfig {
+fn engine_config() -> SyncConfig {
+    SyncConfig {
         heartbeat: Duration::from_secs(1),
         dead_after: Duration::from_secs(4),
         backoff_min: Duration::from_millis(100),
@@ -103,7 +101,7 @@ fn engine_config() -> EngineConfig {
         push_retry: Duration::from_secs(1),
         request_timeout: Duration::from_secs(5),
         long_poll_secs: 5,
-        ..EngineConfig::default()
+        ..SyncConfig::default()
     }
 }
 
@@ -137,10 +135,8 @@ type Log = BTreeMap<u64, String>;
 struct Desk {
     user: &'static str,
     _dir: tempfile::TempDir,
-    store: Arc<Store>,
-    engine: Arc<Engine>,
+    client: ClinicClient,
     proxy: Proxy,
-    task: Option<tokio::task::JoinHandle<()>>,
     log: Mutex<Log>,
     in_stretch: AtomicBool,
 }
@@ -150,7 +146,7 @@ struct Cli {
     dir: tempfile::TempDir,
     proxy: Proxy,
     /// The mirror, read in this process (the CLI writes it).
-    reader: Store,
+    reader: ClinicClient,
     watch: tokio::sync::Mutex<Option<tokio::process::Child>>,
     log: Mutex<Log>,
     /// Writes killed before they printed their mutation id.
@@ -206,9 +202,10 @@ impl Cli {
 /// A client's rows as `(table, id) → (version, deleted, data)`.
 type Mirror = BTreeMap<(Table, Uuid), (u64, bool, Option<Value>)>;
 
-fn mirror_of(store: &Store, visible: bool) -> Mirror {
-    store
+async fn mirror_of(client: &ClinicClient, visible: bool) -> Mirror {
+    client
         .dump(visible)
+        .await
         .unwrap()
         .into_iter()
         .map(|(t, id, v, d, data)| ((t, id), (v, d, if d { None } else { data })))
@@ -396,36 +393,67 @@ fn kinds(role: Role, cli: bool) -> &'static [(Kind, u32)] {
     }
 }
 
+/// A client's visible rows of the table a mutation targets, read just
+/// before it is made.
+type Rows = BTreeMap<Table, Vec<Row>>;
+
 struct Gen<'a> {
     rng: &'a mut StdRng,
-    store: &'a Store,
+    rows: &'a Rows,
     role: Role,
     doctors: &'a [Uuid],
     staff_counter: &'a AtomicU64,
 }
 
-impl Gen<'_> {
-    /// One random mutation this role may make, or `None` when there is no
-    /// target for the kind drawn.
-    fn mutation(&mut self, cli: bool) -> Option<Mutation> {
-        let table = kinds(self.role, cli);
-        let total: u32 = table.iter().map(|(_, w)| w).sum();
-        let mut pick = self.rng.gen_range(0..total);
-        let mut kind = table[0].0;
-        for (k, w) in table {
-            if pick < *w {
-                kind = *k;
-                break;
+impl Kind {
+    /// The one table a mutation of this kind picks its target from.
+    fn reads(self) -> Option<Table> {
+        use Kind::*;
+        match self {
+            CreateStaff | CreatePatient | CreateItem => None,
+            SetStaffRole | SetStaffActive => Some(Table::Staff),
+            UpdatePatient | DeletePatient | Book | AddRecord | CreateInvoice | CreateReferral => {
+                Some(Table::Patients)
             }
-            pick -= w;
+            Reschedule | SetStatus => Some(Table::Appointments),
+            UpdateRecord => Some(Table::TreatmentRecords),
+            VoidInvoice | RecordPayment => Some(Table::Invoices),
+            UpdateItem | AdjustStock => Some(Table::InventoryItems),
+            ReferralStatus => Some(Table::Referrals),
         }
-        self.of_kind(kind)
     }
+}
 
+/// A random kind of mutation this role may make.
+fn pick_kind(rng: &mut StdRng, role: Role, cli: bool) -> Kind {
+    let table = kinds(role, cli);
+    let total: u32 = table.iter().map(|(_, w)| w).sum();
+    let mut pick = rng.gen_range(0..total);
+    let mut kind = table[0].0;
+    for (k, w) in table {
+        if pick < *w {
+            kind = *k;
+            break;
+        }
+        pick -= w;
+    }
+    kind
+}
+
+/// The rows a mutation of `kind` picks its target from, read now.
+async fn rows_for(client: &ClinicClient, kind: Kind) -> Rows {
+    let mut rows = Rows::new();
+    if let Some(table) = kind.reads() {
+        rows.insert(table, client.rows(table).await.unwrap_or_default());
+    }
+    rows
+}
+
+impl Gen<'_> {
     fn of_kind(&mut self, kind: Kind) -> Option<Mutation> {
-        let (store, role, doctors, staff_counter) =
-            (self.store, self.role, self.doctors, self.staff_counter);
-        let rows = |table| store.list(table).unwrap_or_default();
+        let (all, role, doctors, staff_counter) =
+            (self.rows, self.role, self.doctors, self.staff_counter);
+        let rows = |table| all.get(&table).cloned().unwrap_or_default();
         let rng = &mut *self.rng;
         Some(match kind {
             Kind::CreateStaff => {
@@ -887,20 +915,29 @@ impl Shared {
 
 async fn desk_loop(shared: Arc<Shared>, desk: Arc<Desk>, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let role = desk.store.role().unwrap().expect("signed in");
+    let role = desk
+        .client
+        .identity()
+        .await
+        .unwrap()
+        .user
+        .expect("signed in")
+        .role;
     loop {
         if shared.stop_making.load(Ordering::SeqCst) {
             return;
         }
+        let kind = pick_kind(&mut rng, role, false);
+        let rows = rows_for(&desk.client, kind).await;
         let mutation = {
             let mut generator = Gen {
                 rng: &mut rng,
-                store: &desk.store,
+                rows: &rows,
                 role,
                 doctors: &shared.doctors,
                 staff_counter: &shared.staff_counter,
             };
-            generator.mutation(false)
+            generator.of_kind(kind)
         };
         let Some(mutation) = mutation else {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -914,7 +951,7 @@ async fn desk_loop(shared: Arc<Shared>, desk: Arc<Desk>, seed: u64) {
             continue;
         }
         let kind = mutation.kind().to_owned();
-        match desk.engine.mutate(mutation).await {
+        match desk.client.mutate(mutation).await {
             Ok(receipt) => {
                 shared.stats.made_by_desks.fetch_add(1, Ordering::Relaxed);
                 let previous = desk.log.lock().unwrap().insert(receipt.mutation_id, kind);
@@ -939,25 +976,42 @@ async fn desk_loop(shared: Arc<Shared>, desk: Arc<Desk>, seed: u64) {
 
 async fn cli_loop(shared: Arc<Shared>, cli: Arc<Cli>, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let role = cli.reader.role().unwrap().expect("signed in");
+    let role = cli
+        .reader
+        .identity()
+        .await
+        .unwrap()
+        .user
+        .expect("signed in")
+        .role;
     loop {
         if shared.stop_making.load(Ordering::SeqCst) {
             return;
         }
+        let kind = pick_kind(&mut rng, role, true);
+        let rows = rows_for(&cli.reader, kind).await;
         let mutation = {
             let mut generator = Gen {
                 rng: &mut rng,
-                store: &cli.reader,
+                rows: &rows,
                 role,
                 doctors: &shared.doctors,
                 staff_counter: &shared.staff_counter,
             };
-            generator.mutation(true)
+            generator.of_kind(kind)
         };
-        let Some(args) = mutation.as_ref().and_then(cli_args) else {
+        let Some(mut args) = mutation.as_ref().and_then(cli_args) else {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
+        // Most writes stay local for `clinic watch` to send; the others are
+        // sent by the writing process itself before it exits, racing the
+        // watcher on the same mirror and client id.
+        if rng.gen_bool(0.75) {
+            args.insert(0, "--no-sync".to_owned());
+        } else {
+            args.splice(0..0, ["--wait".to_owned(), "1".to_owned()]);
+        }
         let mutation = mutation.unwrap();
         if !shared.claim() {
             if shared.budget_spent() {
@@ -993,7 +1047,8 @@ async fn cli_loop(shared: Arc<Shared>, cli: Arc<Cli>, seed: u64) {
             continue;
         }
         let out = cli.run(&args).await;
-        if out.status.success() {
+        // Exit status 2: made locally, then refused by the server.
+        if out.status.success() || out.status.code() == Some(2) {
             let v: Value = serde_json::from_slice(&out.stdout).expect("clinic prints JSON");
             let id = v["mutation_id"].as_u64().expect("mutation_id");
             shared.stats.made_by_clis.fetch_add(1, Ordering::Relaxed);
@@ -1147,13 +1202,26 @@ fn stretch_flag<'a>(desks: &'a [Arc<Desk>], clis: &'a [Arc<Cli>], i: usize) -> &
     }
 }
 
-/// Waits (on store events and status changes) until `cond` holds.
-async fn wait_desk(desk: &Desk, what: &str, limit: Duration, cond: impl Fn(&Desk) -> bool) {
-    let mut events = desk.store.subscribe();
-    let mut status = desk.engine.status();
+/// What a desk's condition looks at.
+struct DeskNow {
+    pending: u64,
+    cursor: u64,
+    synced_once: bool,
+}
+
+/// Waits (on client events and status changes) until `cond` holds.
+async fn wait_desk(desk: &Desk, what: &str, limit: Duration, cond: impl Fn(&DeskNow) -> bool) {
+    let mut events = desk.client.subscribe();
+    let mut status = desk.client.status();
     let deadline = tokio::time::Instant::now() + limit;
     loop {
-        if cond(desk) {
+        let state = desk.client.sync_state().await.unwrap();
+        let now = DeskNow {
+            pending: desk.client.queue_stats().await.unwrap().pending,
+            cursor: state.cursor,
+            synced_once: state.synced_once,
+        };
+        if cond(&now) {
             return;
         }
         tokio::select! {
@@ -1162,7 +1230,7 @@ async fn wait_desk(desk: &Desk, what: &str, limit: Duration, cond: impl Fn(&Desk
             () = tokio::time::sleep_until(deadline) => panic!(
                 "desk {} timed out waiting for {what}; status {:?}",
                 desk.user,
-                *desk.engine.status().borrow()
+                desk.client.status_now()
             ),
         }
     }
@@ -1186,7 +1254,7 @@ struct Audit<'a> {
     name: String,
     user: &'static str,
     client_id: Uuid,
-    store: &'a Store,
+    client: &'a ClinicClient,
     log: Log,
     /// Highest mutation id the client's store handed out.
     assigned: u64,
@@ -1371,8 +1439,9 @@ async fn audit(
                 .push((seq as u64, kind));
         }
         let client_rejected: BTreeMap<u64, clinic_shared::protocol::RejectCode> = c
-            .store
+            .client
             .rejected()
+            .await
             .unwrap()
             .into_iter()
             .map(|r| (r.mutation_id, r.rejection.code))
@@ -1458,18 +1527,18 @@ async fn audit(
         }
 
         // 4. The mirror equals the server's rows for this user.
-        let pending = c.store.stats().unwrap().pending;
+        let pending = c.client.queue_stats().await.unwrap().pending;
         if pending != 0 {
             div.push(format!("{}: {pending} mutations still pending", c.name));
         }
-        if let Err(e) = c.store.integrity_check() {
+        if let Err(e) = c.client.integrity_check().await {
             div.push(format!("{}: integrity_check: {e}", c.name));
         }
         let api = Api::login(server, c.user).await;
         let theirs = server_mirror(&api).await;
         for (label, mine) in [
-            ("visible", mirror_of(c.store, true)),
-            ("confirmed", mirror_of(c.store, false)),
+            ("visible", mirror_of(c.client, true).await),
+            ("confirmed", mirror_of(c.client, false).await),
         ] {
             if mine != theirs {
                 let keys: BTreeSet<_> = mine.keys().chain(theirs.keys()).collect();
@@ -1512,24 +1581,21 @@ async fn randomized_faults_converge_with_every_change_applied_exactly_once() {
     for user in DESKS {
         let proxy = Proxy::start(server.addr()).await;
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path()).unwrap());
-        let engine = Engine::new(store.clone(), engine_config()).unwrap();
-        engine.login(&proxy.url(), user, "demo").await.unwrap();
+        let client =
+            ClinicClient::open(ClientConfig::new(dir.path()).with_sync(engine_config())).unwrap();
+        client.sign_in(&proxy.url(), user, "demo").await.unwrap();
         let desk = Arc::new(Desk {
             user,
             _dir: dir,
-            store,
-            engine,
+            client,
             proxy,
-            task: None,
             log: Mutex::default(),
             in_stretch: AtomicBool::new(false),
         });
         desks.push(desk);
     }
-    for desk in &mut desks {
-        let d = Arc::get_mut(desk).unwrap();
-        d.task = Some(tokio::spawn(d.engine.clone().run()));
+    for desk in &desks {
+        desk.client.start();
     }
     let mut clis = Vec::new();
     for user in CLIS {
@@ -1555,7 +1621,7 @@ async fn randomized_faults_converge_with_every_change_applied_exactly_once() {
             "{}",
             String::from_utf8_lossy(&login.stderr)
         );
-        let reader = Store::open(dir.path()).unwrap();
+        let reader = ClinicClient::open(ClientConfig::new(dir.path())).unwrap();
         let cli = Arc::new(Cli {
             user,
             dir,
@@ -1577,7 +1643,7 @@ async fn randomized_faults_converge_with_every_change_applied_exactly_once() {
     }
     for desk in &desks {
         wait_desk(desk, "the first sync", Duration::from_secs(60), |d| {
-            d.store.synced_once().unwrap()
+            d.synced_once
         })
         .await;
     }
@@ -1657,32 +1723,28 @@ async fn randomized_faults_converge_with_every_change_applied_exactly_once() {
     }
     for desk in &desks {
         wait_desk(desk, "an empty outbox", Duration::from_secs(120), |d| {
-            d.store.stats().unwrap().pending == 0
+            d.pending == 0
         })
         .await;
     }
     let head = server_head(&open_server_db(&server.db_path()));
     for desk in &desks {
         wait_desk(desk, "the final head", Duration::from_secs(120), |d| {
-            d.store.cursor().unwrap() >= head
+            d.cursor >= head
         })
         .await;
     }
     for cli in &clis {
         sync_cli(cli.clone()).await;
-        assert!(cli.reader.cursor().unwrap() >= head);
+        assert!(cli.reader.sync_state().await.unwrap().cursor >= head);
     }
     let converging = started.elapsed() - setup - faulting;
     let mut live = 0;
-    for desk in &mut desks {
-        if desk.engine.status().borrow().connection == Connection::Live {
+    for desk in &desks {
+        if desk.client.status_now().connection == Connection::Live {
             live += 1;
         }
-        desk.engine.stop();
-    }
-    for desk in &mut desks {
-        let d = Arc::get_mut(desk).expect("no other owner left");
-        d.task.take().unwrap().await.unwrap();
+        desk.client.stop().await;
     }
 
     // The checks.
@@ -1691,9 +1753,9 @@ async fn randomized_faults_converge_with_every_change_applied_exactly_once() {
         audits.push(Audit {
             name: format!("desk{i}({})", desk.user),
             user: desk.user,
-            client_id: desk.store.identity().unwrap().client_id,
-            store: &desk.store,
-            assigned: assigned_ids(desk.store.path()),
+            client_id: desk.client.identity().await.unwrap().client_id,
+            client: &desk.client,
+            assigned: assigned_ids(desk.client.database_file()),
             log: desk.log.lock().unwrap().clone(),
             unknown_writes: 0,
         });
@@ -1704,17 +1766,17 @@ async fn randomized_faults_converge_with_every_change_applied_exactly_once() {
     // checksum mismatch" from `PRAGMA integrity_check` on databases that a
     // fresh connection finds intact (seen in these runs; the databases are
     // only ever written by the CLI processes).
-    let cli_stores: Vec<Store> = clis
+    let cli_clients: Vec<ClinicClient> = clis
         .iter()
-        .map(|cli| Store::open(cli.reader.path().parent().expect("a data dir")).unwrap())
+        .map(|cli| ClinicClient::open(ClientConfig::new(cli.dir.path())).unwrap())
         .collect();
-    for (i, (cli, store)) in clis.iter().zip(&cli_stores).enumerate() {
-        let assigned = assigned_ids(store.path());
+    for (i, (cli, client)) in clis.iter().zip(&cli_clients).enumerate() {
+        let assigned = assigned_ids(client.database_file());
         audits.push(Audit {
             name: format!("cli{i}({})", cli.user),
             user: cli.user,
-            client_id: store.identity().unwrap().client_id,
-            store,
+            client_id: client.identity().await.unwrap().client_id,
+            client,
             log: cli.log.lock().unwrap().clone(),
             assigned,
             unknown_writes: cli.unknown_writes.load(Ordering::Relaxed),

@@ -1,12 +1,12 @@
 //! Sync scenarios across processes: the real server binary, real client
-//! engines (in this process, each with its own SQLite file) and the real
+//! clients (in this process, each with its own SQLite file) and the real
 //! `clinic` CLI (separate processes), over real sockets.
 
 #![allow(clippy::unwrap_used)] // a test that cannot proceed should panic
 
-use clinic_client::store::{ChangeOrigin, Store};
-use clinic_client::sync::Connection;
-use clinic_client::{Engine, EngineConfig};
+use clinic_client::{
+    ChangeOrigin, ClientConfig, ClinicClient, Connection, RejectedEntry, Row, SyncConfig,
+};
 use clinic_e2e::*;
 use clinic_shared::model::Table;
 use clinic_shared::mutation::*;
@@ -14,26 +14,61 @@ use clinic_shared::protocol::RejectCode;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-/// A desk: one client engine with its own local database.
+/// A desk: one client with its own local database.
 struct Desk {
     _dir: tempfile::TempDir,
-    store: Arc<Store>,
-    engine: Arc<Engine>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    client: ClinicClient,
 }
 
-fn fast_config() -> EngineConfig {
-    EngineConfig {
+/// What a desk shows at one moment, read through the client's facade, so
+/// that conditions can be written as plain expressions.
+struct Snap {
+    rows: BTreeMap<(Table, Uuid), Row>,
+    pending: u64,
+    rejected: Vec<RejectedEntry>,
+    cursor: u64,
+    synced_once: bool,
+    role: Option<clinic_shared::model::Role>,
+    connection: Connection,
+}
+
+impl Snap {
+    fn connection(&self) -> Connection {
+        self.connection.clone()
+    }
+
+    fn has(&self, table: Table, id: Uuid) -> bool {
+        self.rows.contains_key(&(table, id))
+    }
+
+    fn pending(&self) -> u64 {
+        self.pending
+    }
+
+    fn data(&self, table: Table, id: Uuid) -> Value {
+        self.rows[&(table, id)].data.clone()
+    }
+
+    fn list(&self, table: Table) -> Vec<&Row> {
+        self.rows
+            .iter()
+            .filter(|((t, _), _)| *t == table)
+            .map(|(_, r)| r)
+            .collect()
+    }
+}
+
+fn fast_config() -> SyncConfig {
+    SyncConfig {
         backoff_min: Duration::from_millis(100),
         backoff_max: Duration::from_millis(800),
         push_retry: Duration::from_secs(2),
         heartbeat: Duration::from_secs(2),
         dead_after: Duration::from_secs(8),
-        ..EngineConfig::default()
+        ..SyncConfig::default()
     }
 }
 
@@ -42,63 +77,72 @@ impl Desk {
         Self::with_config(url, username, fast_config()).await
     }
 
-    async fn with_config(url: &str, username: &str, config: EngineConfig) -> Desk {
+    async fn with_config(url: &str, username: &str, config: SyncConfig) -> Desk {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path()).unwrap());
-        let engine = Engine::new(store.clone(), config).unwrap();
-        engine.login(url, username, "demo").await.unwrap();
-        Desk {
-            _dir: dir,
-            store,
-            engine,
-            task: None,
-        }
+        let client = ClinicClient::open(ClientConfig::new(dir.path()).with_sync(config)).unwrap();
+        client.sign_in(url, username, "demo").await.unwrap();
+        Desk { _dir: dir, client }
     }
 
     fn start(&mut self) {
-        assert!(self.task.is_none());
-        self.task = Some(tokio::spawn(self.engine.clone().run()));
+        self.client.start();
     }
 
     async fn stop(&mut self) {
-        if let Some(task) = self.task.take() {
-            self.engine.stop();
-            task.await.unwrap();
+        self.client.stop().await;
+    }
+
+    async fn snap(&self) -> Snap {
+        let mut rows = BTreeMap::new();
+        for table in Table::ALL {
+            for r in self.client.rows(table).await.unwrap() {
+                rows.insert((table, r.id), r);
+            }
+        }
+        let state = self.client.sync_state().await.unwrap();
+        Snap {
+            rows,
+            pending: self.client.queue_stats().await.unwrap().pending,
+            rejected: self.client.rejected().await.unwrap(),
+            cursor: state.cursor,
+            synced_once: state.synced_once,
+            role: self.client.identity().await.unwrap().user.map(|u| u.role),
+            connection: self.client.status_now().connection,
         }
     }
 
-    /// Waits (on store events and status changes, never by sleeping) until
-    /// `cond` holds.
-    async fn wait_for(&self, what: &str, cond: impl Fn(&Desk) -> bool) {
-        let mut events = self.store.subscribe();
-        let mut status = self.engine.status();
+    /// Waits (on client events and status changes, never by sleeping) until
+    /// `cond` holds for what the desk shows.
+    async fn wait_for(&self, what: &str, cond: impl Fn(&Snap) -> bool) {
+        let mut events = self.client.subscribe();
+        let mut status = self.client.status();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if cond(self) {
+            if cond(&self.snap().await) {
                 return;
             }
             tokio::select! {
                 _ = events.recv() => {}
                 _ = status.changed() => {}
-                () = tokio::time::sleep_until(deadline) => panic!("timed out waiting for {what}; status {:?}", *self.engine.status().borrow()),
+                () = tokio::time::sleep_until(deadline) => panic!("timed out waiting for {what}; status {:?}", self.client.status_now()),
             }
         }
     }
 
-    fn connection(&self) -> Connection {
-        self.engine.status().borrow().connection.clone()
+    async fn has(&self, table: Table, id: Uuid) -> bool {
+        self.client.row(table, id).await.unwrap().is_some()
     }
 
-    fn has(&self, table: Table, id: Uuid) -> bool {
-        self.store.get(table, id).unwrap().is_some()
+    async fn pending(&self) -> u64 {
+        self.client.queue_stats().await.unwrap().pending
     }
 
-    fn pending(&self) -> u64 {
-        self.store.stats().unwrap().pending
+    async fn data(&self, table: Table, id: Uuid) -> Value {
+        self.client.row(table, id).await.unwrap().unwrap().data
     }
 
-    fn data(&self, table: Table, id: Uuid) -> Value {
-        self.store.get(table, id).unwrap().unwrap().data
+    async fn get(&self, table: Table, id: Uuid) -> Row {
+        self.client.row(table, id).await.unwrap().unwrap()
     }
 }
 
@@ -126,9 +170,10 @@ async fn server_rows(api: &Api) -> Mirror {
     map
 }
 
-fn desk_rows(desk: &Desk, visible: bool) -> Mirror {
-    desk.store
+async fn desk_rows(desk: &Desk, visible: bool) -> Mirror {
+    desk.client
         .dump(visible)
+        .await
         .unwrap()
         .into_iter()
         .map(|(t, id, v, d, data)| ((t, id), (v, d, if d { None } else { data })))
@@ -165,21 +210,22 @@ async fn a_write_shows_at_once_locally_and_reaches_another_desk_unprompted() {
     a.start();
     b.start();
     a.wait_for("a live", |d| {
-        d.connection() == Connection::Live && d.store.synced_once().unwrap()
+        d.connection() == Connection::Live && d.synced_once
     })
     .await;
     b.wait_for("b live", |d| {
-        d.connection() == Connection::Live && d.store.synced_once().unwrap()
+        d.connection() == Connection::Live && d.synced_once
     })
     .await;
 
     let p = new_patient("Instant");
     let id = p.id;
-    a.engine.mutate(Mutation::CreatePatient(p)).await.unwrap();
+    a.client.mutate(Mutation::CreatePatient(p)).await.unwrap();
     // Visible in A the moment the call returns, marked pending.
     let row = a
-        .store
-        .get(Table::Patients, id)
+        .client
+        .row(Table::Patients, id)
+        .await
         .unwrap()
         .expect("visible at once");
     assert!(row.pending);
@@ -188,15 +234,15 @@ async fn a_write_shows_at_once_locally_and_reaches_another_desk_unprompted() {
         .await;
     a.wait_for("A's change confirmed", |d| d.pending() == 0)
         .await;
-    assert!(!a.store.get(Table::Patients, id).unwrap().unwrap().pending);
+    assert!(!a.get(Table::Patients, id).await.pending);
 
     // An update from B reaches A too.
-    let version = b.store.get(Table::Patients, id).unwrap().unwrap().version;
+    let version = b.get(Table::Patients, id).await.version;
     let patch = PatientPatch {
         address: Some(Some("12 Harbour Road".into())),
         ..Default::default()
     };
-    b.engine
+    b.client
         .mutate(Mutation::UpdatePatient(UpdatePatient {
             id,
             base_version: version,
@@ -218,16 +264,16 @@ async fn a_write_shows_at_once_locally_and_reaches_another_desk_unprompted() {
         drop(head);
         let expected = server_rows(&api).await;
         desk.wait_for("mirror caught up", |d| {
-            d.store.cursor().unwrap() >= server_head_sync(&server)
+            d.cursor >= server_head_sync(&server)
         })
         .await;
         assert_eq!(
-            desk_rows(desk, false),
+            desk_rows(desk, false).await,
             expected,
             "{user}'s confirmed rows equal the server's"
         );
         assert_eq!(
-            desk_rows(desk, true),
+            desk_rows(desk, true).await,
             expected,
             "{user}'s visible rows equal the server's"
         );
@@ -272,23 +318,23 @@ async fn a_hundred_offline_changes_from_restarted_cli_processes_apply_once_in_or
     clinic_ok(dir.path(), &["sync"]);
     let mut b = Desk::new(&server.base, "doctor").await;
     b.start();
-    b.wait_for("b synced", |d| d.store.synced_once().unwrap())
-        .await;
+    b.wait_for("b synced", |d| d.synced_once).await;
     let items: Vec<Uuid> = b
-        .store
-        .list(Table::InventoryItems)
+        .client
+        .rows(Table::InventoryItems)
+        .await
         .unwrap()
         .iter()
         .map(|r| r.id)
         .collect();
-    let stock_before: Vec<i64> = items
-        .iter()
-        .map(|i| {
-            b.data(Table::InventoryItems, *i)["quantity"]
+    let mut stock_before: Vec<i64> = Vec::new();
+    for i in &items {
+        stock_before.push(
+            b.data(Table::InventoryItems, *i).await["quantity"]
                 .as_i64()
-                .unwrap()
-        })
-        .collect();
+                .unwrap(),
+        );
+    }
 
     server.kill();
     let failed = clinic(dir.path(), &["sync"], None);
@@ -413,7 +459,7 @@ async fn a_hundred_offline_changes_from_restarted_cli_processes_apply_once_in_or
     })
     .await;
     assert_eq!(
-        b.data(Table::Patients, created[7])["phone"],
+        b.data(Table::Patients, created[7]).await["phone"],
         "+1 555 300 0007"
     );
     b.stop().await;
@@ -424,17 +470,18 @@ async fn refused_changes_roll_back_with_the_servers_reason() {
     let server = Server::start();
     let mut desk_a = Desk::new(&server.base, "reception").await;
     let desk_b = Desk::new(&server.base, "admin").await;
-    desk_a.engine.sync_once().await.unwrap();
-    desk_b.engine.sync_once().await.unwrap();
+    desk_a.client.sync_once().await.unwrap();
+    desk_b.client.sync_once().await.unwrap();
     let doctor = desk_b
-        .store
-        .list(Table::Staff)
+        .client
+        .rows(Table::Staff)
+        .await
         .unwrap()
         .into_iter()
         .find(|r| r.data["username"] == "doctor")
         .unwrap()
         .id;
-    let patient = desk_b.store.list(Table::Patients).unwrap()[0].id;
+    let patient = desk_b.client.rows(Table::Patients).await.unwrap()[0].id;
 
     // 1. A double booking: B takes the slot first; A books it while its mirror does not know.
     let slot = |id| BookAppointment {
@@ -446,32 +493,30 @@ async fn refused_changes_roll_back_with_the_servers_reason() {
         reason: None,
     };
     desk_b
-        .engine
+        .client
         .mutate(Mutation::BookAppointment(slot(Uuid::now_v7())))
         .await
         .unwrap();
-    desk_b.engine.sync_once().await.unwrap();
+    desk_b.client.sync_once().await.unwrap();
     let mine = Uuid::now_v7();
     desk_a
-        .engine
+        .client
         .mutate(Mutation::BookAppointment(slot(mine)))
         .await
         .unwrap();
     assert!(
-        desk_a.has(Table::Appointments, mine),
+        desk_a.has(Table::Appointments, mine).await,
         "optimistic booking shows at once"
     );
     desk_a.start();
     desk_a
-        .wait_for("the booking to be refused", |d| {
-            !d.store.rejected().unwrap().is_empty()
-        })
+        .wait_for("the booking to be refused", |d| !d.rejected.is_empty())
         .await;
     assert!(
-        !desk_a.has(Table::Appointments, mine),
+        !desk_a.has(Table::Appointments, mine).await,
         "the booking disappeared"
     );
-    let rejected = desk_a.store.rejected().unwrap();
+    let rejected = desk_a.client.rejected().await.unwrap();
     assert_eq!(rejected[0].rejection.code, RejectCode::DoubleBooked);
     assert!(
         rejected[0]
@@ -485,7 +530,7 @@ async fn refused_changes_roll_back_with_the_servers_reason() {
     // 2. A clinical note edited by two doctors from the same version.
     let d1 = Desk::new(&server.base, "doctor").await;
     let mut d2 = Desk::new(&server.base, "doctor2").await;
-    d1.engine.sync_once().await.unwrap();
+    d1.client.sync_once().await.unwrap();
     let record = AddTreatmentRecord {
         id: Uuid::now_v7(),
         patient_id: patient,
@@ -496,18 +541,13 @@ async fn refused_changes_roll_back_with_the_servers_reason() {
         recorded_at: ts("2026-11-23T09:00:00Z"),
     };
     let record_id = record.id;
-    d1.engine
+    d1.client
         .mutate(Mutation::AddTreatmentRecord(record))
         .await
         .unwrap();
-    d1.engine.sync_once().await.unwrap();
-    d2.engine.sync_once().await.unwrap();
-    let base = d2
-        .store
-        .get(Table::TreatmentRecords, record_id)
-        .unwrap()
-        .unwrap()
-        .version;
+    d1.client.sync_once().await.unwrap();
+    d2.client.sync_once().await.unwrap();
+    let base = d2.get(Table::TreatmentRecords, record_id).await.version;
     let edit = |notes: &str| {
         Mutation::UpdateTreatmentRecord(UpdateTreatmentRecord {
             id: record_id,
@@ -518,23 +558,23 @@ async fn refused_changes_roll_back_with_the_servers_reason() {
             },
         })
     };
-    d1.engine
+    d1.client
         .mutate(edit("Doctor one's version"))
         .await
         .unwrap();
-    d1.engine.sync_once().await.unwrap();
-    d2.engine
+    d1.client.sync_once().await.unwrap();
+    d2.client
         .mutate(edit("Doctor two's version"))
         .await
         .unwrap();
     assert_eq!(
-        d2.data(Table::TreatmentRecords, record_id)["notes"],
+        d2.data(Table::TreatmentRecords, record_id).await["notes"],
         "Doctor two's version"
     );
     d2.start();
-    d2.wait_for("the conflict", |d| !d.store.rejected().unwrap().is_empty())
+    d2.wait_for("the conflict", |d| !d.rejected.is_empty())
         .await;
-    let conflict = &d2.store.rejected().unwrap()[0].rejection;
+    let conflict = &d2.client.rejected().await.unwrap()[0].rejection;
     assert_eq!(conflict.code, RejectCode::Conflict);
     assert_eq!(conflict.conflicts[0].field, "notes");
     assert_eq!(conflict.conflicts[0].yours, "Doctor two's version");
@@ -548,12 +588,12 @@ async fn refused_changes_roll_back_with_the_servers_reason() {
 
     // 3. Over-drawing stock: the assistant takes what the mirror shows, but someone took most of it.
     let mut nurse = Desk::new(&server.base, "assistant").await;
-    nurse.engine.sync_once().await.unwrap();
-    desk_b.engine.sync_once().await.unwrap();
-    let item = nurse.store.list(Table::InventoryItems).unwrap()[0].clone();
+    nurse.client.sync_once().await.unwrap();
+    desk_b.client.sync_once().await.unwrap();
+    let item = nurse.client.rows(Table::InventoryItems).await.unwrap()[0].clone();
     let qty = item.data["quantity"].as_i64().unwrap();
     desk_b
-        .engine
+        .client
         .mutate(Mutation::AdjustStock(AdjustStock {
             id: item.id,
             delta: -(qty - 1),
@@ -561,9 +601,9 @@ async fn refused_changes_roll_back_with_the_servers_reason() {
         }))
         .await
         .unwrap();
-    desk_b.engine.sync_once().await.unwrap();
+    desk_b.client.sync_once().await.unwrap();
     nurse
-        .engine
+        .client
         .mutate(Mutation::AdjustStock(AdjustStock {
             id: item.id,
             delta: -qty,
@@ -571,15 +611,16 @@ async fn refused_changes_roll_back_with_the_servers_reason() {
         }))
         .await
         .unwrap();
-    assert_eq!(nurse.data(Table::InventoryItems, item.id)["quantity"], 0);
+    assert_eq!(
+        nurse.data(Table::InventoryItems, item.id).await["quantity"],
+        0
+    );
     nurse.start();
     nurse
-        .wait_for("the over-draw to be refused", |d| {
-            !d.store.rejected().unwrap().is_empty()
-        })
+        .wait_for("the over-draw to be refused", |d| !d.rejected.is_empty())
         .await;
     assert_eq!(
-        nurse.store.rejected().unwrap()[0].rejection.code,
+        nurse.client.rejected().await.unwrap()[0].rejection.code,
         RejectCode::InsufficientStock
     );
     nurse
@@ -611,9 +652,11 @@ async fn kill_dash_nine_during_sync_loses_and_duplicates_nothing() {
     for round in 0..8 {
         // Queue some changes, then let a syncing process run and kill it mid-flight.
         for i in 0..5 {
+            // Kept local (`--no-sync`): the syncing process below sends them.
             let out = clinic_ok(
                 dir.path(),
                 &[
+                    "--no-sync",
                     "patients",
                     "add",
                     "--first-name",
@@ -650,9 +693,9 @@ async fn kill_dash_nine_during_sync_loses_and_duplicates_nothing() {
         watch.kill().unwrap(); // SIGKILL
         watch.wait().unwrap();
         // The database opens cleanly after every kill.
-        let store = Store::open(dir.path()).unwrap();
-        store.integrity_check().unwrap();
-        let pending = store.pending().unwrap();
+        let client = ClinicClient::open(ClientConfig::new(dir.path())).unwrap();
+        client.integrity_check().await.unwrap();
+        let pending = client.pending().await.unwrap();
         let ids: Vec<u64> = pending.iter().map(|p| p.mutation_id).collect();
         let mut sorted = ids.clone();
         sorted.dedup();
@@ -674,11 +717,12 @@ async fn kill_dash_nine_during_sync_loses_and_duplicates_nothing() {
         applied, created,
         "every queued patient applied exactly once, in order"
     );
-    let store = Store::open(dir.path()).unwrap();
+    let client = ClinicClient::open(ClientConfig::new(dir.path())).unwrap();
     for id in &created {
         assert!(
-            store
-                .get(Table::Patients, Uuid::parse_str(id).unwrap())
+            client
+                .row(Table::Patients, Uuid::parse_str(id).unwrap())
+                .await
                 .unwrap()
                 .is_some()
         );
@@ -693,7 +737,7 @@ async fn without_websockets_changes_arrive_by_long_poll_and_the_socket_comes_bac
     let mut desk = Desk::new(&proxy.url(), "doctor").await;
     desk.start();
     desk.wait_for("polling", |d| {
-        d.connection() == Connection::Polling && d.store.synced_once().unwrap()
+        d.connection() == Connection::Polling && d.synced_once
     })
     .await;
     let mut writer = Api::login(&server, "reception").await;
@@ -715,7 +759,7 @@ async fn without_websockets_changes_arrive_by_long_poll_and_the_socket_comes_bac
     // A local write while polling is pushed at once (the long-poll is cut short).
     let p = new_patient("FromPollingDesk");
     let id = p.id;
-    desk.engine
+    desk.client
         .mutate(Mutation::CreatePatient(p))
         .await
         .unwrap();
@@ -734,6 +778,18 @@ async fn without_websockets_changes_arrive_by_long_poll_and_the_socket_comes_bac
     desk.wait_for("the change over the socket", |d| d.has(Table::Patients, id))
         .await;
     desk.stop().await;
+}
+
+/// Ends every session on the server by expiring it, as a week without
+/// signing in would.
+fn expire_sessions(server: &Server) {
+    let db = rusqlite::Connection::open(server.db_path()).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    db.execute(
+        "UPDATE sessions SET expires_at = '2000-01-01T00:00:00Z'",
+        [],
+    )
+    .unwrap();
 }
 
 /// A reception desk connected live to `server` through a proxy the test
@@ -758,11 +814,11 @@ async fn an_outage_is_reported_and_ridden_out() {
     .await;
     let p = new_patient("DuringOutage");
     let id = p.id;
-    desk.engine
+    desk.client
         .mutate(Mutation::CreatePatient(p))
         .await
         .unwrap();
-    let status = desk.engine.status().borrow().clone();
+    let status = desk.client.status_now();
     assert_eq!(status.pending, 1);
     assert!(status.oldest_pending_secs.is_some());
     proxy.set_down(false);
@@ -783,26 +839,20 @@ async fn an_expired_sign_in_holds_the_queue_until_the_user_signs_in_again() {
     desk.wait_for("live", |d| d.connection() == Connection::Live)
         .await;
     desk.stop().await;
-    let db = rusqlite::Connection::open(server.db_path()).unwrap();
-    db.busy_timeout(Duration::from_secs(5)).unwrap();
-    db.execute(
-        "UPDATE sessions SET expires_at = '2000-01-01T00:00:00Z'",
-        [],
-    )
-    .unwrap();
+    expire_sessions(&server);
     let p = new_patient("HeldBack");
     let id = p.id;
-    desk.engine
+    desk.client
         .mutate(Mutation::CreatePatient(p))
         .await
         .unwrap();
     desk.start();
     desk.wait_for("signed out", |d| d.connection() == Connection::SignedOut)
         .await;
-    assert_eq!(desk.pending(), 1, "nothing dropped");
-    assert!(desk.has(Table::Patients, id));
-    desk.engine
-        .login(&server.base, "reception", "demo")
+    assert_eq!(desk.pending().await, 1, "nothing dropped");
+    assert!(desk.has(Table::Patients, id).await);
+    desk.client
+        .sign_in(&server.base, "reception", "demo")
         .await
         .unwrap();
     desk.wait_for("synced after signing in again", |d| d.pending() == 0)
@@ -820,39 +870,46 @@ async fn an_expired_sign_in_holds_the_queue_until_the_user_signs_in_again() {
 async fn a_user_who_signed_in_here_before_can_sign_in_offline() {
     let server = Server::start();
     let (proxy, mut desk) = live_reception_behind_proxy(&server).await;
-    desk.engine.logout().await.unwrap();
+    // The sign-in expires on the server: the desk keeps its mirror and queue.
+    desk.stop().await;
+    expire_sessions(&server);
+    desk.start();
     desk.wait_for("signed out", |d| d.connection() == Connection::SignedOut)
         .await;
     proxy.set_down(true);
 
     // Another user, or a wrong password, cannot get in without the server.
-    let other = desk.engine.login(&proxy.url(), "doctor", "demo").await;
+    let other = desk.client.sign_in(&proxy.url(), "doctor", "demo").await;
     assert!(
-        matches!(other, Err(clinic_client::ClientError::Offline(_))),
+        matches!(other, Err(clinic_client::ClientError::Offline { .. })),
         "{other:?}"
     );
-    let wrong = desk.engine.login(&proxy.url(), "reception", "nope").await;
+    let wrong = desk.client.sign_in(&proxy.url(), "reception", "nope").await;
     assert!(
         matches!(wrong, Err(clinic_client::ClientError::Auth(_))),
         "{wrong:?}"
     );
-    assert!(!desk.engine.session_info().unwrap().identity.signed_in);
+    assert!(!desk.client.session_info().await.unwrap().identity.signed_in);
 
-    let user = desk
-        .engine
-        .login(&proxy.url(), "RECEPTION", "demo")
+    let signed_in = desk
+        .client
+        .sign_in(&proxy.url(), "RECEPTION", "demo")
         .await
         .unwrap();
-    assert_eq!(user.username, "reception");
-    assert!(desk.engine.session_info().unwrap().identity.signed_in);
-    assert!(!desk.store.identity().unwrap().signed_in, "no token yet");
+    assert!(signed_in.offline);
+    assert_eq!(signed_in.user.username, "reception");
+    assert!(desk.client.session_info().await.unwrap().identity.signed_in);
+    assert!(
+        desk.client.identity().await.unwrap().offline,
+        "no token yet"
+    );
     let p = new_patient("SignedInOffline");
     let id = p.id;
-    desk.engine
+    desk.client
         .mutate(Mutation::CreatePatient(p))
         .await
         .unwrap();
-    assert!(desk.has(Table::Patients, id));
+    assert!(desk.has(Table::Patients, id).await);
     desk.wait_for("offline", |d| {
         matches!(d.connection(), Connection::Offline { .. })
     })
@@ -863,8 +920,11 @@ async fn a_user_who_signed_in_here_before_can_sign_in_offline() {
         d.pending() == 0 && d.connection() == Connection::Live
     })
     .await;
-    assert!(desk.store.identity().unwrap().signed_in, "a token now");
-    assert!(!desk.engine.signed_in_offline());
+    assert!(
+        !desk.client.identity().await.unwrap().offline,
+        "a token now"
+    );
+    assert!(!desk.client.signed_in_offline());
     let api = Api::login(&server, "reception").await;
     assert!(api.table(Table::Patients).await.contains_key(&id));
     desk.stop().await;
@@ -875,10 +935,14 @@ async fn a_role_change_removes_what_the_user_may_no_longer_see() {
     let server = Server::start();
     let mut desk = Desk::new(&server.base, "doctor2").await;
     desk.start();
-    desk.wait_for("synced", |d| d.store.synced_once().unwrap())
-        .await;
+    desk.wait_for("synced", |d| d.synced_once).await;
     assert!(
-        !desk.store.list(Table::TreatmentRecords).unwrap().is_empty(),
+        !desk
+            .client
+            .rows(Table::TreatmentRecords)
+            .await
+            .unwrap()
+            .is_empty(),
         "a doctor sees records"
     );
     let out = server.admin(
@@ -887,13 +951,13 @@ async fn a_role_change_removes_what_the_user_may_no_longer_see() {
     );
     assert!(out.status.success());
     desk.wait_for("records to leave the mirror", |d| {
-        d.store.role().unwrap() == Some(clinic_shared::model::Role::Reception)
-            && d.store.list(Table::TreatmentRecords).unwrap().is_empty()
-            && d.store.synced_once().unwrap()
+        d.role == Some(clinic_shared::model::Role::Reception)
+            && d.list(Table::TreatmentRecords).is_empty()
+            && d.synced_once
     })
     .await;
     assert!(
-        !desk.store.list(Table::Invoices).unwrap().is_empty(),
+        !desk.client.rows(Table::Invoices).await.unwrap().is_empty(),
         "and it now sees billing"
     );
     desk.stop().await;
@@ -903,11 +967,11 @@ async fn a_role_change_removes_what_the_user_may_no_longer_see() {
 async fn events_name_what_changed_and_where_from() {
     let server = Server::start();
     let mut desk = Desk::new(&server.base, "reception").await;
-    desk.engine.sync_once().await.unwrap();
-    let mut events = desk.store.subscribe();
+    desk.client.sync_once().await.unwrap();
+    let mut events = desk.client.subscribe();
     let p = new_patient("Evented");
     let id = p.id;
-    desk.engine
+    desk.client
         .mutate(Mutation::CreatePatient(p))
         .await
         .unwrap();
@@ -927,10 +991,14 @@ async fn events_name_what_changed_and_where_from() {
         assert!(Instant::now() < deadline);
     }
     // Local queries.
-    assert_eq!(desk.store.search_patients("evented", 10).unwrap()[0].id, id);
     assert_eq!(
-        desk.store
+        desk.client.search_patients("evented", 10).await.unwrap()[0].id,
+        id
+    );
+    assert_eq!(
+        desk.client
             .search_patients("5552003000", 10)
+            .await
             .unwrap()
             .iter()
             .filter(|r| r.id == id)
@@ -938,11 +1006,128 @@ async fn events_name_what_changed_and_where_from() {
         1
     );
     assert!(
-        desk.store
+        desk.client
             .search_patients("1975-06", 10)
+            .await
             .unwrap()
             .iter()
             .any(|r| r.id == id)
     );
     desk.stop().await;
+}
+
+/// A write from the CLI reaches the server before the command exits when
+/// the server can be reached, without a `clinic sync`: another client's
+/// `clinic watch` sees it arrive.
+#[tokio::test]
+async fn a_cli_write_is_sent_before_the_command_exits() {
+    use std::io::BufRead;
+    let server = Server::start();
+    let (writer, watcher) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for (dir, user) in [(&writer, "reception"), (&watcher, "doctor")] {
+        let login = clinic(
+            dir.path(),
+            &[
+                "--server",
+                &server.base,
+                "login",
+                "--username",
+                user,
+                "--password-stdin",
+            ],
+            Some("demo\n"),
+        );
+        assert!(
+            login.status.success(),
+            "{}",
+            String::from_utf8_lossy(&login.stderr)
+        );
+    }
+    let mut watch = Command::new(bin("clinic"))
+        .arg("--data-dir")
+        .arg(watcher.path())
+        .arg("watch")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // The watcher is live once it has caught up.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let line = lines
+            .recv_timeout(deadline - Instant::now())
+            .expect("watch goes live");
+        if line.contains("\"live\"") {
+            break;
+        }
+    }
+    let out = clinic_ok(
+        writer.path(),
+        &[
+            "patients",
+            "add",
+            "--first-name",
+            "Scripted",
+            "--last-name",
+            "Walkin",
+            "--date-of-birth",
+            "1991-02-03",
+        ],
+    );
+    assert_eq!(out["state"], "confirmed", "{out}");
+    let id = out["id"].as_str().unwrap().to_owned();
+    // Nothing queued on the writer, and the other client's watch sees it.
+    assert_eq!(
+        clinic_ok(writer.path(), &["pending"])
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the watcher sees the new patient");
+        if line.contains("\"changes\"") && line.contains(&id) {
+            break;
+        }
+    }
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+    // Kept local when asked, and still sent by the next sync.
+    let kept = clinic_ok(
+        writer.path(),
+        &[
+            "--no-sync",
+            "patients",
+            "add",
+            "--first-name",
+            "Later",
+            "--last-name",
+            "Walkin",
+            "--date-of-birth",
+            "1991-02-04",
+        ],
+    );
+    assert_eq!(kept["state"], "queued", "{kept}");
+    assert_eq!(
+        clinic_ok(writer.path(), &["pending"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(clinic_ok(writer.path(), &["sync"])["pending"], 0);
 }

@@ -24,7 +24,7 @@
 pub mod conformance;
 pub mod sqlite;
 
-use clinic_shared::apply::{Action, CurrentRow};
+use clinic_shared::apply::{Action, CurrentRow, SlotCandidate};
 use clinic_shared::model::{Staff, SyncRow, Table, Timestamp};
 use clinic_shared::protocol::{HistoryEntry, MutationOutcome};
 use serde_json::Value;
@@ -100,18 +100,9 @@ impl Change {
     }
 }
 
-/// A past change to one row, for conflict detection.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LoggedChange {
-    /// Sequence number.
-    pub seq: u64,
-    /// Client that made it.
-    pub client_id: Option<Uuid>,
-    /// Entity before.
-    pub before: Option<Value>,
-    /// Entity after.
-    pub after: Value,
-}
+/// A past change to one row, for conflict detection (the shared rule's
+/// input type).
+pub use clinic_shared::conflict::PastChange as LoggedChange;
 
 /// A client installation's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,14 +145,15 @@ pub trait WriteTx {
     fn head(&mut self) -> StorageResult<u64>;
     /// A row, tombstones included.
     fn row(&mut self, table: Table, id: Uuid) -> StorageResult<Option<CurrentRow>>;
-    /// The doctor's live, slot-occupying appointments overlapping `[start, end)`.
-    fn overlapping_appointments(
+    /// The doctor's live (not deleted) appointments starting in
+    /// `[from, until)`, any status (the shared double-booking rule picks the
+    /// clashes: `clinic_shared::apply::clashing_appointments`).
+    fn appointments_starting_between(
         &mut self,
         doctor_id: Uuid,
-        start: Timestamp,
-        end: Timestamp,
-        exclude: Uuid,
-    ) -> StorageResult<Vec<Uuid>>;
+        from: Timestamp,
+        until: Timestamp,
+    ) -> StorageResult<Vec<SlotCandidate>>;
     /// The staff row with this username.
     fn staff_id_by_username(&mut self, username: &str) -> StorageResult<Option<Uuid>>;
     /// Writes the row (version = `change.seq`) and appends the change log.

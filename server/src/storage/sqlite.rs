@@ -11,7 +11,7 @@ use super::{
     Change, ChangesPage, ClientRecord, LoggedChange, Session, Storage, StorageError, StorageResult,
     WriteTx, WriteWork,
 };
-use clinic_shared::apply::{Action, CurrentRow};
+use clinic_shared::apply::{Action, CurrentRow, SlotCandidate};
 use clinic_shared::model::{Staff, SyncRow, Table, Timestamp};
 use clinic_shared::protocol::{HistoryEntry, MutationOutcome};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -286,44 +286,38 @@ impl WriteTx for SqliteTx<'_> {
         .transpose()
     }
 
-    fn overlapping_appointments(
+    fn appointments_starting_between(
         &mut self,
         doctor_id: Uuid,
-        start: Timestamp,
-        end: Timestamp,
-        exclude: Uuid,
-    ) -> StorageResult<Vec<Uuid>> {
-        // Appointments are at most 12 hours long (validation), so only those
-        // starting in [start - 12h, end) can overlap; the index covers that.
-        let earliest = Timestamp::from_unix(start.unix() - 12 * 3600).unwrap_or(start);
+        from: Timestamp,
+        until: Timestamp,
+    ) -> StorageResult<Vec<SlotCandidate>> {
         let mut stmt = self
             .tx
             .prepare_cached(
-                "SELECT id FROM rows
+                "SELECT id, data FROM rows
                  WHERE tbl = 'appointments' AND deleted = 0
                    AND json_extract(data, '$.doctor_id') = ?1
                    AND json_extract(data, '$.start') >= ?2
-                   AND json_extract(data, '$.start') < ?3
-                   AND json_extract(data, '$.end') > ?4
-                   AND json_extract(data, '$.status') NOT IN ('cancelled', 'no_show')
-                   AND id <> ?5",
+                   AND json_extract(data, '$.start') < ?3",
             )
             .map_err(db_err)?;
-        let ids = stmt
+        let raw = stmt
             .query_map(
-                params![
-                    doctor_id.to_string(),
-                    earliest.to_string(),
-                    end.to_string(),
-                    start.to_string(),
-                    exclude.to_string()
-                ],
-                |r| r.get::<_, String>(0),
+                params![doctor_id.to_string(), from.to_string(), until.to_string()],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
             )
             .map_err(db_err)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(db_err)?;
-        ids.iter().map(|s| parse_uuid(s)).collect()
+        raw.iter()
+            .map(|(id, data)| {
+                Ok(SlotCandidate {
+                    id: parse_uuid(id)?,
+                    data: parse_json(data)?,
+                })
+            })
+            .collect()
     }
 
     fn staff_id_by_username(&mut self, username: &str) -> StorageResult<Option<Uuid>> {

@@ -18,6 +18,12 @@ server_url: string | null,
  */
 user: Staff | null, 
 /**
- * Whether a token is held.
+ * Whether the user is signed in (with a token, or offline against this
+ * machine's verifier).
  */
-signed_in: boolean, };
+signed_in: boolean, 
+/**
+ * Signed in against this machine's verifier while the server could not
+ * be reached: no server session yet (the sync loop asks for one).
+ */
+offline: boolean, };

@@ -2,7 +2,7 @@
 import type { Table } from "./Table";
 
 /**
- * A visible row as queries return it.
+ * A visible row of any table, untyped (tools and tests).
  */
 export type Row = { 
 /**

@@ -3,7 +3,7 @@ import type { ChangeOrigin } from "./ChangeOrigin";
 import type { Table } from "./Table";
 
 /**
- * "These rows changed": sent after every commit.
+ * "These rows changed": sent after every commit that changes visible rows.
  */
 export type StoreEvent = { 
 /**

@@ -1,19 +1,19 @@
 import { useQuery } from "@tanstack/react-query";
 import { useState, type FormEvent } from "react";
-import { api, errorMessage } from "../api";
+import { api, errorMessage, newId } from "../api";
 import type { Invoice } from "../bindings/Invoice";
 import type { PaymentMethod } from "../bindings/PaymentMethod";
-import type { Row } from "../bindings/Row";
+import type { Entity } from "../bindings/Entity";
 import { money } from "../lib/format";
 
 export function Billing() {
-  const invoices = useQuery({ queryKey: ["rows", "invoices"], queryFn: () => api.listRows("invoices") });
-  const patients = useQuery({ queryKey: ["rows", "patients"], queryFn: () => api.listRows("patients") });
+  const invoices = useQuery({ queryKey: ["rows", "invoices"], queryFn: api.invoices });
+  const patients = useQuery({ queryKey: ["rows", "patients"], queryFn: api.patients });
   const [openOnly, setOpenOnly] = useState(true);
   const nameOf = new Map((patients.data ?? []).map((r) => [r.id, `${r.data.last_name}, ${r.data.first_name}`]));
   const rows = (invoices.data ?? [])
     .filter((r) => !openOnly || r.data.status === "open")
-    .sort((a, b) => String(b.data.issued_at).localeCompare(String(a.data.issued_at)));
+    .sort((a, b) => b.data.issued_at.localeCompare(a.data.issued_at));
   return (
     <div>
       <div className="toolbar">
@@ -21,14 +21,14 @@ export function Billing() {
       </div>
       <table data-testid="invoices">
         <thead><tr><th>Issued</th><th>Patient</th><th>Lines</th><th>Total</th><th>Paid</th><th>Status</th><th>Payment</th></tr></thead>
-        <tbody>{rows.map((r) => <InvoiceRow key={r.id} row={r} patient={nameOf.get(String(r.data.patient_id)) ?? "…"} />)}</tbody>
+        <tbody>{rows.map((r) => <InvoiceRow key={r.id} row={r} patient={nameOf.get(r.data.patient_id) ?? "…"} />)}</tbody>
       </table>
     </div>
   );
 }
 
-function InvoiceRow({ row, patient }: { row: Row; patient: string }) {
-  const inv = row.data as unknown as Invoice;
+function InvoiceRow({ row, patient }: { row: Entity<Invoice>; patient: string }) {
+  const inv = row.data;
   const outstanding = inv.total_cents - inv.paid_cents;
   const [amount, setAmount] = useState(money(outstanding));
   const [method, setMethod] = useState<PaymentMethod>("card");
@@ -40,7 +40,7 @@ function InvoiceRow({ row, patient }: { row: Row; patient: string }) {
       const paid_at = new Date().toISOString().slice(0, 19) + "Z";
       await api.mutate({
         type: "record_payment",
-        args: { id: await api.newId(), invoice_id: row.id, amount_cents: Math.round(Number(amount) * 100), method, paid_at },
+        args: { id: newId(), invoice_id: row.id, amount_cents: Math.round(Number(amount) * 100), method, paid_at },
       });
     } catch (err) {
       setError(errorMessage(err));

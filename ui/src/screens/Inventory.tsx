@@ -2,16 +2,16 @@ import { useQuery } from "@tanstack/react-query";
 import { useState } from "react";
 import { api, errorMessage } from "../api";
 import type { InventoryItem } from "../bindings/InventoryItem";
-import type { Row } from "../bindings/Row";
+import type { Entity } from "../bindings/Entity";
 import { useLive } from "../events";
 
 export function Inventory() {
   const [lowOnly, setLowOnly] = useState(false);
   const items = useQuery({
     queryKey: lowOnly ? ["lowStock"] : ["rows", "inventory_items"],
-    queryFn: () => (lowOnly ? api.lowStock() : api.listRows("inventory_items")),
+    queryFn: () => (lowOnly ? api.lowStock() : api.inventory()),
   });
-  const rows = [...(items.data ?? [])].sort((a, b) => String(a.data.name).localeCompare(String(b.data.name)));
+  const rows = [...(items.data ?? [])].sort((a, b) => a.data.name.localeCompare(b.data.name));
   return (
     <div>
       <div className="toolbar">
@@ -25,8 +25,8 @@ export function Inventory() {
   );
 }
 
-function ItemRow({ row }: { row: Row }) {
-  const item = row.data as unknown as InventoryItem;
+function ItemRow({ row }: { row: Entity<InventoryItem> }) {
+  const item = row.data;
   const { recent } = useLive();
   const [amount, setAmount] = useState(1);
   const [error, setError] = useState<string | null>(null);

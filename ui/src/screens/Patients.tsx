@@ -1,9 +1,11 @@
 import { useQuery } from "@tanstack/react-query";
 import { useVirtualizer } from "@tanstack/react-virtual";
 import { useRef, useState, type FormEvent } from "react";
-import { api, errorMessage, isAppError } from "../api";
+import { api, errorMessage, isAppError, newId } from "../api";
+import type { Appointment } from "../bindings/Appointment";
+import type { Entity } from "../bindings/Entity";
+import type { Invoice } from "../bindings/Invoice";
 import type { Patient } from "../bindings/Patient";
-import type { Row } from "../bindings/Row";
 import type { Staff } from "../bindings/Staff";
 import type { TreatmentRecord } from "../bindings/TreatmentRecord";
 import { useLive } from "../events";
@@ -17,7 +19,7 @@ export function Patients({ user }: { user: Staff }) {
   const [creating, setCreating] = useState(false);
   const rows = useQuery({
     queryKey: query.trim() ? ["search", query.trim()] : ["rows", "patients"],
-    queryFn: () => (query.trim() ? api.searchPatients(query.trim(), 500) : api.listRows("patients")),
+    queryFn: () => (query.trim() ? api.searchPatients(query.trim(), 500) : api.patients()),
     placeholderData: (prev) => prev,
   });
   const patients = [...(rows.data ?? [])].sort(byName);
@@ -47,13 +49,11 @@ export function Patients({ user }: { user: Staff }) {
   );
 }
 
-function byName(a: Row, b: Row): number {
-  const pa = a.data as unknown as Patient;
-  const pb = b.data as unknown as Patient;
-  return pa.last_name.localeCompare(pb.last_name) || pa.first_name.localeCompare(pb.first_name);
+function byName(a: Entity<Patient>, b: Entity<Patient>): number {
+  return a.data.last_name.localeCompare(b.data.last_name) || a.data.first_name.localeCompare(b.data.first_name);
 }
 
-function PatientList({ patients, selected, onSelect }: { patients: Row[]; selected: string | null; onSelect: (id: string) => void }) {
+function PatientList({ patients, selected, onSelect }: { patients: Entity<Patient>[]; selected: string | null; onSelect: (id: string) => void }) {
   const parent = useRef<HTMLDivElement>(null);
   const { recent } = useLive();
   const virtual = useVirtualizer({ count: patients.length, getScrollElement: () => parent.current, estimateSize: () => 44, overscan: 10 });
@@ -62,7 +62,7 @@ function PatientList({ patients, selected, onSelect }: { patients: Row[]; select
       <div style={{ height: virtual.getTotalSize(), position: "relative" }}>
         {virtual.getVirtualItems().map((item) => {
           const row = patients[item.index];
-          const p = row.data as unknown as Patient;
+          const p = row.data;
           const classes = ["list-row", row.id === selected ? "selected" : "", recent.has(row.id) ? "flash" : "", row.pending ? "pending" : ""];
           return (
             <div
@@ -84,8 +84,8 @@ function PatientList({ patients, selected, onSelect }: { patients: Row[]; select
   );
 }
 
-function PatientEditor({ row, onDone }: { row?: Row; onDone: (id: string) => void }) {
-  const before = (row?.data as unknown as Patient) ?? null;
+function PatientEditor({ row, onDone }: { row?: Entity<Patient>; onDone: (id: string) => void }) {
+  const before = row?.data ?? null;
   const [form, setForm] = useState<PatientForm>(formOf(before));
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [error, setError] = useState<string | null>(null);
@@ -106,7 +106,7 @@ function PatientEditor({ row, onDone }: { row?: Row; onDone: (id: string) => voi
         await api.mutate({ type: "update_patient", args: { id: row.id, base_version: row.version, fields } });
         onDone(row.id);
       } else {
-        const id = await api.newId();
+        const id = newId();
         const opt = (s: string) => (s.trim() === "" ? null : s.trim());
         await api.mutate({
           type: "create_patient",
@@ -157,7 +157,7 @@ function PatientChart({ id, user, onDeleted }: { id: string; user: Staff; onDele
   const [error, setError] = useState<string | null>(null);
   if (!chart.data) return <p className="muted">{chart.isPending ? "Loading…" : "This patient no longer exists."}</p>;
   const { patient, appointments, treatment_records, invoices } = chart.data;
-  const p = patient.data as unknown as Patient;
+  const p = patient.data;
   if (editing) return <PatientEditor row={patient} onDone={() => setEditing(false)} />;
   async function remove() {
     setError(null);
@@ -191,7 +191,7 @@ function PatientChart({ id, user, onDeleted }: { id: string; user: Staff; onDele
         {appointments.length === 0 && <p className="muted">None.</p>}
         <ul>
           {appointments.map((a) => (
-            <li key={a.id}>{String(a.data.start).slice(0, 10)} {timeOfDay(String(a.data.start))} · {String(a.data.status)} · {String(a.data.reason ?? "")}</li>
+            <li key={a.id}>{visitLine(a)}</li>
           ))}
         </ul>
       </div>
@@ -201,7 +201,7 @@ function PatientChart({ id, user, onDeleted }: { id: string; user: Staff; onDele
           <h3>Invoices</h3>
           <ul>
             {invoices.map((i) => (
-              <li key={i.id}>{String(i.data.issued_at).slice(0, 10)} · {money(Number(i.data.total_cents))} · {String(i.data.status)}</li>
+              <li key={i.id}>{invoiceLine(i)}</li>
             ))}
           </ul>
         </div>
@@ -210,13 +210,21 @@ function PatientChart({ id, user, onDeleted }: { id: string; user: Staff; onDele
   );
 }
 
-function Records({ patientId, records, user }: { patientId: string; records: Row[]; user: Staff }) {
-  const [editing, setEditing] = useState<Row | "new" | null>(null);
+function visitLine(a: Entity<Appointment>): string {
+  return `${a.data.start.slice(0, 10)} ${timeOfDay(a.data.start)} · ${a.data.status} · ${a.data.reason ?? ""}`;
+}
+
+function invoiceLine(i: Entity<Invoice>): string {
+  return `${i.data.issued_at.slice(0, 10)} · ${money(i.data.total_cents)} · ${i.data.status}`;
+}
+
+function Records({ patientId, records, user }: { patientId: string; records: Entity<TreatmentRecord>[]; user: Staff }) {
+  const [editing, setEditing] = useState<Entity<TreatmentRecord> | "new" | null>(null);
   return (
     <div className="card" data-testid="records">
       <h3>Treatment records</h3>
       {records.map((r) => {
-        const t = r.data as unknown as TreatmentRecord;
+        const t = r.data;
         return (
           <div key={r.id} className="record" data-testid="record">
             <strong>{t.diagnosis}</strong> <span className="muted">{t.recorded_at.slice(0, 10)}</span>
@@ -234,8 +242,8 @@ function Records({ patientId, records, user }: { patientId: string; records: Row
   );
 }
 
-function RecordEditor({ patientId, row, onDone }: { patientId: string; row: Row | null; onDone: () => void }) {
-  const before = row ? (row.data as unknown as TreatmentRecord) : null;
+function RecordEditor({ patientId, row, onDone }: { patientId: string; row: Entity<TreatmentRecord> | null; onDone: () => void }) {
+  const before = row?.data ?? null;
   const [notes, setNotes] = useState(before?.notes ?? "");
   const [diagnosis, setDiagnosis] = useState(before?.diagnosis ?? "");
   const [error, setError] = useState<string | null>(null);
@@ -250,7 +258,7 @@ function RecordEditor({ patientId, row, onDone }: { patientId: string; row: Row 
           await api.mutate({ type: "update_treatment_record", args: { id: row.id, base_version: row.version, fields } });
         }
       } else {
-        const id = await api.newId();
+        const id = newId();
         const recorded_at = new Date().toISOString().slice(0, 19) + "Z";
         await api.mutate({
           type: "add_treatment_record",

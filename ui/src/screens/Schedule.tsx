@@ -1,10 +1,9 @@
 import { useQuery } from "@tanstack/react-query";
 import { useState, type FormEvent } from "react";
-import { api, errorMessage } from "../api";
+import { api, errorMessage, newId } from "../api";
 import type { Appointment } from "../bindings/Appointment";
 import type { AppointmentStatus } from "../bindings/AppointmentStatus";
-import type { Patient } from "../bindings/Patient";
-import type { Row } from "../bindings/Row";
+import type { Entity } from "../bindings/Entity";
 import type { Staff } from "../bindings/Staff";
 import { useLive } from "../events";
 import { timeOfDay } from "../lib/format";
@@ -39,10 +38,10 @@ export function Schedule({ user }: { user: Staff }) {
   const [date, setDate] = useState(today());
   const [doctor, setDoctor] = useState<string>(user.role === "doctor" ? user.id : "");
   const [booking, setBooking] = useState(false);
-  const staff = useQuery({ queryKey: ["rows", "staff"], queryFn: () => api.listRows("staff") });
-  const doctors = (staff.data ?? []).map((r) => r.data as unknown as Staff).filter((s) => s.role === "doctor" && s.active);
+  const staff = useQuery({ queryKey: ["rows", "staff"], queryFn: api.staff });
+  const doctors = (staff.data ?? []).map((r) => r.data).filter((s) => s.role === "doctor" && s.active);
   const schedule = useQuery({ queryKey: ["schedule", date, doctor], queryFn: () => api.daySchedule(date, doctor || null) });
-  const patients = useQuery({ queryKey: ["rows", "patients"], queryFn: () => api.listRows("patients") });
+  const patients = useQuery({ queryKey: ["rows", "patients"], queryFn: api.patients });
   const nameOf = new Map((patients.data ?? []).map((r) => [r.id, `${r.data.last_name}, ${r.data.first_name}`]));
   const doctorName = new Map(doctors.map((d) => [d.id, d.display_name]));
   return (
@@ -60,7 +59,7 @@ export function Schedule({ user }: { user: Staff }) {
         <thead><tr><th>Time</th><th>Doctor</th><th>Patient</th><th>Reason</th><th>Status</th><th></th></tr></thead>
         <tbody>
           {(schedule.data ?? []).map((row) => (
-            <AppointmentRow key={row.id} row={row} user={user} patient={nameOf.get(String(row.data.patient_id)) ?? "…"} doctor={doctorName.get(String(row.data.doctor_id)) ?? "…"} />
+            <AppointmentRow key={row.id} row={row} user={user} patient={nameOf.get(row.data.patient_id) ?? "…"} doctor={doctorName.get(row.data.doctor_id) ?? "…"} />
           ))}
         </tbody>
       </table>
@@ -69,8 +68,8 @@ export function Schedule({ user }: { user: Staff }) {
   );
 }
 
-function AppointmentRow({ row, user, patient, doctor }: { row: Row; user: Staff; patient: string; doctor: string }) {
-  const a = row.data as unknown as Appointment;
+function AppointmentRow({ row, user, patient, doctor }: { row: Entity<Appointment>; user: Staff; patient: string; doctor: string }) {
+  const a = row.data;
   const { recent } = useLive();
   const [error, setError] = useState<string | null>(null);
   const [moving, setMoving] = useState(false);
@@ -129,7 +128,7 @@ function BookingForm({ date, doctors, defaultDoctor, onDone }: { date: string; d
       const start = toTimestamp(date, time);
       await api.mutate({
         type: "book_appointment",
-        args: { id: await api.newId(), patient_id: patient, doctor_id: doctor, start, end: addMinutes(start, minutes), reason: reason || null },
+        args: { id: newId(), patient_id: patient, doctor_id: doctor, start, end: addMinutes(start, minutes), reason: reason || null },
       });
       onDone();
     } catch (err) {
@@ -143,7 +142,7 @@ function BookingForm({ date, doctors, defaultDoctor, onDone }: { date: string; d
         <select data-testid="book-patient" value={patient} onChange={(e) => setPatient(e.target.value)}>
           <option value="">Choose…</option>
           {(matches.data ?? []).map((r) => {
-            const p = r.data as unknown as Patient;
+            const p = r.data;
             return <option key={r.id} value={r.id}>{p.last_name}, {p.first_name} ({p.date_of_birth})</option>;
           })}
         </select>
@@ -162,8 +161,8 @@ function BookingForm({ date, doctors, defaultDoctor, onDone }: { date: string; d
   );
 }
 
-function MoveForm({ row, onDone }: { row: Row; onDone: () => void }) {
-  const a = row.data as unknown as Appointment;
+function MoveForm({ row, onDone }: { row: Entity<Appointment>; onDone: () => void }) {
+  const a = row.data;
   const [date, setDate] = useState(a.start.slice(0, 10));
   const [time, setTime] = useState(timeOfDay(a.start));
   const [error, setError] = useState<string | null>(null);

@@ -1,10 +1,14 @@
-import { useQueryClient } from "@tanstack/react-query";
+import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { useState, type FormEvent } from "react";
 import { api, errorMessage } from "../api";
 
 export function SignIn({ defaultServer, previousUser }: { defaultServer: string | null; previousUser: string | null }) {
   const client = useQueryClient();
-  const [server, setServer] = useState(defaultServer ?? "http://127.0.0.1:8787");
+  const configured = useQuery({ queryKey: ["defaultServer"], queryFn: api.defaultServer });
+  // What the person typed, else the last server used here, else the one IT
+  // configured (CLINIC_SERVER), else the local demo server.
+  const [typed, setServer] = useState<string | null>(null);
+  const server = typed ?? defaultServer ?? configured.data ?? "http://127.0.0.1:8787";
   const [username, setUsername] = useState(previousUser ?? "");
   const [password, setPassword] = useState("");
   const [error, setError] = useState<string | null>(null);
@@ -15,7 +19,7 @@ export function SignIn({ defaultServer, previousUser }: { defaultServer: string 
     setBusy(true);
     setError(null);
     try {
-      await api.login(server, username, password);
+      await api.signIn(server, username, password);
       await client.invalidateQueries();
     } catch (err) {
       setError(errorMessage(err));

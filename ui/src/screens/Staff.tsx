@@ -1,13 +1,13 @@
 import { useQuery } from "@tanstack/react-query";
 import { useState, type FormEvent } from "react";
-import { api, errorMessage } from "../api";
+import { api, errorMessage, newId } from "../api";
 import type { Role } from "../bindings/Role";
 import type { Staff } from "../bindings/Staff";
 
 const roles: Role[] = ["admin", "doctor", "assistant", "reception"];
 
 export function StaffScreen({ user }: { user: Staff }) {
-  const staff = useQuery({ queryKey: ["rows", "staff"], queryFn: () => api.listRows("staff") });
+  const staff = useQuery({ queryKey: ["rows", "staff"], queryFn: api.staff });
   const [error, setError] = useState<string | null>(null);
   const run = async (f: () => Promise<unknown>) => {
     setError(null);
@@ -17,7 +17,7 @@ export function StaffScreen({ user }: { user: Staff }) {
       setError(errorMessage(err));
     }
   };
-  const people = (staff.data ?? []).map((r) => r.data as unknown as Staff).sort((a, b) => a.username.localeCompare(b.username));
+  const people = (staff.data ?? []).map((r) => r.data).sort((a, b) => a.username.localeCompare(b.username));
   return (
     <div>
       <AddStaff />
@@ -60,7 +60,7 @@ function AddStaff() {
     e.preventDefault();
     setError(null);
     try {
-      await api.mutate({ type: "create_staff", args: { id: await api.newId(), username, display_name: name, role, password } });
+      await api.mutate({ type: "create_staff", args: { id: newId(), username, display_name: name, role, password } });
       setUsername(""); setName(""); setPassword("");
     } catch (err) {
       setError(errorMessage(err));

@@ -72,7 +72,7 @@ function RejectedItem({ entry }: { entry: RejectedEntry }) {
       let m = mutation;
       const table = tableOf[m.type];
       if (useMine && table) {
-        const row = await api.getRow(table, (m.args as { id: string }).id);
+        const row = await api.row(table, (m.args as { id: string }).id);
         if (!row) throw new Error("the record no longer exists");
         m = rebased(m, row.version);
       }

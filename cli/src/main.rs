@@ -1,18 +1,25 @@
 //! `clinic`: the command-line client, for scripting, support and tests.
-//! Every read is local; every write is applied locally at once and queued
-//! (it works offline and prints the new id immediately); `sync` and `watch`
-//! talk to the server. `--json` prints machine-readable output.
+//! Every read is local. Every write is applied locally at once (it works
+//! offline and prints the new id immediately) and, when the server can be
+//! reached, sent before the command exits (bounded wait; `--no-sync` keeps
+//! it local): the command says whether the server confirmed it, refused it,
+//! or it stays queued for the next `sync`. `--json` prints machine-readable
+//! output. Everything goes through the `clinic-client` facade.
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use clinic_client::store::Row;
-use clinic_client::{ClientError, Engine, EngineConfig, Store};
-use clinic_shared::model::{AppointmentStatus, Table, Timestamp};
+use clinic_client::{
+    ClientConfig, ClientError, ClinicClient, Delivery, Entity, QueueStats, SyncConfig,
+};
+use clinic_shared::model::{
+    Appointment, AppointmentStatus, InventoryItem, Patient, Table, Timestamp,
+};
 use clinic_shared::mutation::*;
 use serde::Serialize;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::process::ExitCode;
+use std::time::Duration;
 use uuid::Uuid;
 
 #[derive(Parser)]
@@ -30,6 +37,12 @@ struct Cli {
     /// Sync over HTTP long-poll only (no WebSocket).
     #[arg(long, global = true)]
     no_websocket: bool,
+    /// Writes stay local and queued: no attempt to send them now.
+    #[arg(long, global = true)]
+    no_sync: bool,
+    /// Seconds a write waits for the server's answer before it is left queued.
+    #[arg(long, global = true, default_value_t = 2.0)]
+    wait: f64,
     #[command(subcommand)]
     command: Command,
 }
@@ -44,8 +57,13 @@ enum Command {
         #[arg(long, required = true)]
         password_stdin: bool,
     },
-    /// Sign out; unsent changes stay queued for the next sign-in.
-    Logout,
+    /// Sign out: ends the session and removes the clinic's data from this
+    /// machine. Refused while changes are unsent, unless --discard-pending.
+    Logout {
+        /// Throw away changes the server has not confirmed.
+        #[arg(long)]
+        discard_pending: bool,
+    },
     /// Who, where, and how the sync stands.
     Status,
     /// One round: push everything pending, pull until caught up, exit.
@@ -208,6 +226,10 @@ enum StockCommand {
     },
 }
 
+/// Exit status of a write the server refused (the change was made locally
+/// and then rolled back).
+const REFUSED_BY_SERVER: u8 = 2;
+
 struct Out {
     json: bool,
 }
@@ -223,44 +245,75 @@ impl Out {
         Ok(())
     }
 
-    fn rows(&self, rows: &[Row]) -> anyhow::Result<()> {
+    fn patients(&self, rows: &[Entity<Patient>]) -> anyhow::Result<()> {
         self.value(&rows, || {
-            rows.iter().map(describe).collect::<Vec<_>>().join("\n")
+            rows.iter()
+                .map(describe_patient)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+    }
+
+    fn appointments(&self, rows: &[Entity<Appointment>]) -> anyhow::Result<()> {
+        self.value(&rows, || {
+            rows.iter()
+                .map(describe_appointment)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+    }
+
+    fn items(&self, rows: &[Entity<InventoryItem>]) -> anyhow::Result<()> {
+        self.value(&rows, || {
+            rows.iter()
+                .map(describe_item)
+                .collect::<Vec<_>>()
+                .join("\n")
         })
     }
 }
 
-fn describe(row: &Row) -> String {
-    let d = &row.data;
-    let s = |k: &str| d.get(k).and_then(|v| v.as_str()).unwrap_or("").to_owned();
-    let flag = if row.pending { " (pending)" } else { "" };
-    match row.table {
-        Table::Patients => format!(
-            "{}  {} {}  born {}  {}{flag}",
-            row.id,
-            s("first_name"),
-            s("last_name"),
-            s("date_of_birth"),
-            s("phone")
-        ),
-        Table::Appointments => format!(
-            "{}  {} – {}  {}  patient {}{flag}",
-            row.id,
-            s("start"),
-            s("end"),
-            s("status"),
-            s("patient_id")
-        ),
-        Table::InventoryItems => format!(
-            "{}  {}: {} {} (reorder at {}){flag}",
-            row.id,
-            s("name"),
-            d.get("quantity").and_then(|v| v.as_i64()).unwrap_or(0),
-            s("unit"),
-            d.get("reorder_level").and_then(|v| v.as_i64()).unwrap_or(0)
-        ),
-        _ => format!("{} {}{flag}", row.table, row.id),
-    }
+fn flag(pending: bool) -> &'static str {
+    if pending { " (pending)" } else { "" }
+}
+
+fn describe_patient(p: &Entity<Patient>) -> String {
+    let d = &p.data;
+    format!(
+        "{}  {} {}  born {}  {}{}",
+        p.id,
+        d.first_name,
+        d.last_name,
+        d.date_of_birth,
+        d.phone.as_deref().unwrap_or(""),
+        flag(p.pending)
+    )
+}
+
+fn describe_appointment(a: &Entity<Appointment>) -> String {
+    let d = &a.data;
+    format!(
+        "{}  {} – {}  {}  patient {}{}",
+        a.id,
+        d.start,
+        d.end,
+        d.status.as_str(),
+        d.patient_id,
+        flag(a.pending)
+    )
+}
+
+fn describe_item(i: &Entity<InventoryItem>) -> String {
+    let d = &i.data;
+    format!(
+        "{}  {}: {} {} (reorder at {}){}",
+        i.id,
+        d.name,
+        d.quantity,
+        d.unit,
+        d.reorder_level,
+        flag(i.pending)
+    )
 }
 
 fn read_password() -> anyhow::Result<String> {
@@ -281,21 +334,21 @@ fn now() -> Timestamp {
 }
 
 /// Resolves a doctor given by id or username from the local mirror.
-fn doctor_id(store: &Store, doctor: &str) -> anyhow::Result<Uuid> {
+async fn doctor_id(client: &ClinicClient, doctor: &str) -> anyhow::Result<Uuid> {
     if let Ok(id) = Uuid::parse_str(doctor) {
         return Ok(id);
     }
-    store
-        .list(Table::Staff)?
-        .into_iter()
-        .find(|r| r.data.get("username").and_then(|u| u.as_str()) == Some(doctor))
-        .map(|r| r.id)
+    client
+        .staff_by_username(doctor)
+        .await?
+        .map(|s| s.id)
         .with_context(|| format!("no staff member `{doctor}` in the local mirror (sync first?)"))
 }
 
-fn version_of(store: &Store, table: Table, id: Uuid) -> anyhow::Result<u64> {
-    Ok(store
-        .get(table, id)?
+async fn version_of(client: &ClinicClient, table: Table, id: Uuid) -> anyhow::Result<u64> {
+    Ok(client
+        .row(table, id)
+        .await?
         .with_context(|| format!("no {table} {id} here"))?
         .version)
 }
@@ -306,25 +359,66 @@ fn status_of(s: &str) -> anyhow::Result<AppointmentStatus> {
     })
 }
 
-async fn write(engine: &Engine, out: &Out, mutation: Mutation, id: Uuid) -> anyhow::Result<()> {
-    let receipt = engine.mutate(mutation).await?;
-    #[derive(Serialize)]
-    struct Written {
-        id: Uuid,
-        mutation_id: u64,
-        status: &'static str,
-    }
-    out.value(
-        &Written {
-            id,
-            mutation_id: receipt.mutation_id,
-            status: "pending",
-        },
-        || id.to_string(),
-    )
+/// How the command ended, beyond success or an error.
+enum Outcome {
+    Done,
+    RefusedByServer,
 }
 
-fn main() -> std::process::ExitCode {
+/// Makes a change: applied locally, then (unless `--no-sync`) sent and
+/// answered within the wait.
+struct Writer<'a> {
+    client: &'a ClinicClient,
+    out: &'a Out,
+    deliver: Option<Duration>,
+}
+
+impl Writer<'_> {
+    async fn write(&self, mutation: Mutation, id: Uuid) -> anyhow::Result<Outcome> {
+        let receipt = self.client.mutate(mutation).await?;
+        let delivery = match self.deliver {
+            Some(wait) if self.client.identity().await?.signed_in => {
+                self.client.deliver(receipt.mutation_id, wait).await?
+            }
+            _ => Delivery::Queued {
+                reason: "kept local (--no-sync)".into(),
+            },
+        };
+        #[derive(Serialize)]
+        struct Written {
+            id: Uuid,
+            mutation_id: u64,
+            #[serde(flatten)]
+            delivery: Delivery,
+        }
+        let refused = matches!(delivery, Delivery::Rejected { .. });
+        let note = match &delivery {
+            Delivery::Confirmed => "saved on the server".to_owned(),
+            Delivery::Queued { reason } => format!("queued, not sent yet: {reason}"),
+            Delivery::Rejected { rejection } => {
+                format!("refused by the server: {}", rejection.message)
+            }
+        };
+        self.out.value(
+            &Written {
+                id,
+                mutation_id: receipt.mutation_id,
+                delivery,
+            },
+            || id.to_string(),
+        )?;
+        if !self.out.json {
+            eprintln!("{note}");
+        }
+        Ok(if refused {
+            Outcome::RefusedByServer
+        } else {
+            Outcome::Done
+        })
+    }
+}
+
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -340,11 +434,12 @@ fn main() -> std::process::ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
-            return std::process::ExitCode::FAILURE;
+            return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::RefusedByServer) => ExitCode::from(REFUSED_BY_SERVER),
         Err(e) => {
             if json {
                 let body = match e.downcast_ref::<ClientError>() {
@@ -357,64 +452,71 @@ fn main() -> std::process::ExitCode {
             } else {
                 eprintln!("error: {e:#}");
             }
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     let dir = match cli.data_dir {
         Some(d) => d,
         None => clinic_client::default_data_dir().context("no home directory; pass --data-dir")?,
     };
-    let store = Arc::new(Store::open(&dir)?);
-    let config = EngineConfig {
+    let sync = SyncConfig {
         websocket: !cli.no_websocket,
-        ..EngineConfig::default()
+        ..SyncConfig::default()
     };
-    let engine = Engine::new(store.clone(), config)?;
+    let client = ClinicClient::open(ClientConfig::new(dir).with_sync(sync))?;
     let out = Out { json: cli.json };
+    let deliver = (!cli.no_sync).then(|| Duration::from_secs_f64(cli.wait.clamp(0.0, 600.0)));
+    let writer = Writer {
+        client: &client,
+        out: &out,
+        deliver,
+    };
+    let done = |r: anyhow::Result<()>| r.map(|()| Outcome::Done);
     match cli.command {
         Command::Login {
             username,
             password_stdin: _,
         } => {
-            let server = match cli.server.or(store.identity()?.server_url) {
+            let server = match cli.server.or(client.identity().await?.server_url) {
                 Some(s) => s,
                 None => bail!("pass --server URL the first time"),
             };
             let password = read_password()?;
-            let user = engine.login(&server, &username, &password).await?;
-            if engine.signed_in_offline() {
-                // An offline sign-in lives in the engine's memory; this process
-                // ends now, so it would not outlast the command.
+            let signed_in = client.sign_in(&server, &username, &password).await?;
+            if signed_in.offline {
+                // An offline sign-in lives in this process's memory; it ends
+                // now, so it would not outlast the command.
                 bail!("the server at {server} cannot be reached: `clinic login` needs it");
             }
-            out.value(&user, || {
+            let user = signed_in.user;
+            done(out.value(&user, || {
                 format!("signed in as {} ({})", user.display_name, user.role)
-            })
+            }))
         }
-        Command::Logout => {
-            engine.logout().await?;
-            out.value(&serde_json::json!({"signed_out": true}), || {
-                "signed out".into()
-            })
+        Command::Logout { discard_pending } => {
+            client.sign_out(discard_pending).await?;
+            done(out.value(&serde_json::json!({"signed_out": true}), || {
+                "signed out; the local copy of the clinic's data was removed".into()
+            }))
         }
         Command::Status => {
             #[derive(Serialize)]
             struct Status {
-                identity: clinic_client::store::Identity,
-                queue: clinic_client::store::QueueStats,
+                identity: clinic_client::Identity,
+                queue: QueueStats,
                 last_synced_at: Option<Timestamp>,
                 rows: Vec<(Table, u64)>,
             }
             let status = Status {
-                identity: store.identity()?,
-                queue: store.stats()?,
-                last_synced_at: store.last_synced_at()?,
-                rows: store.counts()?,
+                identity: client.identity().await?,
+                queue: client.queue_stats().await?,
+                last_synced_at: client.last_synced_at().await?,
+                rows: client.counts().await?,
             };
-            out.value(&status, || {
+            done(out.value(&status, || {
                 let who = status.identity.user.as_ref().map_or("nobody".into(), |u| format!("{} ({})", u.username, u.role));
                 format!(
                     "user: {who}{}\nserver: {}\ncursor: {}  pending: {}  rejected: {}  last synced: {}",
@@ -425,40 +527,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     status.queue.rejected,
                     status.last_synced_at.map_or("never".into(), |t| t.to_string())
                 )
-            })
+            }))
         }
         Command::Sync => {
-            let report = engine.sync_once().await?;
-            out.value(&report, || {
+            let report = client.sync_once().await?;
+            done(out.value(&report, || {
                 format!(
                     "applied {}, rejected {}, received {} rows; cursor {}; {} still pending",
                     report.applied, report.rejected, report.rows, report.cursor, report.pending
                 )
-            })
+            }))
         }
-        Command::Watch => watch(engine, store).await,
-        Command::Patients { command } => patients(&engine, &store, &out, command).await,
-        Command::Appointments { command } => appointments(&engine, &store, &out, command).await,
-        Command::Records { command } => records(&engine, &store, &out, command).await,
+        Command::Watch => done(watch(client).await),
+        Command::Patients { command } => patients(&writer, command).await,
+        Command::Appointments { command } => appointments(&writer, command).await,
+        Command::Records { command } => records(&writer, command).await,
         Command::Stock { command } => match command {
-            StockCommand::List { low } => out.rows(&if low {
-                store.low_stock()?
+            StockCommand::List { low } => done(out.items(&if low {
+                client.low_stock().await?
             } else {
-                store.list(Table::InventoryItems)?
-            }),
+                client.inventory().await?
+            })),
             StockCommand::Adjust { id, delta, reason } => {
-                write(
-                    &engine,
-                    &out,
-                    Mutation::AdjustStock(AdjustStock { id, delta, reason }),
-                    id,
-                )
-                .await
+                writer
+                    .write(Mutation::AdjustStock(AdjustStock { id, delta, reason }), id)
+                    .await
             }
         },
         Command::Pending => {
-            let pending = store.pending()?;
-            out.value(&pending, || {
+            let pending = client.pending().await?;
+            done(out.value(&pending, || {
                 pending
                     .iter()
                     .map(|p| {
@@ -472,21 +570,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     })
                     .collect::<Vec<_>>()
                     .join("\n")
-            })
+            }))
         }
         Command::Rejected { dismiss } => {
             if let Some(id) = dismiss {
-                let found = store.dismiss_rejected(id)?;
-                return out.value(&serde_json::json!({"dismissed": found}), || {
+                let found = client.dismiss_rejected(id).await?;
+                return done(out.value(&serde_json::json!({"dismissed": found}), || {
                     if found {
                         format!("dismissed #{id}")
                     } else {
                         format!("no rejection #{id}")
                     }
-                });
+                }));
             }
-            let rejected = store.rejected()?;
-            out.value(&rejected, || {
+            let rejected = client.rejected().await?;
+            done(out.value(&rejected, || {
                 rejected
                     .iter()
                     .map(|r| {
@@ -500,17 +598,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     })
                     .collect::<Vec<_>>()
                     .join("\n")
-            })
+            }))
         }
     }
 }
 
-async fn patients(
-    engine: &Engine,
-    store: &Store,
-    out: &Out,
-    command: PatientCommand,
-) -> anyhow::Result<()> {
+async fn patients(w: &Writer<'_>, command: PatientCommand) -> anyhow::Result<Outcome> {
+    let (client, out) = (w.client, w.out);
     match command {
         PatientCommand::Add {
             first_name,
@@ -520,7 +614,7 @@ async fn patients(
             email,
             address,
         } => {
-            let id = Uuid::now_v7();
+            let id = client.new_id();
             let m = CreatePatient {
                 id,
                 first_name,
@@ -530,21 +624,26 @@ async fn patients(
                 email,
                 address,
             };
-            write(engine, out, Mutation::CreatePatient(m), id).await
+            w.write(Mutation::CreatePatient(m), id).await
         }
-        PatientCommand::List => out.rows(&store.list(Table::Patients)?),
-        PatientCommand::Search { query } => out.rows(&store.search_patients(&query, 50)?),
+        PatientCommand::List => out
+            .patients(&client.patients().await?)
+            .map(|()| Outcome::Done),
+        PatientCommand::Search { query } => out
+            .patients(&client.search_patients(&query, 50).await?)
+            .map(|()| Outcome::Done),
         PatientCommand::Show { id } => {
-            let chart = store
-                .patient_chart(id)?
+            let chart = client
+                .chart(id)
+                .await?
                 .with_context(|| format!("no patient {id} here"))?;
             out.value(&chart, || {
-                let mut lines = vec![describe(&chart.patient)];
+                let mut lines = vec![describe_patient(&chart.patient)];
                 lines.extend(
                     chart
                         .appointments
                         .iter()
-                        .map(|r| format!("  appointment {}", describe(r))),
+                        .map(|a| format!("  appointment {}", describe_appointment(a))),
                 );
                 lines.extend(
                     chart
@@ -554,7 +653,8 @@ async fn patients(
                 );
                 lines.extend(chart.invoices.iter().map(|r| format!("  invoice {}", r.id)));
                 lines.join("\n")
-            })
+            })?;
+            Ok(Outcome::Done)
         }
         PatientCommand::Update { id, fields } => {
             let patch = PatientPatch {
@@ -565,10 +665,8 @@ async fn patients(
                 email: fields.email.map(|e| (!e.is_empty()).then_some(e)),
                 address: fields.address.map(|a| (!a.is_empty()).then_some(a)),
             };
-            let base_version = version_of(store, Table::Patients, id)?;
-            write(
-                engine,
-                out,
+            let base_version = version_of(client, Table::Patients, id).await?;
+            w.write(
                 Mutation::UpdatePatient(UpdatePatient {
                     id,
                     base_version,
@@ -579,10 +677,8 @@ async fn patients(
             .await
         }
         PatientCommand::Delete { id } => {
-            let base_version = version_of(store, Table::Patients, id)?;
-            write(
-                engine,
-                out,
+            let base_version = version_of(client, Table::Patients, id).await?;
+            w.write(
                 Mutation::DeletePatient(DeletePatient { id, base_version }),
                 id,
             )
@@ -591,12 +687,8 @@ async fn patients(
     }
 }
 
-async fn appointments(
-    engine: &Engine,
-    store: &Store,
-    out: &Out,
-    command: AppointmentCommand,
-) -> anyhow::Result<()> {
+async fn appointments(w: &Writer<'_>, command: AppointmentCommand) -> anyhow::Result<Outcome> {
+    let (client, out) = (w.client, w.out);
     match command {
         AppointmentCommand::Book {
             patient,
@@ -605,8 +697,8 @@ async fn appointments(
             end,
             reason,
         } => {
-            let id = Uuid::now_v7();
-            let doctor_id = doctor_id(store, &doctor)?;
+            let id = client.new_id();
+            let doctor_id = doctor_id(client, &doctor).await?;
             let m = BookAppointment {
                 id,
                 patient_id: patient,
@@ -615,12 +707,16 @@ async fn appointments(
                 end,
                 reason,
             };
-            write(engine, out, Mutation::BookAppointment(m), id).await
+            w.write(Mutation::BookAppointment(m), id).await
         }
         AppointmentCommand::List { date, doctor } => {
             let date = date.unwrap_or_else(|| chrono::Utc::now().date_naive());
-            let doctor = doctor.map(|d| doctor_id(store, &d)).transpose()?;
-            out.rows(&store.day_schedule(date, doctor)?)
+            let doctor = match doctor {
+                Some(d) => Some(doctor_id(client, &d).await?),
+                None => None,
+            };
+            out.appointments(&client.day_schedule(date, doctor).await?)?;
+            Ok(Outcome::Done)
         }
         AppointmentCommand::Reschedule {
             id,
@@ -628,8 +724,11 @@ async fn appointments(
             end,
             doctor,
         } => {
-            let base_version = version_of(store, Table::Appointments, id)?;
-            let doctor_id = doctor.map(|d| doctor_id(store, &d)).transpose()?;
+            let base_version = version_of(client, Table::Appointments, id).await?;
+            let doctor_id = match doctor {
+                Some(d) => Some(doctor_id(client, &d).await?),
+                None => None,
+            };
             let m = RescheduleAppointment {
                 id,
                 base_version,
@@ -637,24 +736,20 @@ async fn appointments(
                 end,
                 doctor_id,
             };
-            write(engine, out, Mutation::RescheduleAppointment(m), id).await
+            w.write(Mutation::RescheduleAppointment(m), id).await
         }
         AppointmentCommand::SetStatus { id, status } => {
             let m = SetAppointmentStatus {
                 id,
                 status: status_of(&status)?,
             };
-            write(engine, out, Mutation::SetAppointmentStatus(m), id).await
+            w.write(Mutation::SetAppointmentStatus(m), id).await
         }
     }
 }
 
-async fn records(
-    engine: &Engine,
-    store: &Store,
-    out: &Out,
-    command: RecordCommand,
-) -> anyhow::Result<()> {
+async fn records(w: &Writer<'_>, command: RecordCommand) -> anyhow::Result<Outcome> {
+    let client = w.client;
     match command {
         RecordCommand::Add {
             patient,
@@ -662,7 +757,7 @@ async fn records(
             notes,
             diagnosis,
         } => {
-            let id = Uuid::now_v7();
+            let id = client.new_id();
             let m = AddTreatmentRecord {
                 id,
                 patient_id: patient,
@@ -672,22 +767,20 @@ async fn records(
                 procedures: vec![],
                 recorded_at: now(),
             };
-            write(engine, out, Mutation::AddTreatmentRecord(m), id).await
+            w.write(Mutation::AddTreatmentRecord(m), id).await
         }
         RecordCommand::Update {
             id,
             notes,
             diagnosis,
         } => {
-            let base_version = version_of(store, Table::TreatmentRecords, id)?;
+            let base_version = version_of(client, Table::TreatmentRecords, id).await?;
             let fields = TreatmentRecordPatch {
                 notes,
                 diagnosis,
                 procedures: None,
             };
-            write(
-                engine,
-                out,
+            w.write(
                 Mutation::UpdateTreatmentRecord(UpdateTreatmentRecord {
                     id,
                     base_version,
@@ -700,12 +793,12 @@ async fn records(
     }
 }
 
-/// Runs the engine and prints every applied batch, rejection and status
+/// Runs the sync loop and prints every applied batch, rejection and status
 /// change as one JSON line each, until interrupted.
-async fn watch(engine: Arc<Engine>, store: Arc<Store>) -> anyhow::Result<()> {
-    let mut events = store.subscribe();
-    let mut status = engine.status();
-    let runner = tokio::spawn(engine.clone().run());
+async fn watch(client: ClinicClient) -> anyhow::Result<()> {
+    let mut events = client.subscribe();
+    let mut status = client.status();
+    client.start();
     let print = |v: serde_json::Value| {
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "{v}");
@@ -716,8 +809,8 @@ async fn watch(engine: Arc<Engine>, store: Arc<Store>) -> anyhow::Result<()> {
         tokio::select! {
             ev = events.recv() => match ev {
                 Ok(ev) => {
-                    if ev.origin == clinic_client::store::ChangeOrigin::Rejection {
-                        for r in store.rejected()? {
+                    if ev.origin == clinic_client::ChangeOrigin::Rejection {
+                        for r in client.rejected().await? {
                             print(serde_json::json!({"event": "rejected", "mutation_id": r.mutation_id, "mutation": r.mutation.kind(), "rejection": r.rejection}));
                         }
                     }
@@ -739,7 +832,6 @@ async fn watch(engine: Arc<Engine>, store: Arc<Store>) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => break,
         }
     }
-    engine.stop();
-    let _ = runner.await;
+    client.stop().await;
     Ok(())
 }

@@ -1,314 +1,16 @@
-//! Model-based property test of the local store (`clinic_client::Store`).
-//!
-//! The property (DESIGN.md, "Sync model"): whatever sequence of local
-//! mutations, server answers (applied, rejected, retry), pulled pages, live
-//! batches and changes by other users arrives, in any interleaving the
-//! protocol allows, the store's visible rows equal its confirmed rows with the
-//! remaining pending mutations replayed on top, in order. And once everything
-//! has been pushed, answered and pulled, the outbox is empty and
-//! visible == confirmed == the server's rows.
-//!
-//! The server is simulated in the test: authoritative rows, a gap-free
-//! sequence, a change log, the shared planner, and the server's field-conflict
-//! rule (a re-implementation of `check_conflicts` in the server's engine).
+//! The generated operations, the harness that runs them on a mirror and the
+//! simulated server, and the invariants checked after every step.
 
-// Test code: a failed unwrap is a test failure that says where.
-#![allow(clippy::unwrap_used)]
-
-use clinic_client::{ClientError, Store};
-use clinic_shared::apply::{self, Action, ConflictCheck, CurrentRow, PlanError, RowSource};
-use clinic_shared::model::{InvoiceLine, Role, Staff, SyncRow, Table, Timestamp};
-use clinic_shared::mutation::{
-    AdjustStock, BookAppointment, CreateInvoice, CreatePatient, DeletePatient, InventoryItemPatch,
-    Mutation, PatientPatch, PendingMutation, UpdateInventoryItem, UpdatePatient,
-};
-use clinic_shared::protocol::{
-    Actor, ErrorBody, ErrorCode, MutationOutcome, MutationResult, RejectCode, Rejection,
-};
-use proptest::prelude::*;
-use proptest::test_runner::TestCaseError;
-use serde_json::{Value, json};
-use std::collections::{BTreeMap, BTreeSet};
-use std::convert::Infallible;
-use uuid::Uuid;
-
-// ---------------------------------------------------------------------------
-// Rows as the planner sees them, for the simulated server and the model.
-// ---------------------------------------------------------------------------
-
-#[derive(Debug, Clone, PartialEq)]
-struct MRow {
-    version: u64,
-    deleted: bool,
-    data: Value,
-}
-
-type Rows = BTreeMap<(Table, Uuid), MRow>;
-
-/// A `RowSource` over an in-memory map. No appointments and no staff rows
-/// are ever generated, so the two lookups have nothing to find.
-struct Src<'a>(&'a Rows);
-
-impl RowSource for Src<'_> {
-    type Error = Infallible;
-
-    fn row(&mut self, table: Table, id: Uuid) -> Result<Option<CurrentRow>, Infallible> {
-        Ok(self.0.get(&(table, id)).map(|r| CurrentRow {
-            version: r.version,
-            deleted: r.deleted,
-            data: r.data.clone(),
-        }))
-    }
-
-    fn overlapping_appointments(
-        &mut self,
-        _doctor_id: Uuid,
-        _start: Timestamp,
-        _end: Timestamp,
-        _exclude: Uuid,
-    ) -> Result<Vec<Uuid>, Infallible> {
-        Ok(Vec::new())
-    }
-
-    fn staff_id_by_username(&mut self, _username: &str) -> Result<Option<Uuid>, Infallible> {
-        Ok(None)
-    }
-}
-
-fn plan(m: &Mutation, actor: &Actor, rows: &Rows) -> Result<Vec<apply::RowWrite>, Rejection> {
-    match apply::plan(m, actor, &mut Src(rows)) {
-        Ok(w) => Ok(w),
-        Err(PlanError::Rejected(r)) => Err(r),
-        Err(PlanError::Source(e)) => match e {},
-    }
-}
-
-// ---------------------------------------------------------------------------
-// The simulated server.
-// ---------------------------------------------------------------------------
-
-/// One entry of the server's change log (for conflicts and live batches).
-#[derive(Debug, Clone)]
-struct Logged {
-    seq: u64,
-    table: Table,
-    id: Uuid,
-    /// Made by this test's client (as opposed to another user).
-    ours: bool,
-    /// The mutation of this test's client that made it, if any.
-    mutation_id: Option<u64>,
-    before: Option<Value>,
-    after: Value,
-    deleted: bool,
-}
-
-struct Server {
-    actor: Actor,
-    rows: Rows,
-    log: Vec<Logged>,
-    head: u64,
-    /// Stored outcome of every mutation id processed (a re-push gets it again).
-    processed: BTreeMap<u64, MutationOutcome>,
-    /// Push results sent but not yet delivered to the client, in order.
-    results: Vec<MutationResult>,
-}
-
-impl Server {
-    fn write(
-        &mut self,
-        table: Table,
-        id: Uuid,
-        deleted: bool,
-        before: Option<Value>,
-        after: Value,
-        by: Option<u64>,
-    ) -> u64 {
-        self.head += 1;
-        let seq = self.head;
-        self.rows.insert(
-            (table, id),
-            MRow {
-                version: seq,
-                deleted,
-                data: after.clone(),
-            },
-        );
-        self.log.push(Logged {
-            seq,
-            table,
-            id,
-            ours: by.is_some(),
-            mutation_id: by,
-            before,
-            after,
-            deleted,
-        });
-        seq
-    }
-
-    /// The server engine's conflict rule (server/src/engine.rs
-    /// `check_conflicts`), reduced to whether it rejects.
-    fn conflict(&self, w: &apply::RowWrite, check: &ConflictCheck) -> Option<Rejection> {
-        let current_version = self.rows.get(&(w.table, w.id)).map_or(0, |r| r.version);
-        if check.base_version > current_version {
-            return Some(Rejection::new(
-                RejectCode::Validation,
-                "base_version is newer than the record's version",
-            ));
-        }
-        if check.base_version == current_version {
-            return None;
-        }
-        let since: Vec<&Logged> = self
-            .log
-            .iter()
-            .filter(|c| c.table == w.table && c.id == w.id && c.seq > check.base_version)
-            .collect();
-        let current = w.before.clone().unwrap_or(Value::Null);
-        let mut fields = Vec::new();
-        for (field, yours) in &check.fields {
-            let changed_by_other = since.iter().any(|c| {
-                !c.ours && c.before.as_ref().and_then(|b| b.get(field)) != c.after.get(field)
-            });
-            let theirs = current.get(field).cloned().unwrap_or(Value::Null);
-            if changed_by_other && &theirs != yours {
-                fields.push(field.clone());
-            }
-        }
-        if check.whole_row {
-            for c in since.iter().filter(|c| !c.ours) {
-                if let Some(after) = c.after.as_object() {
-                    for (field, value) in after {
-                        let before = c.before.as_ref().and_then(|b| b.get(field));
-                        if before != Some(value) {
-                            fields.push(field.clone());
-                        }
-                    }
-                }
-            }
-        }
-        (!fields.is_empty()).then(|| {
-            Rejection::new(
-                RejectCode::Conflict,
-                format!("someone else changed {}", fields.join(", ")),
-            )
-        })
-    }
-
-    /// Processes one pushed mutation (exactly once; a re-push gets the
-    /// stored outcome) and queues its result for delivery.
-    fn process(&mut self, pm: &PendingMutation) {
-        let outcome = if let Some(stored) = self.processed.get(&pm.mutation_id) {
-            stored.clone()
-        } else {
-            let outcome = match plan(&pm.mutation, &self.actor, &self.rows) {
-                Err(rejection) => MutationOutcome::Rejected { rejection },
-                Ok(writes) => {
-                    let conflict = writes.iter().find_map(|w| {
-                        w.conflict_check
-                            .as_ref()
-                            .and_then(|check| self.conflict(w, check))
-                    });
-                    match conflict {
-                        Some(rejection) => MutationOutcome::Rejected { rejection },
-                        None => {
-                            let mut seq = 0;
-                            for w in writes {
-                                seq = self.write(
-                                    w.table,
-                                    w.id,
-                                    w.action == Action::Delete,
-                                    w.before,
-                                    w.after,
-                                    Some(pm.mutation_id),
-                                );
-                            }
-                            MutationOutcome::Applied { seq }
-                        }
-                    }
-                }
-            };
-            self.processed.insert(pm.mutation_id, outcome.clone());
-            outcome
-        };
-        self.results.push(MutationResult {
-            mutation_id: pm.mutation_id,
-            outcome,
-        });
-    }
-
-    fn sync_row(table: Table, id: Uuid, version: u64, deleted: bool, data: &Value) -> SyncRow {
-        SyncRow {
-            table,
-            id,
-            version,
-            deleted,
-            data: (!deleted).then(|| data.clone()),
-        }
-    }
-
-    /// `GET /v1/pull?cursor=`: current rows with `version > cursor`, by
-    /// version, at most `limit`; the cursor is the last row's version while
-    /// more remain, else the head. The last page (and only it) carries the
-    /// highest mutation id processed for the client; the bool says "last".
-    fn pull(&self, cursor: u64, limit: usize) -> (Vec<SyncRow>, u64, Option<u64>, bool) {
-        let mut rows: Vec<SyncRow> = self
-            .rows
-            .iter()
-            .filter(|(_, r)| r.version > cursor)
-            .map(|((t, id), r)| Self::sync_row(*t, *id, r.version, r.deleted, &r.data))
-            .collect();
-        rows.sort_by_key(|r| r.version);
-        if rows.len() > limit {
-            rows.truncate(limit);
-            let c = rows.last().map_or(cursor, |r| r.version);
-            (rows, c, None, false)
-        } else {
-            let ack = self.processed.keys().max().copied();
-            (rows, self.head.max(cursor), ack, true)
-        }
-    }
-
-    /// A live `changes` batch: every logged change in `(cursor, cursor + n]`
-    /// as it was at the time, cursor = the batch's end, acknowledging the
-    /// highest mutation of this client among them (as `Batch::ack_for`).
-    fn live(&self, cursor: u64, n: u64) -> (Vec<SyncRow>, u64, Option<u64>) {
-        let end = cursor.saturating_add(n).min(self.head).max(cursor);
-        let in_batch = || self.log.iter().filter(|c| c.seq > cursor && c.seq <= end);
-        let rows = in_batch()
-            .map(|c| Self::sync_row(c.table, c.id, c.seq, c.deleted, &c.after))
-            .collect();
-        let ack = in_batch().filter_map(|c| c.mutation_id).max();
-        (rows, end, ack)
-    }
-
-    fn ids(&self, table: Table) -> BTreeSet<Uuid> {
-        self.rows
-            .keys()
-            .filter(|(t, _)| *t == table)
-            .map(|(_, id)| *id)
-            .collect()
-    }
-
-    fn live_ids(&self, table: Table) -> Vec<Uuid> {
-        self.rows
-            .iter()
-            .filter(|((t, _), r)| *t == table && !r.deleted)
-            .map(|((_, id), _)| *id)
-            .collect()
-    }
-}
-
-// ---------------------------------------------------------------------------
+use super::*;
 // Operations.
 // ---------------------------------------------------------------------------
 
-const NAMES: [&str; 4] = ["Ana", "Bo", "Chidi", "Dana"];
-const PHONES: [&str; 4] = ["+1 555 0100", "555-0101", "(555) 0102", "0612345678"];
-const ADDRESSES: [&str; 3] = ["1 Main St", "22 Elm Rd", "Flat 3, 4 Oak Ave"];
+pub(super) const NAMES: [&str; 4] = ["Ana", "Bo", "Chidi", "Dana"];
+pub(super) const PHONES: [&str; 4] = ["+1 555 0100", "555-0101", "(555) 0102", "0612345678"];
+pub(super) const ADDRESSES: [&str; 3] = ["1 Main St", "22 Elm Rd", "Flat 3, 4 Oak Ave"];
 
 #[derive(Debug, Clone, Copy)]
-enum Patch {
+pub(super) enum Patch {
     Phone(usize),
     BadPhone,
     Address(usize),
@@ -316,7 +18,7 @@ enum Patch {
 }
 
 #[derive(Debug, Clone)]
-enum Op {
+pub(super) enum Op {
     /// Local: register a patient (`bad` = invalid phone, refused locally).
     CreatePatient { name: usize, bad: bool },
     /// Local: change one field of a patient (index into every id known).
@@ -358,7 +60,7 @@ enum Op {
     Reopen,
 }
 
-fn op_strategy(invoices: bool) -> BoxedStrategy<Op> {
+pub(super) fn op_strategy(invoices: bool) -> BoxedStrategy<Op> {
     let patch = prop_oneof![
         (0..PHONES.len()).prop_map(Patch::Phone),
         Just(Patch::BadPhone),
@@ -419,20 +121,20 @@ fn op_strategy(invoices: bool) -> BoxedStrategy<Op> {
 // The harness: one store, one simulated server.
 // ---------------------------------------------------------------------------
 
-struct Harness {
-    dir: tempfile::TempDir,
-    store: Store,
-    server: Server,
-    actor: Actor,
-    next_id: u128,
+pub(super) struct Harness {
+    pub(super) dir: tempfile::TempDir,
+    pub(super) store: Store,
+    pub(super) server: Server,
+    pub(super) actor: Actor,
+    pub(super) next_id: u128,
 }
 
-fn uuid(n: u128) -> Uuid {
+pub(super) fn uuid(n: u128) -> Uuid {
     // Distinct, ordered ids; the store does not require v7.
     Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 | n)
 }
 
-fn patient_json(id: Uuid, name: &str, phone: Option<&str>) -> Value {
+pub(super) fn patient_json(id: Uuid, name: &str, phone: Option<&str>) -> Value {
     json!({
         "id": id,
         "first_name": name,
@@ -444,22 +146,22 @@ fn patient_json(id: Uuid, name: &str, phone: Option<&str>) -> Value {
     })
 }
 
-fn item_json(id: Uuid, name: &str, quantity: i64) -> Value {
+pub(super) fn item_json(id: Uuid, name: &str, quantity: i64) -> Value {
     json!({ "id": id, "name": name, "unit": "box", "quantity": quantity, "reorder_level": 3 })
 }
 
-fn pick(ids: &[Uuid], i: usize) -> Option<Uuid> {
+pub(super) fn pick(ids: &[Uuid], i: usize) -> Option<Uuid> {
     (!ids.is_empty()).then(|| ids[i % ids.len()])
 }
 
-fn err<E: std::fmt::Debug>(what: &str) -> impl FnOnce(E) -> TestCaseError + '_ {
+pub(super) fn err<E: std::fmt::Debug>(what: &str) -> impl FnOnce(E) -> TestCaseError + '_ {
     move |e| TestCaseError::fail(format!("{what}: {e:?}"))
 }
 
 impl Harness {
-    fn new() -> Result<Harness, TestCaseError> {
+    pub(super) fn new() -> Result<Harness, TestCaseError> {
         let dir = tempfile::tempdir().map_err(err("tempdir"))?;
-        let store = Store::open(dir.path()).map_err(err("open"))?;
+        let mut store = Store::open(dir.path()).map_err(err("open"))?;
         let admin = Staff {
             id: uuid(0xA0),
             username: "admin".into(),
@@ -518,14 +220,14 @@ impl Harness {
         })
     }
 
-    fn fresh_id(&mut self) -> Uuid {
+    pub(super) fn fresh_id(&mut self) -> Uuid {
         self.next_id += 1;
         uuid(self.next_id)
     }
 
     /// Every id of `table` the client or the server knows (tombstones
     /// included, so that some mutations target deleted rows).
-    fn known(&self, table: Table) -> Result<Vec<Uuid>, TestCaseError> {
+    pub(super) fn known(&self, table: Table) -> Result<Vec<Uuid>, TestCaseError> {
         let mut ids = self.server.ids(table);
         for (t, id, ..) in self.store.dump(true).map_err(err("dump"))? {
             if t == table {
@@ -536,7 +238,7 @@ impl Harness {
     }
 
     /// The visible row's version (the base of an edit), 0 if not visible.
-    fn base_version(&self, table: Table, id: Uuid) -> Result<u64, TestCaseError> {
+    pub(super) fn base_version(&self, table: Table, id: Uuid) -> Result<u64, TestCaseError> {
         Ok(self
             .store
             .get(table, id)
@@ -545,9 +247,9 @@ impl Harness {
     }
 
     /// Runs a local mutation; a local refusal queues nothing.
-    fn mutate(&mut self, m: Mutation) -> Result<(), TestCaseError> {
+    pub(super) fn mutate(&mut self, m: Mutation) -> Result<(), TestCaseError> {
         let before = self.store.pending().map_err(err("pending"))?.len();
-        match self.store.mutate(m.clone()) {
+        match self.store.mutate(&m) {
             Ok(receipt) => {
                 let after = self.store.pending().map_err(err("pending"))?;
                 prop_assert_eq!(after.len(), before + 1, "queued {:?}", m);
@@ -570,7 +272,7 @@ impl Harness {
         Ok(())
     }
 
-    fn push(&mut self, n: usize) -> Result<(), TestCaseError> {
+    pub(super) fn push(&mut self, n: usize) -> Result<(), TestCaseError> {
         let unsent = self.store.unsent(n).map_err(err("unsent"))?;
         for pm in &unsent {
             self.server.process(pm);
@@ -578,7 +280,7 @@ impl Harness {
         Ok(())
     }
 
-    fn deliver_results(&mut self, n: usize) -> Result<(), TestCaseError> {
+    pub(super) fn deliver_results(&mut self, n: usize) -> Result<(), TestCaseError> {
         let k = n.min(self.server.results.len());
         let batch: Vec<MutationResult> = self.server.results.drain(..k).collect();
         if !batch.is_empty() {
@@ -589,7 +291,7 @@ impl Harness {
         Ok(())
     }
 
-    fn pull(&mut self, limit: usize) -> Result<(), TestCaseError> {
+    pub(super) fn pull(&mut self, limit: usize) -> Result<(), TestCaseError> {
         let cursor = self.store.cursor().map_err(err("cursor"))?;
         let (rows, cursor, ack, complete) = self.server.pull(cursor, limit);
         self.store
@@ -598,7 +300,7 @@ impl Harness {
         Ok(())
     }
 
-    fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
+    pub(super) fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
         match *op {
             Op::CreatePatient { name, bad } => {
                 let id = self.fresh_id();
@@ -782,7 +484,7 @@ impl Harness {
     }
 
     /// Everything pushed, answered and pulled.
-    fn drain(&mut self) -> Result<(), TestCaseError> {
+    pub(super) fn drain(&mut self) -> Result<(), TestCaseError> {
         for _ in 0..3 {
             self.push(usize::MAX)?;
             self.deliver_results(usize::MAX)?;
@@ -808,12 +510,12 @@ impl Harness {
 /// Live rows `(table, id) → (version, data)` and tombstones `(table, id) →
 /// version`. Tombstones are compared without data: the store keeps `null`
 /// for confirmed tombstones and the last entity for pending deletes.
-type Split = (
+pub(super) type Split = (
     BTreeMap<(Table, Uuid), (u64, Value)>,
     BTreeMap<(Table, Uuid), u64>,
 );
 
-fn split<'a>(rows: impl IntoIterator<Item = (&'a (Table, Uuid), &'a MRow)>) -> Split {
+pub(super) fn split<'a>(rows: impl IntoIterator<Item = (&'a (Table, Uuid), &'a MRow)>) -> Split {
     let mut live = BTreeMap::new();
     let mut dead = BTreeMap::new();
     for (k, r) in rows {
@@ -826,7 +528,7 @@ fn split<'a>(rows: impl IntoIterator<Item = (&'a (Table, Uuid), &'a MRow)>) -> S
     (live, dead)
 }
 
-fn rows_of(dump: Vec<clinic_client::store::DumpRow>) -> Rows {
+pub(super) fn rows_of(dump: Vec<crate::types::DumpRow>) -> Rows {
     dump.into_iter()
         .map(|(t, id, version, deleted, data)| {
             (
@@ -843,7 +545,7 @@ fn rows_of(dump: Vec<clinic_client::store::DumpRow>) -> Rows {
 
 /// Confirmed rows with every pending mutation replayed in order, computed
 /// from scratch (a mutation that no longer plans shows no effect).
-fn expected_visible(store: &Store, actor: &Actor) -> Result<Rows, TestCaseError> {
+pub(super) fn expected_visible(store: &Store, actor: &Actor) -> Result<Rows, TestCaseError> {
     let mut rows = rows_of(store.dump(false).map_err(err("dump confirmed"))?);
     let acknowledged = store.server_ack().map_err(err("server_ack"))?;
     for entry in store.pending().map_err(err("pending"))? {
@@ -869,7 +571,11 @@ fn expected_visible(store: &Store, actor: &Actor) -> Result<Rows, TestCaseError>
     Ok(rows)
 }
 
-fn check_invariant(h: &Harness, step: usize, op: Option<&Op>) -> Result<(), TestCaseError> {
+pub(super) fn check_invariant(
+    h: &Harness,
+    step: usize,
+    op: Option<&Op>,
+) -> Result<(), TestCaseError> {
     let expected = expected_visible(&h.store, &h.actor)?;
     let visible = rows_of(h.store.dump(true).map_err(err("dump visible"))?);
     let (e_live, e_dead) = split(&expected);
@@ -908,7 +614,7 @@ fn check_invariant(h: &Harness, step: usize, op: Option<&Op>) -> Result<(), Test
     Ok(())
 }
 
-fn check_final(h: &Harness) -> Result<(), TestCaseError> {
+pub(super) fn check_final(h: &Harness) -> Result<(), TestCaseError> {
     let pending = h.store.pending().map_err(err("pending"))?;
     prop_assert!(
         pending.is_empty(),
@@ -942,7 +648,7 @@ fn check_final(h: &Harness) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn run(ops: &[Op]) -> Result<(), TestCaseError> {
+pub(super) fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     let mut h = Harness::new()?;
     check_invariant(&h, 0, None)?;
     for (i, op) in ops.iter().enumerate() {
@@ -982,246 +688,4 @@ proptest! {
     ) {
         run(&ops)?;
     }
-}
-
-/// Minimal case: another user deletes a patient; this user, not yet knowing,
-/// invoices the patient; the tombstone arrives. Replayed on the confirmed
-/// rows the invoice no longer plans (`patient_unavailable`), but the store
-/// keeps showing it: the patient row is not among the invoice's outbox rows
-/// (only written rows are): re-deriving only the rows a mutation writes
-/// missed it. `apply_remote` now replays every unacknowledged mutation.
-#[test]
-fn pending_invoice_of_a_patient_deleted_remotely_is_rederived() {
-    let mut h = Harness::new().unwrap();
-    let ops = [
-        Op::RemoteDelete { target: 1 },
-        Op::CreateInvoice {
-            patient: 1,
-            cents: 0,
-        },
-        Op::Pull { limit: 1 },
-    ];
-    for (i, op) in ops.iter().enumerate() {
-        h.step(op).unwrap();
-        check_invariant(&h, i + 1, Some(op)).unwrap();
-    }
-}
-
-/// The same cause, seen in the schedule: a pending booking stays visible
-/// after another user's booking of the same doctor and time arrives, so the
-/// day shows the doctor double-booked (replayed, the pending booking is
-/// refused as `double_booked`).
-#[test]
-fn pending_booking_is_rederived_when_a_remote_booking_takes_the_slot() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let admin = Staff {
-        id: uuid(0xA0),
-        username: "admin".into(),
-        display_name: "Admin".into(),
-        role: Role::Admin,
-        active: true,
-    };
-    store.sign_in("http://test", "token", &admin).unwrap();
-    let (doctor, patient) = (uuid(0xD0), uuid(0x100));
-    let row = |table, id, version, data: Value| SyncRow {
-        table,
-        id,
-        version,
-        deleted: false,
-        data: Some(data),
-    };
-    let doctor_json = json!({"id": doctor, "username": "dr", "display_name": "Dr",
-        "role": "doctor", "active": true});
-    store
-        .apply_remote(
-            &[
-                row(Table::Staff, doctor, 1, doctor_json),
-                row(
-                    Table::Patients,
-                    patient,
-                    2,
-                    patient_json(patient, "Ana", None),
-                ),
-            ],
-            2,
-            None,
-            true,
-        )
-        .unwrap();
-    let start = Timestamp::from_unix(1_780_000_000).unwrap();
-    let end = Timestamp::from_unix(1_780_001_800).unwrap();
-    store
-        .mutate(Mutation::BookAppointment(BookAppointment {
-            id: uuid(0x300),
-            patient_id: patient,
-            doctor_id: doctor,
-            start,
-            end,
-            reason: None,
-        }))
-        .unwrap();
-    let theirs = uuid(0x301);
-    let appointment = json!({"id": theirs, "patient_id": patient, "doctor_id": doctor,
-        "start": start, "end": end, "status": "scheduled", "reason": null});
-    store
-        .apply_remote(
-            &[row(Table::Appointments, theirs, 3, appointment)],
-            3,
-            None,
-            true,
-        )
-        .unwrap();
-    let day = start.as_datetime().date_naive();
-    let schedule = store.day_schedule(day, Some(doctor)).unwrap();
-    assert_eq!(
-        schedule.iter().map(|r| r.id).collect::<Vec<_>>(),
-        vec![theirs],
-        "the doctor is shown double-booked"
-    );
-}
-
-/// DESIGN.md: "The server tells each client the last mutation id it has
-/// processed for it in the same message as the changes that contain its
-/// effects, so a pending row never flickers back to its old value." Without
-/// that acknowledgement, when the changes arrive before the push
-/// result (a reconnect or an HTTP push whose answer was lost, then a pull),
-/// the applied mutation is still pending and is replayed on top of its own
-/// effects: stock taken once shows as taken twice until the result arrives.
-#[test]
-fn changes_before_the_push_result_do_not_apply_a_stock_delta_twice() {
-    let mut h = Harness::new().unwrap();
-    let gloves = uuid(0x200); // 20 in stock
-    for op in [
-        Op::AdjustStock {
-            target: 0,
-            delta: -3,
-        },
-        Op::Push { n: 1 },
-        Op::Pull { limit: usize::MAX },
-    ] {
-        h.step(&op).unwrap();
-        check_invariant(&h, 0, Some(&op)).unwrap(); // holds
-    }
-    let quantity = h
-        .store
-        .get(Table::InventoryItems, gloves)
-        .unwrap()
-        .unwrap()
-        .data["quantity"]
-        .clone();
-    assert_eq!(quantity, json!(17), "20 in stock, 3 taken once");
-}
-
-/// The same guarantee, broken by paging: our address change is applied at
-/// seq 6, another user changes the stock (7) and then the same patient (8).
-/// The first pull page holds only the stock row, cursor 7: the cursor has
-/// passed 6, so the mutation leaves the outbox, but the mirror does not hold
-/// its effect (the patient's current version is 8, on the next page), and the
-/// patient's address flickered back to its old value until that page
-/// arrived. A mutation now leaves the outbox only once a complete message
-/// (the last page, a live batch) covers it.
-#[test]
-fn paged_pull_does_not_flicker_a_pending_change_back() {
-    let mut h = Harness::new().unwrap();
-    let patient = uuid(0x100);
-    for op in [
-        Op::UpdatePatient {
-            target: 0,
-            patch: Patch::Address(0),
-        },
-        Op::Push { n: 1 },
-        Op::DeliverResults { n: 1 },
-        Op::RemoteStock {
-            target: 0,
-            delta: 1,
-        },
-        Op::RemoteAddress {
-            target: 0,
-            address: 1,
-        },
-        Op::Pull { limit: 1 },
-    ] {
-        h.step(&op).unwrap();
-        check_invariant(&h, 0, Some(&op)).unwrap(); // holds
-        let address =
-            h.store.get(Table::Patients, patient).unwrap().unwrap().data["address"].clone();
-        assert_ne!(
-            address,
-            Value::Null,
-            "after {op:?}: the address flickered back"
-        );
-    }
-}
-
-/// Another user signing in on this machine gets a new client id and starts
-/// counting mutations from 1 again: the previous client's acknowledgement
-/// must not carry over, or the new user's first changes would be treated as
-/// already processed and vanish from the screen.
-#[test]
-fn a_new_user_does_not_inherit_the_previous_clients_acknowledgement() {
-    let mut h = Harness::new().unwrap();
-    for op in [
-        Op::CreatePatient {
-            name: 0,
-            bad: false,
-        },
-        Op::CreatePatient {
-            name: 1,
-            bad: false,
-        },
-        Op::Push { n: 2 },
-        Op::Pull { limit: usize::MAX },
-        Op::DeliverResults { n: 2 },
-    ] {
-        h.step(&op).unwrap();
-    }
-    assert_eq!(h.store.server_ack().unwrap(), 2);
-    assert!(h.store.pending().unwrap().is_empty());
-    let other = Staff {
-        id: uuid(0xB0),
-        username: "other".into(),
-        display_name: "Other".into(),
-        role: Role::Admin,
-        active: true,
-    };
-    h.store.sign_in("http://test", "token2", &other).unwrap();
-    assert_eq!(
-        h.store.server_ack().unwrap(),
-        0,
-        "the old client's ack is gone"
-    );
-    let id = uuid(0x9999);
-    h.store
-        .mutate(Mutation::CreatePatient(CreatePatient {
-            id,
-            first_name: "New".into(),
-            last_name: "User".into(),
-            date_of_birth: chrono::NaiveDate::from_ymd_opt(1990, 1, 2).unwrap(),
-            phone: None,
-            email: None,
-            address: None,
-        }))
-        .unwrap();
-    // A remote batch (another user's patient) re-derives the visible rows.
-    let theirs = uuid(0x9998);
-    let cursor = h.store.cursor().unwrap() + 1;
-    h.store
-        .apply_remote(
-            &[Server::sync_row(
-                Table::Patients,
-                theirs,
-                cursor,
-                false,
-                &patient_json(theirs, "Dana", None),
-            )],
-            cursor,
-            None,
-            true,
-        )
-        .unwrap();
-    assert!(
-        h.store.get(Table::Patients, id).unwrap().is_some(),
-        "the new user's pending patient is shown"
-    );
 }

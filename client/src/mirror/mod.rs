@@ -1,0 +1,328 @@
+//! The local mirror: one SQLite file holding what the server said, the
+//! outbox of changes not yet confirmed, and the rows the user sees.
+//!
+//! Terms:
+//! - **confirmed rows**: the server's rows as last received (`confirmed`).
+//! - **outbox**: the user's mutations in the order made, durable, each with
+//!   the rows it touches (`outbox`, `outbox_rows`). A mutation leaves the
+//!   outbox when the server has rejected it, or applied it and the mirror's
+//!   cursor has reached the sequence number of its effects, so that a
+//!   pending row never flickers back to its old value.
+//! - **visible rows**: confirmed rows with the pending mutations replayed on
+//!   top (`visible`), what every query reads.
+//! - **cursor**: the highest server sequence number applied to the mirror.
+//!
+//! One thread owns the writing connection ([`DbThread`]); async code reaches
+//! it through [`Mirror`]'s methods. Every write is one IMMEDIATE
+//! transaction: a local mutation and its outbox entry; a server batch, its
+//! cursor and the mutations it acknowledges. A [`StoreEvent`] goes out after
+//! each commit (from the owning thread, so in commit order) so a UI re-reads
+//! only what changed.
+
+pub(crate) mod account;
+mod meta;
+pub(crate) mod outbox;
+pub(crate) mod remote;
+pub(crate) mod rows;
+pub(crate) mod schema;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use meta::OfflineVerifier;
+
+use crate::clock::{Clock, IdSource};
+use crate::db::DbThread;
+use crate::error::{ClientError, ClientResult};
+use crate::types::{
+    DumpRow, PendingEntry, QueueStats, Receipt, RejectedEntry, StoreEvent, SyncState,
+};
+use account::StoredIdentity;
+use clinic_shared::model::{Staff, SyncRow, Timestamp};
+use clinic_shared::mutation::{Mutation, PendingMutation};
+use clinic_shared::protocol::MutationResult;
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+/// The mirror: its owning thread, its change feed, its clock.
+pub(crate) struct Mirror {
+    db: DbThread,
+    events: broadcast::Sender<StoreEvent>,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdSource>,
+    path: PathBuf,
+    _checkpointer: Option<schema::Checkpointer>,
+}
+
+/// Sends `event` when it names anything (or is a session change).
+fn emit(events: &broadcast::Sender<StoreEvent>, event: StoreEvent) {
+    if !event.tables.is_empty() || event.origin == crate::types::ChangeOrigin::Session {
+        // No subscriber is fine: nobody is looking right now.
+        let _ = events.send(event);
+    }
+}
+
+impl Mirror {
+    /// Opens (creating) the mirror in `dir`, migrating and checking it. A
+    /// locked or corrupt database is an error.
+    pub(crate) fn open(
+        dir: &Path,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdSource>,
+    ) -> ClientResult<Mirror> {
+        std::fs::create_dir_all(dir).map_err(|source| ClientError::Io {
+            context: format!("creating the data folder {}", dir.display()),
+            source,
+        })?;
+        let path = dir.join(schema::FILE_NAME);
+        let conn = schema::open_writer(&path, ids.new_id())?;
+        let checkpointer = schema::Checkpointer::start(&path, &conn);
+        let db = DbThread::spawn("clinic-mirror", conn)?;
+        let (events, _) = broadcast::channel(1024);
+        Ok(Mirror {
+            db,
+            events,
+            clock,
+            ids,
+            path,
+            _checkpointer: checkpointer,
+        })
+    }
+
+    /// The database file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Receives an event after every commit that changes visible rows.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
+        self.events.subscribe()
+    }
+
+    /// Runs a read-only `f` on the owning thread.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> ClientResult<T> + Send + 'static,
+    ) -> ClientResult<T> {
+        self.db.call(move |conn| f(conn)).await
+    }
+
+    /// Runs a writing `f` on the owning thread and sends the event it
+    /// returns, from that thread, right after its commit.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection, Timestamp) -> ClientResult<(T, Option<StoreEvent>)>
+        + Send
+        + 'static,
+    ) -> ClientResult<T> {
+        let events = self.events.clone();
+        let now = self.clock.now();
+        self.db
+            .call(move |conn| {
+                let (value, event) = f(conn, now)?;
+                if let Some(event) = event {
+                    emit(&events, event);
+                }
+                Ok(value)
+            })
+            .await
+    }
+
+    // ---- the user's changes ----
+
+    /// Plans, queues and shows a local mutation (see [`outbox::mutate`]).
+    pub(crate) async fn mutate(&self, mutation: Mutation) -> ClientResult<Receipt> {
+        self.write(move |conn, now| {
+            let (receipt, event) = outbox::mutate(conn, &mutation, now)?;
+            Ok((receipt, Some(event)))
+        })
+        .await
+    }
+
+    /// Pending mutations not yet answered, oldest first, at most `limit`.
+    pub(crate) async fn unsent(&self, limit: usize) -> ClientResult<Vec<PendingMutation>> {
+        self.read(move |c| outbox::unsent(c, limit)).await
+    }
+
+    /// Every mutation in the outbox, oldest first.
+    pub(crate) async fn pending(&self) -> ClientResult<Vec<PendingEntry>> {
+        self.read(outbox::pending).await
+    }
+
+    /// Refusals not yet dismissed, oldest first.
+    pub(crate) async fn rejected(&self) -> ClientResult<Vec<RejectedEntry>> {
+        self.read(outbox::rejected).await
+    }
+
+    /// Dismisses a refusal (the user has seen it).
+    pub(crate) async fn dismiss_rejected(&self, mutation_id: u64) -> ClientResult<bool> {
+        self.read(move |c| outbox::dismiss_rejected(c, mutation_id))
+            .await
+    }
+
+    /// Queue counts and cursor.
+    pub(crate) async fn stats(&self) -> ClientResult<QueueStats> {
+        self.read(outbox::stats).await
+    }
+
+    // ---- the server's answers ----
+
+    /// Applies server rows (see [`remote::apply_remote`]).
+    pub(crate) async fn apply_remote(
+        &self,
+        rows: Vec<SyncRow>,
+        cursor: u64,
+        ack: Option<u64>,
+        complete: bool,
+    ) -> ClientResult<StoreEvent> {
+        self.write(move |conn, now| {
+            let event = remote::apply_remote(conn, &rows, cursor, ack, complete, now)?;
+            Ok((event.clone(), Some(event)))
+        })
+        .await
+    }
+
+    /// Records push results (see [`outbox::apply_results`]).
+    pub(crate) async fn apply_results(&self, results: Vec<MutationResult>) -> ClientResult<()> {
+        self.write(move |conn, now| Ok(((), outbox::apply_results(conn, &results, now)?)))
+            .await
+    }
+
+    /// Sync bookkeeping.
+    pub(crate) async fn sync_state(&self) -> ClientResult<SyncState> {
+        self.read(|c| {
+            Ok(SyncState {
+                cursor: meta::number(c, &meta::CURSOR)?,
+                settled: meta::number(c, &meta::SETTLED)?,
+                server_ack: meta::number(c, &meta::SERVER_ACK)?,
+                synced_once: meta::get(c, &meta::SYNCED_ONCE)?.unwrap_or(false),
+            })
+        })
+        .await
+    }
+
+    /// When the server last sent anything.
+    pub(crate) async fn last_synced_at(&self) -> ClientResult<Option<Timestamp>> {
+        self.read(|c| meta::get(c, &meta::LAST_SYNCED_AT)).await
+    }
+
+    /// Marks the first full catch-up as done.
+    pub(crate) async fn mark_synced_once(&self) -> ClientResult<()> {
+        self.read(|c| meta::set(c, &meta::SYNCED_ONCE, &true)).await
+    }
+
+    // ---- identity ----
+
+    /// Who this installation is, as stored.
+    pub(crate) async fn identity(&self) -> ClientResult<StoredIdentity> {
+        self.read(account::identity).await
+    }
+
+    /// Records a sign-in (see [`account::sign_in`]).
+    pub(crate) async fn sign_in(
+        &self,
+        server_url: String,
+        token: String,
+        user: Staff,
+        verifier: Option<OfflineVerifier>,
+    ) -> ClientResult<()> {
+        let new_client_id = self.ids.new_id();
+        self.write(move |conn, _| {
+            let event = account::sign_in(conn, &server_url, &token, &user, new_client_id)?;
+            if let Some(v) = &verifier {
+                account::set_offline_verifier(conn, v)?;
+            }
+            Ok(((), event))
+        })
+        .await
+    }
+
+    /// The last signed-in user and their verifier, if `username` is that user.
+    pub(crate) async fn offline_verifier(
+        &self,
+        username: String,
+    ) -> ClientResult<Option<(Staff, String)>> {
+        self.read(move |c| account::offline_verifier(c, &username))
+            .await
+    }
+
+    /// Forgets the token; queued changes stay.
+    pub(crate) async fn drop_token(&self) -> ClientResult<()> {
+        self.read(account::drop_token).await
+    }
+
+    /// Removes the clinic's data and the user from this machine.
+    pub(crate) async fn wipe(&self, discard_pending: bool) -> ClientResult<()> {
+        let new_client_id = self.ids.new_id();
+        self.write(move |conn, _| {
+            let event = account::wipe(conn, discard_pending, new_client_id)?;
+            Ok(((), Some(event)))
+        })
+        .await
+    }
+
+    /// The user's role changed (see [`account::change_role`]).
+    pub(crate) async fn change_role(&self, user: Staff) -> ClientResult<()> {
+        self.write(move |conn, _| Ok(((), Some(account::change_role(conn, &user)?))))
+            .await
+    }
+
+    // ---- checks ----
+
+    /// Confirmed or visible rows, sorted, for consistency checks.
+    pub(crate) async fn dump(&self, visible: bool) -> ClientResult<Vec<DumpRow>> {
+        self.read(move |c| dump(c, visible)).await
+    }
+
+    /// `PRAGMA integrity_check` of the file.
+    pub(crate) async fn integrity_check(&self) -> ClientResult<()> {
+        self.read(integrity_check).await
+    }
+}
+
+/// Confirmed or visible rows: `(table, id, version, deleted, data)` sorted.
+pub(crate) fn dump(conn: &Connection, visible: bool) -> ClientResult<Vec<DumpRow>> {
+    let sql = if visible {
+        "SELECT tbl, id, version, deleted, data FROM visible ORDER BY tbl, id"
+    } else {
+        "SELECT tbl, id, version, deleted, data FROM confirmed ORDER BY tbl, id"
+    };
+    let raw: Vec<(String, String, i64, bool, Option<String>)> = conn
+        .prepare(sql)?
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    raw.into_iter()
+        .map(|(t, id, v, d, data)| {
+            let data = data
+                .map(|s| rows::json::<serde_json::Value>(&s))
+                .transpose()?
+                .filter(|v| !v.is_null());
+            Ok((
+                rows::parse_table(&t)?,
+                rows::parse_uuid(&id)?,
+                rows::to_u64(v),
+                d,
+                data,
+            ))
+        })
+        .collect()
+}
+
+/// The highest mutation id the server acknowledged.
+#[cfg(any(test, feature = "internals"))]
+pub(crate) fn server_ack(conn: &Connection) -> ClientResult<u64> {
+    meta::number(conn, &meta::SERVER_ACK)
+}
+
+/// `PRAGMA integrity_check`; `Ok` when the file is sound.
+pub(crate) fn integrity_check(conn: &Connection) -> ClientResult<()> {
+    let r: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+    if r == "ok" {
+        Ok(())
+    } else {
+        Err(ClientError::corrupt(format!("integrity check: {r}")))
+    }
+}

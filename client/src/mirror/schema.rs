@@ -1,0 +1,180 @@
+//! The mirror's SQLite file: opening it, its versioned schema, and the WAL
+//! checkpoint policy.
+
+use crate::error::{ClientError, ClientResult};
+use rusqlite::{Connection, TransactionBehavior};
+use std::path::Path;
+use std::time::Duration;
+
+/// The database file's name in the data directory.
+pub(crate) const FILE_NAME: &str = "clinic-client.db";
+
+/// Versioned schema migrations of the local database; a released migration
+/// never changes.
+const MIGRATIONS: &[&str] = &[
+    r#"
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+    CREATE TABLE confirmed (
+        tbl TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL,
+        deleted INTEGER NOT NULL, data TEXT,
+        PRIMARY KEY (tbl, id)
+    ) WITHOUT ROWID;
+    CREATE TABLE visible (
+        tbl TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL,
+        deleted INTEGER NOT NULL, data TEXT NOT NULL, pending INTEGER NOT NULL,
+        PRIMARY KEY (tbl, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX visible_appointments_by_doctor ON visible (json_extract(data, '$.doctor_id'), json_extract(data, '$.start'))
+        WHERE tbl = 'appointments';
+    CREATE INDEX visible_appointments_by_patient ON visible (json_extract(data, '$.patient_id'))
+        WHERE tbl = 'appointments';
+    CREATE INDEX visible_records_by_patient ON visible (json_extract(data, '$.patient_id'))
+        WHERE tbl IN ('treatment_records', 'invoices', 'referrals');
+    CREATE TABLE outbox (
+        mutation_id INTEGER PRIMARY KEY,
+        mutation TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        applied_seq INTEGER
+    );
+    CREATE TABLE outbox_rows (
+        mutation_id INTEGER NOT NULL, tbl TEXT NOT NULL, id TEXT NOT NULL,
+        PRIMARY KEY (mutation_id, tbl, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX outbox_rows_by_row ON outbox_rows (tbl, id);
+    CREATE TABLE rejected (
+        mutation_id INTEGER PRIMARY KEY,
+        mutation TEXT NOT NULL,
+        rejection TEXT NOT NULL,
+        rejected_at TEXT NOT NULL
+    );
+    CREATE VIRTUAL TABLE patient_search USING fts5(
+        id UNINDEXED, name, phone, dob, tokenize = 'unicode61 remove_diacritics 2'
+    );
+"#,
+    r#"
+    -- Which search entry (FTS rowid) holds which patient: finding a
+    -- patient's entry by its UNINDEXED id column scanned the whole index on
+    -- every patient write.
+    DELETE FROM patient_search WHERE rowid NOT IN (SELECT MIN(rowid) FROM patient_search GROUP BY id);
+    CREATE TABLE patient_search_ids (docid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE);
+    INSERT INTO patient_search_ids (docid, id) SELECT rowid, id FROM patient_search;
+"#,
+    r#"
+    -- Payments by invoice, for a patient's chart.
+    CREATE INDEX visible_payments_by_invoice ON visible (json_extract(data, '$.invoice_id'))
+        WHERE tbl = 'payments';
+"#,
+];
+
+/// WAL size (pages) at which a commit checkpoints itself after all (the
+/// SQLite default is 1000). Under a steady stream of writes (a first sync)
+/// a passive checkpoint never catches the WAL's end, and the WAL only starts
+/// over after a checkpoint made by the writer: this bounds the file (~40 MB)
+/// while keeping such commits rare (about one live batch in a thousand).
+const WAL_PAGES_BEFORE_COMMIT_CHECKPOINTS: i64 = 10_000;
+
+/// How often the checkpointer copies the WAL into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Opens a connection with the mirror's settings (WAL, FULL sync, busy
+/// timeout). `Busy` and `Corrupt` come back typed.
+pub(crate) fn connect(path: &Path) -> ClientResult<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+/// Opens the writer connection: checks the file, brings the schema up to
+/// date, and makes sure a client id exists.
+pub(crate) fn open_writer(path: &Path, new_client_id: uuid::Uuid) -> ClientResult<Connection> {
+    let mut conn = connect(path)?;
+    let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+    if check != "ok" {
+        return Err(ClientError::corrupt(format!(
+            "the local database failed its check: {check}"
+        )));
+    }
+    migrate(&mut conn)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if super::meta::get(&tx, &super::meta::CLIENT_ID)?.is_none() {
+        super::meta::set(&tx, &super::meta::CLIENT_ID, &new_client_id)?;
+    }
+    tx.commit()?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> ClientResult<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)",
+    )?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let current: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )?;
+    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+    if current > known {
+        return Err(ClientError::corrupt(format!(
+            "the local database is from a newer version of the app (schema {current} > {known})"
+        )));
+    }
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(current).unwrap_or(0))
+    {
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version) VALUES (?1)",
+            [i64::try_from(i + 1).unwrap_or(0)],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Keeps WAL checkpoints off the commit path. By default the commit that
+/// takes the WAL past 1000 pages also copies them into the database and
+/// syncs it, while its caller (a local write, a live batch) waits: tens of
+/// milliseconds, every hundred or so commits. Instead a thread with its own
+/// connection runs a passive checkpoint every second, which never blocks a
+/// commit, and leaves commits only the remainder, rarely (see
+/// [`WAL_PAGES_BEFORE_COMMIT_CHECKPOINTS`]). It stops when dropped.
+pub(crate) struct Checkpointer {
+    _stop: std::sync::mpsc::Sender<()>,
+}
+
+impl Checkpointer {
+    /// Starts the thread and raises the writer's auto-checkpoint threshold;
+    /// `None` if its connection or thread cannot be had (commits then
+    /// checkpoint as SQLite does by default).
+    pub(crate) fn start(path: &Path, writer: &Connection) -> Option<Checkpointer> {
+        let conn = Connection::open(path).ok()?;
+        conn.pragma_update(None, "synchronous", "FULL").ok()?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("clinic-checkpoint".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(error = %e, "WAL checkpoint failed");
+                    }
+                }
+            })
+            .ok()?;
+        writer
+            .pragma_update(
+                None,
+                "wal_autocheckpoint",
+                WAL_PAGES_BEFORE_COMMIT_CHECKPOINTS,
+            )
+            .ok()?;
+        Some(Checkpointer { _stop: stop })
+    }
+}

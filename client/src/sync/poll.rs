@@ -1,0 +1,159 @@
+//! Syncing over plain HTTP: push everything pending, long-poll for changes;
+//! and the one-shot round (`sync_once`) the CLI and tests use.
+
+use super::{SessionEnd, SyncEngine, millis, with_jitter};
+use crate::error::ClientResult;
+use crate::transport::PullQuery;
+use crate::types::{Connection, SyncReport};
+use clinic_shared::protocol::{MutationOutcome, PullResponse, PushRequest};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+impl SyncEngine {
+    /// HTTP polling until `deadline` (or forever when the WebSocket is off).
+    /// `None` when the deadline came (time to try the WebSocket again).
+    pub(super) async fn poll_until(
+        &self,
+        deadline: Instant,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<SessionEnd> {
+        let mut failure_backoff = self.config.backoff_min;
+        loop {
+            if *shutdown.borrow() {
+                return Some(SessionEnd::Shutdown);
+            }
+            let now = Instant::now();
+            if self.config.websocket && now >= deadline {
+                return None;
+            }
+            let Ok(Some((url, token))) = self.session.credentials().await else {
+                return Some(SessionEnd::Reconnect);
+            };
+            let remaining = deadline.saturating_duration_since(now).as_secs();
+            let wait = if self.config.websocket {
+                remaining.min(self.config.long_poll_secs)
+            } else {
+                self.config.long_poll_secs
+            };
+            let round = async {
+                self.push_http(&url, &token).await?;
+                // A local write ends the long-poll early so it is pushed now.
+                tokio::select! {
+                    page = self.pull_http(&url, &token, wait) => page.map(Some),
+                    () = self.wake.notified() => Ok(None),
+                }
+            };
+            let result = tokio::select! {
+                r = round => r,
+                _ = shutdown.changed() => return Some(SessionEnd::Shutdown),
+            };
+            match result {
+                Ok(page) => {
+                    failure_backoff = self.config.backoff_min;
+                    if page.as_ref().is_some_and(|p| !p.more)
+                        && let Err(e) = self.mirror.mark_synced_once().await
+                    {
+                        self.set_error(&e);
+                    }
+                    self.clear_error();
+                    self.refresh_status(Some(Connection::Polling)).await;
+                }
+                Err(e) => {
+                    if self.handle_auth_error(&e).await {
+                        return Some(SessionEnd::Reconnect);
+                    }
+                    self.set_error(&e);
+                    let pause = with_jitter(failure_backoff).min(
+                        deadline
+                            .saturating_duration_since(Instant::now())
+                            .max(Duration::from_millis(100)),
+                    );
+                    failure_backoff = (failure_backoff * 2).min(self.config.backoff_max);
+                    self.refresh_status(Some(Connection::Offline {
+                        retry_in_ms: millis(pause),
+                    }))
+                    .await;
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = self.wake.notified() => {}
+                        _ = shutdown.changed() => return Some(SessionEnd::Shutdown),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pushes every unsent mutation over HTTP; returns (applied, rejected).
+    async fn push_http(&self, url: &str, token: &str) -> ClientResult<(u64, u64)> {
+        let (mut applied, mut rejected) = (0, 0);
+        let client_id = self.mirror.identity().await?.client_id;
+        loop {
+            let mutations = self.mirror.unsent(self.config.push_batch).await?;
+            if mutations.is_empty() {
+                return Ok((applied, rejected));
+            }
+            let sent = mutations.len();
+            let request = PushRequest {
+                client_id,
+                mutations,
+            };
+            let pushed = self.transport.push(url, token, &request).await?;
+            let mut retry = false;
+            for r in &pushed.results {
+                match r.outcome {
+                    MutationOutcome::Applied { .. } => applied += 1,
+                    MutationOutcome::Rejected { .. } => rejected += 1,
+                    MutationOutcome::Retry { .. } => retry = true,
+                }
+            }
+            self.mirror.apply_results(pushed.results).await?;
+            if retry || sent < self.config.push_batch {
+                return Ok((applied, rejected));
+            }
+        }
+    }
+
+    async fn pull_http(&self, url: &str, token: &str, wait: u64) -> ClientResult<PullResponse> {
+        let cursor = self.mirror.sync_state().await?.cursor;
+        let client_id = self.mirror.identity().await?.client_id;
+        let query = PullQuery {
+            cursor,
+            wait_secs: wait,
+            client_id,
+        };
+        let page = self.transport.pull(url, token, query).await?;
+        self.mirror
+            .apply_remote(
+                page.rows.clone(),
+                page.cursor,
+                page.last_mutation_id,
+                !page.more,
+            )
+            .await?;
+        Ok(page)
+    }
+
+    /// One round over HTTP: push everything pending, pull until caught up.
+    /// Fails when the server cannot be reached; the changes stay queued.
+    pub(crate) async fn sync_once(&self) -> ClientResult<SyncReport> {
+        let (url, token) = self.session.require().await?;
+        let mut report = SyncReport::default();
+        let (applied, rejected) = self.push_http(&url, &token).await?;
+        report.applied = applied;
+        report.rejected = rejected;
+        loop {
+            let page = self.pull_http(&url, &token, 0).await?;
+            report.rows += page.rows.len() as u64;
+            if !page.more {
+                break;
+            }
+        }
+        self.mirror.mark_synced_once().await?;
+        // Effects pulled above may have completed pushed mutations.
+        let stats = self.mirror.stats().await?;
+        report.cursor = stats.cursor;
+        report.pending = stats.pending;
+        self.refresh_status(None).await;
+        Ok(report)
+    }
+}

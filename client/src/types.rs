@@ -1,0 +1,316 @@
+//! The values the facade hands to front ends. The desktop UI's TypeScript
+//! types are generated from these (ts-rs, `ui/src/bindings`), so the UI and
+//! the engine cannot disagree on a shape.
+
+use clinic_shared::model::{
+    Appointment, InventoryItem, Invoice, Patient, Payment, Referral, Staff, Table, Timestamp,
+    TreatmentRecord,
+};
+use clinic_shared::mutation::Mutation;
+use clinic_shared::protocol::Rejection;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Where a change came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeOrigin {
+    /// This user's own mutation, applied locally.
+    Local,
+    /// Rows received from the server.
+    Remote,
+    /// The server refused a mutation; its effects were rolled back.
+    Rejection,
+    /// The session changed (sign-in, sign-out, role change).
+    Session,
+}
+
+/// "These rows changed": sent after every commit that changes visible rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+pub struct StoreEvent {
+    /// What caused it.
+    pub origin: ChangeOrigin,
+    /// Tables with changed visible rows.
+    pub tables: Vec<Table>,
+    /// The changed rows (capped; a large batch lists only its tables).
+    pub rows: Vec<(Table, Uuid)>,
+    /// The mirror's cursor after the commit.
+    pub cursor: u64,
+}
+
+impl StoreEvent {
+    /// "Everything may have changed" (a sign-in, a missed event).
+    pub fn everything(origin: ChangeOrigin) -> StoreEvent {
+        StoreEvent {
+            origin,
+            tables: Table::ALL.to_vec(),
+            rows: vec![],
+            cursor: 0,
+        }
+    }
+}
+
+/// A visible row of any table, untyped (tools and tests).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+pub struct Row {
+    /// Table.
+    pub table: Table,
+    /// Id.
+    pub id: Uuid,
+    /// Version of the confirmed row underneath (0 if created locally).
+    pub version: u64,
+    /// Whether a pending local change shapes this row.
+    pub pending: bool,
+    /// The entity (a JSON object of the table's entity type).
+    #[ts(type = "Record<string, any>")]
+    pub data: Value,
+}
+
+/// A visible row with its entity typed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+pub struct Entity<T> {
+    /// Id.
+    pub id: Uuid,
+    /// Version of the confirmed row underneath (0 if created locally):
+    /// the base version of an edit.
+    pub version: u64,
+    /// Whether a pending local change shapes this row.
+    pub pending: bool,
+    /// The entity.
+    pub data: T,
+}
+
+/// A patient's chart: what the user may see about one patient.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+pub struct Chart {
+    /// The patient.
+    pub patient: Entity<Patient>,
+    /// Appointments, newest first.
+    pub appointments: Vec<Entity<Appointment>>,
+    /// Treatment records (doctors and admins only), newest first.
+    pub treatment_records: Vec<Entity<TreatmentRecord>>,
+    /// Invoices (reception and admins only), newest first.
+    pub invoices: Vec<Entity<Invoice>>,
+    /// Payments of those invoices, newest first.
+    pub payments: Vec<Entity<Payment>>,
+    /// Referrals, newest first.
+    pub referrals: Vec<Entity<Referral>>,
+}
+
+/// Every row of one table, typed, for the screens that list them.
+pub type Entities<T> = Vec<Entity<T>>;
+
+/// The staff list.
+pub type StaffList = Entities<Staff>;
+/// The inventory.
+pub type Inventory = Entities<InventoryItem>;
+
+/// What a local mutation did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+pub struct Receipt {
+    /// The mutation's id.
+    pub mutation_id: u64,
+    /// The rows it changed locally.
+    pub rows: Vec<(Table, Uuid)>,
+}
+
+/// A mutation waiting for the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+pub struct PendingEntry {
+    /// Its id.
+    pub mutation_id: u64,
+    /// The intent.
+    pub mutation: Mutation,
+    /// When it was made (local clock).
+    pub created_at: Timestamp,
+    /// The server applied it at this sequence number; waiting for the mirror
+    /// to catch up to it.
+    pub applied_seq: Option<u64>,
+}
+
+/// A mutation the server refused, kept until the user dismisses it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+pub struct RejectedEntry {
+    /// Its id.
+    pub mutation_id: u64,
+    /// The intent, so it can be edited and retried.
+    pub mutation: Mutation,
+    /// Why.
+    pub rejection: Rejection,
+    /// When the answer arrived.
+    pub rejected_at: Timestamp,
+}
+
+/// Who this installation is and whom it serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+pub struct Identity {
+    /// This installation's client id (new for every user who signs in here).
+    pub client_id: Uuid,
+    /// The server's base URL.
+    pub server_url: Option<String>,
+    /// The signed-in user, if any (kept while the token is dropped).
+    pub user: Option<Staff>,
+    /// Whether the user is signed in (with a token, or offline against this
+    /// machine's verifier).
+    pub signed_in: bool,
+    /// Signed in against this machine's verifier while the server could not
+    /// be reached: no server session yet (the sync loop asks for one).
+    pub offline: bool,
+}
+
+/// Counts for the status line.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+pub struct QueueStats {
+    /// Mutations not yet confirmed.
+    pub pending: u64,
+    /// Creation time of the oldest of them.
+    pub oldest_pending: Option<Timestamp>,
+    /// Rejections not yet dismissed.
+    pub rejected: u64,
+    /// The mirror's cursor.
+    pub cursor: u64,
+}
+
+/// How the client is connected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Connection {
+    /// Opening a connection.
+    Connecting,
+    /// Live over the WebSocket.
+    Live,
+    /// Syncing by HTTP long-poll (WebSocket unavailable).
+    Polling,
+    /// The server cannot be reached; the next attempt is due.
+    Offline {
+        /// Milliseconds until the next attempt.
+        retry_in_ms: u64,
+    },
+    /// No valid sign-in: changes are held until the user signs in again.
+    SignedOut,
+    /// The sync loop is not running.
+    Stopped,
+}
+
+/// What the UI shows about sync.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+pub struct SyncStatus {
+    /// Connection state.
+    pub connection: Connection,
+    /// Last time anything arrived from the server.
+    pub last_synced_at: Option<Timestamp>,
+    /// Changes not yet confirmed.
+    pub pending: u64,
+    /// Age of the oldest of them, in seconds.
+    pub oldest_pending_secs: Option<u64>,
+    /// Rejections not yet dismissed.
+    pub rejected: u64,
+    /// Progress of the first full sync, while it runs.
+    pub initial_sync: Option<InitialSync>,
+    /// The mirror's cursor.
+    pub cursor: u64,
+    /// The last error, for a tooltip.
+    pub last_error: Option<String>,
+}
+
+impl Default for SyncStatus {
+    fn default() -> Self {
+        SyncStatus {
+            connection: Connection::Stopped,
+            last_synced_at: None,
+            pending: 0,
+            oldest_pending_secs: None,
+            rejected: 0,
+            initial_sync: None,
+            cursor: 0,
+            last_error: None,
+        }
+    }
+}
+
+/// Progress of a first full sync.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+pub struct InitialSync {
+    /// Rows received so far.
+    pub rows: u64,
+    /// Cursor reached.
+    pub cursor: u64,
+    /// Server head when it started.
+    pub head: u64,
+}
+
+/// The signed-in identity and the sync status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+pub struct SessionInfo {
+    /// Who and where.
+    pub identity: Identity,
+    /// How sync stands.
+    pub status: SyncStatus,
+}
+
+/// The outcome of one [`crate::ClinicClient::sync_once`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+pub struct SyncReport {
+    /// Mutations the server applied.
+    pub applied: u64,
+    /// Mutations the server rejected.
+    pub rejected: u64,
+    /// Rows received.
+    pub rows: u64,
+    /// Cursor at the end.
+    pub cursor: u64,
+    /// Mutations still queued.
+    pub pending: u64,
+}
+
+/// What became of one local change after an attempt to send it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Delivery {
+    /// The server applied it and this mirror holds its effects.
+    Confirmed,
+    /// The server refused it; its effects were rolled back.
+    Rejected {
+        /// Why.
+        rejection: Rejection,
+    },
+    /// Not answered yet (offline, or slower than the wait): it stays queued
+    /// and is sent by the next sync.
+    Queued {
+        /// Why it is still queued, for a person.
+        reason: String,
+    },
+}
+
+/// Internal sync bookkeeping, for support tools and tests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncState {
+    /// Highest server sequence number applied.
+    pub cursor: u64,
+    /// Cursor up to which the mirror holds every change.
+    pub settled: u64,
+    /// Highest mutation id the server said it processed.
+    pub server_ack: u64,
+    /// Whether a full catch-up completed since the mirror (re)started.
+    pub synced_once: bool,
+}
+
+/// One row of a dump: table, id, version, deleted, data.
+pub type DumpRow = (Table, Uuid, u64, bool, Option<Value>);

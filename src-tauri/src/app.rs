@@ -1,0 +1,60 @@
+//! Starting the app: open the client on the data directory, sign in from
+//! the environment when asked (demo, tests), start sync and the event
+//! forwarding, register the commands.
+
+use clinic_client::{ClientConfig, ClinicClient};
+use tauri::Manager;
+
+/// What the setup needs from the environment.
+struct Startup {
+    server: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+}
+
+fn setup(app: &mut tauri::App) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = match std::env::var_os("CLINIC_DATA_DIR") {
+        Some(dir) => dir.into(),
+        None => app.path().app_data_dir()?,
+    };
+    let client = ClinicClient::open(ClientConfig::new(dir))?;
+    app.manage(client.clone());
+    app.manage(crate::commands::Defaults {
+        server: std::env::var("CLINIC_SERVER").ok(),
+    });
+    let startup = Startup {
+        server: std::env::var("CLINIC_SERVER").ok(),
+        user: std::env::var("CLINIC_LOGIN_USER").ok(),
+        password: std::env::var("CLINIC_LOGIN_PASSWORD").ok(),
+    };
+    let handle = app.handle().clone();
+    tauri::async_runtime::spawn(async move {
+        tauri::async_runtime::spawn(crate::events::forward(handle, client.clone()));
+        auto_sign_in(&client, startup).await;
+        client.run().await;
+    });
+    Ok(())
+}
+
+/// Signs in from the environment when nobody is signed in here (demo and
+/// tests); a failure is logged and the sign-in screen shows.
+async fn auto_sign_in(client: &ClinicClient, startup: Startup) {
+    let Ok(identity) = client.identity().await else {
+        return;
+    };
+    let server = startup.server.or(identity.server_url);
+    if let (Some(server), Some(user), Some(password), false) =
+        (server, startup.user, startup.password, identity.signed_in)
+        && let Err(e) = client.sign_in(&server, &user, &password).await
+    {
+        tracing::warn!(error = %e, "automatic sign-in failed");
+    }
+}
+
+/// Builds and runs the app until its window closes.
+pub fn run_app() -> tauri::Result<()> {
+    tauri::Builder::default()
+        .setup(setup)
+        .invoke_handler(crate::commands::handler())
+        .run(tauri::generate_context!())
+}

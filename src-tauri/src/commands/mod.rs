@@ -1,0 +1,155 @@
+//! The commands the WebView may call: one-line shims over the facade. The
+//! list here, `build.rs` and `capabilities/default.json` name the same
+//! commands (build.rs generates their permissions).
+
+use clinic_client::{
+    Chart, ClientError, ClinicClient, Entity, PendingEntry, Receipt, RejectedEntry, Row,
+    SessionInfo, SignInResult,
+};
+use clinic_shared::model::{Appointment, InventoryItem, Invoice, Patient, Staff, Table};
+use clinic_shared::mutation::Mutation;
+use clinic_shared::protocol::HistoryResponse;
+use tauri::State;
+use uuid::Uuid;
+
+type Answer<T> = Result<T, ClientError>;
+type Client<'a> = State<'a, ClinicClient>;
+
+/// Settings from the environment the UI asks for.
+pub struct Defaults {
+    /// `CLINIC_SERVER`: the server address the sign-in screen starts with.
+    pub server: Option<String>,
+}
+
+#[tauri::command]
+async fn session_info(c: Client<'_>) -> Answer<SessionInfo> {
+    c.session_info().await
+}
+
+#[tauri::command]
+fn default_server(d: State<'_, Defaults>) -> Option<String> {
+    d.server.clone()
+}
+
+#[tauri::command]
+async fn sign_in(
+    c: Client<'_>,
+    server_url: String,
+    username: String,
+    password: String,
+) -> Answer<SignInResult> {
+    c.sign_in(&server_url, &username, &password).await
+}
+
+#[tauri::command]
+async fn sign_out(c: Client<'_>, discard_pending: bool) -> Answer<()> {
+    c.sign_out(discard_pending).await
+}
+
+#[tauri::command]
+fn sync_now(c: Client<'_>) {
+    c.sync_now()
+}
+
+#[tauri::command]
+async fn row(c: Client<'_>, table: Table, id: Uuid) -> Answer<Option<Row>> {
+    c.row(table, id).await
+}
+
+#[tauri::command]
+async fn patients(c: Client<'_>) -> Answer<Vec<Entity<Patient>>> {
+    c.patients().await
+}
+
+#[tauri::command]
+async fn search_patients(
+    c: Client<'_>,
+    query: String,
+    limit: usize,
+) -> Answer<Vec<Entity<Patient>>> {
+    c.search_patients(&query, limit).await
+}
+
+#[tauri::command]
+async fn patient_chart(c: Client<'_>, id: Uuid) -> Answer<Option<Chart>> {
+    c.chart(id).await
+}
+
+#[tauri::command]
+async fn staff(c: Client<'_>) -> Answer<Vec<Entity<Staff>>> {
+    c.staff().await
+}
+
+#[tauri::command]
+async fn day_schedule(
+    c: Client<'_>,
+    date: chrono::NaiveDate,
+    doctor: Option<Uuid>,
+) -> Answer<Vec<Entity<Appointment>>> {
+    c.day_schedule(date, doctor).await
+}
+
+#[tauri::command]
+async fn inventory(c: Client<'_>) -> Answer<Vec<Entity<InventoryItem>>> {
+    c.inventory().await
+}
+
+#[tauri::command]
+async fn low_stock(c: Client<'_>) -> Answer<Vec<Entity<InventoryItem>>> {
+    c.low_stock().await
+}
+
+#[tauri::command]
+async fn invoices(c: Client<'_>) -> Answer<Vec<Entity<Invoice>>> {
+    c.invoices().await
+}
+
+#[tauri::command]
+async fn mutate(c: Client<'_>, mutation: Mutation) -> Answer<Receipt> {
+    c.mutate(mutation).await
+}
+
+#[tauri::command]
+async fn pending_changes(c: Client<'_>) -> Answer<Vec<PendingEntry>> {
+    c.pending().await
+}
+
+#[tauri::command]
+async fn rejected_changes(c: Client<'_>) -> Answer<Vec<RejectedEntry>> {
+    c.rejected().await
+}
+
+#[tauri::command]
+async fn dismiss_rejected(c: Client<'_>, mutation_id: u64) -> Answer<bool> {
+    c.dismiss_rejected(mutation_id).await
+}
+
+#[tauri::command]
+async fn record_history(c: Client<'_>, table: Table, id: Uuid) -> Answer<HistoryResponse> {
+    c.history(table, id).await
+}
+
+/// Every command, for the builder.
+pub fn handler() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static {
+    tauri::generate_handler![
+        session_info,
+        default_server,
+        sign_in,
+        sign_out,
+        sync_now,
+        row,
+        patients,
+        search_patients,
+        patient_chart,
+        staff,
+        day_schedule,
+        inventory,
+        low_stock,
+        invoices,
+        mutate,
+        pending_changes,
+        rejected_changes,
+        dismiss_rejected,
+        record_history,
+    ]
+}
