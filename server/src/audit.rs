@@ -228,7 +228,7 @@ pub struct Verified {
     pub head: String,
 }
 
-/// The result of [`verify`].
+/// Why [`verify_changes`] or [`verify_access`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     /// An entry does not match its chain.

@@ -1,9 +1,18 @@
-//! The HTTP API: routes, limits, authentication and JSON errors.
+//! The HTTP API: routes, limits, the extractors that authenticate a request
+//! ([`Caller`], [`SignedIn`], [`Origin`]; the logic is in
+//! [`crate::session`]) and JSON errors.
 //!
 //! Every error is a JSON [`ErrorBody`] `{code, message, field?, retryable}`
 //! with a matching status. Bodies are capped at
 //! [`limits::MAX_BODY_BYTES`]; ordinary requests time out after
 //! `Config::request_timeout` (long polls have their own bound).
+//!
+//! Access control: sign-in and password change go through the throttle;
+//! a caller who must change their password only reaches `me`, logout and
+//! the password change; every change to an account's access pokes
+//! [`crate::revocation`] so its open connections re-check at once; pulls,
+//! history reads and view reports are written to the access log
+//! ([`crate::audit`]) before they are answered.
 
 use crate::audit;
 use crate::blocking::{blocking, storage_error_body};

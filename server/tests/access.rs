@@ -932,3 +932,50 @@ async fn passwords_follow_the_policy_and_a_reset_forces_a_change() {
     let (_, demo) = login_with(&server, "reception", "demo").await;
     assert!(!demo.must_change_password);
 }
+
+#[tokio::test]
+async fn outside_demo_mode_a_password_below_the_policy_must_be_changed() {
+    // Seed the demo clinic (password `demo`), then serve the same database
+    // without --demo.
+    let mut server = Server::start();
+    server.kill();
+    let mut child = std::process::Command::new(bin("clinic-server"))
+        .arg("--data-dir")
+        .arg(server.dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line);
+        }
+        for _ in lines {}
+    });
+    let line = rx.recv_timeout(WAIT).unwrap();
+    server.base = line
+        .strip_prefix("clinic-server listening on ")
+        .unwrap()
+        .to_owned();
+    server.child = Some(child); // killed on drop
+    let (api, login) = login_with(&server, "reception", "demo").await;
+    assert!(login.must_change_password, "`demo` is below the policy");
+    let (status, e) = error_body(api.get("/v1/pull?cursor=0").send().await.unwrap()).await;
+    assert_eq!((status, e.code), (403, ErrorCode::PasswordChangeRequired));
+    let r = api
+        .post("/v1/password")
+        .json(&json!({"current_password": "demo", "new_password": "reception desk passphrase"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        api.get("/v1/pull?cursor=0").send().await.unwrap().status(),
+        200
+    );
+}
