@@ -67,6 +67,18 @@ async fn failed_sign_ins_are_throttled_per_username_without_slowing_other_users(
         "--signin-backoff-cap-secs",
         "4",
     ]);
+    // An unknown username is throttled exactly like a known one, with the
+    // same answers.
+    let mut unknown = Vec::new();
+    for _ in 0..4 {
+        unknown.push(error_body(login_raw(&server.base, "ghost", "wrong-guess").await).await);
+    }
+    let known_401 = error_body(login_raw(&server.base, "reception", "wrong-guess").await).await;
+    assert!(unknown.iter().all(|u| *u == known_401), "{unknown:?}");
+    let ghost = login_raw(&server.base, "ghost", "wrong-guess").await;
+    assert_eq!(ghost.status(), 429, "unknown usernames are throttled too");
+    let (_, ghost_body) = error_body(ghost).await;
+
     // Three failures are free, the fourth is counted and locks the username.
     for i in 1..=4 {
         let (status, body) =
@@ -90,25 +102,15 @@ async fn failed_sign_ins_are_throttled_per_username_without_slowing_other_users(
     let (_, locked) = error_body(response).await;
     assert_eq!(locked.code, ErrorCode::RateLimited);
     assert!(locked.retryable);
-    // Another user from the same address is not slowed.
+    assert_eq!(ghost_body, locked, "no hint whether the user exists");
+    // Another user from the same address gets in at the first try: no
+    // delay is imposed on anyone, a throttled attempt is answered 429.
+    // (Its time is Argon2 on a loaded machine; the bound only catches a
+    // sign-in that waits for the lockout.)
     let started = Instant::now();
     Api::login(&server, "reception").await;
     let other_user = started.elapsed();
-    assert!(other_user < Duration::from_secs(1), "{other_user:?}");
-    // An unknown username is throttled exactly like a known one.
-    let mut unknown = Vec::new();
-    for _ in 0..4 {
-        unknown.push(error_body(login_raw(&server.base, "ghost", "wrong-guess").await).await);
-    }
-    let known_401 = error_body(login_raw(&server.base, "reception", "wrong-guess").await).await;
-    assert!(unknown.iter().all(|u| *u == known_401), "{unknown:?}");
-    let ghost = login_raw(&server.base, "ghost", "wrong-guess").await;
-    assert_eq!(ghost.status(), 429, "unknown usernames are throttled too");
-    let (_, ghost_body) = error_body(ghost).await;
-    assert_eq!(
-        ghost_body.message, locked.message,
-        "no hint the user is unknown"
-    );
+    assert!(other_user < Duration::from_secs(5), "{other_user:?}");
     // The lockout expires: the right password works again.
     let expired = loop {
         let response = login_raw(&server.base, "doctor", "demo").await;
@@ -120,15 +122,15 @@ async fn failed_sign_ins_are_throttled_per_username_without_slowing_other_users(
             locked_at.elapsed() < Duration::from_secs(5),
             "lockout never expired"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(
         expired >= Duration::from_millis(800),
         "expired after {expired:?}"
     );
     eprintln!(
-        "throttling: locked after 4 failures, Retry-After {retry_after} s, lockout over after {expired:.2?}; \
-         other user's sign-in meanwhile took {other_user:.2?}"
+        "throttling: locked after 4 failures, Retry-After {retry_after} s, first success {expired:.2?} \
+         after the locking failure; other user's sign-in meanwhile took {other_user:.2?}"
     );
     // The success reset the username's counter: three failures are free again.
     for _ in 0..3 {
