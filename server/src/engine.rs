@@ -10,7 +10,7 @@
 //! is rolled back to its savepoint alone, so a bad mutation never leaves a
 //! half-written row and never blocks the good ones after it.
 
-use crate::storage::{Change, ClientRecord, StorageError, StorageResult, WriteTx};
+use crate::storage::{Change, ClientRecord, SecurityKind, StorageError, StorageResult, WriteTx};
 use clinic_shared::apply::{
     self, ConflictCheck, CurrentRow, PlanError, RowSource, RowWrite, SlotCandidate,
 };
@@ -250,8 +250,21 @@ fn write_mutation(
             tx.set_password_hash(a.id, hash)
                 .map_err(PlanError::Source)?;
         }
-        Mutation::SetStaffActive(a) if !a.active => {
-            tx.delete_sessions_of(a.id).map_err(PlanError::Source)?;
+        // Every open session of the account must re-check itself: record
+        // the security event (and raise the epoch) in this transaction.
+        Mutation::SetStaffActive(a) => {
+            let kind = if a.active {
+                SecurityKind::Enabled
+            } else {
+                tx.delete_sessions_of(a.id).map_err(PlanError::Source)?;
+                SecurityKind::Disabled
+            };
+            tx.record_security_event(a.id, kind, None, now)
+                .map_err(PlanError::Source)?;
+        }
+        Mutation::SetStaffRole(a) => {
+            tx.record_security_event(a.id, SecurityKind::RoleChanged, None, now)
+                .map_err(PlanError::Source)?;
         }
         _ => {}
     }

@@ -1,34 +1,50 @@
-//! The HTTP API: routes, limits, authentication and JSON errors.
+//! The HTTP API: routes, limits, the extractors that authenticate a request
+//! ([`Caller`], [`SignedIn`], [`Origin`]; the logic is in
+//! [`crate::session`]) and JSON errors.
 //!
 //! Every error is a JSON [`ErrorBody`] `{code, message, field?, retryable}`
 //! with a matching status. Bodies are capped at
 //! [`limits::MAX_BODY_BYTES`]; ordinary requests time out after
 //! `Config::request_timeout` (long polls have their own bound).
+//!
+//! Access control: sign-in and password change go through the throttle;
+//! a caller who must change their password only reaches `me`, logout and
+//! the password change; every change to an account's access pokes
+//! [`crate::revocation`] so its open connections re-check at once; pulls,
+//! history reads and view reports are written to the access log
+//! ([`crate::audit`]) before they are answered.
 
-use crate::auth;
-use crate::engine::PreparedMutation;
-use crate::storage::{Session, StorageError};
-use crate::{AppState, ws};
+use crate::audit;
+use crate::blocking::{blocking, storage_error_body};
+use crate::session::{self, Attempt, Caller, Origin, Refused};
+use crate::storage::{NewAccess, SecurityKind, Session, StorageError};
+use crate::{AppState, admin, auth, ws};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State, WebSocketUpgrade};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, Query, State, WebSocketUpgrade,
+};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use clinic_shared::codec;
 use clinic_shared::model::{Role, Staff, Table, Timestamp};
-use clinic_shared::mutation::Mutation;
 use clinic_shared::permissions;
 use clinic_shared::protocol::{
-    Actor, ErrorBody, ErrorCode, HistoryResponse, LoginRequest, LoginResponse, PullResponse,
-    PushRequest, PushResponse, limits,
+    AccessKind, AccessLogResponse, ErrorBody, ErrorCode, HistoryResponse, LoginRequest,
+    LoginResponse, PasswordChangeRequest, PasswordChangeResponse, PasswordResetRequest,
+    PullResponse, PushRequest, PushResponse, SessionsEnded, SignInEventsResponse, SignInKind,
+    ViewReport, ViewsRecorded, limits,
 };
+use clinic_shared::validate;
 use futures_util::StreamExt;
 use serde::Deserialize;
+use std::net::SocketAddr;
 use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
 use tower_http::timeout::TimeoutLayer;
 use uuid::Uuid;
 
@@ -51,13 +67,32 @@ impl From<ErrorBody> for ApiError {
 
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
-        tracing::error!(error = %e, "storage error");
-        let code = if e.retryable() {
-            ErrorCode::Unavailable
-        } else {
-            ErrorCode::Internal
-        };
-        ApiError::new(code, "the server could not read or write its database")
+        ApiError(storage_error_body(&e))
+    }
+}
+
+impl From<admin::AdminError> for ApiError {
+    fn from(e: admin::AdminError) -> Self {
+        match e {
+            admin::AdminError::Invalid(fields) => {
+                let message = fields
+                    .iter()
+                    .map(|f| format!("{} {}", f.field, f.message))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let mut body = ErrorBody::new(ErrorCode::InvalidField, message);
+                body.field = fields.into_iter().next().map(|f| f.field);
+                ApiError(body)
+            }
+            admin::AdminError::UnknownUser(_) => {
+                ApiError::new(ErrorCode::NotFound, "no such staff account")
+            }
+            admin::AdminError::Storage(e) => e.into(),
+            other => {
+                tracing::error!(error = %other, "account change failed");
+                ApiError::new(ErrorCode::Internal, "the account could not be changed")
+            }
+        }
     }
 }
 
@@ -67,7 +102,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
         ErrorCode::InvalidField => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::Unauthorized | ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
-        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::Forbidden | ErrorCode::PasswordChangeRequired => StatusCode::FORBIDDEN,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::OutOfOrder | ErrorCode::Lagged | ErrorCode::SessionChanged => {
@@ -101,19 +136,6 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// Runs blocking storage work off the async workers.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
-) -> ApiResult<T> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(result) => result.map_err(ApiError::from),
-        Err(e) => {
-            tracing::error!(error = %e, "blocking task failed");
-            Err(ApiError::new(ErrorCode::Internal, "internal error"))
-        }
-    }
-}
-
 /// Decodes a JSON body, mapping every failure to a named error.
 fn json_body<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<T> {
     let bytes = body.map_err(|rejection| {
@@ -129,52 +151,38 @@ fn json_body<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>
     codec::decode(&bytes).map_err(ApiError)
 }
 
-/// The authenticated caller of a request.
+/// A signed-in caller, also one who must change their password first: only
+/// `me`, logout and the password change take this.
 #[derive(Debug, Clone)]
-pub struct Caller {
-    /// Who, with their current role.
-    pub user: Staff,
-    /// The hash of the token used.
-    pub token_hash: String,
+pub struct SignedIn(pub Caller);
+
+fn bearer(parts: &Parts) -> ApiResult<&str> {
+    let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Unauthorized,
+            "missing Authorization: Bearer <token> header",
+        )
+    })?;
+    header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unauthorized,
+                "the Authorization header must be `Bearer <token>`",
+            )
+        })
 }
 
-impl Caller {
-    /// As the rules see the caller.
-    pub fn actor(&self) -> Actor {
-        Actor {
-            user_id: self.user.id,
-            role: self.user.role,
-        }
-    }
-}
+impl FromRequestParts<AppState> for SignedIn {
+    type Rejection = ApiError;
 
-/// Resolves a bearer token to a caller: the session must exist and be
-/// unexpired, the account active.
-pub async fn authenticate(state: &AppState, token: &str) -> ApiResult<Caller> {
-    let token_hash = auth::token_hash(token);
-    let storage = state.storage.clone();
-    let lookup = token_hash.clone();
-    let session: Option<Session> = blocking(move || storage.session(&lookup)).await?;
-    let Some(session) = session else {
-        return Err(ApiError::new(
-            ErrorCode::Unauthorized,
-            "sign in first: the token is unknown or was ended",
-        ));
-    };
-    if session.expires_at <= (state.config.clock)() {
-        return Err(ApiError::new(
-            ErrorCode::TokenExpired,
-            "the sign-in has expired; sign in again",
-        ));
-    }
-    let storage = state.storage.clone();
-    let user = blocking(move || storage.staff(session.user_id)).await?;
-    match user {
-        Some(user) if user.active => Ok(Caller { user, token_hash }),
-        _ => Err(ApiError::new(
-            ErrorCode::Unauthorized,
-            "the account is disabled",
-        )),
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<SignedIn> {
+        let token = bearer(parts)?;
+        Ok(SignedIn(session::authenticate(state, token).await?))
     }
 }
 
@@ -182,26 +190,71 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Caller> {
-        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::Unauthorized,
-                "missing Authorization: Bearer <token> header",
-            )
-        })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::Unauthorized,
-                    "the Authorization header must be `Bearer <token>`",
-                )
-            })?;
-        authenticate(state, token).await
+        let SignedIn(caller) = SignedIn::from_request_parts(parts, state).await?;
+        if caller.must_change_password {
+            return Err(ApiError(session::password_change_required()));
+        }
+        Ok(caller)
     }
+}
+
+impl FromRequestParts<AppState> for Origin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &AppState,
+    ) -> Result<Origin, Self::Rejection> {
+        let address = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| peer.ip().to_canonical());
+        let client_id = parts
+            .headers
+            .get("x-clinic-client")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| Uuid::parse_str(v.trim()).ok());
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.chars()
+                    .filter(|c| !c.is_control())
+                    .take(session::MAX_USER_AGENT)
+                    .collect::<String>()
+            })
+            .filter(|v| !v.is_empty());
+        Ok(Origin {
+            address,
+            client_id,
+            user_agent,
+        })
+    }
+}
+
+fn require_admin(caller: &Caller, what: &str) -> ApiResult<()> {
+    if caller.user.role == Role::Admin {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("only administrators may {what}"),
+        ))
+    }
+}
+
+/// `429` with `Retry-After` for a throttled sign-in.
+fn throttled(retry_after: u64) -> Response {
+    let body = ErrorBody::new(
+        ErrorCode::RateLimited,
+        format!("too many failed sign-ins; try again in {retry_after} s"),
+    );
+    let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
 }
 
 /// The router with every route and limit.
@@ -212,8 +265,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/login", post(login))
         .route("/v1/logout", post(logout))
         .route("/v1/me", get(me))
+        .route("/v1/password", post(change_password))
         .route("/v1/push", post(push))
         .route("/v1/history/{table}/{id}", get(history))
+        .route("/v1/audit/views", post(report_views))
+        .route("/v1/audit/access", get(access_log))
+        .route("/v1/audit/sign-ins", get(sign_ins))
+        .route("/v1/staff/{id}/end-sessions", post(staff_end_sessions))
+        .route("/v1/staff/{id}/password", post(staff_reset_password))
         .route("/v1/openapi.json", get(openapi))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -287,7 +346,15 @@ async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
     let sessions = state
         .live_sessions
         .load(std::sync::atomic::Ordering::Relaxed);
-    Json(serde_json::json!({ "status": "ok", "head": head, "ws_sessions": sessions }))
+    let waiting = state
+        .waiting_pulls
+        .load(std::sync::atomic::Ordering::Relaxed);
+    Json(serde_json::json!({
+        "status": "ok",
+        "head": head,
+        "ws_sessions": sessions,
+        "waiting_pulls": waiting,
+    }))
 }
 
 async fn openapi() -> impl IntoResponse {
@@ -297,48 +364,47 @@ async fn openapi() -> impl IntoResponse {
     )
 }
 
+fn wrong_credentials() -> ApiError {
+    ApiError::new(ErrorCode::Unauthorized, "wrong username or password")
+}
+
 async fn login(
     State(state): State<AppState>,
+    origin: Origin,
     body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<LoginResponse>> {
+) -> ApiResult<Response> {
     let request: LoginRequest = json_body(body)?;
-    if request.username.len() > 100 || request.password.len() > 1024 {
-        return Err(ApiError::new(
-            ErrorCode::Unauthorized,
-            "wrong username or password",
-        ));
+    if request.username.len() > 100 || request.password.len() > validate::MAX_PASSWORD_BYTES {
+        return Err(wrong_credentials());
     }
-    let _permit = state
-        .login_permits
-        .acquire()
-        .await
-        .map_err(|_| ApiError::new(ErrorCode::Unavailable, "the server is shutting down"))?;
-    let storage = state.storage.clone();
-    let username = request.username.trim().to_lowercase();
-    let found = blocking(move || storage.staff_by_username(&username)).await?;
-    let (user, hash) = match found {
-        Some((user, hash)) => (Some(user), hash),
-        None => (None, None),
+    let attempt = Attempt {
+        kind: SignInKind::SignIn,
+        username: session::normalize_username(&request.username),
+        password: request.password.clone(),
+        origin: &origin,
     };
-    let password = request.password;
-    let ok = tokio::task::spawn_blocking(move || auth::verify_password(&password, hash.as_deref()))
-        .await
-        .unwrap_or(false);
-    let user = match user {
-        Some(user) if ok => user,
-        _ => {
-            tracing::info!("sign-in refused");
+    let (user, security) = match session::verify_credentials(&state, attempt).await {
+        Ok(found) => found,
+        Err(Refused::Locked { retry_after }) => return Ok(throttled(retry_after)),
+        Err(Refused::Wrong) => return Err(wrong_credentials()),
+        Err(Refused::Disabled) => {
             return Err(ApiError::new(
-                ErrorCode::Unauthorized,
-                "wrong username or password",
+                ErrorCode::Forbidden,
+                "this account is disabled; ask an administrator",
             ));
         }
+        Err(Refused::Failed(e)) => return Err(e.into()),
     };
-    if !user.active {
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "this account is disabled; ask an administrator",
-        ));
+    // A password that no longer meets the policy (set before it existed)
+    // must be changed now; the demo's `demo` only passes in demo mode.
+    let mut errors = validate::Errors::new();
+    validate::password("password", &request.password, &mut errors);
+    let weak = !state.config.demo && errors.finish().is_err();
+    let must_change_password = security.must_change_password || weak;
+    if weak && !security.must_change_password {
+        let storage = state.storage.clone();
+        let id = user.id;
+        blocking(move || storage.write(&mut |tx| tx.set_must_change_password(id, true))).await?;
     }
     let token = auth::new_token();
     let now = (state.config.clock)();
@@ -351,68 +417,147 @@ async fn login(
     let storage = state.storage.clone();
     let hash = auth::token_hash(&token);
     blocking(move || storage.create_session(&hash, &session)).await?;
-    tracing::info!(user_id = %user.id, "signed in");
+    tracing::info!(user_id = %user.id, must_change_password, "signed in");
     Ok(Json(LoginResponse {
         token,
         expires_at,
         user,
-    }))
+        must_change_password,
+    })
+    .into_response())
 }
 
-async fn logout(State(state): State<AppState>, caller: Caller) -> ApiResult<StatusCode> {
+/// Query of `POST /v1/logout`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogoutQuery {
+    /// End every session of the account, not only this one.
+    #[serde(default)]
+    pub everywhere: bool,
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    SignedIn(caller): SignedIn,
+    query: Result<Query<LogoutQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
     let storage = state.storage.clone();
+    let user_id = caller.user.id;
+    if q.everywhere {
+        let clock = state.config.clock.clone();
+        let ended = blocking(move || {
+            admin::end_sessions(storage.as_ref(), user_id, &clock).map_err(|e| match e {
+                admin::AdminError::Storage(e) => e,
+                other => StorageError::Database(other.to_string()),
+            })
+        })
+        .await?;
+        state.revocations.poke();
+        tracing::info!(%user_id, sessions = ended.sessions, "signed out everywhere");
+        return Ok(Json(SessionsEnded {
+            sessions_ended: ended.sessions,
+            epoch: ended.epoch,
+        })
+        .into_response());
+    }
     let hash = caller.token_hash.clone();
-    blocking(move || storage.delete_session(&hash)).await?;
-    let _ = state.ended_sessions.send(caller.token_hash);
-    tracing::info!(user_id = %caller.user.id, "signed out");
-    Ok(StatusCode::NO_CONTENT)
+    let now = (state.config.clock)();
+    blocking(move || {
+        storage.write(&mut |tx| {
+            tx.delete_session(&hash)?;
+            tx.record_security_event(user_id, SecurityKind::SignedOut, Some(&hash), now)
+                .map(|_| ())
+        })
+    })
+    .await?;
+    state.revocations.poke();
+    tracing::info!(%user_id, "signed out");
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn me(caller: Caller) -> Json<Staff> {
+async fn me(SignedIn(caller): SignedIn) -> Json<Staff> {
     Json(caller.user)
 }
 
-/// Checks a push's size and prepares its mutations (hashes new passwords
-/// outside the write lock).
-pub async fn prepare_push(
-    caller: &Caller,
-    mutations: Vec<clinic_shared::mutation::PendingMutation>,
-) -> Result<Vec<PreparedMutation>, ErrorBody> {
-    if mutations.is_empty() {
-        return Err(
-            ErrorBody::new(ErrorCode::InvalidField, "the push has no mutations")
-                .with_field("mutations"),
-        );
+async fn change_password(
+    State(state): State<AppState>,
+    origin: Origin,
+    SignedIn(caller): SignedIn,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let request: PasswordChangeRequest = json_body(body)?;
+    // The new password is checked first: a refused one costs no attempt.
+    admin::check_new_password("new_password", &request.new_password)?;
+    if request.new_password == request.current_password {
+        return Err(ApiError(
+            ErrorBody::new(
+                ErrorCode::InvalidField,
+                "new_password must differ from the current password",
+            )
+            .with_field("new_password"),
+        ));
     }
-    if mutations.len() > limits::MAX_PUSH_MUTATIONS {
-        return Err(ErrorBody::new(
-            ErrorCode::PayloadTooLarge,
-            format!("at most {} mutations per push", limits::MAX_PUSH_MUTATIONS),
+    let wrong_current = || {
+        ApiError(
+            ErrorBody::new(
+                ErrorCode::InvalidField,
+                "current_password is not this account's password",
+            )
+            .with_field("current_password"),
         )
-        .with_field("mutations"));
+    };
+    if request.current_password.len() > validate::MAX_PASSWORD_BYTES {
+        return Err(wrong_current());
     }
-    let mut prepared = Vec::with_capacity(mutations.len());
-    for pending in mutations {
-        let password_hash = match &pending.mutation {
-            // Only hash for callers allowed to create staff, and only valid
-            // passwords: hashing is expensive.
-            Mutation::CreateStaff(a)
-                if caller.user.role == Role::Admin && pending.mutation.validate().is_ok() =>
-            {
-                let password = a.password.clone();
-                tokio::task::spawn_blocking(move || auth::hash_password(&password))
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-            }
-            _ => None,
-        };
-        prepared.push(PreparedMutation {
-            pending,
-            password_hash,
-        });
+    let attempt = Attempt {
+        kind: SignInKind::PasswordChange,
+        username: caller.user.username.clone(),
+        password: request.current_password.clone(),
+        origin: &origin,
+    };
+    match session::verify_credentials(&state, attempt).await {
+        Ok(_) => {}
+        Err(Refused::Locked { retry_after }) => return Ok(throttled(retry_after)),
+        Err(Refused::Wrong) => return Err(wrong_current()),
+        Err(Refused::Disabled) => {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "this account is disabled",
+            ));
+        }
+        Err(Refused::Failed(e)) => return Err(e.into()),
     }
-    Ok(prepared)
+    let new_password = request.new_password;
+    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&new_password))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| ApiError::new(ErrorCode::Internal, "the password could not be hashed"))?;
+    let storage = state.storage.clone();
+    let (user_id, keep) = (caller.user.id, caller.token_hash.clone());
+    let now = (state.config.clock)();
+    let (ended, epoch) = blocking(move || {
+        let mut result = (0, 0);
+        storage.write(&mut |tx| {
+            tx.set_password_hash(user_id, &hash)?;
+            tx.set_must_change_password(user_id, false)?;
+            let ended = tx.delete_other_sessions(user_id, &keep)?;
+            let event =
+                tx.record_security_event(user_id, SecurityKind::PasswordChanged, Some(&keep), now)?;
+            result = (ended, event.epoch);
+            Ok(())
+        })?;
+        Ok(result)
+    })
+    .await?;
+    state.revocations.poke();
+    tracing::info!(%user_id, other_sessions_ended = ended, "password changed");
+    Ok(Json(PasswordChangeResponse {
+        other_sessions_ended: ended,
+        epoch,
+    })
+    .into_response())
 }
 
 async fn push(
@@ -421,12 +566,46 @@ async fn push(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<PushResponse>> {
     let request: PushRequest = json_body(body)?;
-    let prepared = prepare_push(&caller, request.mutations).await?;
+    let prepared = session::prepare_push(&caller, request.mutations).await?;
     let results = state
         .writer
         .push(caller.actor(), request.client_id, prepared)
         .await?;
     Ok(Json(PushResponse { results }))
+}
+
+/// Refuses a client id bound to another user.
+async fn check_client(state: &AppState, caller: &Caller, client_id: Uuid) -> ApiResult<()> {
+    let storage = state.storage.clone();
+    let bound = blocking(move || storage.client(client_id)).await?;
+    if bound.is_some_and(|c| c.user_id != caller.user.id) {
+        return Err(ApiError(
+            ErrorBody::new(
+                ErrorCode::Forbidden,
+                "this client id belongs to another user",
+            )
+            .with_field("client_id"),
+        ));
+    }
+    Ok(())
+}
+
+/// Counts a waiting long-poll for `/healthz` while it lives.
+struct WaitingPull(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl WaitingPull {
+    fn new(state: &AppState) -> Self {
+        state
+            .waiting_pulls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        WaitingPull(state.waiting_pulls.clone())
+    }
+}
+
+impl Drop for WaitingPull {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Query of `GET /v1/pull`.
@@ -469,43 +648,62 @@ async fn pull(
             .with_field("wait"),
         ));
     }
+    let mut caller = caller;
     if wait > 0 {
         let mut head = state.feed.head();
+        let mut security = state.revocations.subscribe();
         let deadline = tokio::time::sleep(Duration::from_secs(wait));
         tokio::pin!(deadline);
+        let _waiting = WaitingPull::new(&state);
         loop {
             if *head.borrow_and_update() > q.cursor {
                 break;
             }
             tokio::select! {
                 changed = head.changed() => if changed.is_err() { break },
+                event = security.recv() => match event {
+                    Ok(e) if e.user_id == caller.user.id => break,
+                    Ok(_) => {}
+                    // Missed events may include ours: answer and let the
+                    // client poll again.
+                    Err(RecvError::Lagged(_) | RecvError::Closed) => break,
+                },
                 () = &mut deadline => break,
                 () = state.shutdown.cancelled() => break,
             }
         }
+        // The session may have ended, or the role changed, while waiting:
+        // answer from what holds now.
+        caller = session::authenticate_token_hash(&state, caller.token_hash.clone()).await?;
+        if caller.must_change_password {
+            return Err(ApiError(session::password_change_required()));
+        }
     }
     if let Some(client_id) = q.client_id {
-        let storage = state.storage.clone();
-        let bound = blocking(move || storage.client(client_id)).await?;
-        if bound.is_some_and(|c| c.user_id != caller.user.id) {
-            return Err(ApiError(
-                ErrorBody::new(
-                    ErrorCode::Forbidden,
-                    "this client id belongs to another user",
-                )
-                .with_field("client_id"),
-            ));
-        }
+        check_client(&state, &caller, client_id).await?;
     }
     let tables = permissions::readable_tables(caller.user.role);
     let storage = state.storage.clone();
     let (cursor, client) = (q.cursor, q.client_id);
     let page = blocking(move || storage.changes_page(&tables, cursor, limit, client)).await?;
+    // On record before it is delivered.
+    let entries = audit::deliveries(
+        caller.user.id,
+        q.client_id,
+        AccessKind::Pull,
+        &page.rows,
+        (state.config.clock)(),
+    );
+    if !entries.is_empty() {
+        state.audit.record_durable(entries).await?;
+    }
     Ok(Json(PullResponse {
         rows: page.rows,
         cursor: page.cursor,
         more: page.more,
         last_mutation_id: page.last_mutation_id,
+        role: caller.user.role,
+        epoch: caller.epoch,
     }))
 }
 
@@ -533,13 +731,235 @@ async fn history(
     }
     let storage = state.storage.clone();
     let entries = blocking(move || storage.history(table, id)).await?;
-    if entries.is_empty() {
+    let Some(latest) = entries.last() else {
         return Err(ApiError::new(
             ErrorCode::NotFound,
             format!("no {table} record {id}"),
         ));
-    }
+    };
+    let data = latest
+        .after
+        .as_ref()
+        .or(latest.before.as_ref())
+        .cloned()
+        .unwrap_or_default();
+    let entry = NewAccess {
+        at: (state.config.clock)(),
+        user_id: caller.user.id,
+        client_id: None,
+        kind: AccessKind::History,
+        patient_id: audit::patient_of(table, id, &data),
+        table,
+        row_ids: vec![id],
+    };
+    state.audit.record_durable(vec![entry]).await?;
     Ok(Json(HistoryResponse { table, id, entries }))
+}
+
+async fn report_views(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<ViewsRecorded>> {
+    let report: ViewReport = json_body(body)?;
+    if report.views.is_empty() || report.views.len() > limits::MAX_VIEWS_PER_REPORT {
+        return Err(ApiError(
+            ErrorBody::new(
+                ErrorCode::InvalidField,
+                format!(
+                    "views must list 1 to {} records",
+                    limits::MAX_VIEWS_PER_REPORT
+                ),
+            )
+            .with_field("views"),
+        ));
+    }
+    check_client(&state, &caller, report.client_id).await?;
+    for (i, view) in report.views.iter().enumerate() {
+        if !permissions::can_read(caller.user.role, view.table) {
+            return Err(ApiError(
+                ErrorBody::new(
+                    ErrorCode::Forbidden,
+                    format!("role {} may not read {}", caller.user.role, view.table),
+                )
+                .with_field(format!("views[{i}].table")),
+            ));
+        }
+    }
+    let storage = state.storage.clone();
+    let wanted: Vec<(Table, Uuid)> = report.views.iter().map(|v| (v.table, v.id)).collect();
+    let rows = blocking(move || {
+        wanted
+            .iter()
+            .map(|(t, id)| storage.current_row(*t, *id))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await?;
+    let at = (state.config.clock)();
+    let mut entries = Vec::with_capacity(rows.len());
+    for (i, (view, row)) in report.views.iter().zip(rows).enumerate() {
+        let Some(row) = row.filter(|r| !r.deleted) else {
+            return Err(ApiError(
+                ErrorBody::new(
+                    ErrorCode::NotFound,
+                    format!("no {} record {}", view.table, view.id),
+                )
+                .with_field(format!("views[{i}].id")),
+            ));
+        };
+        entries.push(NewAccess {
+            at,
+            user_id: caller.user.id,
+            client_id: Some(report.client_id),
+            kind: AccessKind::View,
+            patient_id: audit::patient_of(view.table, view.id, &row.data),
+            table: view.table,
+            row_ids: vec![view.id],
+        });
+    }
+    let recorded = entries.len();
+    state.audit.record_durable(entries).await?;
+    Ok(Json(ViewsRecorded { recorded }))
+}
+
+/// Query of the paged audit listings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// The patient (for `/v1/audit/access`).
+    pub patient: Option<Uuid>,
+    /// Only entries older than this position (from `next_before`).
+    pub before: Option<u64>,
+    /// Entries per page.
+    pub limit: Option<usize>,
+}
+
+fn audit_limit(limit: Option<usize>) -> ApiResult<usize> {
+    let limit = limit.unwrap_or(limits::DEFAULT_AUDIT_PAGE);
+    if limit == 0 || limit > limits::MAX_AUDIT_PAGE {
+        return Err(ApiError(
+            ErrorBody::new(
+                ErrorCode::InvalidField,
+                format!("limit must be between 1 and {}", limits::MAX_AUDIT_PAGE),
+            )
+            .with_field("limit"),
+        ));
+    }
+    Ok(limit)
+}
+
+async fn access_log(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> ApiResult<Json<AccessLogResponse>> {
+    require_admin(&caller, "read the access log")?;
+    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
+    let limit = audit_limit(q.limit)?;
+    let Some(patient) = q.patient else {
+        return Err(ApiError(
+            ErrorBody::new(
+                ErrorCode::InvalidField,
+                "patient is required (a patient id)",
+            )
+            .with_field("patient"),
+        ));
+    };
+    // Everything this process delivered so far is on record first.
+    state.audit.flush().await?;
+    let storage = state.storage.clone();
+    let (entries, next_before) =
+        blocking(move || audit::access_page(storage.as_ref(), patient, q.before, limit)).await?;
+    Ok(Json(AccessLogResponse {
+        patient_id: patient,
+        entries,
+        next_before,
+    }))
+}
+
+async fn sign_ins(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> ApiResult<Json<SignInEventsResponse>> {
+    require_admin(&caller, "read the sign-in log")?;
+    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
+    let limit = audit_limit(q.limit)?;
+    if q.patient.is_some() {
+        return Err(ApiError(
+            ErrorBody::new(ErrorCode::BadRequest, "the sign-in log takes no patient")
+                .with_field("patient"),
+        ));
+    }
+    let storage = state.storage.clone();
+    let events = blocking(move || storage.sign_in_events(q.before, limit)).await?;
+    let next_before = if events.len() == limit {
+        events.last().map(|e| e.id)
+    } else {
+        None
+    };
+    Ok(Json(SignInEventsResponse {
+        events,
+        next_before,
+    }))
+}
+
+async fn staff_account(state: &AppState, id: &str) -> ApiResult<Staff> {
+    let id = Uuid::parse_str(id).map_err(|_| {
+        ApiError(ErrorBody::new(ErrorCode::InvalidField, "the id is not a UUID").with_field("id"))
+    })?;
+    let storage = state.storage.clone();
+    blocking(move || storage.staff(id))
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no staff account {id}")))
+}
+
+async fn staff_end_sessions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SessionsEnded>> {
+    require_admin(&caller, "end other accounts' sessions")?;
+    let staff = staff_account(&state, &id).await?;
+    let storage = state.storage.clone();
+    let clock = state.config.clock.clone();
+    let ended = tokio::task::spawn_blocking(move || {
+        admin::end_sessions(storage.as_ref(), staff.id, &clock)
+    })
+    .await
+    .map_err(|_| ApiError::new(ErrorCode::Internal, "internal error"))??;
+    state.revocations.poke();
+    tracing::info!(admin = %caller.user.id, user_id = %staff.id, sessions = ended.sessions, "sessions ended by an administrator");
+    Ok(Json(SessionsEnded {
+        sessions_ended: ended.sessions,
+        epoch: ended.epoch,
+    }))
+}
+
+async fn staff_reset_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<SessionsEnded>> {
+    require_admin(&caller, "reset other accounts' passwords")?;
+    let request: PasswordResetRequest = json_body(body)?;
+    admin::check_new_password("new_password", &request.new_password)?;
+    let staff = staff_account(&state, &id).await?;
+    let storage = state.storage.clone();
+    let clock = state.config.clock.clone();
+    let ended = tokio::task::spawn_blocking(move || {
+        let hash = auth::hash_password(&request.new_password)?;
+        admin::reset_password(storage.as_ref(), staff.id, &hash, &clock)
+    })
+    .await
+    .map_err(|_| ApiError::new(ErrorCode::Internal, "internal error"))??;
+    state.revocations.poke();
+    tracing::info!(admin = %caller.user.id, user_id = %staff.id, "password reset by an administrator");
+    Ok(Json(SessionsEnded {
+        sessions_ended: ended.sessions,
+        epoch: ended.epoch,
+    }))
 }
 
 async fn websocket(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {

@@ -7,15 +7,23 @@
 //! behind the [`storage::Storage`] trait; SQLite is the default backend.
 //!
 //! Layers, outermost first: [`run`] accepts connections (with header-read
-//! timeouts and graceful shutdown) → [`http`] routes and limits →
-//! [`auth`] → [`writer`] / [`feed`] → [`engine`] → [`storage`].
+//! timeouts and graceful shutdown) → [`http`] routes and limits, [`ws`]
+//! sockets → [`session`] (who is calling, sign-in throttling) →
+//! [`writer`] / [`feed`] → [`engine`] → [`storage`]. Beside them:
+//! [`revocation`] tells open sessions about security events, [`audit`]
+//! records every delivery of clinical content; [`blocking`] runs storage
+//! calls off the async workers.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
+pub mod blocking;
 pub mod demo;
 pub mod engine;
 pub mod feed;
 pub mod http;
+pub mod revocation;
+pub mod session;
 pub mod storage;
 pub mod writer;
 pub mod ws;
@@ -64,6 +72,14 @@ pub struct Config {
     pub concurrent_logins: usize,
     /// How long shutdown waits for open connections.
     pub shutdown_grace: Duration,
+    /// How sign-in failures are throttled.
+    pub throttle: session::ThrottlePolicy,
+    /// How often to look for security events made by other processes
+    /// (revocation reaches open sessions within this).
+    pub security_poll: Duration,
+    /// Demo mode (`serve --demo`): passwords that do not meet the policy
+    /// (the demo's `demo`) are accepted without forcing a change.
+    pub demo: bool,
     /// The clock.
     pub clock: Clock,
 }
@@ -80,6 +96,9 @@ impl Default for Config {
             external_poll: Duration::from_millis(500),
             concurrent_logins: 4,
             shutdown_grace: Duration::from_secs(10),
+            throttle: session::ThrottlePolicy::default(),
+            security_poll: Duration::from_millis(200),
+            demo: false,
             clock: system_clock(),
         }
     }
@@ -96,8 +115,10 @@ pub struct AppState {
     pub writer: writer::WriterHandle,
     /// Settings.
     pub config: Arc<Config>,
-    /// Sessions ended by logout, by token hash: open sockets of that session close.
-    pub ended_sessions: tokio::sync::broadcast::Sender<String>,
+    /// Security events (sign-outs, revocations) for open sessions.
+    pub revocations: Arc<revocation::Revocations>,
+    /// The access log's queue.
+    pub audit: audit::AuditHandle,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
     /// Limits concurrent password checks.
@@ -106,6 +127,8 @@ pub struct AppState {
     pub sockets: TaskTracker,
     /// WebSocket sessions past `hello`, for `/healthz`.
     pub live_sessions: Arc<std::sync::atomic::AtomicUsize>,
+    /// Long-polls waiting for a change, for `/healthz`.
+    pub waiting_pulls: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// A failure that stops the server.
@@ -129,19 +152,27 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
     let feed = Arc::new(Feed::new(storage.clone(), config.feed_capacity)?);
-    let (writer, writer_thread) =
-        writer::spawn(storage.clone(), feed.clone(), config.clock.clone())?;
+    let revocations = Arc::new(revocation::Revocations::new(storage.clone())?);
+    let (writer, writer_thread) = writer::spawn(
+        storage.clone(),
+        feed.clone(),
+        revocations.clone(),
+        config.clock.clone(),
+    )?;
+    let (audit, audit_thread) = audit::spawn(storage.clone())?;
     let token = CancellationToken::new();
     let state = AppState {
         storage: storage.clone(),
         feed: feed.clone(),
         writer,
         config: Arc::new(config.clone()),
-        ended_sessions: tokio::sync::broadcast::channel(64).0,
+        revocations: revocations.clone(),
+        audit,
         shutdown: token.clone(),
         login_permits: Arc::new(tokio::sync::Semaphore::new(config.concurrent_logins.max(1))),
         sockets: TaskTracker::new(),
         live_sessions: Arc::default(),
+        waiting_pulls: Arc::default(),
     };
 
     let poller = tokio::spawn(poll_external_commits(
@@ -149,6 +180,8 @@ pub async fn run(
         config.clone(),
         token.clone(),
     ));
+    let security_poller =
+        tokio::spawn(revocations.clone().run(config.security_poll, token.clone()));
     let app = http::router(state.clone());
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -165,7 +198,13 @@ pub async fn run(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let service = TowerToHyperService::new(app.clone());
+                // Handlers see the peer (sign-in throttling and log) as `ConnectInfo`.
+                let service = TowerToHyperService::new(
+                    tower::ServiceExt::map_request(app.clone(), move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+                        request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                        request
+                    }),
+                );
                 let header_read_timeout = config.header_read_timeout;
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
@@ -214,12 +253,17 @@ pub async fn run(
         tracing::warn!("some WebSocket connections did not close in time");
     }
     let _ = poller.await;
+    let _ = security_poller.await;
     drop(app);
     drop(state);
-    // Every writer handle is gone now: the writer finishes its queue and stops.
-    let joined = tokio::task::spawn_blocking(move || writer_thread.join());
+    // Every writer and audit handle is gone now: both threads finish their
+    // queues and stop.
+    let joined = tokio::task::spawn_blocking(move || {
+        let _ = writer_thread.join();
+        audit_thread.join()
+    });
     if tokio::time::timeout(grace, joined).await.is_err() {
-        tracing::warn!("the writer did not stop in time");
+        tracing::warn!("the writer or the audit thread did not stop in time");
     }
     tracing::info!("stopped");
     Ok(())

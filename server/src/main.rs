@@ -1,10 +1,12 @@
-//! `clinic-server`: run the Clinic Sync server, or manage staff accounts.
+//! `clinic-server`: run the Clinic Sync server, manage staff accounts, read
+//! and verify the audit logs.
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use clinic_server::session::ThrottlePolicy;
 use clinic_server::storage::Storage;
 use clinic_server::storage::sqlite::SqliteStorage;
-use clinic_server::{Config, admin, demo, system_clock};
+use clinic_server::{Config, admin, audit, demo, system_clock};
 use clinic_shared::model::Role;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -34,11 +36,60 @@ enum Command {
         /// behind catches up from the database instead.
         #[arg(long, default_value_t = 256)]
         feed_capacity: usize,
+        /// Failed sign-ins a username may have before each further one
+        /// locks it (1 s, doubling up to the cap).
+        #[arg(long, default_value_t = 5, env = "CLINIC_SIGNIN_FREE_FAILURES")]
+        signin_free_failures: u32,
+        /// Failed sign-ins one client address may have before each further
+        /// one locks it (desks of a clinic often share an address).
+        #[arg(
+            long,
+            default_value_t = 20,
+            env = "CLINIC_SIGNIN_FREE_FAILURES_PER_ADDRESS"
+        )]
+        signin_free_failures_per_address: u32,
+        /// The first sign-in lockout, in milliseconds.
+        #[arg(long, default_value_t = 1000, env = "CLINIC_SIGNIN_BACKOFF_MS")]
+        signin_backoff_ms: u64,
+        /// The longest sign-in lockout, in seconds.
+        #[arg(long, default_value_t = 900, env = "CLINIC_SIGNIN_BACKOFF_CAP_SECS")]
+        signin_backoff_cap_secs: u64,
     },
     /// Manage staff accounts.
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// Read and verify the audit logs.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chains of the change log and the access log; name the
+    /// first bad entry and exit with status 1 if one does not match.
+    Verify,
+    /// Print sign-in attempts, newest first, one JSON object a line.
+    SignIns {
+        /// How many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Only events older than this id.
+        #[arg(long)]
+        before: Option<u64>,
+    },
+    /// Print who received or opened a patient's records, newest first, one
+    /// JSON object a line.
+    Access {
+        /// The patient's id.
+        #[arg(long)]
+        patient: uuid::Uuid,
+        /// How many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
     },
 }
 
@@ -63,8 +114,12 @@ enum UserCommand {
         #[arg(long)]
         role: Role,
     },
-    /// Set a new password (read from standard input); ends the account's sessions.
+    /// Set a new password (read from standard input); ends the account's
+    /// sessions, and the account must change it at its next sign-in.
     SetPassword { username: String },
+    /// End every session of an account (open connections close within a
+    /// second on every running server).
+    EndSessions { username: String },
 }
 
 fn data_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
@@ -120,7 +175,26 @@ fn main() -> anyhow::Result<()> {
             listen,
             demo,
             feed_capacity,
-        } => serve(Arc::new(storage), &listen, demo, feed_capacity, &dir),
+            signin_free_failures,
+            signin_free_failures_per_address,
+            signin_backoff_ms,
+            signin_backoff_cap_secs,
+        } => {
+            let config = Config {
+                feed_capacity,
+                demo,
+                throttle: ThrottlePolicy {
+                    free_failures_per_user: signin_free_failures,
+                    free_failures_per_address: signin_free_failures_per_address,
+                    base: std::time::Duration::from_millis(signin_backoff_ms.max(1)),
+                    cap: std::time::Duration::from_secs(signin_backoff_cap_secs),
+                    ..ThrottlePolicy::default()
+                },
+                ..Config::default()
+            };
+            serve(Arc::new(storage), &listen, config, &dir)
+        }
+        Command::Audit { command } => audit_command(&storage, command),
         Command::User { command } => {
             let staff = match command {
                 UserCommand::Add {
@@ -142,7 +216,20 @@ fn main() -> anyhow::Result<()> {
                 }
                 UserCommand::SetPassword { username } => {
                     let password = read_password()?;
-                    admin::set_password(&storage, &username, &password)?
+                    let staff = admin::set_password(&storage, &username, &password, &clock)?;
+                    eprintln!(
+                        "password set; `{}` must change it at the next sign-in",
+                        staff.username
+                    );
+                    staff
+                }
+                UserCommand::EndSessions { username } => {
+                    let (staff, ended) = admin::end_sessions_of(&storage, &username, &clock)?;
+                    eprintln!(
+                        "{} session(s) of `{}` ended",
+                        ended.sessions, staff.username
+                    );
+                    staff
                 }
             };
             println!("{}", serde_json::to_string(&staff)?);
@@ -151,18 +238,57 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+fn audit_command(storage: &SqliteStorage, command: AuditCommand) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Verify => {
+            let mut failed = false;
+            for (name, result) in [
+                ("change log", audit::verify_changes(storage)),
+                ("access log", audit::verify_access(storage)),
+            ] {
+                match result {
+                    Ok(v) => println!(
+                        "{name}: {} entries, chain intact, head {}",
+                        v.entries, v.head
+                    ),
+                    Err(e @ audit::VerifyError::Broken { .. }) => {
+                        println!("{e}");
+                        failed = true;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if failed {
+                bail!("an audit log does not match its hash chain");
+            }
+            Ok(())
+        }
+        AuditCommand::SignIns { limit, before } => {
+            for event in storage.sign_in_events(before, limit)? {
+                println!("{}", serde_json::to_string(&event)?);
+            }
+            Ok(())
+        }
+        AuditCommand::Access { patient, limit } => {
+            for entry in storage.access_log(patient, None, limit)? {
+                println!("{}", serde_json::to_string(&entry)?);
+            }
+            Ok(())
+        }
+    }
+}
+
 fn serve(
     storage: Arc<SqliteStorage>,
     listen: &str,
-    demo_mode: bool,
-    feed_capacity: usize,
+    config: Config,
     dir: &std::path::Path,
 ) -> anyhow::Result<()> {
+    let demo_mode = config.demo;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let config = Config { feed_capacity, ..Config::default() };
         if demo_mode {
             let s = storage.clone();
             let clock = config.clock.clone();

@@ -10,7 +10,9 @@
 use crate::Clock;
 use crate::engine::{self, PreparedMutation, PushRefused, SeqAllocator};
 use crate::feed::Feed;
+use crate::revocation::Revocations;
 use crate::storage::{Change, Storage};
+use clinic_shared::model::Table;
 use clinic_shared::protocol::{Actor, ErrorBody, ErrorCode, MutationResult};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -65,6 +67,7 @@ impl WriterHandle {
 pub fn spawn(
     storage: Arc<dyn Storage>,
     feed: Arc<Feed>,
+    revocations: Arc<Revocations>,
     clock: Clock,
 ) -> std::io::Result<(WriterHandle, std::thread::JoinHandle<()>)> {
     let (jobs, mut queue) = mpsc::channel::<PushJob>(QUEUE);
@@ -79,14 +82,20 @@ pub fn spawn(
                         Err(_) => break,
                     }
                 }
-                commit_batch(storage.as_ref(), &feed, &clock, batch);
+                commit_batch(storage.as_ref(), &feed, &revocations, &clock, batch);
             }
             tracing::debug!("writer stopped");
         })?;
     Ok((WriterHandle { jobs }, thread))
 }
 
-fn commit_batch(storage: &dyn Storage, feed: &Feed, clock: &Clock, batch: Vec<PushJob>) {
+fn commit_batch(
+    storage: &dyn Storage,
+    feed: &Feed,
+    revocations: &Revocations,
+    clock: &Clock,
+    batch: Vec<PushJob>,
+) {
     let now = clock();
     let mut changes: Vec<Change> = Vec::new();
     let mut results: Vec<Result<Vec<MutationResult>, PushRefused>> =
@@ -126,6 +135,11 @@ fn commit_batch(storage: &dyn Storage, feed: &Feed, clock: &Clock, batch: Vec<Pu
             }
             if let Err(e) = feed.publish_commit(&changes) {
                 tracing::error!(error = %e, "publishing a commit failed; subscribers will catch up");
+            }
+            // A staff change (role, disable) came with a security event:
+            // tell open sessions now rather than at the next poll.
+            if changes.iter().any(|c| c.table == Table::Staff) {
+                revocations.poke();
             }
         }
         Err(e) => {

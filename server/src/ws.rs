@@ -2,22 +2,35 @@
 //! → live `changes`, with pushes and pings answered along the way.
 //!
 //! The session ends, with an `error` frame saying why and a close frame,
-//! when: the token is unknown, expired or signed out; the account is disabled
-//! or its role changes (the client reconnects and gets what the new role may
-//! see); the client stays silent past the idle limit; a send takes longer
-//! than `Config::ws_send_timeout` (a subscriber that does not read is cut off
-//! rather than buffered for); or the server shuts down. A malformed frame is
-//! answered with an `error` frame and the session goes on.
+//! when: the token is unknown, expired or signed out; the session is ended
+//! by a password change or reset or "end all sessions"; the account is
+//! disabled or its role changes (the client reconnects and gets what the new
+//! role may see); the client stays silent past the idle limit; a send takes
+//! longer than `Config::ws_send_timeout` (a subscriber that does not read is
+//! cut off rather than buffered for); or the server shuts down. A malformed
+//! frame is answered with an `error` frame and the session goes on.
+//!
+//! Revocation: the session re-checks its session and account against
+//! storage before applying every push, on every heartbeat, and whenever a
+//! security event about its account arrives ([`crate::revocation`]), so a
+//! change made anywhere ends it within `Config::security_poll`.
+//!
+//! Read audit: the clinical rows of every catch-up page and live batch sent
+//! are queued to the access log ([`crate::audit`]), one entry per patient
+//! and table.
 
 use crate::AppState;
+use crate::audit;
+use crate::blocking::blocking;
 use crate::feed::Batch;
-use crate::http::{Caller, authenticate, blocking, prepare_push};
+use crate::session::{self, Caller, authenticate, prepare_push};
+use crate::storage::SecurityEvent;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use clinic_shared::codec;
 use clinic_shared::model::{Staff, SyncRow, Table};
 use clinic_shared::permissions;
 use clinic_shared::protocol::{
-    ClientMessage, ErrorBody, ErrorCode, PROTOCOL_VERSION, ServerMessage, limits,
+    AccessKind, ClientMessage, ErrorBody, ErrorCode, PROTOCOL_VERSION, ServerMessage, limits,
 };
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -100,6 +113,18 @@ async fn send_raw(
     }
 }
 
+/// The close frame's reason for an error that ends a session.
+fn close_reason(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::Unauthorized => "session ended",
+        ErrorCode::TokenExpired => "sign-in expired",
+        ErrorCode::SessionChanged => "account changed; reconnect",
+        ErrorCode::PasswordChangeRequired => "password change required",
+        ErrorCode::Forbidden => "refused",
+        _ => "error",
+    }
+}
+
 async fn reject(socket: &mut WebSocket, error: ErrorBody, limit: Duration) {
     let _ = send_raw(socket, &ServerMessage::Error(error), limit).await;
     let frame = CloseFrame {
@@ -154,9 +179,13 @@ async fn handshake(socket: &mut WebSocket, state: &AppState) -> Option<(Caller, 
         }
     };
     let caller = match authenticate(state, &token).await {
+        Ok(c) if c.must_change_password => {
+            reject(socket, session::password_change_required(), limit).await;
+            return None;
+        }
         Ok(c) => c,
         Err(e) => {
-            reject(socket, e.0, limit).await;
+            reject(socket, e, limit).await;
             return None;
         }
     };
@@ -173,7 +202,7 @@ async fn handshake(socket: &mut WebSocket, state: &AppState) -> Option<(Caller, 
         }
         Ok(_) => Some((caller, client_id, cursor)),
         Err(e) => {
-            reject(socket, e.0, limit).await;
+            reject(socket, e, limit).await;
             None
         }
     }
@@ -188,12 +217,13 @@ impl Session {
         // Subscribe before reading the catch-up so nothing committed in
         // between is missed; batches already covered are skipped by cursor.
         let mut batches = self.state.feed.subscribe();
-        let mut ended = self.state.ended_sessions.subscribe();
+        let mut security = self.state.revocations.subscribe();
         let head = *self.state.feed.head().borrow();
         let welcome = ServerMessage::Welcome {
             protocol: PROTOCOL_VERSION,
             user: self.caller.user.clone(),
             head,
+            epoch: self.caller.epoch,
         };
         if let Err(stop) = self.send(&welcome).await {
             return stop;
@@ -212,12 +242,7 @@ impl Session {
                 () = shutdown.cancelled() => Err(Stop::Close(1001, "server shutting down")),
                 incoming = self.socket.recv() => self.on_frame(incoming).await,
                 batch = batches.recv() => self.on_batch(batch).await,
-                ended_hash = ended.recv() => match ended_hash {
-                    Ok(hash) if hash == self.caller.token_hash => {
-                        self.end(ErrorCode::Unauthorized, "signed out").await
-                    }
-                    _ => Ok(()),
-                },
+                event = security.recv() => self.on_security_event(event).await,
                 _ = heartbeat.tick() => self.on_heartbeat().await,
             };
             if let Err(stop) = step {
@@ -227,10 +252,45 @@ impl Session {
     }
 
     async fn end(&mut self, code: ErrorCode, message: &'static str) -> Result<(), Stop> {
-        let _ = self
-            .send(&ServerMessage::Error(ErrorBody::new(code, message)))
-            .await;
-        Err(Stop::Close(1008, message))
+        self.end_with(ErrorBody::new(code, message)).await
+    }
+
+    async fn end_with(&mut self, error: ErrorBody) -> Result<(), Stop> {
+        let reason = close_reason(error.code);
+        let _ = self.send(&ServerMessage::Error(error)).await;
+        Err(Stop::Close(1008, reason))
+    }
+
+    /// Re-reads the session and account; ends the session when it no
+    /// longer stands or the role changed (the client reconnects and gets
+    /// what the new role may see), else keeps the fresh epoch.
+    async fn recheck(&mut self) -> Result<(), Stop> {
+        match session::recheck(&self.state, &self.caller).await {
+            Ok(fresh) if fresh.user.role != self.caller.user.role => {
+                self.end(ErrorCode::SessionChanged, "role changed; reconnect")
+                    .await
+            }
+            Ok(fresh) => {
+                self.caller = fresh;
+                Ok(())
+            }
+            // A database hiccup is not a revocation: the next check decides.
+            Err(e) if matches!(e.code, ErrorCode::Unavailable | ErrorCode::Internal) => Ok(()),
+            Err(e) => self.end_with(e).await,
+        }
+    }
+
+    async fn on_security_event(
+        &mut self,
+        event: Result<Arc<SecurityEvent>, RecvError>,
+    ) -> Result<(), Stop> {
+        match event {
+            Ok(e) if e.user_id == self.caller.user.id => self.recheck().await,
+            Ok(_) => Ok(()),
+            // Ours may be among the missed ones.
+            Err(RecvError::Lagged(_)) => self.recheck().await,
+            Err(RecvError::Closed) => Err(Stop::Close(1001, "server shutting down")),
+        }
     }
 
     /// Sends every visible row past the cursor, page by page, then `caught_up`.
@@ -248,6 +308,7 @@ impl Session {
             if let Some(reason) = self.account_changed(&page.rows) {
                 return self.end(ErrorCode::SessionChanged, reason).await;
             }
+            self.audit(AccessKind::WsCatchUp, &page.rows).await;
             self.cursor = page.cursor;
             if !page.rows.is_empty() || page.last_mutation_id.is_some() || !page.more {
                 let msg = ServerMessage::Changes {
@@ -305,6 +366,8 @@ impl Session {
                 request_id,
                 mutations,
             }) => {
+                // Revoked or demoted since the last check: apply nothing.
+                self.recheck().await?;
                 let result = match prepare_push(&self.caller, mutations).await {
                     Ok(prepared) => {
                         self.state
@@ -350,6 +413,7 @@ impl Session {
             .cloned()
             .collect();
         let ack = batch.ack_for(self.client_id);
+        self.audit(AccessKind::WsLive, &rows).await;
         self.cursor = batch.last_seq;
         // Sent even when every row was filtered out (a treatment record to a
         // reception desk): the client's cursor then keeps up with the head,
@@ -360,6 +424,18 @@ impl Session {
             last_mutation_id: ack,
         })
         .await
+    }
+
+    /// Queues the access entries for sending `rows` (the clinical ones).
+    async fn audit(&mut self, kind: AccessKind, rows: &[SyncRow]) {
+        let entries = audit::deliveries(
+            self.caller.user.id,
+            Some(self.client_id),
+            kind,
+            rows,
+            (self.state.config.clock)(),
+        );
+        self.state.audit.record(entries).await;
     }
 
     /// Whether the batch changes this session's own account in a way that
@@ -391,19 +467,9 @@ impl Session {
             tracing::info!("peer silent too long");
             return Err(Stop::Close(1001, "idle"));
         }
-        // Re-check the session now and then: expiry and disabling must end it.
-        let storage = self.state.storage.clone();
-        let hash = self.caller.token_hash.clone();
-        let session = blocking(move || storage.session(&hash))
-            .await
-            .map_err(|_| Stop::Gone)?;
-        match session {
-            None => return self.end(ErrorCode::Unauthorized, "signed out").await,
-            Some(s) if s.expires_at <= (self.state.config.clock)() => {
-                return self.end(ErrorCode::TokenExpired, "sign-in expired").await;
-            }
-            Some(_) => {}
-        }
+        // Re-check the session now and then: expiry must end it (and a
+        // missed security event is caught here at the latest).
+        self.recheck().await?;
         let ping = self.socket.send(Message::Ping(Vec::new().into()));
         match tokio::time::timeout(self.state.config.ws_send_timeout, ping).await {
             Ok(Ok(())) => Ok(()),

@@ -38,6 +38,12 @@ pub mod limits {
     pub const WS_IDLE_SECONDS: u64 = 45;
     /// Seconds after upgrade within which `hello` must arrive.
     pub const WS_HELLO_SECONDS: u64 = 10;
+    /// Most records in one `POST /v1/audit/views` report.
+    pub const MAX_VIEWS_PER_REPORT: usize = 100;
+    /// Default page of the audit listings (`/v1/audit/*`).
+    pub const DEFAULT_AUDIT_PAGE: usize = 100;
+    /// Largest page of the audit listings.
+    pub const MAX_AUDIT_PAGE: usize = 1000;
 }
 
 /// Machine-readable error codes. Each says whether retrying can help.
@@ -69,6 +75,9 @@ pub enum ErrorCode {
     Lagged,
     /// The account's role or status changed; reconnect.
     SessionChanged,
+    /// The password was reset by an administrator (or no longer meets the
+    /// policy): change it with `POST /v1/password` before anything else.
+    PasswordChangeRequired,
     /// A server fault; nothing was written.
     Internal,
 }
@@ -258,6 +267,52 @@ pub struct LoginResponse {
     pub expires_at: Timestamp,
     /// The signed-in staff member.
     pub user: Staff,
+    /// The password must be changed (`POST /v1/password`) before any other
+    /// request but `GET /v1/me` and `POST /v1/logout` is served.
+    #[serde(default)]
+    pub must_change_password: bool,
+}
+
+/// `POST /v1/password` body: a signed-in user changes their own password.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChangeRequest {
+    /// The password now in use.
+    pub current_password: String,
+    /// The new one (at least 12 characters, not a common password).
+    pub new_password: String,
+}
+
+/// `POST /v1/password` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+pub struct PasswordChangeResponse {
+    /// Other sessions of the account that were ended (this one stays).
+    pub other_sessions_ended: u64,
+    /// The account's security epoch after the change.
+    pub epoch: u64,
+}
+
+/// `POST /v1/staff/{id}/password` body: an administrator sets a new
+/// password; the account must change it at its next sign-in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordResetRequest {
+    /// The temporary password (same policy as any password).
+    pub new_password: String,
+}
+
+/// Answer of the endpoints that end sessions (`POST /v1/logout?everywhere=true`,
+/// `POST /v1/staff/{id}/end-sessions`, `POST /v1/staff/{id}/password`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+pub struct SessionsEnded {
+    /// Sessions that were ended.
+    pub sessions_ended: u64,
+    /// The account's security epoch after the change.
+    pub epoch: u64,
 }
 
 /// `POST /v1/push` body, and the WebSocket `push` message.
@@ -293,6 +348,13 @@ pub struct PullResponse {
     /// The highest mutation id of `client_id` the server has processed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_mutation_id: Option<u64>,
+    /// The caller's role now. When it differs from the role the client
+    /// synced under, the client purges every table the new role may not
+    /// read and syncs again from cursor 0 (see PROTOCOL.md, revocation).
+    pub role: Role,
+    /// The account's security epoch: it rises with every password change,
+    /// disable or enable, role change and "end all sessions".
+    pub epoch: u64,
 }
 
 /// One entry of a record's audit trail.
@@ -331,6 +393,181 @@ pub struct HistoryResponse {
     pub id: Uuid,
     /// Changes, oldest first.
     pub entries: Vec<HistoryEntry>,
+}
+
+/// One record a person opened in the desk, for `POST /v1/audit/views`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+#[serde(deny_unknown_fields)]
+pub struct ViewedRecord {
+    /// Table of the record (`patients` for a chart).
+    pub table: Table,
+    /// Row id.
+    pub id: Uuid,
+}
+
+/// `POST /v1/audit/views` body: records a person opened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+#[serde(deny_unknown_fields)]
+pub struct ViewReport {
+    /// The reporting client installation.
+    pub client_id: Uuid,
+    /// What was opened (at most `limits::MAX_VIEWS_PER_REPORT`).
+    pub views: Vec<ViewedRecord>,
+}
+
+/// `POST /v1/audit/views` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+pub struct ViewsRecorded {
+    /// Access-log entries written (one per viewed record).
+    pub recorded: usize,
+}
+
+/// How clinical content reached a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessKind {
+    /// The desk reported that the person opened the record.
+    View,
+    /// The record's change history was read (`GET /v1/history`).
+    History,
+    /// Rows were sent in answer to `GET /v1/pull`.
+    Pull,
+    /// Rows were sent in a WebSocket catch-up page.
+    WsCatchUp,
+    /// Rows were sent in a live WebSocket batch.
+    WsLive,
+}
+
+impl AccessKind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessKind::View => "view",
+            AccessKind::History => "history",
+            AccessKind::Pull => "pull",
+            AccessKind::WsCatchUp => "ws_catch_up",
+            AccessKind::WsLive => "ws_live",
+        }
+    }
+}
+
+impl std::str::FromStr for AccessKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            AccessKind::View,
+            AccessKind::History,
+            AccessKind::Pull,
+            AccessKind::WsCatchUp,
+            AccessKind::WsLive,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| format!("unknown access kind `{s}`"))
+    }
+}
+
+/// One entry of the access log: one delivery of one patient's records of
+/// one table to one person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+pub struct AccessLogEntry {
+    /// Position in the access log (its hash chain follows this order).
+    pub seq: u64,
+    /// When the server delivered or recorded it.
+    pub at: Timestamp,
+    /// Who received or opened it.
+    pub user_id: Uuid,
+    /// Their display name at the time of reading the log.
+    pub user_name: Option<String>,
+    /// From which client installation, when known.
+    pub client_id: Option<Uuid>,
+    /// How.
+    pub kind: AccessKind,
+    /// The patient whose records these are.
+    pub patient_id: Option<Uuid>,
+    /// Table of the records.
+    pub table: Table,
+    /// The records delivered (ids only; never content).
+    pub row_ids: Vec<Uuid>,
+}
+
+/// `GET /v1/audit/access?patient=ID` answer, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+pub struct AccessLogResponse {
+    /// The patient asked about.
+    pub patient_id: Uuid,
+    /// Entries, newest first.
+    pub entries: Vec<AccessLogEntry>,
+    /// Pass as `before` for the next (older) page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<u64>,
+}
+
+/// What a sign-in event was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+#[serde(rename_all = "snake_case")]
+pub enum SignInKind {
+    /// `POST /v1/login`.
+    SignIn,
+    /// `POST /v1/password` (the current password is checked like a sign-in).
+    PasswordChange,
+}
+
+/// How a sign-in attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+#[serde(rename_all = "snake_case")]
+pub enum SignInOutcome {
+    /// Right password.
+    Success,
+    /// Wrong username or password.
+    Failure,
+    /// Refused unchecked: too many recent failures for the username or the address.
+    Locked,
+    /// Right password, but the account is disabled.
+    Disabled,
+}
+
+/// One sign-in attempt, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+pub struct SignInEvent {
+    /// Position in the sign-in log.
+    pub id: u64,
+    /// When.
+    pub at: Timestamp,
+    /// Sign-in or password change.
+    pub kind: SignInKind,
+    /// How it ended.
+    pub outcome: SignInOutcome,
+    /// The username as given (lower-cased, trimmed; it may name no account).
+    pub username: String,
+    /// The account, when the username names one.
+    pub user_id: Option<Uuid>,
+    /// The client's IP address as the server saw it.
+    pub address: Option<String>,
+    /// The client installation (`X-Clinic-Client` header), when given.
+    pub client_id: Option<Uuid>,
+    /// The `User-Agent` header, shortened to 200 characters.
+    pub user_agent: Option<String>,
+}
+
+/// `GET /v1/audit/sign-ins` answer, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+pub struct SignInEventsResponse {
+    /// Events, newest first.
+    pub events: Vec<SignInEvent>,
+    /// Pass as `before` for the next (older) page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<u64>,
 }
 
 /// Messages a client sends over the WebSocket.
@@ -374,6 +611,9 @@ pub enum ServerMessage {
         user: Staff,
         /// Server head at the time of hello.
         head: u64,
+        /// The account's security epoch (see `PullResponse::epoch`).
+        #[serde(default)]
+        epoch: u64,
     },
     /// Changed rows: catch-up pages, then live batches, in version order.
     Changes {
@@ -406,8 +646,8 @@ pub enum ServerMessage {
         nonce: u64,
     },
     /// Something went wrong; the connection stays open unless the code says
-    /// otherwise (`unauthorized`, `token_expired`, `session_changed`, and `forbidden`
-    /// are followed by a close).
+    /// otherwise (`unauthorized`, `token_expired`, `session_changed`,
+    /// `password_change_required` and `forbidden` are followed by a close).
     Error(ErrorBody),
 }
 

@@ -33,8 +33,31 @@ pub const MAX_ITEMS: usize = 100;
 /// Longest appointment, in seconds (12 hours). The double-booking rule
 /// relies on it to bound its search.
 pub const MAX_APPOINTMENT_SECS: i64 = 12 * 3600;
-/// Minimum password length for staff accounts.
-pub const MIN_PASSWORD: usize = 8;
+/// Minimum password length for staff accounts, in characters.
+pub const MIN_PASSWORD: usize = 12;
+/// Maximum password length, in bytes (Argon2 hashes any length; this bounds
+/// the work a request can ask for).
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// The bundled list of common passwords (lower case, one a line); see
+/// `shared/data/COMMON-PASSWORDS.md` for its origin and licence.
+const COMMON_PASSWORDS: &str = include_str!("../data/common-passwords.txt");
+
+/// Whether `password` is on the bundled list of common passwords, compared
+/// in lower case with surrounding spaces trimmed (so `Password123` and
+/// ` password123 ` count as `password123`).
+pub fn is_common_password(password: &str) -> bool {
+    static SET: std::sync::OnceLock<std::collections::HashSet<&'static str>> =
+        std::sync::OnceLock::new();
+    let set = SET.get_or_init(|| {
+        COMMON_PASSWORDS
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect()
+    });
+    set.contains(password.trim().to_lowercase().as_str())
+}
 
 /// Collects field errors.
 #[derive(Debug, Default)]
@@ -139,12 +162,29 @@ pub fn staff(s: &Staff) -> Result<(), Vec<FieldError>> {
     e.finish()
 }
 
-/// Validates a password for a staff account.
+/// Validates a new password for a staff account: at least
+/// [`MIN_PASSWORD`] characters, at most [`MAX_PASSWORD_BYTES`] bytes, and not
+/// one of the bundled common passwords. The messages say what to do instead.
 pub fn password(field: &str, password: &str, e: &mut Errors) {
-    if password.chars().count() < MIN_PASSWORD {
-        e.add(field, format!("must be at least {MIN_PASSWORD} characters"));
-    } else if password.len() > 1024 {
-        e.add(field, "is too long (at most 1024 bytes)");
+    let chars = password.chars().count();
+    if chars < MIN_PASSWORD {
+        e.add(
+            field,
+            format!(
+                "must be at least {MIN_PASSWORD} characters (this one has {chars}); \
+                 a few unrelated words make a long password that is easy to remember"
+            ),
+        );
+    } else if password.len() > MAX_PASSWORD_BYTES {
+        e.add(
+            field,
+            format!("is too long (at most {MAX_PASSWORD_BYTES} bytes)"),
+        );
+    } else if is_common_password(password) {
+        e.add(
+            field,
+            "is one of the most common passwords and would be guessed quickly; choose another",
+        );
     }
 }
 
@@ -274,6 +314,39 @@ pub fn referral(r: &Referral) -> Result<(), Vec<FieldError>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn password_errors(p: &str) -> Vec<FieldError> {
+        let mut e = Errors::new();
+        password("new_password", p, &mut e);
+        e.finish().err().unwrap_or_default()
+    }
+
+    #[test]
+    fn passwords_need_twelve_characters_and_must_not_be_common() {
+        assert!(password_errors("correct horse battery staple").is_empty());
+        assert!(password_errors("twelve chars").is_empty());
+        let short = password_errors("eleven char");
+        assert_eq!(short.len(), 1);
+        assert_eq!(short[0].field, "new_password");
+        assert!(short[0].message.contains("at least 12"), "{short:?}");
+        // Long enough, but on the bundled list (in any case, with spaces).
+        for common in ["1234567890123", "PASSWORD1234", " qwertyuiop123 "] {
+            assert!(is_common_password(common), "{common}");
+            let e = password_errors(common);
+            assert_eq!(e.len(), 1, "{common}");
+            assert!(e[0].message.contains("common"), "{e:?}");
+        }
+        assert!(!is_common_password("rhubarb-tractor-lantern"));
+        let long = password_errors(&"x".repeat(MAX_PASSWORD_BYTES + 1));
+        assert!(long[0].message.contains("too long"));
+    }
+
+    #[test]
+    fn the_bundled_list_is_the_full_one() {
+        // A truncated or empty data file must not pass silently.
+        assert_eq!(COMMON_PASSWORDS.lines().count(), 19_640);
+        assert!(is_common_password("123456"));
+    }
 
     #[test]
     fn phones() {

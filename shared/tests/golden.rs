@@ -28,6 +28,11 @@ use clinic_shared::mutation::{
     UpdatePatient, UpdateTreatmentRecord, VoidInvoice,
 };
 use clinic_shared::protocol::{
+    AccessKind, AccessLogEntry, AccessLogResponse, PasswordChangeRequest, PasswordChangeResponse,
+    PasswordResetRequest, SessionsEnded, SignInEvent, SignInEventsResponse, SignInKind,
+    SignInOutcome, ViewReport, ViewedRecord, ViewsRecorded,
+};
+use clinic_shared::protocol::{
     ClientMessage, ErrorBody, ErrorCode, FieldConflict, HistoryEntry, HistoryResponse,
     LoginRequest, LoginResponse, MutationOutcome, MutationResult, PROTOCOL_VERSION, PullResponse,
     PushRequest, PushResponse, RejectCode, Rejection, ServerMessage,
@@ -450,6 +455,7 @@ fn server_welcome() {
         protocol: PROTOCOL_VERSION,
         user: staff(),
         head: 42,
+        epoch: 3,
     };
     golden("server_welcome", &msg);
 }
@@ -733,6 +739,8 @@ fn pull_response() {
         cursor: 42,
         more: true,
         last_mutation_id: Some(2),
+        role: Role::Doctor,
+        epoch: 3,
     };
     golden("pull_response", &body);
 }
@@ -752,8 +760,145 @@ fn login_response() {
         token: TOKEN.into(),
         expires_at: ts("2026-11-24T09:30:00Z"),
         user: staff(),
+        must_change_password: false,
     };
     golden("login_response", &body);
+}
+
+#[test]
+fn login_response_must_change_password() {
+    let body = LoginResponse {
+        token: TOKEN.into(),
+        expires_at: ts("2026-11-24T09:30:00Z"),
+        user: staff(),
+        must_change_password: true,
+    };
+    golden("login_response_must_change_password", &body);
+}
+
+#[test]
+fn password_change_request() {
+    let body = PasswordChangeRequest {
+        current_password: "correct horse battery staple".into(),
+        new_password: "rhubarb tractor lantern".into(),
+    };
+    golden("password_change_request", &body);
+}
+
+#[test]
+fn password_change_response() {
+    golden(
+        "password_change_response",
+        &PasswordChangeResponse {
+            other_sessions_ended: 2,
+            epoch: 4,
+        },
+    );
+}
+
+#[test]
+fn password_reset_request() {
+    golden(
+        "password_reset_request",
+        &PasswordResetRequest {
+            new_password: "temporary passphrase 7".into(),
+        },
+    );
+}
+
+#[test]
+fn sessions_ended() {
+    golden(
+        "sessions_ended",
+        &SessionsEnded {
+            sessions_ended: 3,
+            epoch: 5,
+        },
+    );
+}
+
+#[test]
+fn view_report() {
+    let body = ViewReport {
+        client_id: id(CLIENT),
+        views: vec![
+            ViewedRecord {
+                table: Table::Patients,
+                id: id(PATIENT),
+            },
+            ViewedRecord {
+                table: Table::TreatmentRecords,
+                id: id(TREATMENT),
+            },
+        ],
+    };
+    golden("view_report", &body);
+    golden("views_recorded", &ViewsRecorded { recorded: 2 });
+}
+
+#[test]
+fn access_log_response() {
+    let body = AccessLogResponse {
+        patient_id: id(PATIENT),
+        entries: vec![
+            AccessLogEntry {
+                seq: 9,
+                at: ts("2026-11-23T09:31:00Z"),
+                user_id: id(DOCTOR),
+                user_name: Some("Dr. Léa Moreau".into()),
+                client_id: Some(id(CLIENT)),
+                kind: AccessKind::View,
+                patient_id: Some(id(PATIENT)),
+                table: Table::TreatmentRecords,
+                row_ids: vec![id(TREATMENT)],
+            },
+            AccessLogEntry {
+                seq: 4,
+                at: ts("2026-11-23T09:30:00Z"),
+                user_id: id(DOCTOR),
+                user_name: Some("Dr. Léa Moreau".into()),
+                client_id: Some(id(CLIENT)),
+                kind: AccessKind::WsCatchUp,
+                patient_id: Some(id(PATIENT)),
+                table: Table::TreatmentRecords,
+                row_ids: vec![id(TREATMENT)],
+            },
+        ],
+        next_before: Some(4),
+    };
+    golden("access_log_response", &body);
+}
+
+#[test]
+fn sign_in_events_response() {
+    let body = SignInEventsResponse {
+        events: vec![
+            SignInEvent {
+                id: 7,
+                at: ts("2026-11-23T09:30:00Z"),
+                kind: SignInKind::SignIn,
+                outcome: SignInOutcome::Locked,
+                username: "dr.moreau".into(),
+                user_id: Some(id(DOCTOR)),
+                address: Some("192.0.2.10".into()),
+                client_id: Some(id(CLIENT)),
+                user_agent: Some("clinic-desktop/0.1".into()),
+            },
+            SignInEvent {
+                id: 6,
+                at: ts("2026-11-23T09:29:58Z"),
+                kind: SignInKind::SignIn,
+                outcome: SignInOutcome::Failure,
+                username: "nobody".into(),
+                user_id: None,
+                address: Some("192.0.2.10".into()),
+                client_id: None,
+                user_agent: None,
+            },
+        ],
+        next_before: None,
+    };
+    golden("sign_in_events_response", &body);
 }
 
 #[test]

@@ -2,10 +2,15 @@
 //! [`run_all`] with a factory for fresh, empty stores; a new backend is
 //! done when these pass unchanged.
 
-use super::{Change, ClientRecord, Session, Storage, StorageError};
+use super::{
+    Change, ClientRecord, NewAccess, NewSignInEvent, SecurityKind, Session, Storage, StorageError,
+    Throttle, chain,
+};
 use clinic_shared::apply::Action;
-use clinic_shared::model::{Table, Timestamp};
-use clinic_shared::protocol::{MutationOutcome, RejectCode, Rejection};
+use clinic_shared::model::{Role, Staff, Table, Timestamp};
+use clinic_shared::protocol::{
+    AccessKind, MutationOutcome, RejectCode, Rejection, SignInKind, SignInOutcome,
+};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -55,6 +60,335 @@ pub fn run_all(fresh: &dyn Fn() -> Box<dyn Storage>) -> Result<(), Failed> {
     clients_and_outcomes(fresh().as_ref())?;
     sessions(fresh().as_ref())?;
     history_and_committed(fresh().as_ref())?;
+    session_accounts_and_epochs(fresh().as_ref())?;
+    security_events(fresh().as_ref())?;
+    throttles_and_sign_in_log(fresh().as_ref())?;
+    access_log_chain(fresh().as_ref())?;
+    change_log_chain(fresh().as_ref())?;
+    Ok(())
+}
+
+fn staff_row(seq: u64, id: Uuid, name: &str, active: bool) -> Change {
+    let staff = Staff {
+        id,
+        username: name.into(),
+        display_name: format!("{name} display"),
+        role: Role::Doctor,
+        active,
+    };
+    change(
+        seq,
+        Table::Staff,
+        id,
+        serde_json::to_value(staff).unwrap_or_default(),
+    )
+}
+
+fn session_accounts_and_epochs(s: &dyn Storage) -> Result<(), Failed> {
+    let user = Uuid::now_v7();
+    st(s.write(&mut |tx| tx.put(&staff_row(1, user, "ana", true))))?;
+    let session = Session {
+        user_id: user,
+        expires_at: t(100),
+    };
+    for h in ["a1", "a2", "a3"] {
+        st(s.create_session(h, &session))?;
+    }
+    let found = st(s.session_account("a1"))?;
+    check!(
+        found
+            .as_ref()
+            .map(|f| (&f.session, f.user.as_ref().map(|u| u.id), f.security.epoch))
+            == Some((&session, Some(user), 0)),
+        "a session with its account and epoch 0: {found:?}"
+    );
+    check!(st(s.session_account("nope"))?.is_none(), "unknown token");
+    check!(
+        st(s.account_security(user))? == Default::default(),
+        "no security state yet is epoch 0, no forced change"
+    );
+    let mut events = Vec::new();
+    let mut counts = (0, 0, false);
+    st(s.write(&mut |tx| {
+        events.clear();
+        events.push(tx.record_security_event(user, SecurityKind::RoleChanged, None, t(1))?);
+        events.push(tx.record_security_event(user, SecurityKind::SignedOut, Some("a3"), t(2))?);
+        events.push(tx.record_security_event(
+            user,
+            SecurityKind::PasswordChanged,
+            Some("a1"),
+            t(3),
+        )?);
+        counts.0 = tx.count_sessions_of(user)?;
+        counts.2 = tx.delete_session("a3")?;
+        counts.1 = tx.delete_other_sessions(user, "a1")?;
+        tx.set_must_change_password(user, true)
+    }))?;
+    let epochs: Vec<u64> = events.iter().map(|e| e.epoch).collect();
+    check!(
+        epochs == [1, 1, 2],
+        "a sign-out does not raise the epoch, other events do: {epochs:?}"
+    );
+    check!(
+        events.windows(2).all(|w| w[0].id < w[1].id),
+        "event ids rise"
+    );
+    check!(
+        counts == (3, 1, true),
+        "3 sessions counted, one deleted by hash, one other ended: {counts:?}"
+    );
+    let found = st(s.session_account("a1"))?;
+    check!(
+        found.map(|f| (f.security.epoch, f.security.must_change_password)) == Some((2, true)),
+        "the kept session sees the new epoch and the forced change"
+    );
+    check!(
+        st(s.session_account("a2"))?.is_none() && st(s.session_account("a3"))?.is_none(),
+        "the other sessions are gone"
+    );
+    // A disabled or deleted account comes with its session (the caller decides).
+    st(s.write(&mut |tx| {
+        let mut del = staff_row(2, user, "ana", false);
+        del.action = Action::Delete;
+        tx.put(&del)
+    }))?;
+    let found = st(s.session_account("a1"))?;
+    check!(
+        found.is_some_and(|f| f.user.is_none()),
+        "a deleted account's session has no user"
+    );
+    Ok(())
+}
+
+fn security_events(s: &dyn Storage) -> Result<(), Failed> {
+    check!(st(s.security_head())? == 0, "no events yet");
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    st(s.write(&mut |tx| {
+        for (i, kind) in SecurityKind::ALL.into_iter().enumerate() {
+            let user = if i % 2 == 0 { a } else { b };
+            tx.record_security_event(user, kind, None, t(i as i64))?;
+        }
+        Ok(())
+    }))?;
+    let head = st(s.security_head())?;
+    check!(head >= 7, "head is the highest id: {head}");
+    let all = st(s.security_events_after(0, 100))?;
+    check!(all.len() == 7, "every event: {}", all.len());
+    let kinds: Vec<SecurityKind> = all.iter().map(|e| e.kind).collect();
+    check!(
+        kinds == SecurityKind::ALL,
+        "kinds round-trip in order: {kinds:?}"
+    );
+    check!(
+        all.last().map(|e| e.id) == Some(head),
+        "last id is the head"
+    );
+    let rest = st(s.security_events_after(all[4].id, 100))?;
+    check!(
+        rest.len() == 2 && rest[0].id == all[5].id,
+        "events after an id, oldest first"
+    );
+    let page = st(s.security_events_after(0, 3))?;
+    check!(page.len() == 3, "limit honoured");
+    let epoch_a = st(s.account_security(a))?.epoch;
+    check!(
+        epoch_a == 3,
+        "a's epoch counts its 4 events minus the sign-out: {epoch_a}"
+    );
+    Ok(())
+}
+
+fn throttles_and_sign_in_log(s: &dyn Storage) -> Result<(), Failed> {
+    let key = "user:ana";
+    check!(st(s.throttle(key))?.is_none(), "no throttle yet");
+    let throttle = Throttle {
+        failures: 6,
+        last_failure_ms: 1_800_000_000_123,
+        locked_until_ms: 1_800_000_001_123,
+        lock_reported: true,
+    };
+    let mut ids = Vec::new();
+    st(s.write(&mut |tx| {
+        ids.clear();
+        check_tx(tx.throttle(key)?.is_none())?;
+        tx.set_throttle(key, Some(&throttle))?;
+        check_tx(tx.throttle(key)? == Some(throttle))?;
+        for (i, outcome) in [
+            SignInOutcome::Failure,
+            SignInOutcome::Locked,
+            SignInOutcome::Success,
+            SignInOutcome::Disabled,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            ids.push(tx.append_sign_in_event(&NewSignInEvent {
+                at: t(i as i64),
+                kind: if i == 3 {
+                    SignInKind::PasswordChange
+                } else {
+                    SignInKind::SignIn
+                },
+                outcome,
+                username: format!("user{i}"),
+                user_id: (i > 0).then(Uuid::nil),
+                address: Some("192.0.2.1".into()),
+                client_id: None,
+                user_agent: (i == 2).then(|| "desk/1".to_owned()),
+            })?);
+        }
+        Ok(())
+    }))?;
+    check!(st(s.throttle(key))? == Some(throttle), "throttle stored");
+    st(s.write(&mut |tx| tx.set_throttle(key, None)))?;
+    check!(st(s.throttle(key))?.is_none(), "throttle cleared");
+    let newest = st(s.sign_in_events(None, 3))?;
+    let names: Vec<&str> = newest.iter().map(|e| e.username.as_str()).collect();
+    check!(
+        names == ["user3", "user2", "user1"],
+        "newest first, limited: {names:?}"
+    );
+    check!(
+        newest[0].kind == SignInKind::PasswordChange
+            && newest[0].outcome == SignInOutcome::Disabled
+            && newest[1].user_agent.as_deref() == Some("desk/1")
+            && newest[1].address.as_deref() == Some("192.0.2.1"),
+        "fields round-trip: {newest:?}"
+    );
+    let older = st(s.sign_in_events(Some(newest[2].id), 10))?;
+    check!(
+        older.len() == 1 && older[0].username == "user0" && older[0].user_id.is_none(),
+        "the page before an id: {older:?}"
+    );
+    check!(ids.windows(2).all(|w| w[0] < w[1]), "ids rise");
+    Ok(())
+}
+
+fn check_tx(ok: bool) -> Result<(), StorageError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(StorageError::Database(
+            "a check inside the transaction failed".into(),
+        ))
+    }
+}
+
+fn access_log_chain(s: &dyn Storage) -> Result<(), Failed> {
+    let (reader, patient, other) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    st(s.write(&mut |tx| tx.put(&staff_row(1, reader, "reader", true))))?;
+    let entry = |i: i64, p: Uuid, kind: AccessKind| NewAccess {
+        at: t(i),
+        user_id: reader,
+        client_id: Some(Uuid::nil()),
+        kind,
+        patient_id: Some(p),
+        table: Table::TreatmentRecords,
+        row_ids: vec![Uuid::now_v7(), Uuid::now_v7()],
+    };
+    let first = vec![
+        entry(1, patient, AccessKind::Pull),
+        entry(2, other, AccessKind::WsLive),
+    ];
+    let second = vec![
+        entry(3, patient, AccessKind::View),
+        entry(4, patient, AccessKind::History),
+        entry(5, patient, AccessKind::WsCatchUp),
+    ];
+    let mut lasts = Vec::new();
+    st(s.write(&mut |tx| {
+        lasts.push(tx.append_access(&first)?);
+        Ok(())
+    }))?;
+    st(s.write(&mut |tx| {
+        lasts.push(tx.append_access(&second)?);
+        Ok(())
+    }))?;
+    check!(lasts == [2, 5], "seq of the last entry appended: {lasts:?}");
+    let log = st(s.access_log(patient, None, 10))?;
+    let kinds: Vec<AccessKind> = log.iter().map(|e| e.kind).collect();
+    check!(
+        kinds
+            == [
+                AccessKind::WsCatchUp,
+                AccessKind::History,
+                AccessKind::View,
+                AccessKind::Pull
+            ],
+        "one patient's entries, newest first: {kinds:?}"
+    );
+    check!(
+        log[0].user_name.as_deref() == Some("reader display")
+            && log[0].row_ids == second[2].row_ids
+            && log[0].client_id == Some(Uuid::nil()),
+        "entry fields and the reader's name: {:?}",
+        log[0]
+    );
+    let page = st(s.access_log(patient, Some(log[1].seq), 1))?;
+    check!(page.len() == 1 && page[0].seq == log[2].seq, "paged by seq");
+    let links = st(s.access_chain(0, 100))?;
+    check!(links.len() == 5, "the whole chain: {}", links.len());
+    let mut previous = chain::GENESIS.to_owned();
+    for link in &links {
+        let computed = chain::access_record_hash(&previous, &link.entry);
+        check!(
+            link.hash.as_deref() == Some(computed.as_str()),
+            "access entry {} is chained to the one before",
+            link.entry.seq
+        );
+        previous = computed;
+    }
+    let tail = st(s.access_chain(3, 100))?;
+    check!(
+        tail.len() == 2 && tail[0].entry.seq == 4,
+        "chain pages start after a seq"
+    );
+    Ok(())
+}
+
+fn change_log_chain(s: &dyn Storage) -> Result<(), Failed> {
+    let id = Uuid::now_v7();
+    st(s.write(&mut |tx| {
+        tx.put(&change(
+            1,
+            Table::Patients,
+            id,
+            json!({"b": 1, "a": [1, 2]}),
+        ))?;
+        tx.savepoint()?;
+        tx.put(&change(2, Table::Patients, Uuid::now_v7(), json!({})))?;
+        tx.rollback_to_savepoint()?;
+        let mut upd = change(2, Table::Patients, id, json!({"a": [1, 2], "b": 2}));
+        upd.action = Action::Update;
+        upd.before = Some(json!({"b": 1, "a": [1, 2]}));
+        tx.put(&upd)
+    }))?;
+    st(s.write(&mut |tx| tx.put(&change(3, Table::Appointments, id, json!({"x": null})))))?;
+    let links = st(s.change_chain(0, 10))?;
+    check!(links.len() == 3, "every change: {}", links.len());
+    let mut previous = chain::GENESIS.to_owned();
+    for link in &links {
+        let computed = chain::change_hash(&previous, &link.entry);
+        check!(
+            link.hash.as_deref() == Some(computed.as_str()),
+            "change {} is chained to the one before (a rolled-back savepoint leaves no link)",
+            link.entry.seq
+        );
+        previous = computed;
+    }
+    check!(
+        st(s.change_chain(2, 10))?.len() == 1,
+        "chain pages start after a seq"
+    );
+    let row = st(s.current_row(Table::Patients, id))?;
+    check!(
+        row.as_ref().map(|r| (r.version, r.deleted)) == Some((2, false)),
+        "current row: {row:?}"
+    );
+    check!(
+        st(s.current_row(Table::Referrals, id))?.is_none(),
+        "no such row"
+    );
     Ok(())
 }
 

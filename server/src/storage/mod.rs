@@ -20,13 +20,38 @@
 //! - A committed change's `seq` is greater than every earlier commit's.
 //! - [`Storage::changes_page`] reads rows, cursor and acknowledgement from
 //!   one consistent snapshot.
+//! - The change log and the access log are append-only hash chains (see
+//!   [`chain`]): [`WriteTx::put`] and [`WriteTx::append_access`] compute each
+//!   entry's hash from the previous entry's (by `seq`) and the entry's
+//!   canonical content, inside the write transaction, so the chain stays
+//!   well defined whichever process writes; the backend refuses to update or
+//!   delete entries of either log.
+//! - Security state (account epochs, the security-event log that tells every
+//!   server process to re-check open sessions, sign-in throttling, the
+//!   sign-in log) lives in the database, never only in one process's memory,
+//!   so several server processes and the admin CLI agree on it.
+//!
+//! Terms of the access-control part:
+//! - **epoch**: a per-account counter that rises with every change that
+//!   must reach open sessions (password change or reset, disable, enable,
+//!   role change, "end all sessions"). Clients see it on `welcome` and pull.
+//! - **security event**: one such change (or one sign-out), appended with
+//!   a rising id; servers poll the highest id and re-check the sessions of
+//!   the accounts concerned.
+//! - **throttle**: failure counter and lockout of one sign-in key (a
+//!   username or a client address).
+//! - **access entry**: one delivery of clinical content to a person.
 
+pub mod chain;
 pub mod conformance;
 pub mod sqlite;
 
 use clinic_shared::apply::{Action, CurrentRow, SlotCandidate};
 use clinic_shared::model::{Staff, SyncRow, Table, Timestamp};
-use clinic_shared::protocol::{HistoryEntry, MutationOutcome};
+use clinic_shared::protocol::{
+    AccessKind, AccessLogEntry, HistoryEntry, MutationOutcome, SignInEvent, SignInKind,
+    SignInOutcome,
+};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -122,6 +147,193 @@ pub struct Session {
     pub expires_at: Timestamp,
 }
 
+/// An account's security state. An account with none recorded has epoch 0
+/// and no forced password change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AccountSecurity {
+    /// Rises with every change that must reach open sessions.
+    pub epoch: u64,
+    /// The password was reset by an administrator (or no longer meets the
+    /// policy): only a password change is allowed until it is changed.
+    pub must_change_password: bool,
+}
+
+/// A session with its account, read together (one snapshot) for
+/// authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionAccount {
+    /// The session.
+    pub session: Session,
+    /// The account's staff row (absent if the row is gone or deleted).
+    pub user: Option<Staff>,
+    /// The account's security state.
+    pub security: AccountSecurity,
+}
+
+/// What a security event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SecurityKind {
+    /// One session was signed out (`token_hash` names it). Does not bump
+    /// the epoch.
+    SignedOut,
+    /// Every session of the account was ended.
+    SessionsEnded,
+    /// The user changed their own password (`token_hash` names the session
+    /// kept).
+    PasswordChanged,
+    /// An administrator set a new password; every session ended.
+    PasswordReset,
+    /// The account was disabled.
+    Disabled,
+    /// The account was enabled again.
+    Enabled,
+    /// The account's role changed.
+    RoleChanged,
+}
+
+impl SecurityKind {
+    /// Every kind.
+    pub const ALL: [SecurityKind; 7] = [
+        SecurityKind::SignedOut,
+        SecurityKind::SessionsEnded,
+        SecurityKind::PasswordChanged,
+        SecurityKind::PasswordReset,
+        SecurityKind::Disabled,
+        SecurityKind::Enabled,
+        SecurityKind::RoleChanged,
+    ];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityKind::SignedOut => "signed_out",
+            SecurityKind::SessionsEnded => "sessions_ended",
+            SecurityKind::PasswordChanged => "password_changed",
+            SecurityKind::PasswordReset => "password_reset",
+            SecurityKind::Disabled => "disabled",
+            SecurityKind::Enabled => "enabled",
+            SecurityKind::RoleChanged => "role_changed",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<SecurityKind> {
+        SecurityKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Whether the event raises the account's epoch.
+    pub fn bumps_epoch(self) -> bool {
+        self != SecurityKind::SignedOut
+    }
+}
+
+/// One recorded security event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityEvent {
+    /// Rising id (the order servers see them in).
+    pub id: u64,
+    /// When.
+    pub at: Timestamp,
+    /// The account concerned.
+    pub user_id: Uuid,
+    /// What happened.
+    pub kind: SecurityKind,
+    /// The session signed out (`SignedOut`) or kept (`PasswordChanged`).
+    pub token_hash: Option<String>,
+    /// The account's epoch after the event.
+    pub epoch: u64,
+}
+
+/// The failure counter and lockout of one sign-in key. Times are Unix
+/// milliseconds of the wall clock (lockouts are shorter than the
+/// one-second resolution of [`Timestamp`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttle {
+    /// Failures counted (since the last success, for a username).
+    pub failures: u32,
+    /// When the last failure was.
+    pub last_failure_ms: i64,
+    /// Attempts are refused unchecked until then (0: not locked).
+    pub locked_until_ms: i64,
+    /// A `locked` sign-in event was already recorded for this lockout.
+    pub lock_reported: bool,
+}
+
+/// A sign-in attempt to record (the log assigns the id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSignInEvent {
+    /// When.
+    pub at: Timestamp,
+    /// Sign-in or password change.
+    pub kind: SignInKind,
+    /// How it ended.
+    pub outcome: SignInOutcome,
+    /// The username as given (normalized).
+    pub username: String,
+    /// The account, when the username names one.
+    pub user_id: Option<Uuid>,
+    /// The client's address.
+    pub address: Option<String>,
+    /// The client installation.
+    pub client_id: Option<Uuid>,
+    /// The `User-Agent`, shortened.
+    pub user_agent: Option<String>,
+}
+
+/// An access entry to append (the log assigns `seq` and the hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAccess {
+    /// When the content was delivered.
+    pub at: Timestamp,
+    /// To whom.
+    pub user_id: Uuid,
+    /// Which client installation, when known.
+    pub client_id: Option<Uuid>,
+    /// How.
+    pub kind: AccessKind,
+    /// Whose records.
+    pub patient_id: Option<Uuid>,
+    /// Table of the records.
+    pub table: Table,
+    /// The records.
+    pub row_ids: Vec<Uuid>,
+}
+
+/// An access entry as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessRecord {
+    /// Position in the log.
+    pub seq: u64,
+    /// The entry.
+    pub entry: NewAccess,
+}
+
+impl AccessRecord {
+    /// As the API shows it, with the reader-time display name.
+    pub fn to_wire(&self, user_name: Option<String>) -> AccessLogEntry {
+        AccessLogEntry {
+            seq: self.seq,
+            at: self.entry.at,
+            user_id: self.entry.user_id,
+            user_name,
+            client_id: self.entry.client_id,
+            kind: self.entry.kind,
+            patient_id: self.entry.patient_id,
+            table: self.entry.table,
+            row_ids: self.entry.row_ids.clone(),
+        }
+    }
+}
+
+/// One stored link of a hash chain, for verification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainLink<T> {
+    /// The entry as stored.
+    pub entry: T,
+    /// Its stored hash (absent: never computed, which verification reports).
+    pub hash: Option<String>,
+}
+
 /// A page of changed rows for a role, read from one snapshot.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChangesPage {
@@ -186,6 +398,34 @@ pub trait WriteTx {
     fn set_password_hash(&mut self, user_id: Uuid, hash: &str) -> StorageResult<()>;
     /// Ends every session of a user.
     fn delete_sessions_of(&mut self, user_id: Uuid) -> StorageResult<()>;
+    /// Ends every session of a user but `keep` (a token hash); returns how
+    /// many ended.
+    fn delete_other_sessions(&mut self, user_id: Uuid, keep: &str) -> StorageResult<u64>;
+    /// Ends one session; returns whether it existed.
+    fn delete_session(&mut self, token_hash: &str) -> StorageResult<bool>;
+    /// Counts a user's sessions.
+    fn count_sessions_of(&mut self, user_id: Uuid) -> StorageResult<u64>;
+    /// Appends a security event and, unless it is a sign-out, raises the
+    /// account's epoch in the same transaction. Returns the stored event
+    /// (with its id and the account's epoch after it).
+    fn record_security_event(
+        &mut self,
+        user_id: Uuid,
+        kind: SecurityKind,
+        token_hash: Option<&str>,
+        at: Timestamp,
+    ) -> StorageResult<SecurityEvent>;
+    /// Sets or clears the account's "must change password" mark.
+    fn set_must_change_password(&mut self, user_id: Uuid, must: bool) -> StorageResult<()>;
+    /// The throttle of a sign-in key, as seen in this transaction.
+    fn throttle(&mut self, key: &str) -> StorageResult<Option<Throttle>>;
+    /// Sets (or, with `None`, clears) the throttle of a sign-in key.
+    fn set_throttle(&mut self, key: &str, throttle: Option<&Throttle>) -> StorageResult<()>;
+    /// Appends a sign-in event; returns its id.
+    fn append_sign_in_event(&mut self, event: &NewSignInEvent) -> StorageResult<u64>;
+    /// Appends access entries in order, each chained to the one before
+    /// (see [`chain::access_hash`]); returns the `seq` of the last.
+    fn append_access(&mut self, entries: &[NewAccess]) -> StorageResult<u64>;
     /// Starts a savepoint.
     fn savepoint(&mut self) -> StorageResult<()>;
     /// Undoes everything since the savepoint and ends it.
@@ -234,4 +474,36 @@ pub trait Storage: Send + Sync + 'static {
     fn delete_session(&self, token_hash: &str) -> StorageResult<()>;
     /// Removes expired sessions; returns how many.
     fn purge_expired_sessions(&self, now: Timestamp) -> StorageResult<usize>;
+    /// A session with its account and the account's security state, from
+    /// one snapshot.
+    fn session_account(&self, token_hash: &str) -> StorageResult<Option<SessionAccount>>;
+    /// An account's security state (the default when none is recorded).
+    fn account_security(&self, user_id: Uuid) -> StorageResult<AccountSecurity>;
+    /// The current state of one row, tombstones included.
+    fn current_row(&self, table: Table, id: Uuid) -> StorageResult<Option<CurrentRow>>;
+    /// The highest security-event id (0 when none).
+    fn security_head(&self) -> StorageResult<u64>;
+    /// Up to `limit` security events with `id > after`, oldest first.
+    fn security_events_after(&self, after: u64, limit: usize) -> StorageResult<Vec<SecurityEvent>>;
+    /// The throttle of a sign-in key.
+    fn throttle(&self, key: &str) -> StorageResult<Option<Throttle>>;
+    /// Up to `limit` sign-in events with `id < before` (all when `None`),
+    /// newest first.
+    fn sign_in_events(&self, before: Option<u64>, limit: usize) -> StorageResult<Vec<SignInEvent>>;
+    /// Up to `limit` access entries about `patient` with `seq < before`
+    /// (all when `None`), newest first, with each reader's current display
+    /// name.
+    fn access_log(
+        &self,
+        patient: Uuid,
+        before: Option<u64>,
+        limit: usize,
+    ) -> StorageResult<Vec<AccessLogEntry>>;
+    /// Up to `limit` change-log entries with `seq > after`, in order, with
+    /// their stored hashes.
+    fn change_chain(&self, after: u64, limit: usize) -> StorageResult<Vec<ChainLink<Change>>>;
+    /// Up to `limit` access-log entries with `seq > after`, in order, with
+    /// their stored hashes.
+    fn access_chain(&self, after: u64, limit: usize)
+    -> StorageResult<Vec<ChainLink<AccessRecord>>>;
 }

@@ -6,25 +6,43 @@
 //! expression indexes for the queries the clinic rules need (a doctor's
 //! appointments by time, staff by username). The `changes` table is both the
 //! change sequence and the audit trail.
+//!
+//! Access control lives in `account_security` (epoch, forced password
+//! change), `security_events` (polled by every server process),
+//! `sign_in_throttle` and `sign_in_events`; reads of clinical content in
+//! `access_log`. `changes` and `access_log` carry a hash chain
+//! ([`super::chain`]); triggers refuse UPDATE and DELETE on them and on
+//! `sign_in_events`.
 
 use super::{
-    Change, ChangesPage, ClientRecord, LoggedChange, Session, Storage, StorageError, StorageResult,
-    WriteTx, WriteWork,
+    AccessRecord, AccountSecurity, ChainLink, Change, ChangesPage, ClientRecord, LoggedChange,
+    NewAccess, NewSignInEvent, SecurityEvent, SecurityKind, Session, SessionAccount, Storage,
+    StorageError, StorageResult, Throttle, WriteTx, WriteWork, chain,
 };
 use clinic_shared::apply::{Action, CurrentRow, SlotCandidate};
 use clinic_shared::model::{Staff, SyncRow, Table, Timestamp};
-use clinic_shared::protocol::{HistoryEntry, MutationOutcome};
+use clinic_shared::protocol::{
+    AccessLogEntry, HistoryEntry, MutationOutcome, SignInEvent, SignInKind, SignInOutcome,
+};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// Versioned schema migrations, applied in order; a migration never changes
-/// once released.
-const MIGRATIONS: &[&str] = &[
+/// One schema migration: SQL, or Rust code for what SQL cannot do (SQLite
+/// has no SHA-256).
+enum Migration {
+    Sql(&'static str),
+    Code(fn(&rusqlite::Transaction<'_>) -> StorageResult<()>),
+}
+
+/// Versioned schema migrations, applied in order in one transaction; a
+/// migration never changes once released.
+const MIGRATIONS: &[Migration] = &[
     // 1: rows, change log / audit, credentials, sessions, clients, results.
-    r#"
+    Migration::Sql(
+        r#"
     CREATE TABLE rows (
         tbl TEXT NOT NULL,
         id TEXT NOT NULL,
@@ -74,7 +92,105 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (client_id, mutation_id)
     ) WITHOUT ROWID;
     "#,
+    ),
+    // 2: access control: account epochs, security events, sign-in
+    // throttling and log, the access log; the change log's hash column.
+    Migration::Sql(
+        r#"
+    CREATE TABLE account_security (
+        user_id TEXT PRIMARY KEY,
+        epoch INTEGER NOT NULL DEFAULT 0,
+        must_change_password INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+    CREATE TABLE security_events (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        token_hash TEXT,
+        epoch INTEGER NOT NULL
+    );
+    CREATE TABLE sign_in_throttle (
+        key TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        last_failure_ms INTEGER NOT NULL,
+        locked_until_ms INTEGER NOT NULL,
+        lock_reported INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE sign_in_events (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        username TEXT NOT NULL,
+        user_id TEXT,
+        address TEXT,
+        client_id TEXT,
+        user_agent TEXT
+    );
+    CREATE TABLE access_log (
+        seq INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        client_id TEXT,
+        kind TEXT NOT NULL,
+        patient_id TEXT,
+        tbl TEXT NOT NULL,
+        row_ids TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE INDEX access_by_patient ON access_log (patient_id, seq);
+    ALTER TABLE changes ADD COLUMN hash TEXT;
+    "#,
+    ),
+    // 3: the hash chain over the change log's existing entries.
+    Migration::Code(backfill_change_hashes),
+    // 4: the logs are append-only.
+    Migration::Sql(
+        r#"
+    CREATE TRIGGER changes_no_update BEFORE UPDATE ON changes
+        BEGIN SELECT RAISE(ABORT, 'the change log is append-only'); END;
+    CREATE TRIGGER changes_no_delete BEFORE DELETE ON changes
+        BEGIN SELECT RAISE(ABORT, 'the change log is append-only'); END;
+    CREATE TRIGGER access_log_no_update BEFORE UPDATE ON access_log
+        BEGIN SELECT RAISE(ABORT, 'the access log is append-only'); END;
+    CREATE TRIGGER access_log_no_delete BEFORE DELETE ON access_log
+        BEGIN SELECT RAISE(ABORT, 'the access log is append-only'); END;
+    CREATE TRIGGER sign_in_events_no_update BEFORE UPDATE ON sign_in_events
+        BEGIN SELECT RAISE(ABORT, 'the sign-in log is append-only'); END;
+    CREATE TRIGGER sign_in_events_no_delete BEFORE DELETE ON sign_in_events
+        BEGIN SELECT RAISE(ABORT, 'the sign-in log is append-only'); END;
+    "#,
+    ),
 ];
+
+/// Computes the hash chain of change-log entries written before the chain
+/// existed, in `seq` order, a page at a time.
+fn backfill_change_hashes(tx: &rusqlite::Transaction<'_>) -> StorageResult<()> {
+    let mut previous = chain::GENESIS.to_owned();
+    let mut after = 0i64;
+    loop {
+        let page = tx
+            .prepare(&format!(
+                "SELECT {CHANGE_COLUMNS} FROM changes WHERE seq > ?1 ORDER BY seq LIMIT 1000"
+            ))?
+            .query_map([after], change_columns)?
+            .collect::<Result<Vec<_>, _>>()?;
+        if page.is_empty() {
+            return Ok(());
+        }
+        for cols in page {
+            let change = change_from_columns(cols)?;
+            let hash = chain::change_hash(&previous, &change);
+            tx.execute(
+                "UPDATE changes SET hash = ?1 WHERE seq = ?2",
+                params![hash, to_i64(change.seq)],
+            )?;
+            after = to_i64(change.seq);
+            previous = hash;
+        }
+    }
+}
 
 /// Connections kept open for reads.
 const READER_POOL: usize = 4;
@@ -86,15 +202,18 @@ pub struct SqliteStorage {
     readers: Mutex<Vec<Connection>>,
 }
 
-fn db_err(e: rusqlite::Error) -> StorageError {
-    match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
-            StorageError::Busy(e.to_string())
+/// SQLite's errors, classified: busy and locked are worth a retry, a
+/// corrupt file or one that is not a database is reported as corruption.
+impl From<rusqlite::Error> for StorageError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
+                StorageError::Busy(e.to_string())
+            }
+            Some(rusqlite::ErrorCode::DatabaseCorrupt)
+            | Some(rusqlite::ErrorCode::NotADatabase) => StorageError::Corrupt(e.to_string()),
+            _ => StorageError::Database(e.to_string()),
         }
-        Some(rusqlite::ErrorCode::DatabaseCorrupt) | Some(rusqlite::ErrorCode::NotADatabase) => {
-            StorageError::Corrupt(e.to_string())
-        }
-        _ => StorageError::Database(e.to_string()),
     }
 }
 
@@ -137,55 +256,49 @@ fn to_u64(n: i64) -> u64 {
 }
 
 fn open_connection(path: &Path) -> StorageResult<Connection> {
-    let conn = Connection::open(path).map_err(db_err)?;
-    conn.busy_timeout(Duration::from_secs(5)).map_err(db_err)?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(db_err)?;
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: a commit the server acknowledged survives power loss.
-    conn.pragma_update(None, "synchronous", "FULL")
-        .map_err(db_err)?;
-    conn.pragma_update(None, "foreign_keys", "ON")
-        .map_err(db_err)?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(conn)
 }
 
 fn migrate(conn: &mut Connection) -> StorageResult<()> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
-    )
-    .map_err(db_err)?;
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(db_err)?;
-    let current: i64 = tx
-        .query_row(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(db_err)?;
+    )?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let current: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )?;
     let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
     if current > known {
         return Err(StorageError::Database(format!(
             "database schema version {current} is newer than this server ({known}); upgrade the server"
         )));
     }
-    for (i, sql) in MIGRATIONS
+    for (i, migration) in MIGRATIONS
         .iter()
         .enumerate()
         .skip(usize::try_from(current).unwrap_or(0))
     {
-        tx.execute_batch(sql).map_err(db_err)?;
+        match migration {
+            Migration::Sql(sql) => tx.execute_batch(sql)?,
+            Migration::Code(step) => step(&tx)?,
+        }
         tx.execute(
             "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
             params![
                 i64::try_from(i + 1).unwrap_or(i64::MAX),
                 Timestamp::from_datetime(chrono::Utc::now()).to_string()
             ],
-        )
-        .map_err(db_err)?;
+        )?;
     }
-    tx.commit().map_err(db_err)
+    Ok(tx.commit()?)
 }
 
 impl SqliteStorage {
@@ -195,9 +308,7 @@ impl SqliteStorage {
         let path = path.as_ref().to_path_buf();
         let mut writer = open_connection(&path)?;
         migrate(&mut writer)?;
-        let check: String = writer
-            .query_row("PRAGMA quick_check", [], |r| r.get(0))
-            .map_err(db_err)?;
+        let check: String = writer.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
         if check != "ok" {
             return Err(StorageError::Corrupt(format!("quick_check: {check}")));
         }
@@ -236,9 +347,7 @@ impl SqliteStorage {
     /// Runs `PRAGMA integrity_check`; `Ok(())` when the file is sound.
     pub fn integrity_check(&self) -> StorageResult<()> {
         self.read(|c| {
-            let r: String = c
-                .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-                .map_err(db_err)?;
+            let r: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
             if r == "ok" {
                 Ok(())
             } else {
@@ -259,23 +368,20 @@ fn current_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, bool, String)> {
 
 impl WriteTx for SqliteTx<'_> {
     fn head(&mut self) -> StorageResult<u64> {
-        let head: i64 = self
-            .tx
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| {
-                r.get(0)
-            })
-            .map_err(db_err)?;
+        let head: i64 =
+            self.tx
+                .query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| {
+                    r.get(0)
+                })?;
         Ok(to_u64(head))
     }
 
     fn row(&mut self, table: Table, id: Uuid) -> StorageResult<Option<CurrentRow>> {
         let row = self
             .tx
-            .prepare_cached("SELECT version, deleted, data FROM rows WHERE tbl = ?1 AND id = ?2")
-            .map_err(db_err)?
+            .prepare_cached("SELECT version, deleted, data FROM rows WHERE tbl = ?1 AND id = ?2")?
             .query_row(params![table.as_str(), id.to_string()], current_row)
-            .optional()
-            .map_err(db_err)?;
+            .optional()?;
         row.map(|(version, deleted, data)| {
             Ok(CurrentRow {
                 version: to_u64(version),
@@ -292,24 +398,19 @@ impl WriteTx for SqliteTx<'_> {
         from: Timestamp,
         until: Timestamp,
     ) -> StorageResult<Vec<SlotCandidate>> {
-        let mut stmt = self
-            .tx
-            .prepare_cached(
-                "SELECT id, data FROM rows
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT id, data FROM rows
                  WHERE tbl = 'appointments' AND deleted = 0
                    AND json_extract(data, '$.doctor_id') = ?1
                    AND json_extract(data, '$.start') >= ?2
                    AND json_extract(data, '$.start') < ?3",
-            )
-            .map_err(db_err)?;
+        )?;
         let raw = stmt
             .query_map(
                 params![doctor_id.to_string(), from.to_string(), until.to_string()],
                 |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
-            )
-            .map_err(db_err)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(db_err)?;
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
         raw.iter()
             .map(|(id, data)| {
                 Ok(SlotCandidate {
@@ -325,11 +426,9 @@ impl WriteTx for SqliteTx<'_> {
             .tx
             .prepare_cached(
                 "SELECT id FROM rows WHERE tbl = 'staff' AND json_extract(data, '$.username') = ?1",
-            )
-            .map_err(db_err)?
+            )?
             .query_row([username], |r| r.get(0))
-            .optional()
-            .map_err(db_err)?;
+            .optional()?;
         id.map(|s| parse_uuid(&s)).transpose()
     }
 
@@ -340,22 +439,37 @@ impl WriteTx for SqliteTx<'_> {
                 "INSERT INTO rows (tbl, id, version, deleted, data) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (tbl, id) DO UPDATE SET version = excluded.version,
                      deleted = excluded.deleted, data = excluded.data",
-            )
-            .map_err(db_err)?
+            )?
             .execute(params![
                 c.table.as_str(),
                 c.id.to_string(),
                 to_i64(c.seq),
                 c.action == Action::Delete,
                 after
-            ])
-            .map_err(db_err)?;
+            ])?;
+        // The chain link: the previous entry by seq, read in this
+        // transaction (savepoint rollbacks make a cache here wrong).
+        let previous: Option<Option<String>> = self
+            .tx
+            .prepare_cached("SELECT hash FROM changes WHERE seq < ?1 ORDER BY seq DESC LIMIT 1")?
+            .query_row([to_i64(c.seq)], |r| r.get(0))
+            .optional()?;
+        let previous = match previous {
+            None => chain::GENESIS.to_owned(),
+            Some(Some(h)) => h,
+            Some(None) => {
+                return Err(corrupt(format!(
+                    "change log entry before seq {} has no hash",
+                    c.seq
+                )));
+            }
+        };
+        let hash = chain::change_hash(&previous, c);
         self.tx
             .prepare_cached(
-                "INSERT INTO changes (seq, tbl, row_id, action, actor_id, client_id, mutation_id, mutation, at, before, after)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )
-            .map_err(db_err)?
+                "INSERT INTO changes (seq, tbl, row_id, action, actor_id, client_id, mutation_id, mutation, at, before, after, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?
             .execute(params![
                 to_i64(c.seq),
                 c.table.as_str(),
@@ -367,9 +481,9 @@ impl WriteTx for SqliteTx<'_> {
                 c.mutation,
                 c.at.to_string(),
                 c.before.as_ref().map(|b| b.to_string()),
-                after
-            ])
-            .map_err(db_err)?;
+                after,
+                hash
+            ])?;
         Ok(())
     }
 
@@ -379,13 +493,10 @@ impl WriteTx for SqliteTx<'_> {
         id: Uuid,
         after: u64,
     ) -> StorageResult<Vec<LoggedChange>> {
-        let mut stmt = self
-            .tx
-            .prepare_cached(
-                "SELECT seq, client_id, before, after FROM changes
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT seq, client_id, before, after FROM changes
                  WHERE tbl = ?1 AND row_id = ?2 AND seq > ?3 ORDER BY seq",
-            )
-            .map_err(db_err)?;
+        )?;
         let raw = stmt
             .query_map(
                 params![table.as_str(), id.to_string(), to_i64(after)],
@@ -397,10 +508,8 @@ impl WriteTx for SqliteTx<'_> {
                         r.get::<_, String>(3)?,
                     ))
                 },
-            )
-            .map_err(db_err)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(db_err)?;
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
         raw.into_iter()
             .map(|(seq, client, before, after)| {
                 Ok(LoggedChange {
@@ -422,14 +531,12 @@ impl WriteTx for SqliteTx<'_> {
             .prepare_cached(
                 "INSERT INTO clients (client_id, user_id, last_mutation_id) VALUES (?1, ?2, ?3)
                  ON CONFLICT (client_id) DO UPDATE SET last_mutation_id = excluded.last_mutation_id",
-            )
-            .map_err(db_err)?
+            )?
             .execute(params![
                 client_id.to_string(),
                 record.user_id.to_string(),
                 to_i64(record.last_mutation_id)
-            ])
-            .map_err(db_err)?;
+            ])?;
         Ok(())
     }
 
@@ -442,13 +549,11 @@ impl WriteTx for SqliteTx<'_> {
             .tx
             .prepare_cached(
                 "SELECT outcome FROM mutation_results WHERE client_id = ?1 AND mutation_id = ?2",
-            )
-            .map_err(db_err)?
+            )?
             .query_row(params![client_id.to_string(), to_i64(mutation_id)], |r| {
                 r.get(0)
             })
-            .optional()
-            .map_err(db_err)?;
+            .optional()?;
         raw.map(|s| serde_json::from_str(&s).map_err(|e| corrupt(format!("stored outcome: {e}"))))
             .transpose()
     }
@@ -464,56 +569,192 @@ impl WriteTx for SqliteTx<'_> {
         self.tx
             .prepare_cached(
                 "INSERT INTO mutation_results (client_id, mutation_id, outcome) VALUES (?1, ?2, ?3)",
-            )
-            .map_err(db_err)?
-            .execute(params![client_id.to_string(), to_i64(mutation_id), json])
-            .map_err(db_err)?;
+            )?
+            .execute(params![client_id.to_string(), to_i64(mutation_id), json])?;
         Ok(())
     }
 
     fn set_password_hash(&mut self, user_id: Uuid, hash: &str) -> StorageResult<()> {
-        self.tx
-            .execute(
-                "INSERT INTO credentials (user_id, password_hash) VALUES (?1, ?2)
+        self.tx.execute(
+            "INSERT INTO credentials (user_id, password_hash) VALUES (?1, ?2)
                  ON CONFLICT (user_id) DO UPDATE SET password_hash = excluded.password_hash",
-                params![user_id.to_string(), hash],
-            )
-            .map_err(db_err)?;
+            params![user_id.to_string(), hash],
+        )?;
         Ok(())
     }
 
     fn delete_sessions_of(&mut self, user_id: Uuid) -> StorageResult<()> {
-        self.tx
-            .execute(
-                "DELETE FROM sessions WHERE user_id = ?1",
-                [user_id.to_string()],
-            )
-            .map_err(db_err)?;
+        self.tx.execute(
+            "DELETE FROM sessions WHERE user_id = ?1",
+            [user_id.to_string()],
+        )?;
         Ok(())
     }
 
+    fn delete_other_sessions(&mut self, user_id: Uuid, keep: &str) -> StorageResult<u64> {
+        let n = self.tx.execute(
+            "DELETE FROM sessions WHERE user_id = ?1 AND token_hash <> ?2",
+            params![user_id.to_string(), keep],
+        )?;
+        Ok(n as u64)
+    }
+
+    fn delete_session(&mut self, token_hash: &str) -> StorageResult<bool> {
+        let n = self
+            .tx
+            .execute("DELETE FROM sessions WHERE token_hash = ?1", [token_hash])?;
+        Ok(n > 0)
+    }
+
+    fn count_sessions_of(&mut self, user_id: Uuid) -> StorageResult<u64> {
+        let n: i64 = self.tx.query_row(
+            "SELECT COUNT(*) FROM sessions WHERE user_id = ?1",
+            [user_id.to_string()],
+            |r| r.get(0),
+        )?;
+        Ok(to_u64(n))
+    }
+
+    fn record_security_event(
+        &mut self,
+        user_id: Uuid,
+        kind: SecurityKind,
+        token_hash: Option<&str>,
+        at: Timestamp,
+    ) -> StorageResult<SecurityEvent> {
+        let user = user_id.to_string();
+        if kind.bumps_epoch() {
+            self.tx.execute(
+                "INSERT INTO account_security (user_id, epoch) VALUES (?1, 1)
+                 ON CONFLICT (user_id) DO UPDATE SET epoch = epoch + 1",
+                [&user],
+            )?;
+        }
+        let epoch = account_security(&self.tx, user_id)?.epoch;
+        self.tx.execute(
+            "INSERT INTO security_events (at, user_id, kind, token_hash, epoch) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![at.to_string(), user, kind.as_str(), token_hash, to_i64(epoch)],
+        )?;
+        Ok(SecurityEvent {
+            id: to_u64(self.tx.last_insert_rowid()),
+            at,
+            user_id,
+            kind,
+            token_hash: token_hash.map(str::to_owned),
+            epoch,
+        })
+    }
+
+    fn set_must_change_password(&mut self, user_id: Uuid, must: bool) -> StorageResult<()> {
+        self.tx.execute(
+            "INSERT INTO account_security (user_id, must_change_password) VALUES (?1, ?2)
+             ON CONFLICT (user_id) DO UPDATE SET must_change_password = excluded.must_change_password",
+            params![user_id.to_string(), must],
+        )?;
+        Ok(())
+    }
+
+    fn throttle(&mut self, key: &str) -> StorageResult<Option<Throttle>> {
+        throttle(&self.tx, key)
+    }
+
+    fn set_throttle(&mut self, key: &str, throttle: Option<&Throttle>) -> StorageResult<()> {
+        match throttle {
+            None => {
+                self.tx
+                    .execute("DELETE FROM sign_in_throttle WHERE key = ?1", [key])?;
+            }
+            Some(t) => {
+                self.tx.execute(
+                    "INSERT INTO sign_in_throttle (key, failures, last_failure_ms, locked_until_ms, lock_reported)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (key) DO UPDATE SET failures = excluded.failures,
+                         last_failure_ms = excluded.last_failure_ms,
+                         locked_until_ms = excluded.locked_until_ms,
+                         lock_reported = excluded.lock_reported",
+                    params![key, t.failures, t.last_failure_ms, t.locked_until_ms, t.lock_reported],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn append_sign_in_event(&mut self, e: &NewSignInEvent) -> StorageResult<u64> {
+        self.tx.execute(
+            "INSERT INTO sign_in_events (at, kind, outcome, username, user_id, address, client_id, user_agent)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                e.at.to_string(),
+                sign_in_kind_str(e.kind),
+                sign_in_outcome_str(e.outcome),
+                e.username,
+                e.user_id.map(|u| u.to_string()),
+                e.address,
+                e.client_id.map(|u| u.to_string()),
+                e.user_agent
+            ],
+        )?;
+        Ok(to_u64(self.tx.last_insert_rowid()))
+    }
+
+    fn append_access(&mut self, entries: &[NewAccess]) -> StorageResult<u64> {
+        let last: Option<(i64, String)> = self
+            .tx
+            .query_row(
+                "SELECT seq, hash FROM access_log ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let (mut seq, mut previous) = match last {
+            Some((seq, hash)) => (to_u64(seq), hash),
+            None => (0, chain::GENESIS.to_owned()),
+        };
+        let mut insert = self.tx.prepare_cached(
+            "INSERT INTO access_log (seq, at, user_id, client_id, kind, patient_id, tbl, row_ids, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        for entry in entries {
+            seq += 1;
+            let hash = chain::access_hash(&previous, seq, entry);
+            let row_ids = serde_json::to_string(&entry.row_ids)
+                .map_err(|e| StorageError::Database(e.to_string()))?;
+            insert.execute(params![
+                to_i64(seq),
+                entry.at.to_string(),
+                entry.user_id.to_string(),
+                entry.client_id.map(|u| u.to_string()),
+                entry.kind.as_str(),
+                entry.patient_id.map(|u| u.to_string()),
+                entry.table.as_str(),
+                row_ids,
+                hash
+            ])?;
+            previous = hash;
+        }
+        Ok(seq)
+    }
+
     fn savepoint(&mut self) -> StorageResult<()> {
-        self.tx.execute_batch("SAVEPOINT mutation").map_err(db_err)
+        Ok(self.tx.execute_batch("SAVEPOINT mutation")?)
     }
 
     fn rollback_to_savepoint(&mut self) -> StorageResult<()> {
-        self.tx
-            .execute_batch("ROLLBACK TO mutation; RELEASE mutation")
-            .map_err(db_err)
+        Ok(self
+            .tx
+            .execute_batch("ROLLBACK TO mutation; RELEASE mutation")?)
     }
 
     fn release_savepoint(&mut self) -> StorageResult<()> {
-        self.tx.execute_batch("RELEASE mutation").map_err(db_err)
+        Ok(self.tx.execute_batch("RELEASE mutation")?)
     }
 }
 
 fn client_record(conn: &Connection, client_id: Uuid) -> StorageResult<Option<ClientRecord>> {
     let raw: Option<(String, i64)> = conn
-        .prepare_cached("SELECT user_id, last_mutation_id FROM clients WHERE client_id = ?1")
-        .map_err(db_err)?
+        .prepare_cached("SELECT user_id, last_mutation_id FROM clients WHERE client_id = ?1")?
         .query_row([client_id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()
-        .map_err(db_err)?;
+        .optional()?;
     raw.map(|(user, last)| {
         Ok(ClientRecord {
             user_id: parse_uuid(&user)?,
@@ -521,6 +762,139 @@ fn client_record(conn: &Connection, client_id: Uuid) -> StorageResult<Option<Cli
         })
     })
     .transpose()
+}
+
+fn account_security(conn: &Connection, user_id: Uuid) -> StorageResult<AccountSecurity> {
+    let raw: Option<(i64, bool)> = conn
+        .prepare_cached(
+            "SELECT epoch, must_change_password FROM account_security WHERE user_id = ?1",
+        )?
+        .query_row([user_id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(raw
+        .map(|(epoch, must)| AccountSecurity {
+            epoch: to_u64(epoch),
+            must_change_password: must,
+        })
+        .unwrap_or_default())
+}
+
+fn throttle(conn: &Connection, key: &str) -> StorageResult<Option<Throttle>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT failures, last_failure_ms, locked_until_ms, lock_reported FROM sign_in_throttle WHERE key = ?1",
+        )?
+        .query_row([key], |r| {
+            Ok(Throttle {
+                failures: r.get(0)?,
+                last_failure_ms: r.get(1)?,
+                locked_until_ms: r.get(2)?,
+                lock_reported: r.get(3)?,
+            })
+        })
+        .optional()?)
+}
+
+fn sign_in_kind_str(k: SignInKind) -> &'static str {
+    match k {
+        SignInKind::SignIn => "sign_in",
+        SignInKind::PasswordChange => "password_change",
+    }
+}
+
+fn parse_sign_in_kind(s: &str) -> StorageResult<SignInKind> {
+    match s {
+        "sign_in" => Ok(SignInKind::SignIn),
+        "password_change" => Ok(SignInKind::PasswordChange),
+        other => Err(corrupt(format!("bad sign-in kind `{other}`"))),
+    }
+}
+
+fn sign_in_outcome_str(o: SignInOutcome) -> &'static str {
+    match o {
+        SignInOutcome::Success => "success",
+        SignInOutcome::Failure => "failure",
+        SignInOutcome::Locked => "locked",
+        SignInOutcome::Disabled => "disabled",
+    }
+}
+
+fn parse_sign_in_outcome(s: &str) -> StorageResult<SignInOutcome> {
+    match s {
+        "success" => Ok(SignInOutcome::Success),
+        "failure" => Ok(SignInOutcome::Failure),
+        "locked" => Ok(SignInOutcome::Locked),
+        "disabled" => Ok(SignInOutcome::Disabled),
+        other => Err(corrupt(format!("bad sign-in outcome `{other}`"))),
+    }
+}
+
+fn opt_uuid(s: Option<String>) -> StorageResult<Option<Uuid>> {
+    s.as_deref().map(parse_uuid).transpose()
+}
+
+/// Columns of `access_log` read by [`access_columns`], in order.
+const ACCESS_COLUMNS: &str = "seq, at, user_id, client_id, kind, patient_id, tbl, row_ids, hash";
+
+type AccessColumns = (
+    i64,
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    String,
+    String,
+    Option<String>,
+);
+
+fn access_columns(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccessColumns> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+    ))
+}
+
+fn access_from_columns(c: AccessColumns) -> StorageResult<ChainLink<AccessRecord>> {
+    let (seq, at, user, client, kind, patient, tbl, row_ids, hash) = c;
+    let row_ids: Vec<Uuid> =
+        serde_json::from_str(&row_ids).map_err(|e| corrupt(format!("access row ids: {e}")))?;
+    Ok(ChainLink {
+        entry: AccessRecord {
+            seq: to_u64(seq),
+            entry: NewAccess {
+                at: parse_time(&at)?,
+                user_id: parse_uuid(&user)?,
+                client_id: opt_uuid(client)?,
+                kind: kind.parse().map_err(corrupt)?,
+                patient_id: opt_uuid(patient)?,
+                table: parse_table(&tbl)?,
+                row_ids,
+            },
+        },
+        hash,
+    })
+}
+
+fn security_event_from(
+    (id, at, user, kind, token, epoch): (i64, String, String, String, Option<String>, i64),
+) -> StorageResult<SecurityEvent> {
+    Ok(SecurityEvent {
+        id: to_u64(id),
+        at: parse_time(&at)?,
+        user_id: parse_uuid(&user)?,
+        kind: SecurityKind::parse(&kind)
+            .ok_or_else(|| corrupt(format!("bad security event kind `{kind}`")))?,
+        token_hash: token,
+        epoch: to_u64(epoch),
+    })
 }
 
 fn sync_row(
@@ -553,21 +927,17 @@ impl Storage for SqliteStorage {
             .writer
             .lock()
             .map_err(|_| corrupt("writer connection poisoned"))?;
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db_err)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut stx = SqliteTx { tx };
         work(&mut stx)?;
-        stx.tx.commit().map_err(db_err)
+        Ok(stx.tx.commit()?)
     }
 
     fn head(&self) -> StorageResult<u64> {
         self.read(|c| {
-            let head: i64 = c
-                .query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| {
-                    r.get(0)
-                })
-                .map_err(db_err)?;
+            let head: i64 = c.query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| {
+                r.get(0)
+            })?;
             Ok(to_u64(head))
         })
     }
@@ -581,12 +951,10 @@ impl Storage for SqliteStorage {
     ) -> StorageResult<ChangesPage> {
         self.read(|c| {
             // One read transaction: head, rows and acknowledgement agree.
-            let tx = c.transaction().map_err(db_err)?;
-            let head: i64 = tx
-                .query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| {
-                    r.get(0)
-                })
-                .map_err(db_err)?;
+            let tx = c.transaction()?;
+            let head: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| {
+                r.get(0)
+            })?;
             let head = to_u64(head);
             let names: Vec<String> = tables.iter().map(|t| format!("'{}'", t.as_str())).collect();
             let sql = format!(
@@ -601,8 +969,7 @@ impl Storage for SqliteStorage {
             );
             let limit_plus_one = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
             let raw = tx
-                .prepare_cached(&sql)
-                .map_err(db_err)?
+                .prepare_cached(&sql)?
                 .query_map(params![to_i64(after), to_i64(head), limit_plus_one], |r| {
                     Ok((
                         r.get::<_, String>(0)?,
@@ -611,10 +978,8 @@ impl Storage for SqliteStorage {
                         r.get::<_, bool>(3)?,
                         r.get::<_, String>(4)?,
                     ))
-                })
-                .map_err(db_err)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(db_err)?;
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
             let more = raw.len() > limit;
             let rows = raw
                 .iter()
@@ -642,15 +1007,11 @@ impl Storage for SqliteStorage {
     fn committed_between(&self, after: u64, upto: u64) -> StorageResult<Vec<Change>> {
         self.read(|c| {
             let raw = c
-                .prepare_cached(
-                    "SELECT seq, tbl, row_id, action, actor_id, client_id, mutation_id, mutation, at, before, after
-                     FROM changes WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
-                )
-                .map_err(db_err)?
-                .query_map(params![to_i64(after), to_i64(upto)], change_columns)
-                .map_err(db_err)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(db_err)?;
+                .prepare_cached(&format!(
+                    "SELECT {CHANGE_COLUMNS} FROM changes WHERE seq > ?1 AND seq <= ?2 ORDER BY seq"
+                ))?
+                .query_map(params![to_i64(after), to_i64(upto)], change_columns)?
+                .collect::<Result<Vec<_>, _>>()?;
             raw.into_iter().map(change_from_columns).collect()
         })
     }
@@ -659,24 +1020,18 @@ impl Storage for SqliteStorage {
         self.read(|c| {
             let raw = c
                 .prepare_cached(
-                    "SELECT seq, tbl, row_id, action, actor_id, client_id, mutation_id, mutation, at, before, after
-                     FROM changes WHERE tbl = ?1 AND row_id = ?2 ORDER BY seq",
-                )
-                .map_err(db_err)?
-                .query_map(params![table.as_str(), id.to_string()], change_columns)
-                .map_err(db_err)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(db_err)?;
+                    &format!("SELECT {CHANGE_COLUMNS} FROM changes WHERE tbl = ?1 AND row_id = ?2 ORDER BY seq"),
+                )?
+                .query_map(params![table.as_str(), id.to_string()], change_columns)?
+                .collect::<Result<Vec<_>, _>>()?;
             let mut entries = Vec::with_capacity(raw.len());
             for cols in raw {
                 let change = change_from_columns(cols)?;
                 let actor_name = match change.actor_id {
                     Some(actor) => c
-                        .prepare_cached("SELECT json_extract(data, '$.display_name') FROM rows WHERE tbl = 'staff' AND id = ?1")
-                        .map_err(db_err)?
+                        .prepare_cached("SELECT json_extract(data, '$.display_name') FROM rows WHERE tbl = 'staff' AND id = ?1")?
                         .query_row([actor.to_string()], |r| r.get::<_, Option<String>>(0))
-                        .optional()
-                        .map_err(db_err)?
+                        .optional()?
                         .flatten(),
                     None => None,
                 };
@@ -705,11 +1060,9 @@ impl Storage for SqliteStorage {
                     "SELECT r.data, cr.password_hash FROM rows r
                      LEFT JOIN credentials cr ON cr.user_id = r.id
                      WHERE r.tbl = 'staff' AND r.deleted = 0 AND json_extract(r.data, '$.username') = ?1",
-                )
-                .map_err(db_err)?
+                )?
                 .query_row([username], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-                .map_err(db_err)?;
+                .optional()?;
             raw.map(|(data, hash)| Ok((staff_from_json(&data)?, hash))).transpose()
         })
     }
@@ -719,11 +1072,9 @@ impl Storage for SqliteStorage {
             let raw: Option<String> = c
                 .prepare_cached(
                     "SELECT data FROM rows WHERE tbl = 'staff' AND id = ?1 AND deleted = 0",
-                )
-                .map_err(db_err)?
+                )?
                 .query_row([id.to_string()], |r| r.get(0))
-                .optional()
-                .map_err(db_err)?;
+                .optional()?;
             raw.map(|d| staff_from_json(&d)).transpose()
         })
     }
@@ -744,19 +1095,16 @@ impl Storage for SqliteStorage {
                 session.user_id.to_string(),
                 session.expires_at.to_string()
             ],
-        )
-        .map_err(db_err)?;
+        )?;
         Ok(())
     }
 
     fn session(&self, token_hash: &str) -> StorageResult<Option<Session>> {
         self.read(|c| {
             let raw: Option<(String, String)> = c
-                .prepare_cached("SELECT user_id, expires_at FROM sessions WHERE token_hash = ?1")
-                .map_err(db_err)?
+                .prepare_cached("SELECT user_id, expires_at FROM sessions WHERE token_hash = ?1")?
                 .query_row([token_hash], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-                .map_err(db_err)?;
+                .optional()?;
             raw.map(|(u, e)| {
                 Ok(Session {
                     user_id: parse_uuid(&u)?,
@@ -772,8 +1120,7 @@ impl Storage for SqliteStorage {
             .writer
             .lock()
             .map_err(|_| corrupt("writer connection poisoned"))?;
-        conn.execute("DELETE FROM sessions WHERE token_hash = ?1", [token_hash])
-            .map_err(db_err)?;
+        conn.execute("DELETE FROM sessions WHERE token_hash = ?1", [token_hash])?;
         Ok(())
     }
 
@@ -782,13 +1129,230 @@ impl Storage for SqliteStorage {
             .writer
             .lock()
             .map_err(|_| corrupt("writer connection poisoned"))?;
-        conn.execute(
+        Ok(conn.execute(
             "DELETE FROM sessions WHERE expires_at <= ?1",
             [now.to_string()],
-        )
-        .map_err(db_err)
+        )?)
+    }
+
+    fn session_account(&self, token_hash: &str) -> StorageResult<Option<SessionAccount>> {
+        self.read(|c| {
+            // One statement: session, staff row and security state agree.
+            type Raw = (String, String, Option<String>, Option<i64>, Option<bool>);
+            let raw: Option<Raw> = c
+                .prepare_cached(
+                    "SELECT s.user_id, s.expires_at, r.data, a.epoch, a.must_change_password
+                     FROM sessions s
+                     LEFT JOIN rows r ON r.tbl = 'staff' AND r.id = s.user_id AND r.deleted = 0
+                     LEFT JOIN account_security a ON a.user_id = s.user_id
+                     WHERE s.token_hash = ?1",
+                )?
+                .query_row([token_hash], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
+                .optional()?;
+            raw.map(|(user, expires, data, epoch, must)| {
+                Ok(SessionAccount {
+                    session: Session {
+                        user_id: parse_uuid(&user)?,
+                        expires_at: parse_time(&expires)?,
+                    },
+                    user: data.as_deref().map(staff_from_json).transpose()?,
+                    security: AccountSecurity {
+                        epoch: epoch.map_or(0, to_u64),
+                        must_change_password: must.unwrap_or(false),
+                    },
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn account_security(&self, user_id: Uuid) -> StorageResult<AccountSecurity> {
+        self.read(|c| account_security(c, user_id))
+    }
+
+    fn current_row(&self, table: Table, id: Uuid) -> StorageResult<Option<CurrentRow>> {
+        self.read(|c| {
+            let row = c
+                .prepare_cached(
+                    "SELECT version, deleted, data FROM rows WHERE tbl = ?1 AND id = ?2",
+                )?
+                .query_row(params![table.as_str(), id.to_string()], current_row)
+                .optional()?;
+            row.map(|(version, deleted, data)| {
+                Ok(CurrentRow {
+                    version: to_u64(version),
+                    deleted,
+                    data: parse_json(&data)?,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn security_head(&self) -> StorageResult<u64> {
+        self.read(|c| {
+            let head: i64 = c.query_row(
+                "SELECT COALESCE(MAX(id), 0) FROM security_events",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(to_u64(head))
+        })
+    }
+
+    fn security_events_after(&self, after: u64, limit: usize) -> StorageResult<Vec<SecurityEvent>> {
+        self.read(|c| {
+            let raw = c
+                .prepare_cached(
+                    "SELECT id, at, user_id, kind, token_hash, epoch FROM security_events
+                     WHERE id > ?1 ORDER BY id LIMIT ?2",
+                )?
+                .query_map(params![to_i64(after), to_i64(limit as u64)], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            raw.into_iter().map(security_event_from).collect()
+        })
+    }
+
+    fn throttle(&self, key: &str) -> StorageResult<Option<Throttle>> {
+        self.read(|c| throttle(c, key))
+    }
+
+    fn sign_in_events(&self, before: Option<u64>, limit: usize) -> StorageResult<Vec<SignInEvent>> {
+        self.read(|c| {
+            type Raw = (
+                i64,
+                String,
+                String,
+                String,
+                String,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+            );
+            let raw: Vec<Raw> = c
+                .prepare_cached(
+                    "SELECT id, at, kind, outcome, username, user_id, address, client_id, user_agent
+                     FROM sign_in_events WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+                )?
+                .query_map(
+                    params![before.map_or(i64::MAX, to_i64), to_i64(limit as u64)],
+                    |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                            r.get(6)?,
+                            r.get(7)?,
+                            r.get(8)?,
+                        ))
+                    },
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            raw.into_iter()
+                .map(
+                    |(id, at, kind, outcome, username, user, address, client, agent)| {
+                        Ok(SignInEvent {
+                            id: to_u64(id),
+                            at: parse_time(&at)?,
+                            kind: parse_sign_in_kind(&kind)?,
+                            outcome: parse_sign_in_outcome(&outcome)?,
+                            username,
+                            user_id: opt_uuid(user)?,
+                            address,
+                            client_id: opt_uuid(client)?,
+                            user_agent: agent,
+                        })
+                    },
+                )
+                .collect()
+        })
+    }
+
+    fn access_log(
+        &self,
+        patient: Uuid,
+        before: Option<u64>,
+        limit: usize,
+    ) -> StorageResult<Vec<AccessLogEntry>> {
+        self.read(|c| {
+            let raw = c
+                .prepare_cached(&format!(
+                    "SELECT {ACCESS_COLUMNS}, (SELECT json_extract(r.data, '$.display_name') FROM rows r
+                         WHERE r.tbl = 'staff' AND r.id = access_log.user_id)
+                     FROM access_log
+                     WHERE patient_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+                ))?
+                .query_map(
+                    params![
+                        patient.to_string(),
+                        before.map_or(i64::MAX, to_i64),
+                        to_i64(limit as u64)
+                    ],
+                    |r| Ok((access_columns(r)?, r.get::<_, Option<String>>(9)?)),
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            raw.into_iter()
+                .map(|(cols, name)| Ok(access_from_columns(cols)?.entry.to_wire(name)))
+                .collect()
+        })
+    }
+
+    fn change_chain(&self, after: u64, limit: usize) -> StorageResult<Vec<ChainLink<Change>>> {
+        self.read(|c| {
+            let raw = c
+                .prepare_cached(&format!(
+                    "SELECT {CHANGE_COLUMNS}, hash FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+                ))?
+                .query_map(params![to_i64(after), to_i64(limit as u64)], |r| {
+                    Ok((change_columns(r)?, r.get::<_, Option<String>>(11)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            raw.into_iter()
+                .map(|(cols, hash)| {
+                    Ok(ChainLink {
+                        entry: change_from_columns(cols)?,
+                        hash,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn access_chain(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> StorageResult<Vec<ChainLink<AccessRecord>>> {
+        self.read(|c| {
+            let raw = c
+                .prepare_cached(&format!(
+                    "SELECT {ACCESS_COLUMNS} FROM access_log WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+                ))?
+                .query_map(params![to_i64(after), to_i64(limit as u64)], access_columns)?
+                .collect::<Result<Vec<_>, _>>()?;
+            raw.into_iter().map(access_from_columns).collect()
+        })
     }
 }
+
+/// Columns of `changes` read by [`change_columns`], in order.
+const CHANGE_COLUMNS: &str =
+    "seq, tbl, row_id, action, actor_id, client_id, mutation_id, mutation, at, before, after";
 
 type ChangeColumns = (
     i64,
@@ -879,6 +1443,123 @@ mod tests {
         drop(c);
         let err = SqliteStorage::open(&path).err().unwrap();
         assert!(err.to_string().contains("newer than this server"));
+    }
+
+    #[test]
+    fn the_logs_refuse_updates_and_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let s = SqliteStorage::open(&path).unwrap();
+        let c = Change {
+            seq: 1,
+            table: Table::Patients,
+            id: Uuid::now_v7(),
+            action: Action::Create,
+            before: None,
+            after: serde_json::json!({}),
+            actor_id: None,
+            client_id: None,
+            mutation_id: None,
+            mutation: "t".into(),
+            at: "2026-01-01T00:00:00Z".parse().unwrap(),
+        };
+        s.write(&mut |tx| {
+            tx.put(&c)?;
+            tx.append_access(&[NewAccess {
+                at: c.at,
+                user_id: Uuid::nil(),
+                client_id: None,
+                kind: clinic_shared::protocol::AccessKind::View,
+                patient_id: Some(c.id),
+                table: Table::Patients,
+                row_ids: vec![c.id],
+            }])
+            .map(|_| ())
+        })
+        .unwrap();
+        s.write(&mut |tx| {
+            tx.append_sign_in_event(&NewSignInEvent {
+                at: c.at,
+                kind: SignInKind::SignIn,
+                outcome: SignInOutcome::Failure,
+                username: "x".into(),
+                user_id: None,
+                address: None,
+                client_id: None,
+                user_agent: None,
+            })
+            .map(|_| ())
+        })
+        .unwrap();
+        let raw = Connection::open(&path).unwrap();
+        for sql in [
+            "UPDATE changes SET after = '{\"x\":1}'",
+            "DELETE FROM changes",
+            "UPDATE access_log SET user_id = 'someone'",
+            "DELETE FROM access_log",
+            "UPDATE sign_in_events SET outcome = 'success'",
+            "DELETE FROM sign_in_events",
+        ] {
+            let err = raw.execute(sql, []).err();
+            assert!(
+                err.as_ref()
+                    .is_some_and(|e| e.to_string().contains("append-only")),
+                "{sql}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn opening_an_old_database_computes_the_chain_of_its_change_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            // A database as the first release left it: schema 1, changes
+            // without hashes.
+            let c = Connection::open(&path).unwrap();
+            let Migration::Sql(v1) = &MIGRATIONS[0] else {
+                panic!("migration 1 is SQL")
+            };
+            c.execute_batch(v1).unwrap();
+            c.execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL);
+                 INSERT INTO schema_migrations VALUES (1, '2026-01-01T00:00:00Z');",
+            )
+            .unwrap();
+            c.execute_batch("BEGIN").unwrap();
+            for seq in 1..=2500 {
+                c.execute(
+                    "INSERT INTO changes (seq, tbl, row_id, action, mutation, at, after)
+                     VALUES (?1, 'patients', ?2, 'create', 'old', '2026-01-01T00:00:00Z', '{\"n\":1}')",
+                    params![seq, Uuid::now_v7().to_string()],
+                )
+                .unwrap();
+            }
+            c.execute_batch("COMMIT").unwrap();
+        }
+        let s = SqliteStorage::open(&path).unwrap();
+        let verified = crate::audit::verify_changes(&s).unwrap();
+        assert_eq!(verified.entries, 2500);
+        // New changes continue the chain.
+        s.write(&mut |tx| {
+            let mut c = change_from_columns((
+                2501,
+                "patients".into(),
+                Uuid::now_v7().to_string(),
+                "create".into(),
+                None,
+                None,
+                None,
+                "new".into(),
+                "2026-01-02T00:00:00Z".into(),
+                None,
+                "{}".into(),
+            ))?;
+            c.mutation = "new".into();
+            tx.put(&c)
+        })
+        .unwrap();
+        assert_eq!(crate::audit::verify_changes(&s).unwrap().entries, 2501);
     }
 
     #[test]

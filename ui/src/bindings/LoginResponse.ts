@@ -17,4 +17,9 @@ expires_at: Timestamp,
 /**
  * The signed-in staff member.
  */
-user: Staff, };
+user: Staff, 
+/**
+ * The password must be changed (`POST /v1/password`) before any other
+ * request but `GET /v1/me` and `POST /v1/logout` is served.
+ */
+must_change_password: boolean, };

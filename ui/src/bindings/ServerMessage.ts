@@ -19,7 +19,11 @@ user: Staff,
 /**
  * Server head at the time of hello.
  */
-head: number, } | { "type": "changes", 
+head: number, 
+/**
+ * The account's security epoch (see `PullResponse::epoch`).
+ */
+epoch: number, } | { "type": "changes", 
 /**
  * Rows with versions in `(previous cursor, cursor]`.
  */
