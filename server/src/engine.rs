@@ -16,7 +16,7 @@ use clinic_shared::apply::{
 };
 use clinic_shared::conflict;
 use clinic_shared::model::{Table, Timestamp};
-use clinic_shared::mutation::{Mutation, PendingMutation};
+use clinic_shared::mutation::{AccountEffect, PendingMutation};
 use clinic_shared::protocol::{
     Actor, ErrorBody, ErrorCode, MutationOutcome, MutationResult, RejectCode, Rejection,
 };
@@ -239,34 +239,33 @@ fn write_mutation(
         last_seq = change.seq;
         changes.push(change);
     }
-    match mutation {
-        Mutation::CreateStaff(a) => {
+    match mutation.account_effect() {
+        Some(AccountEffect::Created { user }) => {
             let Some(hash) = &prepared.password_hash else {
                 return Err(PlanError::Rejected(Rejection::new(
                     RejectCode::Validation,
                     "the new account has no password",
                 )));
             };
-            tx.set_password_hash(a.id, hash)
+            tx.set_password_hash(user, hash)
                 .map_err(PlanError::Source)?;
         }
         // Every open session of the account must re-check itself: record
         // the security event (and raise the epoch) in this transaction.
-        Mutation::SetStaffActive(a) => {
-            let kind = if a.active {
-                SecurityKind::Enabled
-            } else {
-                tx.delete_sessions_of(a.id).map_err(PlanError::Source)?;
-                SecurityKind::Disabled
-            };
-            tx.record_security_event(a.id, kind, None, now)
+        Some(AccountEffect::Disabled { user }) => {
+            tx.delete_sessions_of(user).map_err(PlanError::Source)?;
+            tx.record_security_event(user, SecurityKind::Disabled, None, now)
                 .map_err(PlanError::Source)?;
         }
-        Mutation::SetStaffRole(a) => {
-            tx.record_security_event(a.id, SecurityKind::RoleChanged, None, now)
+        Some(AccountEffect::Enabled { user }) => {
+            tx.record_security_event(user, SecurityKind::Enabled, None, now)
                 .map_err(PlanError::Source)?;
         }
-        _ => {}
+        Some(AccountEffect::RoleChanged { user }) => {
+            tx.record_security_event(user, SecurityKind::RoleChanged, None, now)
+                .map_err(PlanError::Source)?;
+        }
+        None => {}
     }
     Ok(last_seq)
 }

@@ -142,6 +142,105 @@ pub enum ServerError {
     Thread(#[from] std::io::Error),
 }
 
+/// A started server without a listener: its state, threads and pollers.
+/// [`run`] serves it on a socket; tests can drive [`App::router`] in
+/// process.
+pub struct App {
+    state: AppState,
+    writer_thread: std::thread::JoinHandle<()>,
+    audit_thread: std::thread::JoinHandle<()>,
+    pollers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl App {
+    /// Starts the writer, the audit thread and the pollers over `storage`.
+    /// Must be called within a tokio runtime.
+    pub fn start(storage: Arc<dyn Storage>, config: Config) -> Result<App, ServerError> {
+        let feed = Arc::new(Feed::new(storage.clone(), config.feed_capacity)?);
+        let revocations = Arc::new(revocation::Revocations::new(storage.clone())?);
+        let (writer, writer_thread) = writer::spawn(
+            storage.clone(),
+            feed.clone(),
+            revocations.clone(),
+            config.clock.clone(),
+        )?;
+        let (audit, audit_thread) = audit::spawn(storage.clone())?;
+        let token = CancellationToken::new();
+        let state = AppState {
+            storage: storage.clone(),
+            feed: feed.clone(),
+            writer,
+            config: Arc::new(config.clone()),
+            revocations: revocations.clone(),
+            audit,
+            shutdown: token.clone(),
+            login_permits: Arc::new(tokio::sync::Semaphore::new(config.concurrent_logins.max(1))),
+            sockets: TaskTracker::new(),
+            live_sessions: Arc::default(),
+            waiting_pulls: Arc::default(),
+        };
+        let pollers = vec![
+            tokio::spawn(poll_external_commits(
+                feed.clone(),
+                config.clone(),
+                token.clone(),
+            )),
+            tokio::spawn(revocations.clone().run(config.security_poll, token.clone())),
+        ];
+        Ok(App {
+            state,
+            writer_thread,
+            audit_thread,
+            pollers,
+        })
+    }
+
+    /// The routes, ready to serve requests.
+    pub fn router(&self) -> axum::Router {
+        http::router(self.state.clone())
+    }
+
+    /// What request handlers share.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Closes WebSockets, stops the pollers, lets the writer and the audit
+    /// thread finish their queues, and returns. Requests still in flight
+    /// elsewhere should be finished first (see [`run`]).
+    pub async fn stop(self) {
+        let App {
+            state,
+            writer_thread,
+            audit_thread,
+            pollers,
+        } = self;
+        state.shutdown.cancel();
+        state.sockets.close();
+        let grace = state.config.shutdown_grace;
+        if tokio::time::timeout(grace, state.sockets.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some WebSocket connections did not close in time");
+        }
+        for poller in pollers {
+            let _ = poller.await;
+        }
+        drop(state);
+        // Every writer and audit handle is gone now (the router and its
+        // clones were dropped by the caller): both threads finish their
+        // queues and stop.
+        let joined = tokio::task::spawn_blocking(move || {
+            let _ = writer_thread.join();
+            audit_thread.join()
+        });
+        if tokio::time::timeout(grace, joined).await.is_err() {
+            tracing::warn!("the writer or the audit thread did not stop in time");
+        }
+    }
+}
+
 /// Serves the API on `listener` until `shutdown` completes, then stops
 /// accepting, closes WebSockets, lets in-flight requests and the writer's
 /// queued transactions finish, and returns.
@@ -151,38 +250,8 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
-    let feed = Arc::new(Feed::new(storage.clone(), config.feed_capacity)?);
-    let revocations = Arc::new(revocation::Revocations::new(storage.clone())?);
-    let (writer, writer_thread) = writer::spawn(
-        storage.clone(),
-        feed.clone(),
-        revocations.clone(),
-        config.clock.clone(),
-    )?;
-    let (audit, audit_thread) = audit::spawn(storage.clone())?;
-    let token = CancellationToken::new();
-    let state = AppState {
-        storage: storage.clone(),
-        feed: feed.clone(),
-        writer,
-        config: Arc::new(config.clone()),
-        revocations: revocations.clone(),
-        audit,
-        shutdown: token.clone(),
-        login_permits: Arc::new(tokio::sync::Semaphore::new(config.concurrent_logins.max(1))),
-        sockets: TaskTracker::new(),
-        live_sessions: Arc::default(),
-        waiting_pulls: Arc::default(),
-    };
-
-    let poller = tokio::spawn(poll_external_commits(
-        feed.clone(),
-        config.clone(),
-        token.clone(),
-    ));
-    let security_poller =
-        tokio::spawn(revocations.clone().run(config.security_poll, token.clone()));
-    let app = http::router(state.clone());
+    let server = App::start(storage, config.clone())?;
+    let app = server.router();
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -237,34 +306,16 @@ pub async fn run(
     }
     tracing::info!("shutting down: no new connections");
     drop(listener);
-    token.cancel();
-    state.sockets.close();
-    let grace = config.shutdown_grace;
-    if tokio::time::timeout(grace, graceful.shutdown())
+    // New requests are refused from here; in-flight ones finish.
+    server.state().shutdown.cancel();
+    if tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("some HTTP connections did not finish in time");
     }
-    if tokio::time::timeout(grace, state.sockets.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("some WebSocket connections did not close in time");
-    }
-    let _ = poller.await;
-    let _ = security_poller.await;
     drop(app);
-    drop(state);
-    // Every writer and audit handle is gone now: both threads finish their
-    // queues and stop.
-    let joined = tokio::task::spawn_blocking(move || {
-        let _ = writer_thread.join();
-        audit_thread.join()
-    });
-    if tokio::time::timeout(grace, joined).await.is_err() {
-        tracing::warn!("the writer or the audit thread did not stop in time");
-    }
+    server.stop().await;
     tracing::info!("stopped");
     Ok(())
 }

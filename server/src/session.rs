@@ -29,8 +29,8 @@ use crate::auth;
 use crate::blocking::blocking;
 use crate::engine::PreparedMutation;
 use crate::storage::{AccountSecurity, NewSignInEvent, StorageResult, Throttle};
-use clinic_shared::model::{Role, Staff};
-use clinic_shared::mutation::Mutation;
+use clinic_shared::model::Staff;
+use clinic_shared::permissions;
 use clinic_shared::protocol::{Actor, ErrorBody, ErrorCode, SignInKind, SignInOutcome, limits};
 use std::net::IpAddr;
 use std::time::Duration;
@@ -199,13 +199,14 @@ pub async fn prepare_push(
     }
     let mut prepared = Vec::with_capacity(mutations.len());
     for pending in mutations {
-        let password_hash = match &pending.mutation {
-            // Only hash for callers allowed to create staff, and only valid
-            // passwords: hashing is expensive.
-            Mutation::CreateStaff(a)
-                if caller.user.role == Role::Admin && pending.mutation.validate().is_ok() =>
+        let password_hash = match pending.mutation.new_password() {
+            // Only hash for callers allowed to make the mutation, and only
+            // valid passwords: hashing is expensive.
+            Some(password)
+                if permissions::can_mutate(caller.user.role, &pending.mutation)
+                    && pending.mutation.validate().is_ok() =>
             {
-                let password = a.password.clone();
+                let password = password.to_owned();
                 tokio::task::spawn_blocking(move || auth::hash_password(&password))
                     .await
                     .ok()

@@ -446,7 +446,56 @@ pub struct SetReferralStatus {
     pub status: ReferralStatus,
 }
 
+/// What a mutation does to an account beyond its staff row. The server
+/// carries it out in the same transaction (credentials and sessions are not
+/// rows), so the list of such mutations lives here, once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountEffect {
+    /// A new account: its password hash is stored (hashed before the
+    /// transaction, see [`Mutation::new_password`]).
+    Created {
+        /// The new account.
+        user: Uuid,
+    },
+    /// Disabled: its sessions end.
+    Disabled {
+        /// The account.
+        user: Uuid,
+    },
+    /// Enabled again.
+    Enabled {
+        /// The account.
+        user: Uuid,
+    },
+    /// Its role changed: open sessions re-check what they may see.
+    RoleChanged {
+        /// The account.
+        user: Uuid,
+    },
+}
+
 impl Mutation {
+    /// The account effect of this mutation, if any.
+    pub fn account_effect(&self) -> Option<AccountEffect> {
+        match self {
+            Mutation::CreateStaff(a) => Some(AccountEffect::Created { user: a.id }),
+            Mutation::SetStaffActive(a) if a.active => Some(AccountEffect::Enabled { user: a.id }),
+            Mutation::SetStaffActive(a) => Some(AccountEffect::Disabled { user: a.id }),
+            Mutation::SetStaffRole(a) => Some(AccountEffect::RoleChanged { user: a.id }),
+            _ => None,
+        }
+    }
+
+    /// A password this mutation carries (a new account's), which the server
+    /// hashes before its write transaction (hashing is slow) and never
+    /// stores or echoes in clear.
+    pub fn new_password(&self) -> Option<&str> {
+        match self {
+            Mutation::CreateStaff(a) => Some(&a.password),
+            _ => None,
+        }
+    }
+
     /// The mutation's wire name (`create_patient`, …).
     pub fn kind(&self) -> &'static str {
         match self {

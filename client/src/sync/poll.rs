@@ -2,7 +2,7 @@
 //! and the one-shot round (`sync_once`) the CLI and tests use.
 
 use super::{SessionEnd, SyncEngine, millis, with_jitter};
-use crate::error::ClientResult;
+use crate::error::{ClientError, ClientResult};
 use crate::transport::PullQuery;
 use crate::types::{Connection, SyncReport};
 use clinic_shared::protocol::{MutationOutcome, PullResponse, PushRequest};
@@ -39,7 +39,7 @@ impl SyncEngine {
                 self.push_http(&url, &token).await?;
                 // A local write ends the long-poll early so it is pushed now.
                 tokio::select! {
-                    page = self.pull_http(&url, &token, wait) => page.map(Some),
+                    page = self.pull_http(&url, &token, wait) => page,
                     () = self.wake.notified() => Ok(None),
                 }
             };
@@ -113,15 +113,29 @@ impl SyncEngine {
         }
     }
 
-    async fn pull_http(&self, url: &str, token: &str, wait: u64) -> ClientResult<PullResponse> {
+    /// Pulls one page from the mirror's cursor and applies it. `None` when
+    /// the page says the account's role changed: the mirror has dropped what
+    /// the new role may not read and starts over from cursor 0, so the page
+    /// (computed for the new role from the old cursor) is not applied; pull
+    /// again.
+    async fn pull_http(
+        &self,
+        url: &str,
+        token: &str,
+        wait: u64,
+    ) -> ClientResult<Option<PullResponse>> {
         let cursor = self.mirror.sync_state().await?.cursor;
-        let client_id = self.mirror.identity().await?.client_id;
+        let identity = self.mirror.identity().await?;
         let query = PullQuery {
             cursor,
             wait_secs: wait,
-            client_id,
+            client_id: identity.client_id,
         };
         let page = self.transport.pull(url, token, query).await?;
+        if identity.user.as_ref().is_some_and(|u| u.role != page.role) {
+            self.session.refresh_account().await?;
+            return Ok(None);
+        }
         self.mirror
             .apply_remote(
                 page.rows.clone(),
@@ -130,7 +144,7 @@ impl SyncEngine {
                 !page.more,
             )
             .await?;
-        Ok(page)
+        Ok(Some(page))
     }
 
     /// One round over HTTP: push everything pending, pull until caught up.
@@ -141,8 +155,19 @@ impl SyncEngine {
         let (applied, rejected) = self.push_http(&url, &token).await?;
         report.applied = applied;
         report.rejected = rejected;
+        let mut restarts = 0;
         loop {
-            let page = self.pull_http(&url, &token, 0).await?;
+            let Some(page) = self.pull_http(&url, &token, 0).await? else {
+                // The role changed: from the start again (a role that keeps
+                // changing under us is the server's trouble, not a loop).
+                restarts += 1;
+                if restarts > 3 {
+                    return Err(ClientError::Protocol(
+                        "the account's role keeps changing; try again".into(),
+                    ));
+                }
+                continue;
+            };
             report.rows += page.rows.len() as u64;
             if !page.more {
                 break;

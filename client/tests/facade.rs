@@ -1,0 +1,429 @@
+//! The facade driven deterministically: the real server (its router, engine,
+//! writer and SQLite storage) in this process behind an in-memory transport
+//! (no sockets), a manual clock on both sides, and sync rounds driven
+//! explicitly (no background loop, no timers, no sleeps).
+//!
+//! Covered: work goes on offline and queues; on reconnect the queue is
+//! pushed and the pending change is rebased on what others changed
+//! meanwhile; a refused change rolls back with the server's reason; a role
+//! change seen on a pull purges what the new role may not read.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that cannot proceed should panic
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use clinic_client::{
+    ClientConfig, ClientError, ClientResult, ClinicClient, LiveLink, ManualClock, PullQuery,
+    SyncConfig, Transport,
+};
+use clinic_shared::model::{Role, Staff, Table, Timestamp};
+use clinic_shared::mutation::*;
+use clinic_shared::protocol::{
+    ErrorBody, ErrorCode, HistoryResponse, LoginRequest, LoginResponse, PullResponse, PushRequest,
+    PushResponse, RejectCode,
+};
+use futures_util::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tower::ServiceExt;
+use uuid::Uuid;
+
+/// The real server's router, called in process. `offline` makes every
+/// call fail as an unreachable server would.
+struct InProcess {
+    router: axum::Router,
+    offline: AtomicBool,
+}
+
+impl InProcess {
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        uri: String,
+        token: Option<&str>,
+        body: Option<String>,
+    ) -> ClientResult<T> {
+        if self.offline.load(Ordering::SeqCst) {
+            return Err(ClientError::offline("the network is down (test)"));
+        }
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        let mut request = request
+            .body(body.map_or_else(Body::empty, Body::from))
+            .unwrap();
+        // The socket layer would add the peer address (sign-in throttling).
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+                [127, 0, 0, 1],
+                40000,
+            ))));
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        if status == StatusCode::NO_CONTENT {
+            return serde_json::from_str("null").map_err(|e| ClientError::Protocol(e.to_string()));
+        }
+        if !status.is_success() {
+            let body: ErrorBody = serde_json::from_slice(&bytes).unwrap();
+            return Err(match body.code {
+                ErrorCode::Unauthorized | ErrorCode::TokenExpired => {
+                    ClientError::Auth(body.message)
+                }
+                _ => ClientError::Server(body),
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+}
+
+impl Transport for InProcess {
+    fn login<'a>(
+        &'a self,
+        _server: &'a str,
+        request: &'a LoginRequest,
+    ) -> BoxFuture<'a, ClientResult<LoginResponse>> {
+        let body = serde_json::to_string(request).unwrap();
+        Box::pin(self.call(Method::POST, "/v1/login".into(), None, Some(body)))
+    }
+    fn logout<'a>(&'a self, _server: &'a str, token: &'a str) -> BoxFuture<'a, ClientResult<()>> {
+        Box::pin(self.call(Method::POST, "/v1/logout".into(), Some(token), None))
+    }
+    fn me<'a>(&'a self, _server: &'a str, token: &'a str) -> BoxFuture<'a, ClientResult<Staff>> {
+        Box::pin(self.call(Method::GET, "/v1/me".into(), Some(token), None))
+    }
+    fn history<'a>(
+        &'a self,
+        _server: &'a str,
+        token: &'a str,
+        table: Table,
+        id: Uuid,
+    ) -> BoxFuture<'a, ClientResult<HistoryResponse>> {
+        let uri = format!("/v1/history/{table}/{id}");
+        Box::pin(self.call(Method::GET, uri, Some(token), None))
+    }
+    fn push<'a>(
+        &'a self,
+        _server: &'a str,
+        token: &'a str,
+        request: &'a PushRequest,
+    ) -> BoxFuture<'a, ClientResult<PushResponse>> {
+        let body = serde_json::to_string(request).unwrap();
+        Box::pin(self.call(Method::POST, "/v1/push".into(), Some(token), Some(body)))
+    }
+    fn pull<'a>(
+        &'a self,
+        _server: &'a str,
+        token: &'a str,
+        q: PullQuery,
+    ) -> BoxFuture<'a, ClientResult<PullResponse>> {
+        let uri = format!(
+            "/v1/pull?cursor={}&wait={}&client_id={}",
+            q.cursor, q.wait_secs, q.client_id
+        );
+        Box::pin(self.call(Method::GET, uri, Some(token), None))
+    }
+    fn open_live<'a>(&'a self, _server: &'a str) -> BoxFuture<'a, ClientResult<Box<dyn LiveLink>>> {
+        Box::pin(async { Err(ClientError::offline("no live link in process")) })
+    }
+}
+
+/// The server in process, on a SQLite file with the demo clinic, with the
+/// same manual clock as the clients.
+struct World {
+    _dir: tempfile::TempDir,
+    storage: Arc<clinic_server::storage::sqlite::SqliteStorage>,
+    app: Option<clinic_server::App>,
+    clock: Arc<ManualClock>,
+    server_clock: clinic_server::Clock,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Arc::new(
+            clinic_server::storage::sqlite::SqliteStorage::open(dir.path().join("clinic.db"))
+                .unwrap(),
+        );
+        let clock = ManualClock::new("2026-12-01T08:00:00Z".parse().unwrap());
+        let c = clock.clone();
+        let server_clock: clinic_server::Clock =
+            Arc::new(move || clinic_client::Clock::now(c.as_ref()));
+        clinic_server::demo::seed_if_empty(storage.as_ref(), &server_clock).unwrap();
+        let config = clinic_server::Config {
+            clock: server_clock.clone(),
+            demo: true,
+            ..clinic_server::Config::default()
+        };
+        let app = clinic_server::App::start(storage.clone(), config).unwrap();
+        World {
+            _dir: dir,
+            storage,
+            app: Some(app),
+            clock,
+            server_clock,
+        }
+    }
+
+    /// A desk signed in as `user`, with its own data directory and link.
+    async fn desk(&self, user: &str) -> Desk {
+        let app = self.app.as_ref().unwrap();
+        let link = Arc::new(InProcess {
+            router: app.router(),
+            offline: AtomicBool::new(false),
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let config = ClientConfig::new(dir.path())
+            .with_sync(SyncConfig {
+                websocket: false,
+                ..SyncConfig::default()
+            })
+            .with_transport(link.clone())
+            .with_clock(self.clock.clone());
+        let client = ClinicClient::open(config).unwrap();
+        let signed_in = client
+            .sign_in("http://in-process", user, "demo")
+            .await
+            .unwrap();
+        assert!(!signed_in.offline);
+        client.sync_once().await.unwrap();
+        Desk {
+            _dir: dir,
+            client,
+            link,
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(app) = self.app.take() {
+            app.stop().await;
+        }
+    }
+}
+
+struct Desk {
+    _dir: tempfile::TempDir,
+    client: ClinicClient,
+    link: Arc<InProcess>,
+}
+
+impl Desk {
+    fn set_offline(&self, offline: bool) {
+        self.link.offline.store(offline, Ordering::SeqCst);
+    }
+
+    async fn patient(
+        &self,
+        id: Uuid,
+    ) -> Option<clinic_client::Entity<clinic_shared::model::Patient>> {
+        self.client.entity(Table::Patients, id).await.unwrap()
+    }
+}
+
+fn doctor_id(staff: &[clinic_client::Entity<Staff>], username: &str) -> Uuid {
+    staff
+        .iter()
+        .find(|s| s.data.username == username)
+        .map(|s| s.id)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn offline_work_queues_then_rebases_on_reconnect() {
+    let world = World::new();
+    let a = world.desk("reception").await;
+    let b = world.desk("admin").await;
+    let patient = a.client.patients().await.unwrap()[0].clone();
+
+    // A loses the network and keeps working.
+    a.set_offline(true);
+    world.clock.advance(60);
+    let address = UpdatePatient {
+        id: patient.id,
+        base_version: patient.version,
+        fields: PatientPatch {
+            address: Some(Some("7 Quay Street".into())),
+            ..Default::default()
+        },
+    };
+    a.client
+        .mutate(Mutation::UpdatePatient(address))
+        .await
+        .unwrap();
+    let new_id = a.client.new_id();
+    a.client
+        .mutate(Mutation::CreatePatient(CreatePatient {
+            id: new_id,
+            first_name: "Offline".into(),
+            last_name: "Walkin".into(),
+            date_of_birth: "1990-05-06".parse().unwrap(),
+            phone: None,
+            email: None,
+            address: None,
+        }))
+        .await
+        .unwrap();
+    let failed = a.client.sync_once().await;
+    assert!(
+        matches!(failed, Err(ClientError::Offline { .. })),
+        "{failed:?}"
+    );
+    let pending = a.client.pending().await.unwrap();
+    assert_eq!(pending.len(), 2, "both changes queued");
+    assert_eq!(pending[0].created_at, world.clock_now());
+    assert!(
+        a.patient(new_id).await.unwrap().pending,
+        "shown at once, pending"
+    );
+
+    // Meanwhile B changes another field of the same patient.
+    let phone = UpdatePatient {
+        id: patient.id,
+        base_version: patient.version,
+        fields: PatientPatch {
+            phone: Some(Some("+44 20 7946 0000".into())),
+            ..Default::default()
+        },
+    };
+    b.client
+        .mutate(Mutation::UpdatePatient(phone))
+        .await
+        .unwrap();
+    b.client.sync_once().await.unwrap();
+
+    // A reconnects: its queue goes out and its edit is rebased on B's.
+    a.set_offline(false);
+    let report = a.client.sync_once().await.unwrap();
+    assert_eq!((report.applied, report.rejected, report.pending), (2, 0, 0));
+    let merged = a.patient(patient.id).await.unwrap();
+    assert_eq!(merged.data.address.as_deref(), Some("7 Quay Street"));
+    assert_eq!(merged.data.phone.as_deref(), Some("+44 20 7946 0000"));
+    assert!(!merged.pending);
+    assert!(!a.patient(new_id).await.unwrap().pending, "confirmed");
+    assert_eq!(
+        a.client.last_synced_at().await.unwrap(),
+        Some(world.clock_now())
+    );
+    b.client.sync_once().await.unwrap();
+    assert_eq!(
+        b.patient(patient.id).await.unwrap().data.address.as_deref(),
+        Some("7 Quay Street")
+    );
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_change_rolls_back_with_the_servers_reason() {
+    let world = World::new();
+    let a = world.desk("reception").await;
+    let b = world.desk("reception").await;
+    let staff = a.client.staff().await.unwrap();
+    let doctor = doctor_id(&staff, "doctor");
+    let patient = a.client.patients().await.unwrap()[0].id;
+    let slot = |id| BookAppointment {
+        id,
+        patient_id: patient,
+        doctor_id: doctor,
+        start: Timestamp::from_unix(1_900_000_000).unwrap(),
+        end: Timestamp::from_unix(1_900_001_800).unwrap(),
+        reason: None,
+    };
+    // A books offline; B takes the same slot first.
+    a.set_offline(true);
+    let mine = a.client.new_id();
+    a.client
+        .mutate(Mutation::BookAppointment(slot(mine)))
+        .await
+        .unwrap();
+    assert!(
+        a.client
+            .row(Table::Appointments, mine)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let theirs = b.client.new_id();
+    b.client
+        .mutate(Mutation::BookAppointment(slot(theirs)))
+        .await
+        .unwrap();
+    b.client.sync_once().await.unwrap();
+
+    world.clock.advance(30);
+    a.set_offline(false);
+    let mut events = a.client.subscribe();
+    let report = a.client.sync_once().await.unwrap();
+    assert_eq!(report.rejected, 1);
+    assert!(
+        a.client
+            .row(Table::Appointments, mine)
+            .await
+            .unwrap()
+            .is_none(),
+        "the refused booking is gone"
+    );
+    assert!(
+        a.client
+            .row(Table::Appointments, theirs)
+            .await
+            .unwrap()
+            .is_some(),
+        "the slot shows the other booking"
+    );
+    let refused = a.client.rejected().await.unwrap();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].rejection.code, RejectCode::DoubleBooked);
+    assert_eq!(refused[0].rejected_at, world.clock_now());
+    assert!(a.client.pending().await.unwrap().is_empty());
+    let mut saw_rejection = false;
+    while let Ok(ev) = events.try_recv() {
+        saw_rejection |= ev.origin == clinic_client::ChangeOrigin::Rejection
+            && ev.rows.contains(&(Table::Appointments, mine));
+    }
+    assert!(saw_rejection, "the UI was told which row rolled back");
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn a_role_change_seen_on_a_pull_purges_what_the_role_may_not_read() {
+    let world = World::new();
+    let desk = world.desk("reception").await;
+    assert!(
+        !desk.client.invoices().await.unwrap().is_empty(),
+        "reception sees billing"
+    );
+    clinic_server::admin::set_role(
+        world.storage.as_ref(),
+        "reception",
+        Role::Assistant,
+        &world.server_clock,
+    )
+    .unwrap();
+    desk.client.sync_once().await.unwrap();
+    let who = desk.client.identity().await.unwrap().user.unwrap();
+    assert_eq!(who.role, Role::Assistant);
+    assert!(
+        desk.client.invoices().await.unwrap().is_empty(),
+        "billing purged"
+    );
+    assert!(desk.client.rows(Table::Payments).await.unwrap().is_empty());
+    assert!(
+        !desk.client.inventory().await.unwrap().is_empty(),
+        "and the assistant's inventory synced from the start"
+    );
+    world.stop().await;
+}
+
+impl World {
+    fn clock_now(&self) -> Timestamp {
+        clinic_client::Clock::now(self.clock.as_ref())
+    }
+}
