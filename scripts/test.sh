@@ -29,5 +29,5 @@ fi
 echo "==> UI unit tests (Vitest)"
 (cd ui && npx --no-install vitest run)
 echo "==> desktop app end to end (WebDriver, Xvfb)"
-cargo build --locked -p clinic-desktop -p clinic-server -p clinic-client
+cargo build --locked -p clinic-desktop -p clinic-server -p clinic-cli
 (cd ui && xvfb-run -a timeout 900 node --test --test-concurrency=1 e2e/)
