@@ -6,17 +6,22 @@
 //! HTTP push and long-poll pull as the fallback ([`http`]). State lives
 //! behind the [`storage::Storage`] trait; SQLite is the default backend.
 //!
-//! Layers, outermost first: [`run`] accepts connections (with header-read
-//! timeouts and graceful shutdown) → [`http`] routes and limits →
-//! [`auth`] → [`writer`] / [`feed`] → [`engine`] → [`storage`].
+//! Layers, outermost first: [`run`] accepts connections (TLS when
+//! configured: [`tls`]; header-read timeouts; graceful shutdown) → [`http`]
+//! routes and limits → [`auth`] → [`writer`] / [`feed`] → [`engine`] →
+//! [`storage`]. [`datadir`] keeps the data directory private and
+//! [`logging`] keeps secrets out of the logs.
 
 pub mod admin;
 pub mod auth;
+pub mod datadir;
 pub mod demo;
 pub mod engine;
 pub mod feed;
 pub mod http;
+pub mod logging;
 pub mod storage;
+pub mod tls;
 pub mod writer;
 pub mod ws;
 
@@ -66,6 +71,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// The clock.
     pub clock: Clock,
+    /// TLS for every connection (`None`: plain HTTP, loopback only unless
+    /// the operator insisted).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Default for Config {
@@ -81,6 +89,7 @@ impl Default for Config {
             concurrent_logins: 4,
             shutdown_grace: Duration::from_secs(10),
             clock: system_clock(),
+            tls: None,
         }
     }
 }
@@ -168,6 +177,7 @@ pub async fn run(
                 let service = TowerToHyperService::new(app.clone());
                 let header_read_timeout = config.header_read_timeout;
                 let watcher = graceful.watcher();
+                let tls = config.tls.clone();
                 tokio::spawn(async move {
                     // A connection that sends nothing at all is closed like
                     // one whose request head is slow: hyper's header read
@@ -180,6 +190,9 @@ pub async fn run(
                             return;
                         }
                     }
+                    let Some(stream) = tls::wrap(stream, first[0], tls, header_read_timeout, peer).await else {
+                        return;
+                    };
                     let mut builder = auto::Builder::new(TokioExecutor::new());
                     builder
                         .http1()

@@ -10,7 +10,7 @@
 use crate::Clock;
 use crate::engine::{self, PreparedMutation, PushRefused, SeqAllocator};
 use crate::feed::Feed;
-use crate::storage::{Change, Storage};
+use crate::storage::{Change, Storage, StorageError};
 use clinic_shared::protocol::{Actor, ErrorBody, ErrorCode, MutationResult};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -135,11 +135,14 @@ fn commit_batch(storage: &dyn Storage, feed: &Feed, clock: &Clock, batch: Vec<Pu
             } else {
                 ErrorCode::Internal
             };
+            let message = match e {
+                StorageError::Unavailable(_) => {
+                    "the server's disk is full or failing; nothing was written, try again later"
+                }
+                _ => "the change could not be saved; nothing was written, try again",
+            };
             for job in batch {
-                let _ = job.reply.send(Err(ErrorBody::new(
-                    code,
-                    "the change could not be saved; nothing was written, try again",
-                )));
+                let _ = job.reply.send(Err(ErrorBody::new(code, message)));
             }
         }
     }

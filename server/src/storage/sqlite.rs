@@ -94,6 +94,9 @@ fn db_err(e: rusqlite::Error) -> StorageError {
         Some(rusqlite::ErrorCode::DatabaseCorrupt) | Some(rusqlite::ErrorCode::NotADatabase) => {
             StorageError::Corrupt(e.to_string())
         }
+        Some(rusqlite::ErrorCode::DiskFull) | Some(rusqlite::ErrorCode::SystemIoFailure) => {
+            StorageError::Unavailable(e.to_string())
+        }
         _ => StorageError::Database(e.to_string()),
     }
 }
