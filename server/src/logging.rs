@@ -62,12 +62,19 @@ pub fn init() {
     let _ = tracing_subscriber::registry()
         .with(dependency_caps())
         .with(env)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                // Colour codes only for a person at a terminal, not in
+                // journald or a log file.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .try_init();
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use tracing::Level;
 
@@ -86,5 +93,60 @@ mod tests {
             assert!(caps.would_enable(target, &Level::INFO), "{target}");
         }
         assert!(caps.would_enable("clinic_server::ws", &Level::TRACE));
+    }
+
+    /// A `MakeWriter` into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn rust_log_cannot_lift_the_caps_even_when_it_names_the_target() {
+        for rust_log in [
+            "trace",
+            "tungstenite=trace,clinic_server=trace",
+            "tungstenite::protocol=trace,trace",
+        ] {
+            let buffer = Buffer::default();
+            let out = buffer.clone();
+            let subscriber = tracing_subscriber::registry()
+                .with(dependency_caps())
+                .with(EnvFilter::new(rust_log))
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(move || out.clone())
+                        .with_ansi(false),
+                );
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::trace!(target: "tungstenite::protocol", "received frame SECRET-TOKEN");
+                tracing::debug!(target: "hyper::proto", "SECRET-HEADER");
+                tracing::info!(target: "tungstenite::protocol", "connection closed");
+                tracing::trace!(target: "clinic_server::ws", "frame kind=text");
+            });
+            let text =
+                String::from_utf8(buffer.0.lock().unwrap_or_else(|e| e.into_inner()).clone())
+                    .unwrap_or_default();
+            assert!(!text.contains("SECRET"), "{rust_log}: {text}");
+            assert!(
+                text.contains("connection closed"),
+                "{rust_log}: info still passes"
+            );
+            assert!(
+                text.contains("frame kind=text"),
+                "{rust_log}: our trace passes"
+            );
+        }
     }
 }

@@ -114,7 +114,19 @@ fn parse_table(s: &str) -> StorageResult<Table> {
 }
 
 fn parse_json(s: &str) -> StorageResult<serde_json::Value> {
-    serde_json::from_str(s).map_err(|e| corrupt(format!("bad JSON in row: {e}")))
+    serde_json::from_str(s).map_err(|e| corrupt(format!("bad JSON in row: {}", json_error(&e))))
+}
+
+/// A JSON decoding error without the value that failed: serde's message
+/// can quote it (`invalid type: string "…"`), and a row's values are
+/// patient data that must not reach a log.
+fn json_error(e: &serde_json::Error) -> String {
+    format!(
+        "{:?} error at line {} column {}",
+        e.classify(),
+        e.line(),
+        e.column()
+    )
 }
 
 fn parse_time(s: &str) -> StorageResult<Timestamp> {
@@ -458,8 +470,11 @@ impl WriteTx for SqliteTx<'_> {
             })
             .optional()
             .map_err(db_err)?;
-        raw.map(|s| serde_json::from_str(&s).map_err(|e| corrupt(format!("stored outcome: {e}"))))
-            .transpose()
+        raw.map(|s| {
+            serde_json::from_str(&s)
+                .map_err(|e| corrupt(format!("stored outcome: {}", json_error(&e))))
+        })
+        .transpose()
     }
 
     fn store_outcome(
@@ -553,7 +568,7 @@ fn sync_row(
 }
 
 fn staff_from_json(data: &str) -> StorageResult<Staff> {
-    serde_json::from_str(data).map_err(|e| corrupt(format!("staff row: {e}")))
+    serde_json::from_str(data).map_err(|e| corrupt(format!("staff row: {}", json_error(&e))))
 }
 
 impl Storage for SqliteStorage {
