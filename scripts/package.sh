@@ -59,12 +59,11 @@ Installed-Size: $size
 Depends: adduser, libc6
 Section: net
 Priority: optional
-Homepage: https://localhost/clinic-sync
 Description: Clinic Sync server
  The sync server of Clinic Sync: the authority on a clinic's data. Applies
  every desk's changes exactly once, streams them live to every other desk
  over WebSocket (HTTP long-poll as the fallback), keeps an audit trail.
- TLS with a clinic CA made by `clinic-server tls init`. Runs as the
+ TLS with a clinic CA made by "clinic-server tls init". Runs as the
  system user clinic under a hardened systemd unit; data in
  /var/lib/clinic-server (mode 0700).
 EOF

@@ -1,5 +1,6 @@
-//! TLS: the server's certificate and key loaded into a rustls acceptor, and
-//! the clinic CA tooling behind `clinic-server tls init|show|renew`.
+//! TLS: the server's certificate and key loaded into a rustls acceptor, the
+//! handshake of each accepted connection ([`wrap`]), and the clinic CA
+//! tooling behind `clinic-server tls init|show|renew`.
 //!
 //! A clinic without its own PKI runs `tls init` once: it makes a clinic CA
 //! (10 years) and a server certificate signed by it (2 years) in

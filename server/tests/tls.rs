@@ -291,19 +291,34 @@ impl Drop for Serve {
 #[tokio::test]
 async fn plain_http_off_loopback_is_refused_unless_insecure_http_and_tls_serves_there() {
     let dir = tempfile::tempdir().unwrap();
-    // 0.0.0.0 listens on every address of this machine: not loopback.
-    let refused = Serve::start(dir.path(), &["--listen", "0.0.0.0:0"]);
-    assert_eq!(refused.first_line, None, "nothing was served");
-    let (status, stderr) = refused.wait_exit();
-    assert!(!status.success());
-    assert!(
-        stderr.contains("refusing to serve plain HTTP on 0.0.0.0:"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("tls init") && stderr.contains("--tls-cert"),
-        "says what to do: {stderr}"
-    );
+    // 0.0.0.0 listens on every address of this machine: not loopback; and
+    // this machine's own LAN address, when it has one.
+    let mut addresses = vec!["0.0.0.0".to_owned()];
+    if let Ok(out) = Command::new("hostname").arg("-I").output() {
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if let Some(ip) = text
+            .split_whitespace()
+            .filter_map(|a| a.parse::<std::net::IpAddr>().ok())
+            .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+        {
+            addresses.push(ip.to_string());
+        }
+    }
+    for address in &addresses {
+        let refused = Serve::start(dir.path(), &["--listen", &format!("{address}:0")]);
+        assert_eq!(refused.first_line, None, "nothing was served on {address}");
+        let (status, stderr) = refused.wait_exit();
+        assert!(!status.success());
+        assert!(
+            stderr.contains(&format!("refusing to serve plain HTTP on {address}:")),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("tls init") && stderr.contains("--tls-cert"),
+            "says what to do: {stderr}"
+        );
+    }
+    eprintln!("refused plain HTTP on {addresses:?}");
 
     let insecure = Serve::start(dir.path(), &["--listen", "0.0.0.0:0", "--insecure-http"]);
     let line = insecure.first_line.clone().expect("served");
