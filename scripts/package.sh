@@ -3,8 +3,9 @@
 #   clinic-server_<version>_<arch>.deb   the server, its hardened systemd unit,
 #                                        /etc/default/clinic-server, a `clinic`
 #                                        user made by postinst
-#   Clinic Sync_<version>_<arch>.deb     the desktop app (Tauri bundler)
-#   Clinic Sync_<version>_<arch>.AppImage  (when the bundler can fetch its tools)
+#   clinic-desktop_<version>_<arch>.deb  the desktop app (Tauri bundler)
+#   clinic-desktop_<version>_<arch>.AppImage  (when the bundler can fetch its
+#                                        tools: linuxdeploy, AppRun, from GitHub)
 #
 #   scripts/package.sh            both
 #   scripts/package.sh --server   the server .deb only (about a minute from a warm target/)
@@ -84,12 +85,15 @@ desk_packages() {
   # `tauri build` runs cargo itself: a release build of clinic-desktop with
   # the `custom-protocol` feature, then the bundler.
   (cd src-tauri && "${tauri[@]}" build --bundles deb -- --locked)
-  local bundle="target/release/bundle"
-  cp "$bundle"/deb/*.deb "$out/"
+  local bundle="target/release/bundle" version
+  version="$(sed -n 's/^  "version": "\(.*\)",$/\1/p' src-tauri/tauri.conf.json | head -1)"
+  # The bundler names files after the product name, with a space; give
+  # them plain names.
+  cp "$bundle/deb/Clinic Sync_${version}_${arch}.deb" "$out/clinic-desktop_${version}_${arch}.deb"
   echo "==> desk: AppImage (the bundler downloads linuxdeploy and its plugins from GitHub)"
   local log="$out/appimage.log"
   if (cd src-tauri && "${tauri[@]}" build --bundles appimage -- --locked) >"$log" 2>&1; then
-    cp "$bundle"/appimage/*.AppImage "$out/"
+    cp "$bundle"/appimage/*.AppImage "$out/clinic-desktop_${version}_${arch}.AppImage"
   else
     echo "warning: no AppImage: the bundler could not fetch its tools; what it tried:" >&2
     grep -iE 'download|http|github|error|failed' "$log" | sort -u | head -20 >&2 || true

@@ -47,6 +47,29 @@ fn is_database_file(name: &str) -> bool {
     name == "clinic.db" || name.starts_with("clinic.db-")
 }
 
+/// When root works on a data directory that belongs to another user (the
+/// service's `clinic`), the files it makes would be root's and unreadable
+/// by the server: the warning to print, if so.
+pub fn foreign_owner_warning(dir: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let owner = std::fs::metadata(dir).ok()?.uid();
+        let me = rustix::process::getuid().as_raw();
+        (me == 0 && owner != 0).then(|| {
+            format!(
+                "warning: {} belongs to uid {owner} but this runs as root: files made now would be root's and unreadable by the server; run it as the directory's owner (e.g. sudo -u clinic clinic-server ...)",
+                dir.display()
+            )
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        None
+    }
+}
+
 #[cfg(unix)]
 fn secure_files(dir: &Path, changed: &mut Vec<Tightened>) -> io::Result<()> {
     tighten(dir, 0o700, changed)?;

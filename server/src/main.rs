@@ -133,6 +133,9 @@ fn data_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
             .data_dir()
             .to_path_buf(),
     };
+    if let Some(warning) = datadir::foreign_owner_warning(&dir) {
+        eprintln!("{warning}");
+    }
     secure_data_dir(&dir)?;
     Ok(dir)
 }
