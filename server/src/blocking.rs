@@ -16,7 +16,13 @@ pub fn storage_error_body(e: &StorageError) -> ErrorBody {
     } else {
         ErrorCode::Internal
     };
-    ErrorBody::new(code, "the server could not read or write its database")
+    let message = match e {
+        StorageError::Unavailable(_) => {
+            "the server's disk is full or failing; nothing was written, try again later"
+        }
+        _ => "the server could not read or write its database",
+    };
+    ErrorBody::new(code, message)
 }
 
 /// Runs blocking storage work off the async workers.

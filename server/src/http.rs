@@ -96,6 +96,11 @@ impl From<admin::AdminError> for ApiError {
     }
 }
 
+/// Seconds a client is asked to wait before retrying after a `503`
+/// (`Retry-After`): long enough for a full disk to be cleared or a restart
+/// to finish, short enough that queued changes are not held up for long.
+pub const RETRY_AFTER_SECONDS: u32 = 5;
+
 /// The HTTP status for an error code.
 pub fn status_of(code: ErrorCode) -> StatusCode {
     match code {
@@ -122,6 +127,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
         }
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             // The unread rest of the body makes the connection unusable:

@@ -6,25 +6,29 @@
 //! HTTP push and long-poll pull as the fallback ([`http`]). State lives
 //! behind the [`storage::Storage`] trait; SQLite is the default backend.
 //!
-//! Layers, outermost first: [`run`] accepts connections (with header-read
-//! timeouts and graceful shutdown) → [`http`] routes and limits, [`ws`]
-//! sockets → [`session`] (who is calling, sign-in throttling) →
-//! [`writer`] / [`feed`] → [`engine`] → [`storage`]. Beside them:
-//! [`revocation`] tells open sessions about security events, [`audit`]
-//! records every delivery of clinical content; [`blocking`] runs storage
-//! calls off the async workers.
+//! Layers, outermost first: [`run`] accepts connections (TLS when
+//! configured: [`tls`]; header-read timeouts; graceful shutdown) → [`http`]
+//! routes and limits, [`ws`] sockets → [`session`] (who is calling, sign-in
+//! throttling) → [`writer`] / [`feed`] → [`engine`] → [`storage`]. Beside
+//! them: [`revocation`] tells open sessions about security events,
+//! [`audit`] records every delivery of clinical content; [`blocking`] runs
+//! storage calls off the async workers; [`datadir`] keeps the data directory
+//! private and [`logging`] keeps secrets out of the logs.
 
 pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod blocking;
+pub mod datadir;
 pub mod demo;
 pub mod engine;
 pub mod feed;
 pub mod http;
+pub mod logging;
 pub mod revocation;
 pub mod session;
 pub mod storage;
+pub mod tls;
 pub mod writer;
 pub mod ws;
 
@@ -82,6 +86,9 @@ pub struct Config {
     pub demo: bool,
     /// The clock.
     pub clock: Clock,
+    /// TLS for every connection (`None`: plain HTTP, loopback only unless
+    /// the operator insisted).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Default for Config {
@@ -100,6 +107,7 @@ impl Default for Config {
             security_poll: Duration::from_millis(200),
             demo: false,
             clock: system_clock(),
+            tls: None,
         }
     }
 }
@@ -276,6 +284,7 @@ pub async fn run(
                 );
                 let header_read_timeout = config.header_read_timeout;
                 let watcher = graceful.watcher();
+                let tls = config.tls.clone();
                 tokio::spawn(async move {
                     // A connection that sends nothing at all is closed like
                     // one whose request head is slow: hyper's header read
@@ -288,6 +297,9 @@ pub async fn run(
                             return;
                         }
                     }
+                    let Some(stream) = tls::wrap(stream, first[0], tls, header_read_timeout, peer).await else {
+                        return;
+                    };
                     let mut builder = auto::Builder::new(TokioExecutor::new());
                     builder
                         .http1()

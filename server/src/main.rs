@@ -6,10 +6,12 @@ use clap::{Parser, Subcommand};
 use clinic_server::session::ThrottlePolicy;
 use clinic_server::storage::Storage;
 use clinic_server::storage::sqlite::SqliteStorage;
-use clinic_server::{Config, admin, audit, demo, system_clock};
+use clinic_server::tls::{ServerNames, TlsPaths};
+use clinic_server::{Config, admin, audit, datadir, demo, logging, system_clock, tls};
 use clinic_shared::model::Role;
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Parser)]
@@ -54,6 +56,30 @@ enum Command {
         /// The longest sign-in lockout, in seconds.
         #[arg(long, default_value_t = 900, env = "CLINIC_SIGNIN_BACKOFF_CAP_SECS")]
         signin_backoff_cap_secs: u64,
+        /// Serve HTTPS with this certificate chain (PEM, server certificate
+        /// first). Without it, the data directory's `tls/` setup from `tls
+        /// init` is used when there is one.
+        #[arg(
+            long,
+            env = "CLINIC_TLS_CERT",
+            requires = "tls_key",
+            conflicts_with = "insecure_http"
+        )]
+        tls_cert: Option<PathBuf>,
+        /// The private key of `--tls-cert` (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC).
+        #[arg(long, env = "CLINIC_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Serve plain HTTP even on a non-loopback address and even when the
+        /// data directory has a TLS setup. Only for a TLS-terminating proxy
+        /// in front of the server: otherwise tokens and patient records
+        /// cross the network readable by anyone on it.
+        #[arg(long, env = "CLINIC_INSECURE_HTTP")]
+        insecure_http: bool,
+    },
+    /// The clinic CA and the server's certificate (in `<data-dir>/tls/`).
+    Tls {
+        #[command(subcommand)]
+        command: TlsCommand,
     },
     /// Manage staff accounts.
     User {
@@ -94,6 +120,38 @@ enum AuditCommand {
 }
 
 #[derive(Subcommand)]
+enum TlsCommand {
+    /// Make a clinic CA (10 years) and a server certificate signed by it
+    /// (2 years), and print the CA's fingerprint and where its file is.
+    Init {
+        /// A DNS name desks use to reach the server (repeatable).
+        /// `localhost` and this machine's host name are always included.
+        #[arg(long = "hostname", value_name = "NAME")]
+        hostnames: Vec<String>,
+        /// An IP address desks use to reach the server (repeatable).
+        /// 127.0.0.1 and ::1 are always included.
+        #[arg(long = "ip", value_name = "ADDR")]
+        ips: Vec<IpAddr>,
+        /// Replace an existing setup (desks that trust the old CA will then
+        /// refuse the server until they get the new `ca.pem`).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the CA's fingerprint and the server certificate's names and expiry.
+    Show,
+    /// Issue a new server certificate from the same CA (desks keep
+    /// trusting it); keeps the old names unless new ones are given.
+    Renew {
+        /// DNS names for the new certificate (repeatable).
+        #[arg(long = "hostname", value_name = "NAME")]
+        hostnames: Vec<String>,
+        /// IP addresses for the new certificate (repeatable).
+        #[arg(long = "ip", value_name = "ADDR")]
+        ips: Vec<IpAddr>,
+    },
+}
+
+#[derive(Subcommand)]
 enum UserCommand {
     /// Add an account; the password is read from standard input.
     Add {
@@ -130,8 +188,22 @@ fn data_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
             .data_dir()
             .to_path_buf(),
     };
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    if let Some(warning) = datadir::foreign_owner_warning(&dir) {
+        eprintln!("{warning}");
+    }
+    secure_data_dir(&dir)?;
     Ok(dir)
+}
+
+/// Creates the data directory and makes it and the server's files in it
+/// private (0700 / 0600), saying what had to be tightened.
+fn secure_data_dir(dir: &Path) -> anyhow::Result<()> {
+    let tightened = datadir::secure(dir)
+        .with_context(|| format!("making {} private to this user", dir.display()))?;
+    for t in tightened {
+        tracing::info!(path = %t.path.display(), was = format!("{:o}", t.was), now = format!("{:o}", t.now), "tightened file permissions");
+    }
+    Ok(())
 }
 
 fn read_password() -> anyhow::Result<String> {
@@ -157,20 +229,24 @@ fn atty_stdin() -> bool {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,clinic_server=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // Before any file is made: the database, its WAL and the TLS keys are
+    // for this user only.
+    datadir::private_umask();
+    logging::init();
     let cli = Cli::parse();
     let dir = data_dir(cli.data_dir)?;
+    // The TLS tools need no database.
+    let command = match cli.command {
+        Command::Tls { command } => return tls_command(command, &dir),
+        other => other,
+    };
     let db_path = dir.join("clinic.db");
     let storage = SqliteStorage::open(&db_path)
         .with_context(|| format!("opening the database {}", db_path.display()))?;
+    // Opening made the -wal and -shm files if they were missing.
+    secure_data_dir(&dir)?;
     let clock = system_clock();
-    match cli.command {
+    match command {
         Command::Serve {
             listen,
             demo,
@@ -179,7 +255,11 @@ fn main() -> anyhow::Result<()> {
             signin_free_failures_per_address,
             signin_backoff_ms,
             signin_backoff_cap_secs,
+            tls_cert,
+            tls_key,
+            insecure_http,
         } => {
+            let tls = choose_tls(&dir, tls_cert, tls_key, insecure_http)?;
             let config = Config {
                 feed_capacity,
                 demo,
@@ -192,9 +272,11 @@ fn main() -> anyhow::Result<()> {
                 },
                 ..Config::default()
             };
-            serve(Arc::new(storage), &listen, config, &dir)
+            serve(Arc::new(storage), &listen, config, &dir, tls, insecure_http)
         }
         Command::Audit { command } => audit_command(&storage, command),
+        // Handled before the database was opened.
+        Command::Tls { .. } => Ok(()),
         Command::User { command } => {
             let staff = match command {
                 UserCommand::Add {
@@ -278,17 +360,101 @@ fn audit_command(storage: &SqliteStorage, command: AuditCommand) -> anyhow::Resu
     }
 }
 
+fn tls_command(command: TlsCommand, dir: &Path) -> anyhow::Result<()> {
+    let paths = TlsPaths::in_data_dir(dir);
+    let now = chrono::Utc::now();
+    let summary = match command {
+        TlsCommand::Init {
+            hostnames,
+            ips,
+            force,
+        } => tls::init(&paths, &ServerNames { hostnames, ips }, force, now)?,
+        TlsCommand::Show => tls::show(&paths)?,
+        TlsCommand::Renew { hostnames, ips } => {
+            let s = tls::renew(&paths, &ServerNames { hostnames, ips }, now)?;
+            eprintln!("restart the server to use the new certificate");
+            s
+        }
+    };
+    for line in summary.lines(now) {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Where the server's TLS identity comes from.
+struct TlsChoice {
+    acceptor: tokio_rustls::TlsAcceptor,
+    /// For the log: the certificate file and whether it is the data
+    /// directory's own setup.
+    cert: PathBuf,
+    from_data_dir: bool,
+}
+
+fn choose_tls(
+    dir: &Path,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    insecure_http: bool,
+) -> anyhow::Result<Option<TlsChoice>> {
+    if let (Some(cert), Some(key)) = (cert, key) {
+        let acceptor = tls::acceptor(&cert, &key)?;
+        return Ok(Some(TlsChoice {
+            acceptor,
+            cert,
+            from_data_dir: false,
+        }));
+    }
+    let paths = TlsPaths::in_data_dir(dir);
+    if insecure_http || !paths.has_server_identity() {
+        return Ok(None);
+    }
+    let acceptor = tls::acceptor(&paths.server_cert, &paths.server_key)
+        .context("using the data directory's TLS setup (from `clinic-server tls init`)")?;
+    Ok(Some(TlsChoice {
+        acceptor,
+        cert: paths.server_cert,
+        from_data_dir: true,
+    }))
+}
+
+/// Why plain HTTP is refused off loopback, and what to do instead.
+fn plain_http_refusal(addr: std::net::SocketAddr, dir: &Path) -> String {
+    format!(
+        "refusing to serve plain HTTP on {addr}: it is not a loopback address, so sign-in \
+         tokens and patient records would cross the network unencrypted. Either run \
+         `clinic-server --data-dir {} tls init --hostname <name desks use>` once (a clinic CA \
+         and server certificate, used from then on), or pass --tls-cert FILE --tls-key FILE. \
+         Only behind a TLS-terminating proxy, --insecure-http serves plain HTTP anyway.",
+        dir.display()
+    )
+}
+
 fn serve(
     storage: Arc<SqliteStorage>,
     listen: &str,
     config: Config,
     dir: &std::path::Path,
+    tls: Option<TlsChoice>,
+    insecure_http: bool,
 ) -> anyhow::Result<()> {
     let demo_mode = config.demo;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        if let Some(choice) = &tls {
+            if choice.from_data_dir {
+                tracing::info!(cert = %choice.cert.display(), "TLS on, with the clinic CA setup in the data directory");
+            } else {
+                tracing::info!(cert = %choice.cert.display(), "TLS on");
+            }
+        }
+        let config = Config {
+            tls: tls.map(|c| c.acceptor),
+            ..config
+        };
         if demo_mode {
             let s = storage.clone();
             let clock = config.clock.clone();
@@ -305,8 +471,14 @@ fn serve(
             .await
             .with_context(|| format!("listening on {listen}"))?;
         let addr = listener.local_addr()?;
+        if config.tls.is_none() && !addr.ip().is_loopback() {
+            if !insecure_http {
+                bail!(plain_http_refusal(addr, dir));
+            }
+            tracing::warn!(%addr, "serving plain HTTP on a non-loopback address (--insecure-http): tokens and records are readable on the network");
+        }
         // The first line of standard output is the address: scripts and tests read it.
-        println!("clinic-server listening on http://{addr}");
+        println!("clinic-server listening on {scheme}://{addr}");
         tracing::info!(%addr, data = %dir.display(), "serving");
         if demo_mode {
             println!("demo clinic: sign in as admin, doctor, doctor2, assistant or reception with password `{}`", demo::DEMO_PASSWORD);

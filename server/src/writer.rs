@@ -11,7 +11,7 @@ use crate::Clock;
 use crate::engine::{self, PreparedMutation, PushRefused, SeqAllocator};
 use crate::feed::Feed;
 use crate::revocation::Revocations;
-use crate::storage::{Change, Storage};
+use crate::storage::{Change, Storage, StorageError};
 use clinic_shared::model::Table;
 use clinic_shared::protocol::{Actor, ErrorBody, ErrorCode, MutationResult};
 use std::sync::Arc;
@@ -149,11 +149,14 @@ fn commit_batch(
             } else {
                 ErrorCode::Internal
             };
+            let message = match e {
+                StorageError::Unavailable(_) => {
+                    "the server's disk is full or failing; nothing was written, try again later"
+                }
+                _ => "the change could not be saved; nothing was written, try again",
+            };
             for job in batch {
-                let _ = job.reply.send(Err(ErrorBody::new(
-                    code,
-                    "the change could not be saved; nothing was written, try again",
-                )));
+                let _ = job.reply.send(Err(ErrorBody::new(code, message)));
             }
         }
     }

@@ -13,10 +13,12 @@
 //! - [`protocol`]: HTTP bodies and WebSocket messages.
 //! - [`codec`]: decoding untrusted JSON with errors that name the field.
 //! - [`password`]: Argon2id password hashes (server accounts, offline sign-in).
+//! - [`fingerprint`]: certificate fingerprints as people compare them (clinic CA).
 
 pub mod apply;
 pub mod codec;
 pub mod conflict;
+pub mod fingerprint;
 pub mod model;
 pub mod mutation;
 pub mod password;

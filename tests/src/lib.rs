@@ -6,6 +6,14 @@
 //!
 //! The binaries are found next to the test executable (`target/<profile>/`);
 //! `cargo test --workspace` builds them before running any test.
+//!
+//! TLS: [`Server::start_tls`] runs `clinic-server tls init` in the server's
+//! data directory first, so the server serves `https`/`wss` with a clinic
+//! CA of its own. That CA's certificate is added to the trust of every
+//! client this harness makes in the process ([`http`], [`Ws`], [`Proxy`]),
+//! exactly as a desk that was given `ca.pem` would trust it; nothing else is
+//! trusted but the public web roots. [`untrusting_http`] is the client that
+//! was never given the CA.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)] // test support: failing loudly is the point
 
@@ -49,6 +57,32 @@ pub struct Server {
     pub child: Option<Child>,
     pub base: String,
     pub extra_args: Vec<String>,
+    /// The clinic CA (`tls/ca.pem`) when the server speaks TLS.
+    pub ca: Option<PathBuf>,
+    log: Logging,
+}
+
+/// Where a server's log goes and at which level.
+#[derive(Debug, Clone, Default)]
+pub struct Logging {
+    /// `RUST_LOG` for the server (default: `CLINIC_TEST_LOG`, else `warn`).
+    pub rust_log: Option<String>,
+    /// Append stderr to this file instead of the test's stderr.
+    pub stderr_to: Option<PathBuf>,
+}
+
+/// How to start a server.
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    /// Extra `serve` arguments.
+    pub extra: Vec<String>,
+    /// Run `tls init` in the data directory first (serve `https`).
+    pub tls: bool,
+    /// Make the data directory inside this directory (a small file system
+    /// in disk-full tests) instead of the system temp directory.
+    pub parent: Option<PathBuf>,
+    /// Logging.
+    pub log: Logging,
 }
 
 impl Server {
@@ -58,14 +92,57 @@ impl Server {
     }
 
     pub fn start_with(extra: &[&str]) -> Server {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let extra_args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, base) = spawn(dir.path(), "127.0.0.1:0", &extra_args);
+        Self::launch(Launch {
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            ..Launch::default()
+        })
+    }
+
+    /// Starts a demo server over TLS with its own clinic CA (`tls init`),
+    /// which every client of this harness then trusts.
+    pub fn start_tls() -> Server {
+        Self::start_tls_with(&[])
+    }
+
+    pub fn start_tls_with(extra: &[&str]) -> Server {
+        Self::launch(Launch {
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            tls: true,
+            ..Launch::default()
+        })
+    }
+
+    pub fn launch(launch: Launch) -> Server {
+        let dir = match &launch.parent {
+            Some(parent) => tempfile::tempdir_in(parent),
+            None => tempfile::tempdir(),
+        }
+        .expect("temp dir");
+        let ca = launch.tls.then(|| {
+            let out = run_with_stdin(
+                Command::new(bin("clinic-server"))
+                    .arg("--data-dir")
+                    .arg(dir.path())
+                    .args(["tls", "init"]),
+                None,
+            );
+            assert!(
+                out.status.success(),
+                "tls init: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let ca = dir.path().join("tls").join("ca.pem");
+            trust_ca(&std::fs::read(&ca).expect("read ca.pem"));
+            ca
+        });
+        let (child, base) = spawn(dir.path(), "127.0.0.1:0", &launch.extra, &launch.log);
         Server {
             dir,
             child: Some(child),
             base,
-            extra_args,
+            extra_args: launch.extra,
+            ca,
+            log: launch.log,
         }
     }
 
@@ -76,6 +153,7 @@ impl Server {
     pub fn addr(&self) -> std::net::SocketAddr {
         self.base
             .trim_start_matches("http://")
+            .trim_start_matches("https://")
             .parse()
             .expect("server address")
     }
@@ -100,7 +178,7 @@ impl Server {
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "already running");
         let listen = self.addr().to_string();
-        let (child, base) = spawn(self.dir.path(), &listen, &self.extra_args);
+        let (child, base) = spawn(self.dir.path(), &listen, &self.extra_args, &self.log);
         self.child = Some(child);
         self.base = base;
     }
@@ -164,18 +242,30 @@ impl Drop for Server {
     }
 }
 
-fn spawn(dir: &Path, listen: &str, extra: &[String]) -> (Child, String) {
+fn spawn(dir: &Path, listen: &str, extra: &[String], log: &Logging) -> (Child, String) {
+    let rust_log = log
+        .rust_log
+        .clone()
+        .or_else(|| std::env::var("CLINIC_TEST_LOG").ok())
+        .unwrap_or_else(|| "warn".into());
+    let stderr = match &log.stderr_to {
+        Some(path) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("server log file"),
+        ),
+        None => Stdio::inherit(),
+    };
     let mut child = Command::new(bin("clinic-server"))
         .arg("--data-dir")
         .arg(dir)
         .args(["serve", "--listen", listen, "--demo"])
         .args(extra)
-        .env(
-            "RUST_LOG",
-            std::env::var("CLINIC_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-        )
+        .env("RUST_LOG", rust_log)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .expect("spawn clinic-server");
     let stdout = child.stdout.take().expect("stdout");
@@ -199,10 +289,19 @@ fn spawn(dir: &Path, listen: &str, extra: &[String]) -> (Child, String) {
 /// A TCP proxy between clients and the server that can refuse WebSocket
 /// upgrades (as some corporate proxies do) or cut every connection (a
 /// network outage), for fault tests.
+///
+/// In front of a TLS server ([`Proxy::start_tls`]) it behaves like an
+/// inspecting corporate proxy: it terminates TLS with a certificate of the
+/// same clinic CA (the server's own certificate and key, valid for
+/// 127.0.0.1) so it can read the request head and refuse WebSocket
+/// upgrades, and opens its own TLS connection to the server, verified
+/// against the clinic CA. Clients see a `https` URL and a certificate they
+/// trust, as they would through such a proxy.
 pub struct Proxy {
     pub addr: std::net::SocketAddr,
     state: std::sync::Arc<ProxyState>,
     task: tokio::task::JoinHandle<()>,
+    tls: bool,
 }
 
 struct ProxyState {
@@ -219,8 +318,51 @@ struct ProxyState {
     accepted: std::sync::atomic::AtomicU64,
 }
 
+/// Both ends of a proxied connection, TLS or not.
+trait ProxyIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> ProxyIo for T {}
+
+/// TLS on both sides of a proxy.
+#[derive(Clone)]
+struct ProxyTls {
+    acceptor: tokio_rustls::TlsAcceptor,
+    connector: tokio_rustls::TlsConnector,
+}
+
 impl Proxy {
     pub async fn start(target: std::net::SocketAddr) -> Proxy {
+        Self::start_inner(target, None).await
+    }
+
+    /// A proxy in front of a TLS server (see the type's documentation).
+    pub async fn start_tls(server: &Server) -> Proxy {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let ca = server.ca.as_ref().expect("a TLS server");
+        let tls_dir = ca.parent().expect("tls dir");
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(tls_dir.join("server.pem"))
+                .expect("server.pem")
+                .map(|c| c.expect("certificate"))
+                .collect();
+        let key = PrivateKeyDer::from_pem_file(tls_dir.join("server-key.pem")).expect("key");
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut server_config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("proxy certificate");
+        server_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let ca_pem = std::fs::read(ca).expect("ca.pem");
+        let tls = ProxyTls {
+            acceptor: tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server_config)),
+            connector: tokio_rustls::TlsConnector::from(tls_client_config(&[ca_pem])),
+        };
+        Self::start_inner(server.addr(), Some(tls)).await
+    }
+
+    async fn start_inner(target: std::net::SocketAddr, tls: Option<ProxyTls>) -> Proxy {
         use std::sync::atomic::Ordering;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -236,9 +378,10 @@ impl Proxy {
             accepted: 0.into(),
         });
         let st = state.clone();
+        let is_tls = tls.is_some();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
+                let Ok((inbound, _)) = listener.accept().await else {
                     continue;
                 };
                 if st.down.load(Ordering::SeqCst) {
@@ -247,8 +390,16 @@ impl Proxy {
                 }
                 st.accepted.fetch_add(1, Ordering::Relaxed);
                 let st2 = st.clone();
+                let tls = tls.clone();
                 let handle = tokio::spawn(async move {
                     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut inbound: Box<dyn ProxyIo> = match &tls {
+                        Some(t) => match t.acceptor.accept(inbound).await {
+                            Ok(s) => Box::new(s),
+                            Err(_) => return,
+                        },
+                        None => Box::new(inbound),
+                    };
                     // Read the request head to see whether it asks for a WebSocket.
                     let mut head = Vec::new();
                     let mut buf = [0u8; 4096];
@@ -265,17 +416,28 @@ impl Proxy {
                         let _ = inbound
                             .write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
                             .await;
+                        let _ = inbound.shutdown().await;
                         return;
                     }
                     let target = *st2.target.lock().unwrap();
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                    let Ok(tcp) = tokio::net::TcpStream::connect(target).await else {
                         return;
+                    };
+                    let mut outbound: Box<dyn ProxyIo> = match &tls {
+                        Some(t) => {
+                            let name = rustls::pki_types::ServerName::IpAddress(target.ip().into());
+                            match t.connector.connect(name, tcp).await {
+                                Ok(s) => Box::new(s),
+                                Err(_) => return,
+                            }
+                        }
+                        None => Box::new(tcp),
                     };
                     if outbound.write_all(&head).await.is_err() {
                         return;
                     }
-                    let (in_read, in_write) = inbound.into_split();
-                    let (out_read, out_write) = outbound.into_split();
+                    let (in_read, in_write) = tokio::io::split(inbound);
+                    let (out_read, out_write) = tokio::io::split(outbound);
                     tokio::join!(
                         pump(in_read, out_write, st2.clone()),
                         pump(out_read, in_write, st2)
@@ -284,11 +446,17 @@ impl Proxy {
                 st.conns.lock().unwrap().push(handle.abort_handle());
             }
         });
-        Proxy { addr, state, task }
+        Proxy {
+            addr,
+            state,
+            task,
+            tls: is_tls,
+        }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Refuse (true) or pass (false) WebSocket upgrade requests.
@@ -323,8 +491,8 @@ impl Proxy {
 /// Forwards one direction of a proxied connection, honouring the injected
 /// latency and stalls; shuts the write side down at end of input.
 async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
     st: std::sync::Arc<ProxyState>,
 ) {
     use std::sync::atomic::Ordering;
@@ -345,6 +513,10 @@ async fn pump(
             tokio::time::sleep(Duration::from_millis(latency)).await;
         }
         if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+        // TLS writers buffer: push each chunk out as it comes.
+        if to.flush().await.is_err() {
             break;
         }
     }
@@ -396,11 +568,64 @@ pub struct Api {
     pub next_mutation: u64,
 }
 
+/// Clinic CA certificates (PEM) made by servers of this test process.
+static TRUSTED_CAS: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+/// Adds a clinic CA (PEM) to what this harness's clients trust.
+pub fn trust_ca(pem: &[u8]) {
+    let mut cas = TRUSTED_CAS.lock().unwrap();
+    if !cas.iter().any(|c| c == pem) {
+        cas.push(pem.to_vec());
+    }
+}
+
+fn trusted_cas() -> Vec<Vec<u8>> {
+    TRUSTED_CAS.lock().unwrap().clone()
+}
+
+/// An HTTP client that trusts the clinic CAs of this process's servers.
 pub fn http() -> reqwest::Client {
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(90));
+    for pem in trusted_cas() {
+        builder = builder.add_root_certificate(
+            reqwest::Certificate::from_pem(&pem).expect("clinic CA certificate"),
+        );
+    }
+    builder.build().expect("client")
+}
+
+/// An HTTP client that was never given a clinic CA (public roots only).
+pub fn untrusting_http() -> reqwest::Client {
     reqwest::Client::builder()
-        .timeout(Duration::from_secs(90))
+        .timeout(Duration::from_secs(20))
         .build()
         .expect("client")
+}
+
+/// A rustls client configuration trusting exactly `cas` (PEM), speaking
+/// HTTP/1.1 (what the server offers, and what WebSockets upgrade from).
+pub fn tls_client_config(cas: &[Vec<u8>]) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for pem in cas {
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            roots.add(cert.expect("CA PEM")).expect("CA certificate");
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    std::sync::Arc::new(config)
+}
+
+/// The rustls client configuration trusting this process's clinic CAs.
+pub fn trusting_tls_config() -> std::sync::Arc<rustls::ClientConfig> {
+    tls_client_config(&trusted_cas())
 }
 
 /// The server's `GET /healthz` answer (change head, WebSocket sessions).
@@ -568,9 +793,17 @@ pub struct Ws {
 
 impl Ws {
     pub async fn connect(server: &Server) -> Ws {
-        let (stream, _) = tokio_tungstenite::connect_async(server.ws_url())
-            .await
-            .expect("ws connect");
+        Ws::connect_url(&server.ws_url()).await
+    }
+
+    /// Connects to a `ws://` or `wss://` URL; `wss` trusts the clinic CAs
+    /// of this process's servers.
+    pub async fn connect_url(url: &str) -> Ws {
+        let connector = tokio_tungstenite::Connector::Rustls(trusting_tls_config());
+        let (stream, _) =
+            tokio_tungstenite::connect_async_tls_with_config(url, None, false, Some(connector))
+                .await
+                .expect("ws connect");
         Ws { stream }
     }
 

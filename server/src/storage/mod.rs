@@ -64,6 +64,12 @@ pub enum StorageError {
     /// Data in the database does not decode: a bug or corruption.
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    /// The disk is full or failed a read or write (SQLite's `SQLITE_FULL`,
+    /// `SQLITE_IOERR`). The transaction was rolled back, nothing of it
+    /// written; the same operation can succeed once space returns, with no
+    /// restart.
+    #[error("storage unavailable (disk full or I/O error): {0}")]
+    Unavailable(String),
     /// Any other database error.
     #[error("database error: {0}")]
     Database(String),
@@ -72,7 +78,7 @@ pub enum StorageError {
 impl StorageError {
     /// Whether the same operation may succeed if tried again.
     pub fn retryable(&self) -> bool {
-        matches!(self, StorageError::Busy(_))
+        matches!(self, StorageError::Busy(_) | StorageError::Unavailable(_))
     }
 }
 

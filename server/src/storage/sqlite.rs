@@ -212,6 +212,11 @@ impl From<rusqlite::Error> for StorageError {
             }
             Some(rusqlite::ErrorCode::DatabaseCorrupt)
             | Some(rusqlite::ErrorCode::NotADatabase) => StorageError::Corrupt(e.to_string()),
+            // A full disk or a failing one: nothing was written, and the
+            // same write can succeed once space returns.
+            Some(rusqlite::ErrorCode::DiskFull) | Some(rusqlite::ErrorCode::SystemIoFailure) => {
+                StorageError::Unavailable(e.to_string())
+            }
             _ => StorageError::Database(e.to_string()),
         }
     }
@@ -230,7 +235,19 @@ fn parse_table(s: &str) -> StorageResult<Table> {
 }
 
 fn parse_json(s: &str) -> StorageResult<serde_json::Value> {
-    serde_json::from_str(s).map_err(|e| corrupt(format!("bad JSON in row: {e}")))
+    serde_json::from_str(s).map_err(|e| corrupt(format!("bad JSON in row: {}", json_error(&e))))
+}
+
+/// A JSON decoding error without the value that failed: serde's message
+/// can quote it (`invalid type: string "…"`), and a row's values are
+/// patient data that must not reach a log.
+fn json_error(e: &serde_json::Error) -> String {
+    format!(
+        "{:?} error at line {} column {}",
+        e.classify(),
+        e.line(),
+        e.column()
+    )
 }
 
 fn parse_time(s: &str) -> StorageResult<Timestamp> {
@@ -554,8 +571,11 @@ impl WriteTx for SqliteTx<'_> {
                 r.get(0)
             })
             .optional()?;
-        raw.map(|s| serde_json::from_str(&s).map_err(|e| corrupt(format!("stored outcome: {e}"))))
-            .transpose()
+        raw.map(|s| {
+            serde_json::from_str(&s)
+                .map_err(|e| corrupt(format!("stored outcome: {}", json_error(&e))))
+        })
+        .transpose()
     }
 
     fn store_outcome(
@@ -918,7 +938,7 @@ fn sync_row(
 }
 
 fn staff_from_json(data: &str) -> StorageResult<Staff> {
-    serde_json::from_str(data).map_err(|e| corrupt(format!("staff row: {e}")))
+    serde_json::from_str(data).map_err(|e| corrupt(format!("staff row: {}", json_error(&e))))
 }
 
 impl Storage for SqliteStorage {
