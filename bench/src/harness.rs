@@ -1,10 +1,11 @@
 //! What every scenario stands on: the real `clinic-server` binary started on
 //! `127.0.0.1:0` over a data directory seeded through the server's own
-//! storage code, real client engines each with its own SQLite directory,
-//! protocol-level WebSocket clients, and readings of `/proc`.
+//! storage code, real clients (`clinic_client::ClinicClient`, the facade the
+//! desktop app uses) each with its own SQLite directory, protocol-level
+//! WebSocket clients, and readings of `/proc`.
 
 use anyhow::{Context, bail};
-use clinic_client::{Engine, EngineConfig, Store};
+use clinic_client::{ClientConfig, ClinicClient, Connection, SyncConfig};
 use clinic_server::admin::{self, ToolWrite};
 use clinic_server::storage::sqlite::SqliteStorage;
 use clinic_shared::model::{Role, Staff, Table};
@@ -16,7 +17,6 @@ use futures_util::{SinkExt, StreamExt};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
@@ -246,55 +246,59 @@ pub(crate) async fn wait_head(base: &str, at_least: u64, limit: Duration) -> any
     }
 }
 
-/// A client engine with its own store directory, running or not.
+/// A client (the facade the desktop app uses) with its own data
+/// directory, its sync loop running or not.
 pub(crate) struct EngineHandle {
-    pub engine: Arc<Engine>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    pub client: ClinicClient,
 }
 
 impl EngineHandle {
-    /// Opens a store in `dir`, signs it in with an existing session (no
-    /// password check per engine) and, if `run`, starts its sync loop.
+    /// Opens a client in `dir`, signs it in as `username` (a real sign-in:
+    /// the server checks the password, the client keeps an Argon2id
+    /// verifier for offline sign-in) and, if `run`, starts its sync loop.
     pub(crate) async fn start(
         dir: PathBuf,
         base: &str,
-        login: &LoginResponse,
-        config: EngineConfig,
+        username: &str,
+        config: SyncConfig,
         run: bool,
     ) -> anyhow::Result<EngineHandle> {
-        let (base, token, user) = (base.to_owned(), login.token.clone(), login.user.clone());
-        let store = tokio::task::spawn_blocking(move || -> anyhow::Result<Store> {
-            let store = Store::open(&dir)?;
-            store.sign_in(&base, &token, &user)?;
-            Ok(store)
+        // Opening creates the file and its schema: blocking work.
+        let client = tokio::task::spawn_blocking(move || {
+            ClinicClient::open(ClientConfig::new(dir).with_sync(config))
         })
         .await??;
-        let engine = Engine::new(Arc::new(store), config)?;
-        let task = run.then(|| tokio::spawn(engine.clone().run()));
-        Ok(EngineHandle { engine, task })
+        let signed = client
+            .sign_in(base, username, PASSWORD)
+            .await
+            .with_context(|| format!("signing a client in as {username}"))?;
+        if signed.offline {
+            bail!("the sign-in as {username} was only checked offline");
+        }
+        if run {
+            client.start();
+        }
+        Ok(EngineHandle { client })
     }
 
-    /// Waits until the first full sync is done and the engine is live (or
+    /// Waits until the first full sync is done and the client is live (or
     /// polling, when the WebSocket is off).
     pub(crate) async fn wait_synced(&self, limit: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + limit;
-        let mut status = self.engine.status();
+        let mut status = self.client.status();
         loop {
             let ready = {
                 let s = status.borrow_and_update();
-                matches!(
-                    s.connection,
-                    clinic_client::sync::Connection::Live
-                        | clinic_client::sync::Connection::Polling
-                ) && s.initial_sync.is_none()
+                matches!(s.connection, Connection::Live | Connection::Polling)
+                    && s.initial_sync.is_none()
             };
-            if ready && self.engine.store().synced_once()? {
+            if ready && self.client.sync_state().await?.synced_once {
                 return Ok(());
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 bail!(
-                    "an engine did not finish its first sync in {limit:?} (status {:?})",
+                    "a client did not finish its first sync in {limit:?} (status {:?})",
                     *status.borrow()
                 );
             }
@@ -303,12 +307,9 @@ impl EngineHandle {
         }
     }
 
-    /// Stops the sync loop and waits for it.
-    pub(crate) async fn stop(mut self) {
-        self.engine.stop();
-        if let Some(task) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-        }
+    /// Stops the sync loop and waits for it (at most 10 s).
+    pub(crate) async fn stop(self) {
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.client.stop()).await;
     }
 }
 

@@ -1,10 +1,11 @@
 //! `clinic-bench`: benchmarks of Clinic Sync with targets.
 //!
 //! Starts the real `clinic-server` binary (built next to this one) on
-//! `127.0.0.1:0` and real client engines (`clinic_client::Engine`, each
-//! with its own SQLite directory) in this process, and measures:
+//! `127.0.0.1:0` and real clients (`clinic_client::ClinicClient`, the facade
+//! the desktop app uses, each with its own SQLite directory; "engines" in
+//! the figures) in this process, and measures:
 //!
-//! 1. propagation latency from one writer to N subscribers (engines, and
+//! 1. propagation latency from one writer to N subscribers (clients, and
 //!    protocol-level WebSocket subscribers at large N);
 //! 2. the same over the long-poll fallback, and plain interval polling;
 //! 3. write throughput of concurrent writers, and raw SQLite on this disk;

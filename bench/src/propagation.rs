@@ -1,11 +1,11 @@
 //! Scenarios 1 and 2: how long a change takes from the front desk to every
 //! other desk.
 //!
-//! One writer (a full client engine signed in as reception) registers
-//! patients; latency is measured from its local call (`Engine::mutate`)
-//! returning to each subscriber having the row:
-//! - a full engine: the row committed in its local SQLite mirror and the
-//!   store's change event received (`Store::subscribe`);
+//! One writer (a full client, `clinic_client::ClinicClient`, signed in as
+//! reception) registers patients; latency is measured from its local call
+//! (`ClinicClient::mutate`) returning to each subscriber having the row:
+//! - a full client ("engine"): the row committed in its local SQLite mirror
+//!   and the mirror's change event received (`ClinicClient::subscribe`);
 //! - a protocol-level WebSocket subscriber: the `changes` message holding
 //!   the row received and decoded.
 //!
@@ -14,8 +14,7 @@
 
 use crate::harness::{self, EngineHandle, ServerProc};
 use crate::report::{Samples, ScenarioReport, Target};
-use clinic_client::store::{ChangeOrigin, Store};
-use clinic_client::{Engine, EngineConfig};
+use clinic_client::{ChangeOrigin, ClinicClient, SyncConfig};
 use clinic_shared::model::Table;
 use clinic_shared::protocol::{ClientMessage, LoginResponse, ServerMessage};
 use futures_util::{SinkExt, StreamExt};
@@ -199,9 +198,9 @@ impl Phase {
     }
 }
 
-/// Listens to one engine's store events and records the rows they carry.
-async fn listen(sub: usize, store: Arc<Store>, slot: Slot, lagged: Arc<AtomicU64>) {
-    let mut events = store.subscribe();
+/// Listens to one client's change events and records the rows they carry.
+async fn listen(sub: usize, client: ClinicClient, slot: Slot, lagged: Arc<AtomicU64>) {
+    let mut events = client.subscribe();
     loop {
         match events.recv().await {
             Ok(ev) => {
@@ -214,7 +213,7 @@ async fn listen(sub: usize, store: Arc<Store>, slot: Slot, lagged: Arc<AtomicU64
                 };
                 if ev.rows.is_empty() && ev.tables.contains(&Table::Patients) {
                     // A large batch lists only its tables: look the rows up.
-                    sweep(sub, &store, &phase, now).await;
+                    sweep(sub, &client, &phase, now).await;
                 } else {
                     phase.record(
                         sub,
@@ -229,7 +228,7 @@ async fn listen(sub: usize, store: Arc<Store>, slot: Slot, lagged: Arc<AtomicU64
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 lagged.fetch_add(n, Ordering::Relaxed);
                 if let Some(phase) = current(&slot) {
-                    sweep(sub, &store, &phase, Instant::now()).await;
+                    sweep(sub, &client, &phase, Instant::now()).await;
                 }
             }
             Err(broadcast::error::RecvError::Closed) => return,
@@ -237,18 +236,14 @@ async fn listen(sub: usize, store: Arc<Store>, slot: Slot, lagged: Arc<AtomicU64
     }
 }
 
-/// Records every phase row now visible in `store` that was not seen yet.
-async fn sweep(sub: usize, store: &Arc<Store>, phase: &Arc<Phase>, now: Instant) {
-    let (store, phase2) = (store.clone(), phase.clone());
-    let found = tokio::task::spawn_blocking(move || {
-        phase2
-            .unseen(sub)
-            .into_iter()
-            .filter(|id| matches!(store.get(Table::Patients, *id), Ok(Some(_))))
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
+/// Records every phase row now visible in `client` that was not seen yet.
+async fn sweep(sub: usize, client: &ClinicClient, phase: &Arc<Phase>, now: Instant) {
+    let mut found = Vec::new();
+    for id in phase.unseen(sub) {
+        if matches!(client.row(Table::Patients, id).await, Ok(Some(_))) {
+            found.push(id);
+        }
+    }
     phase.record(sub, found.into_iter(), now);
 }
 
@@ -343,7 +338,7 @@ async fn ws_subscriber(
 
 /// Plain interval polling: one `sync_once` every `every`, from a random
 /// phase, like a desk that refreshes on a timer.
-async fn interval_poller(engine: Arc<Engine>, every: Duration, mut stop: watch::Receiver<bool>) {
+async fn interval_poller(client: ClinicClient, every: Duration, mut stop: watch::Receiver<bool>) {
     let offset = rand::thread_rng().gen_range(0..every.as_millis().max(1) as u64);
     tokio::select! {
         () = tokio::time::sleep(Duration::from_millis(offset)) => {}
@@ -353,7 +348,7 @@ async fn interval_poller(engine: Arc<Engine>, every: Duration, mut stop: watch::
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if let Err(e) = engine.sync_once().await {
+                if let Err(e) = client.sync_once().await {
                     eprintln!("  interval poll failed: {e}");
                 }
             }
@@ -402,12 +397,12 @@ async fn run_on_server(
     dir: &Path,
     report: &mut ScenarioReport,
 ) -> anyhow::Result<()> {
-    let desk: LoginResponse = harness::login(&server.base, harness::DESK).await?;
+    // The protocol-level subscribers' token (the clients sign in themselves).
     let doctor: LoginResponse = harness::login(&server.base, harness::DOCTOR).await?;
-    let live = EngineConfig::default();
-    let no_ws = EngineConfig {
+    let live = SyncConfig::default();
+    let no_ws = SyncConfig {
         websocket: false,
-        ..EngineConfig::default()
+        ..SyncConfig::default()
     };
     let writer_config = if case.mode == Mode::LongPoll {
         no_ws.clone()
@@ -423,8 +418,14 @@ async fn run_on_server(
     let (stop_tx, stop_rx) = watch::channel(false);
     let lagged = Arc::new(AtomicU64::new(0));
 
-    let writer =
-        EngineHandle::start(dir.join("writer"), &server.base, &desk, writer_config, true).await?;
+    let writer = EngineHandle::start(
+        dir.join("writer"),
+        &server.base,
+        harness::DESK,
+        writer_config,
+        true,
+    )
+    .await?;
 
     // Subscriber engines.
     let setup_start = Instant::now();
@@ -435,14 +436,14 @@ async fn run_on_server(
         let h = EngineHandle::start(
             dir.join(format!("engine-{i}")),
             &server.base,
-            &doctor,
+            harness::DOCTOR,
             sub_config.clone(),
             running,
         )
         .await?;
         tasks.push(tokio::spawn(listen(
             i,
-            h.engine.store().clone(),
+            h.client.clone(),
             slot.clone(),
             lagged.clone(),
         )));
@@ -452,9 +453,9 @@ async fn run_on_server(
     match case.mode {
         Mode::Interval(every) => {
             for h in &engines {
-                h.engine.sync_once().await?;
+                h.client.sync_once().await?;
                 tasks.push(tokio::spawn(interval_poller(
-                    h.engine.clone(),
+                    h.client.clone(),
                     every,
                     stop_rx.clone(),
                 )));
@@ -522,7 +523,7 @@ async fn run_on_server(
         *slot.write().unwrap_or_else(|p| p.into_inner()) = Some(phase.clone());
         let cpu0 = (harness::cpu_secs(&server_pid)?, harness::cpu_secs("self")?);
         let started = Instant::now();
-        let written = write(&writer.engine, &phase, rate).await;
+        let written = write(&writer.client, &phase, rate).await;
         let write_secs = started.elapsed().as_secs_f64();
         if let Err(e) = written {
             outcome = Err(e);
@@ -609,7 +610,7 @@ async fn run_on_server(
     let lag = lagged.load(Ordering::Relaxed);
     if lag > 0 {
         report.note(format!(
-            "{}: store-event listeners lagged by {lag} events (rows were then looked up in the store)",
+            "{}: change-event listeners lagged by {lag} events (rows were then looked up in the mirror)",
             case.label
         ));
     }
@@ -632,7 +633,7 @@ async fn run_on_server(
 
 /// The writer's phase: `changes` patients, at `rate` per second or as
 /// fast as it can.
-async fn write(writer: &Arc<Engine>, phase: &Phase, rate: Option<f64>) -> anyhow::Result<()> {
+async fn write(writer: &ClinicClient, phase: &Phase, rate: Option<f64>) -> anyhow::Result<()> {
     let mut tick = rate.map(|r| tokio::time::interval(Duration::from_secs_f64(1.0 / r)));
     static SERIAL: AtomicU64 = AtomicU64::new(0);
     for (i, id) in phase.ids.iter().enumerate() {

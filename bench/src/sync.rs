@@ -1,19 +1,17 @@
 //! Scenarios 4 and 5: a desk catching up after being offline, and a fresh
 //! desk syncing a whole clinic. The syncing client runs as a separate
 //! process (this binary's hidden `child-sync` command: a real
-//! `clinic_client::Engine` over the WebSocket, as the desktop app runs it),
-//! so its peak memory is its own: it reports `VmHWM` from
+//! `clinic_client::ClinicClient` over the WebSocket, as the desktop app runs
+//! it), so its peak memory is its own: it reports `VmHWM` from
 //! `/proc/self/status` just before it exits.
 
 use crate::harness::{self, ServerProc};
 use crate::report::{ScenarioReport, Target};
 use anyhow::{Context, bail};
-use clinic_client::sync::Connection;
-use clinic_client::{Engine, EngineConfig, Store};
+use clinic_client::{ClientConfig, ClinicClient, Connection};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What the child reports.
@@ -21,7 +19,7 @@ use std::time::{Duration, Instant};
 pub(crate) struct ChildReport {
     /// Opening (and checking) the local database.
     pub open_secs: f64,
-    /// From starting the engine to holding every row up to the head.
+    /// From starting the sync loop to holding every row up to the head.
     pub sync_secs: f64,
     /// Server head the child synced to.
     pub head: u64,
@@ -37,9 +35,9 @@ pub(crate) struct ChildReport {
     pub db_bytes: u64,
 }
 
-/// The child: open the store in `dir` (signing in as `login` first if
-/// given), run the engine until its cursor reaches the server's head and it
-/// is live, and report.
+/// The child: open the client in `dir` (signing in as `login` first if
+/// given; otherwise the session stored there is used), run its sync loop
+/// until its cursor reaches the server's head and it is live, and report.
 pub(crate) fn child_sync(
     server: &str,
     dir: &Path,
@@ -53,15 +51,20 @@ pub(crate) fn child_sync(
         let head = harness::head(server).await?;
         let t0 = Instant::now();
         let d = dir.to_path_buf();
-        let store = tokio::task::spawn_blocking(move || Store::open(&d)).await??;
+        let client =
+            tokio::task::spawn_blocking(move || ClinicClient::open(ClientConfig::new(d))).await??;
         let open_secs = t0.elapsed().as_secs_f64();
-        let engine = Engine::new(Arc::new(store), EngineConfig::default())?;
         if let Some(user) = login {
-            engine.login(server, user, harness::PASSWORD).await?;
+            let signed = client.sign_in(server, user, harness::PASSWORD).await?;
+            if signed.offline {
+                bail!("the sign-in as {user} was only checked offline");
+            }
+        } else if !client.identity().await?.signed_in {
+            bail!("no session is stored in {}", dir.display());
         }
-        let mut status = engine.status();
+        let mut status = client.status();
         let t1 = Instant::now();
-        let task = tokio::spawn(engine.clone().run());
+        client.start();
         let deadline = t1 + timeout;
         loop {
             let done = {
@@ -80,12 +83,9 @@ pub(crate) fn child_sync(
         }
         let sync_secs = t1.elapsed().as_secs_f64();
         let (vmrss_kib, vmhwm_kib) = harness::memory_kib("self")?;
-        engine.stop();
-        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-        let store = engine.store().clone();
-        let (counts, cursor) =
-            tokio::task::spawn_blocking(move || anyhow::Ok((store.counts()?, store.cursor()?)))
-                .await??;
+        let _ = tokio::time::timeout(Duration::from_secs(10), client.stop()).await;
+        let counts = client.counts().await?;
+        let cursor = client.sync_state().await?.cursor;
         Ok(ChildReport {
             open_secs,
             sync_secs,
@@ -97,7 +97,7 @@ pub(crate) fn child_sync(
                 .into_iter()
                 .map(|(t, n)| (t.as_str().to_owned(), n))
                 .collect(),
-            db_bytes: harness::db_bytes(engine.store().path()),
+            db_bytes: harness::db_bytes(client.database_file()),
         })
     })
 }
@@ -180,7 +180,7 @@ pub(crate) async fn catch_up(
         );
     }
     for backlog in [sizes.small, sizes.large] {
-        // Offline (no engine runs) while `backlog` rows change on the server.
+        // Offline (no client runs) while `backlog` rows change on the server.
         let per_writer = backlog.div_ceil(10);
         let before = harness::head(&server.base).await?;
         let (acked, secs, _) =
@@ -192,7 +192,7 @@ pub(crate) async fn catch_up(
         let (r, wall) = run_child(&server, &client_dir, None, limit).await?;
         let case = format!("{acked} rows changed while offline");
         let target = (backlog >= 100_000).then_some(Target::AtMost(5.0));
-        report.add(&case, "engine start -> caught up", r.sync_secs, "s", target);
+        report.add(&case, "sync start -> caught up", r.sync_secs, "s", target);
         report.add(&case, "process start -> exit", wall, "s", None);
         report.add(&case, "rows/s", acked as f64 / r.sync_secs, "/s", None);
         report.add(

@@ -1,7 +1,8 @@
-//! A sequence of operations on a local client store (`clinic_client::Store`),
-//! driven by the fuzz input: local mutations of every kind with values from
-//! pools of edge cases (empty, too long, non-ASCII, extreme numbers, unknown
-//! and deleted ids), server answers to them (applied, rejected, retry, for
+//! A sequence of operations on a local client mirror
+//! (`clinic_client::internals::SyncMirror`: the mirror's own operations, run
+//! synchronously on this thread; feature `internals`), driven by the fuzz
+//! input: local mutations of every kind with values from pools of edge cases
+//! (empty, too long, non-ASCII, extreme numbers, unknown and deleted ids), server answers to them (applied, rejected, retry, for
 //! right and wrong ids), server row batches (new versions, tombstones,
 //! stale and complete or partial pages, acknowledgements) and role changes.
 //!
@@ -14,7 +15,8 @@
 
 #![no_main]
 
-use clinic_client::{ClientError, Store};
+use clinic_client::ClientError;
+use clinic_client::internals::SyncMirror;
 use clinic_shared::model::{Role, Staff, SyncRow, Table};
 use clinic_shared::mutation::Mutation;
 use clinic_shared::protocol::{
@@ -137,7 +139,7 @@ impl Gen {
 
     /// A mutation built from the input; `None` when the values picked do not
     /// even decode as a mutation (the server would refuse the frame).
-    fn mutation(&mut self, input: &mut Input, store: &Store) -> Option<Mutation> {
+    fn mutation(&mut self, input: &mut Input, mirror: &SyncMirror) -> Option<Mutation> {
         let s = strings();
         let n = ints();
         let t = times();
@@ -146,7 +148,7 @@ impl Gen {
             let visible = id
                 .as_str()
                 .and_then(|i| i.parse().ok())
-                .and_then(|i| store.get(table, i).ok().flatten())
+                .and_then(|i| mirror.get(table, i).ok().flatten())
                 .map_or(0, |r| r.version);
             match input.byte() % 4 {
                 0 => json!(0),
@@ -376,7 +378,7 @@ fn fail(what: &str, e: &ClientError) -> ! {
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Input { data, pos: 0 };
-    // On tmpfs where there is one: the store syncs every transaction, and a
+    // On tmpfs where there is one: the mirror syncs every transaction, and a
     // disk would make this a few runs a second.
     let shm = std::path::Path::new("/dev/shm");
     let dir = if shm.is_dir() {
@@ -385,10 +387,10 @@ fuzz_target!(|data: &[u8]| {
         tempfile::tempdir()
     }
     .expect("temp dir");
-    let store = Store::open(dir.path()).expect("open store");
+    let mut mirror = SyncMirror::open(dir.path()).expect("open mirror");
     let roles = [Role::Admin, Role::Doctor, Role::Assistant, Role::Reception];
     let role = input.pick(&roles);
-    store
+    mirror
         .sign_in("http://fuzz", "token", &staff(ADMIN, "admin", role))
         .unwrap_or_else(|e| fail("sign_in", &e));
     let mut server = Server {
@@ -396,34 +398,34 @@ fuzz_target!(|data: &[u8]| {
         answered: 0,
     };
     let seed = server.seed();
-    store
+    mirror
         .apply_remote(&seed, server.head, None, true)
         .unwrap_or_else(|e| fail("seed", &e));
     let mut generator = Gen { next_id: 0x1000 };
     let mut steps = 0;
     while !input.done() && steps < 64 {
         steps += 1;
-        let cursor_before = store.cursor().unwrap_or_else(|e| fail("cursor", &e));
+        let cursor_before = mirror.cursor().unwrap_or_else(|e| fail("cursor", &e));
         let mut reset = false;
         match input.byte() % 8 {
             0..=2 => {
-                let Some(m) = generator.mutation(&mut input, &store) else {
+                let Some(m) = generator.mutation(&mut input, &mirror) else {
                     continue;
                 };
-                let before = store
+                let before = mirror
                     .pending()
                     .unwrap_or_else(|e| fail("pending", &e))
                     .len();
-                match store.mutate(m.clone()) {
+                match mirror.mutate(&m) {
                     Ok(_) => {
-                        let after = store
+                        let after = mirror
                             .pending()
                             .unwrap_or_else(|e| fail("pending", &e))
                             .len();
                         assert_eq!(after, before + 1, "accepted {m:?}");
                     }
                     Err(ClientError::Rejected(_)) => {
-                        let after = store
+                        let after = mirror
                             .pending()
                             .unwrap_or_else(|e| fail("pending", &e))
                             .len();
@@ -435,7 +437,7 @@ fuzz_target!(|data: &[u8]| {
             3 => {
                 // The server answers the oldest unsent mutations (and, now and
                 // then, ids it was never sent).
-                let unsent = store.unsent(4).unwrap_or_else(|e| fail("unsent", &e));
+                let unsent = mirror.unsent(4).unwrap_or_else(|e| fail("unsent", &e));
                 let mut results = Vec::new();
                 for pm in &unsent {
                     let outcome = match input.byte() % 4 {
@@ -465,7 +467,7 @@ fuzz_target!(|data: &[u8]| {
                         outcome: MutationOutcome::Applied { seq: server.head },
                     });
                 }
-                store
+                mirror
                     .apply_results(&results)
                     .unwrap_or_else(|e| fail("apply_results", &e));
             }
@@ -518,44 +520,44 @@ fuzz_target!(|data: &[u8]| {
                 }
                 let ack = input.flag().then_some(server.answered);
                 let complete = input.flag();
-                store
+                mirror
                     .apply_remote(&rows, server.head, ack, complete)
                     .unwrap_or_else(|e| fail("apply_remote", &e));
             }
             6 => {
                 // A late, stale answer (a long poll overtaken by a live batch).
                 let stale = server.head.saturating_sub(u64::from(input.byte() % 8));
-                store
+                mirror
                     .apply_remote(&[], stale, None, input.flag())
                     .unwrap_or_else(|e| fail("stale apply_remote", &e));
             }
             _ => {
                 let role = input.pick(&roles);
-                store
+                mirror
                     .change_role(&staff(ADMIN, "admin", role))
                     .unwrap_or_else(|e| fail("change_role", &e));
                 reset = true;
             }
         }
-        let cursor = store.cursor().unwrap_or_else(|e| fail("cursor", &e));
+        let cursor = mirror.cursor().unwrap_or_else(|e| fail("cursor", &e));
         assert!(
             reset || cursor >= cursor_before,
             "cursor went back: {cursor_before} -> {cursor}"
         );
-        if store
+        if mirror
             .pending()
             .unwrap_or_else(|e| fail("pending", &e))
             .is_empty()
         {
-            let visible = store.dump(true).unwrap_or_else(|e| fail("dump", &e));
-            let confirmed = store.dump(false).unwrap_or_else(|e| fail("dump", &e));
+            let visible = mirror.dump(true).unwrap_or_else(|e| fail("dump", &e));
+            let confirmed = mirror.dump(false).unwrap_or_else(|e| fail("dump", &e));
             assert_eq!(
                 visible, confirmed,
                 "nothing pending, yet visible != confirmed"
             );
         }
     }
-    store
+    mirror
         .integrity_check()
         .unwrap_or_else(|e| fail("integrity_check", &e));
 });
