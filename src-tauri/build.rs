@@ -7,6 +7,7 @@ fn main() {
         "session_info",
         "default_server",
         "sign_in",
+        "trust_server",
         "sign_out",
         "sync_now",
         "row",

@@ -43,6 +43,16 @@ struct Cli {
     /// Seconds a write waits for the server's answer before it is left queued.
     #[arg(long, global = true, default_value_t = 2.0)]
     wait: f64,
+    /// A CA certificate file (PEM) to trust, e.g. the clinic CA `ca.pem`
+    /// from `clinic-server tls init` (repeatable; `:`-separated in the
+    /// environment).
+    #[arg(
+        long = "ca",
+        global = true,
+        env = "CLINIC_CA_FILE",
+        value_delimiter = ':'
+    )]
+    ca_files: Vec<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -56,6 +66,11 @@ enum Command {
         /// Read the password from standard input (the only way offered).
         #[arg(long, required = true)]
         password_stdin: bool,
+        /// Trust the server's clinic CA by its fingerprint, as `clinic-server
+        /// tls show` prints it on the server (when you have no `--ca` file):
+        /// compare it with what a first `login` shows.
+        #[arg(long, value_name = "FINGERPRINT")]
+        trust: Option<String>,
     },
     /// Sign out: ends the session and removes the clinic's data from this
     /// machine. Refused while changes are unsent, unless --discard-pending.
@@ -466,7 +481,11 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         websocket: !cli.no_websocket,
         ..SyncConfig::default()
     };
-    let client = ClinicClient::open(ClientConfig::new(dir).with_sync(sync))?;
+    let client = ClinicClient::open(
+        ClientConfig::new(dir)
+            .with_sync(sync)
+            .with_ca_files(cli.ca_files),
+    )?;
     let out = Out { json: cli.json };
     let deliver = (!cli.no_sync).then(|| Duration::from_secs_f64(cli.wait.clamp(0.0, 600.0)));
     let writer = Writer {
@@ -479,13 +498,25 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Login {
             username,
             password_stdin: _,
+            trust,
         } => {
             let server = match cli.server.or(client.identity().await?.server_url) {
                 Some(s) => s,
                 None => bail!("pass --server URL the first time"),
             };
             let password = read_password()?;
-            let signed_in = client.sign_in(&server, &username, &password).await?;
+            let signed_in = match (client.sign_in(&server, &username, &password).await, trust) {
+                (Err(ClientError::UntrustedServer { .. }), Some(fingerprint)) => {
+                    client.trust_server(&server, &fingerprint)?;
+                    client.sign_in(&server, &username, &password).await?
+                }
+                (Err(e @ ClientError::UntrustedServer { .. }), None) => {
+                    return Err(anyhow::Error::new(e).context(
+                        "run `clinic login` again with --trust FINGERPRINT once it matches, or with --ca FILE",
+                    ));
+                }
+                (result, _) => result?,
+            };
             if signed_in.offline {
                 // An offline sign-in lives in this process's memory; it ends
                 // now, so it would not outlast the command.

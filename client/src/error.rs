@@ -55,6 +55,22 @@ pub enum ClientError {
         #[source]
         source: Option<Cause>,
     },
+    /// The server's certificate is not one this computer trusts: compare
+    /// its fingerprint with the one the server prints, then trust it (or
+    /// get the clinic CA file from IT).
+    #[error(
+        "this computer does not know the certificate of {server} yet. Compare its \
+         fingerprint with the one the server shows (`clinic-server tls show`): {short}. \
+         Only if they match, trust it"
+    )]
+    UntrustedServer {
+        /// The server's address.
+        server: String,
+        /// The certificate's SHA-256 fingerprint, `AB:CD:…`.
+        fingerprint: String,
+        /// The same in digit groups, for reading aloud.
+        short: String,
+    },
     /// Credentials refused, or the sign-in expired: sign in again.
     #[error("{0}")]
     Auth(String),
@@ -128,6 +144,7 @@ impl ClientError {
             ClientError::Rejected(_) => "rejected",
             ClientError::PendingChanges(_) => "pending_changes",
             ClientError::Offline { .. } => "offline",
+            ClientError::UntrustedServer { .. } => "untrusted_server",
             ClientError::Auth(_) => "unauthorized",
             ClientError::Server(_) => "server_error",
             ClientError::Protocol(_) => "protocol_error",
@@ -148,13 +165,24 @@ impl ClientError {
 
 impl serde::Serialize for ClientError {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("ClientError", 4)?;
+        let mut st = s.serialize_struct("ClientError", 5)?;
         st.serialize_field("code", self.code())?;
         st.serialize_field("message", &self.to_string())?;
         st.serialize_field("retryable", &self.retryable())?;
         match self {
             ClientError::Rejected(r) => st.serialize_field("rejection", r)?,
             _ => st.skip_field("rejection")?,
+        }
+        match self {
+            ClientError::UntrustedServer {
+                server,
+                fingerprint,
+                short,
+            } => st.serialize_field(
+                "certificate",
+                &serde_json::json!({"server": server, "fingerprint": fingerprint, "short": short}),
+            )?,
+            _ => st.skip_field("certificate")?,
         }
         st.end()
     }

@@ -8,11 +8,13 @@ use crate::mirror::Mirror;
 use crate::read::Reader;
 use crate::session::{Session, SignedIn};
 use crate::sync::{SyncConfig, SyncEngine};
+use crate::transport::tls::Trust;
 use crate::transport::{NetTransport, Transport};
 use crate::types::{
     Chart, Delivery, DumpRow, Entity, Identity, PendingEntry, QueueStats, Receipt, RejectedEntry,
     Row, SessionInfo, StoreEvent, SyncReport, SyncState, SyncStatus,
 };
+use clinic_shared::fingerprint::Fingerprint;
 use clinic_shared::model::{
     Appointment, InventoryItem, Invoice, Patient, Referral, Staff, Table, Timestamp,
 };
@@ -38,6 +40,10 @@ pub struct ClientConfig {
     pub clock: Arc<dyn Clock>,
     /// Where new row ids come from.
     pub ids: Arc<dyn IdSource>,
+    /// CA certificate files (PEM) to trust besides the public CAs and the
+    /// clinic CAs confirmed on this machine: what IT hands out with a
+    /// clinic's own CA (`--ca`, `CLINIC_CA_FILE`).
+    pub ca_files: Vec<PathBuf>,
 }
 
 impl ClientConfig {
@@ -49,7 +55,14 @@ impl ClientConfig {
             transport: None,
             clock: Arc::new(SystemClock),
             ids: Arc::new(V7Ids),
+            ca_files: Vec::new(),
         }
+    }
+
+    /// Also trusting these CA files.
+    pub fn with_ca_files(mut self, files: Vec<PathBuf>) -> ClientConfig {
+        self.ca_files = files;
+        self
     }
 
     /// With these sync settings.
@@ -94,6 +107,8 @@ struct Inner {
     session: Arc<Session>,
     sync: Arc<SyncEngine>,
     ids: Arc<dyn IdSource>,
+    /// The network transport, when it is the one in use (pinning).
+    net: Option<Arc<NetTransport>>,
     runner: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -116,9 +131,17 @@ impl ClinicClient {
             config.ids.clone(),
         )?);
         let reader = Reader::open(&config.data_dir)?;
-        let transport: Arc<dyn Transport> = match config.transport {
-            Some(t) => t,
-            None => Arc::new(NetTransport::new(config.sync.request_timeout)?),
+        let net = match config.transport {
+            Some(_) => None,
+            None => Some(Arc::new(NetTransport::new(
+                config.sync.request_timeout,
+                Trust::new(config.ca_files.clone(), Some(&config.data_dir)),
+            )?)),
+        };
+        let transport: Arc<dyn Transport> = match (&config.transport, &net) {
+            (Some(t), _) => t.clone(),
+            (None, Some(n)) => n.clone(),
+            (None, None) => return Err(ClientError::Stopped("transport")),
         };
         let session = Arc::new(Session::new(mirror.clone(), transport.clone()));
         let sync = Arc::new(SyncEngine::new(
@@ -135,6 +158,7 @@ impl ClinicClient {
                 session,
                 sync,
                 ids: config.ids,
+                net,
                 runner: Mutex::new(None),
             }),
         })
@@ -193,6 +217,35 @@ impl ClinicClient {
             identity: self.identity().await?,
             status: self.inner.sync.status_now(),
         })
+    }
+
+    /// Trusts the certificate `server_url` presented when it was refused
+    /// ([`ClientError::UntrustedServer`]), once the person has compared
+    /// `fingerprint` (as the refusal showed it, or as they typed it from
+    /// the server's printout) with the server's. Refused when it does not
+    /// match what the server presented.
+    pub fn trust_server(&self, server_url: &str, fingerprint: &str) -> ClientResult<()> {
+        let confirmed: Fingerprint = fingerprint.parse().map_err(
+            |e: clinic_shared::fingerprint::ParseFingerprintError| {
+                ClientError::Invalid(e.to_string())
+            },
+        )?;
+        let Some(net) = &self.inner.net else {
+            return Err(ClientError::Invalid(
+                "this client does not use the network transport".into(),
+            ));
+        };
+        let server = server_url.trim().trim_end_matches('/');
+        if net.pin(server, &confirmed)? {
+            tracing::info!(fingerprint = %confirmed.hex(), "server certificate trusted on this computer");
+            Ok(())
+        } else {
+            Err(ClientError::Invalid(
+                "that fingerprint is not the one the server presented: do not go on, and tell \
+                 IT (someone may be between this computer and the server)"
+                    .into(),
+            ))
+        }
     }
 
     /// Whether the user signed in offline and no token was had yet.
@@ -264,7 +317,10 @@ impl ClinicClient {
     /// refuse is `Rejected` and nothing is queued.
     pub async fn mutate(&self, mutation: Mutation) -> ClientResult<Receipt> {
         let receipt = self.inner.mirror.mutate(mutation).await?;
-        self.inner.sync.refresh_status(None).await;
+        // The status line's counts follow off the caller's path: they are
+        // two more trips to the mirror's thread, behind whatever sync sent.
+        let sync = self.inner.sync.clone();
+        tokio::spawn(async move { sync.refresh_status(None).await });
         self.inner.sync.wake();
         Ok(receipt)
     }

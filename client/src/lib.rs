@@ -25,6 +25,7 @@ mod clock;
 mod db;
 mod error;
 mod facade;
+mod files;
 #[cfg(any(test, feature = "internals"))]
 pub mod internals;
 mod mirror;

@@ -452,8 +452,17 @@ pub fn init(
     write_private(&paths.ca_key, ca_key.serialize_pem().as_bytes())?;
     write_private(&paths.ca_cert, ca_cert.pem().as_bytes())?;
     write_private(&paths.server_key, server_key.serialize_pem().as_bytes())?;
-    write_private(&paths.server_cert, server_cert.pem().as_bytes())?;
+    write_chain(paths, &server_cert.pem(), &ca_cert.pem())?;
     show(paths)
+}
+
+/// Writes `server.pem` as the full chain, the server certificate then the
+/// clinic CA: a desk that does not trust the CA yet is shown the CA's
+/// fingerprint (the one `tls show` prints) and can pin the CA itself, so a
+/// renewed server certificate is trusted without asking again.
+fn write_chain(paths: &TlsPaths, server_pem: &str, ca_pem: &str) -> Result<(), TlsError> {
+    let chain = format!("{}\n{}", server_pem.trim_end(), ca_pem.trim_start());
+    write_private(&paths.server_cert, chain.as_bytes())
 }
 
 /// Issues a new server certificate and key from the existing clinic CA.
@@ -482,7 +491,7 @@ pub fn renew(
     let (params, _) = server_params(&names, now)?;
     let server_cert = params.signed_by(&server_key, &issuer)?;
     write_private(&paths.server_key, server_key.serialize_pem().as_bytes())?;
-    write_private(&paths.server_cert, server_cert.pem().as_bytes())?;
+    write_chain(paths, &server_cert.pem(), &ca_pem)?;
     show(paths)
 }
 

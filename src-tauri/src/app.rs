@@ -17,7 +17,12 @@ fn setup(app: &mut tauri::App) -> Result<(), Box<dyn std::error::Error>> {
         Some(dir) => dir.into(),
         None => app.path().app_data_dir()?,
     };
-    let client = ClinicClient::open(ClientConfig::new(dir))?;
+    // `CLINIC_CA_FILE`: the clinic CA (or several, `:`-separated) IT hands
+    // out, trusted besides the public CAs and the ones confirmed here.
+    let ca_files = std::env::var_os("CLINIC_CA_FILE")
+        .map(|v| std::env::split_paths(&v).collect())
+        .unwrap_or_default();
+    let client = ClinicClient::open(ClientConfig::new(dir).with_ca_files(ca_files))?;
     app.manage(client.clone());
     app.manage(crate::commands::Defaults {
         server: std::env::var("CLINIC_SERVER").ok(),

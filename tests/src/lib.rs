@@ -579,6 +579,13 @@ pub fn trust_ca(pem: &[u8]) {
     }
 }
 
+/// Every clinic CA this process's servers use, as one PEM bundle written to
+/// `path` (for clients that take a CA file: the engine, the CLI, the desk).
+pub fn write_trusted_cas(path: &Path) -> PathBuf {
+    std::fs::write(path, trusted_cas().concat()).expect("write the CA bundle");
+    path.to_path_buf()
+}
+
 fn trusted_cas() -> Vec<Vec<u8>> {
     TRUSTED_CAS.lock().unwrap().clone()
 }

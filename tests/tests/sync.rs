@@ -1,6 +1,6 @@
 //! Sync scenarios across processes: the real server binary, real client
 //! clients (in this process, each with its own SQLite file) and the real
-//! `clinic` CLI (separate processes), over real sockets.
+//! `clinic` CLI (separate processes), over real sockets, all over TLS with the clinic CA from `clinic-server tls init`.
 
 #![allow(clippy::unwrap_used)] // a test that cannot proceed should panic
 
@@ -79,7 +79,14 @@ impl Desk {
 
     async fn with_config(url: &str, username: &str, config: SyncConfig) -> Desk {
         let dir = tempfile::tempdir().unwrap();
-        let client = ClinicClient::open(ClientConfig::new(dir.path()).with_sync(config)).unwrap();
+        // The server speaks TLS with its own clinic CA, which IT hands out.
+        let ca = write_trusted_cas(&dir.path().join("clinic-ca.pem"));
+        let client = ClinicClient::open(
+            ClientConfig::new(dir.path())
+                .with_sync(config)
+                .with_ca_files(vec![ca]),
+        )
+        .unwrap();
         client.sign_in(url, username, "demo").await.unwrap();
         Desk { _dir: dir, client }
     }
@@ -180,16 +187,17 @@ async fn desk_rows(desk: &Desk, visible: bool) -> Mirror {
         .collect()
 }
 
+/// The `clinic` CLI on a data directory, trusting this process's clinic CAs.
+fn clinic_command(dir: &std::path::Path) -> Command {
+    let ca = write_trusted_cas(&dir.with_extension("ca.pem"));
+    let mut command = Command::new(bin("clinic"));
+    command.arg("--data-dir").arg(dir).env("CLINIC_CA_FILE", ca);
+    command
+}
+
 /// Runs the `clinic` CLI on a data directory.
 fn clinic(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
-    run_with_stdin(
-        Command::new(bin("clinic"))
-            .arg("--data-dir")
-            .arg(dir)
-            .arg("--json")
-            .args(args),
-        stdin,
-    )
+    run_with_stdin(clinic_command(dir).arg("--json").args(args), stdin)
 }
 
 fn clinic_ok(dir: &std::path::Path, args: &[&str]) -> Value {
@@ -204,7 +212,7 @@ fn clinic_ok(dir: &std::path::Path, args: &[&str]) -> Value {
 
 #[tokio::test]
 async fn a_write_shows_at_once_locally_and_reaches_another_desk_unprompted() {
-    let server = Server::start();
+    let server = Server::start_tls();
     let mut a = Desk::new(&server.base, "reception").await;
     let mut b = Desk::new(&server.base, "doctor").await;
     a.start();
@@ -296,7 +304,7 @@ fn server_head_sync(server: &Server) -> u64 {
 
 #[tokio::test]
 async fn a_hundred_offline_changes_from_restarted_cli_processes_apply_once_in_order() {
-    let mut server = Server::start();
+    let mut server = Server::start_tls();
     let dir = tempfile::tempdir().unwrap();
     let login = clinic(
         dir.path(),
@@ -467,7 +475,7 @@ async fn a_hundred_offline_changes_from_restarted_cli_processes_apply_once_in_or
 
 #[tokio::test]
 async fn refused_changes_roll_back_with_the_servers_reason() {
-    let server = Server::start();
+    let server = Server::start_tls();
     let mut desk_a = Desk::new(&server.base, "reception").await;
     let desk_b = Desk::new(&server.base, "admin").await;
     desk_a.client.sync_once().await.unwrap();
@@ -633,7 +641,7 @@ async fn refused_changes_roll_back_with_the_servers_reason() {
 
 #[tokio::test]
 async fn kill_dash_nine_during_sync_loses_and_duplicates_nothing() {
-    let server = Server::start();
+    let server = Server::start_tls();
     let dir = tempfile::tempdir().unwrap();
     let login = clinic(
         dir.path(),
@@ -669,9 +677,7 @@ async fn kill_dash_nine_during_sync_loses_and_duplicates_nothing() {
             );
             created.push(out["id"].as_str().unwrap().to_owned());
         }
-        let mut watch = Command::new(bin("clinic"))
-            .arg("--data-dir")
-            .arg(dir.path())
+        let mut watch = clinic_command(dir.path())
             .arg("watch")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -731,8 +737,8 @@ async fn kill_dash_nine_during_sync_loses_and_duplicates_nothing() {
 
 #[tokio::test]
 async fn without_websockets_changes_arrive_by_long_poll_and_the_socket_comes_back() {
-    let server = Server::start();
-    let proxy = Proxy::start(server.addr()).await;
+    let server = Server::start_tls();
+    let proxy = Proxy::start_tls(&server).await;
     proxy.block_websocket(true);
     let mut desk = Desk::new(&proxy.url(), "doctor").await;
     desk.start();
@@ -795,7 +801,7 @@ fn expire_sessions(server: &Server) {
 /// A reception desk connected live to `server` through a proxy the test
 /// can cut.
 async fn live_reception_behind_proxy(server: &Server) -> (Proxy, Desk) {
-    let proxy = Proxy::start(server.addr()).await;
+    let proxy = Proxy::start_tls(&server).await;
     let mut desk = Desk::new(&proxy.url(), "reception").await;
     desk.start();
     desk.wait_for("live", |d| d.connection() == Connection::Live)
@@ -805,7 +811,7 @@ async fn live_reception_behind_proxy(server: &Server) -> (Proxy, Desk) {
 
 #[tokio::test]
 async fn an_outage_is_reported_and_ridden_out() {
-    let server = Server::start();
+    let server = Server::start_tls();
     let (proxy, mut desk) = live_reception_behind_proxy(&server).await;
     proxy.set_down(true);
     desk.wait_for("offline", |d| {
@@ -818,8 +824,14 @@ async fn an_outage_is_reported_and_ridden_out() {
         .mutate(Mutation::CreatePatient(p))
         .await
         .unwrap();
-    let status = desk.client.status_now();
-    assert_eq!(status.pending, 1);
+    // The status line follows the write at once (it is refreshed off the
+    // writer's path).
+    let mut status = desk.client.status();
+    let status = tokio::time::timeout(WAIT, status.wait_for(|s| s.pending == 1))
+        .await
+        .expect("the status shows the queued change")
+        .unwrap()
+        .clone();
     assert!(status.oldest_pending_secs.is_some());
     proxy.set_down(false);
     desk.wait_for("synced after the outage", |d| {
@@ -833,7 +845,7 @@ async fn an_outage_is_reported_and_ridden_out() {
 
 #[tokio::test]
 async fn an_expired_sign_in_holds_the_queue_until_the_user_signs_in_again() {
-    let server = Server::start();
+    let server = Server::start_tls();
     let mut desk = Desk::new(&server.base, "reception").await;
     desk.start();
     desk.wait_for("live", |d| d.connection() == Connection::Live)
@@ -868,7 +880,7 @@ async fn an_expired_sign_in_holds_the_queue_until_the_user_signs_in_again() {
 /// and the engine gets a real token once the server answers.
 #[tokio::test]
 async fn a_user_who_signed_in_here_before_can_sign_in_offline() {
-    let server = Server::start();
+    let server = Server::start_tls();
     let (proxy, mut desk) = live_reception_behind_proxy(&server).await;
     // The sign-in expires on the server: the desk keeps its mirror and queue.
     desk.stop().await;
@@ -932,7 +944,7 @@ async fn a_user_who_signed_in_here_before_can_sign_in_offline() {
 
 #[tokio::test]
 async fn a_role_change_removes_what_the_user_may_no_longer_see() {
-    let server = Server::start();
+    let server = Server::start_tls();
     let mut desk = Desk::new(&server.base, "doctor2").await;
     desk.start();
     desk.wait_for("synced", |d| d.synced_once).await;
@@ -965,7 +977,7 @@ async fn a_role_change_removes_what_the_user_may_no_longer_see() {
 
 #[tokio::test]
 async fn events_name_what_changed_and_where_from() {
-    let server = Server::start();
+    let server = Server::start_tls();
     let mut desk = Desk::new(&server.base, "reception").await;
     desk.client.sync_once().await.unwrap();
     let mut events = desk.client.subscribe();
@@ -1022,7 +1034,7 @@ async fn events_name_what_changed_and_where_from() {
 #[tokio::test]
 async fn a_cli_write_is_sent_before_the_command_exits() {
     use std::io::BufRead;
-    let server = Server::start();
+    let server = Server::start_tls();
     let (writer, watcher) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     for (dir, user) in [(&writer, "reception"), (&watcher, "doctor")] {
         let login = clinic(
@@ -1043,9 +1055,7 @@ async fn a_cli_write_is_sent_before_the_command_exits() {
             String::from_utf8_lossy(&login.stderr)
         );
     }
-    let mut watch = Command::new(bin("clinic"))
-        .arg("--data-dir")
-        .arg(watcher.path())
+    let mut watch = clinic_command(watcher.path())
         .arg("watch")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

@@ -43,6 +43,7 @@ export const api = {
   defaultServer: () => invoke<string | null>("default_server"),
   signIn: (serverUrl: string, username: string, password: string) =>
     invoke<SignInResult>("sign_in", { serverUrl, username, password }),
+  trustServer: (serverUrl: string, fingerprint: string) => invoke<void>("trust_server", { serverUrl, fingerprint }),
   signOut: (discardPending: boolean) => invoke<void>("sign_out", { discardPending }),
   syncNow: () => invoke<void>("sync_now"),
   row: (table: Table, id: string) => invoke<Row | null>("row", { table, id }),

@@ -11,6 +11,7 @@ use clinic_shared::protocol::{
 use std::time::Duration;
 use uuid::Uuid;
 
+#[derive(Clone)]
 pub(super) struct HttpRequests {
     client: reqwest::Client,
     timeout: Duration,
@@ -45,9 +46,13 @@ async fn answer<T: serde::de::DeserializeOwned>(
 }
 
 impl HttpRequests {
-    pub(super) fn new(timeout: Duration) -> ClientResult<HttpRequests> {
+    pub(super) fn new(
+        timeout: Duration,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+    ) -> ClientResult<HttpRequests> {
         let client = reqwest::Client::builder()
             .connect_timeout(timeout)
+            .use_preconfigured_tls((*tls).clone())
             .build()
             .map_err(|e| ClientError::Invalid(format!("cannot set up HTTP: {e}")))?;
         Ok(HttpRequests { client, timeout })

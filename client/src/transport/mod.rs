@@ -14,6 +14,7 @@
 //! [`ClientError::Protocol`].
 
 mod http;
+pub(crate) mod tls;
 mod websocket;
 
 use crate::error::{ClientError, ClientResult};
@@ -90,20 +91,81 @@ pub trait LiveLink: Send {
     fn close(&mut self) -> BoxFuture<'_, ()>;
 }
 
-/// The real transport: HTTP requests and a WebSocket.
+/// The real transport: HTTP requests and a WebSocket, over TLS to any
+/// server but this computer, trusting what [`tls::Trust`] trusts.
 pub(crate) struct NetTransport {
+    trust: tls::Trust,
+    timeout: Duration,
+    /// Rebuilt when a certificate is pinned.
+    net: std::sync::RwLock<Net>,
+}
+
+#[derive(Clone)]
+struct Net {
     http: http::HttpRequests,
-    connect_timeout: Duration,
+    tls: std::sync::Arc<rustls::ClientConfig>,
 }
 
 impl NetTransport {
     /// A transport whose connections and requests give up after `timeout`
     /// (long-polls get their wait on top).
-    pub(crate) fn new(timeout: Duration) -> ClientResult<NetTransport> {
+    pub(crate) fn new(timeout: Duration, trust: tls::Trust) -> ClientResult<NetTransport> {
+        let net = Self::build(timeout, &trust)?;
         Ok(NetTransport {
-            http: http::HttpRequests::new(timeout)?,
-            connect_timeout: timeout,
+            trust,
+            timeout,
+            net: std::sync::RwLock::new(net),
         })
+    }
+
+    fn build(timeout: Duration, trust: &tls::Trust) -> ClientResult<Net> {
+        let tls = trust.client_config()?;
+        Ok(Net {
+            http: http::HttpRequests::new(timeout, tls.clone())?,
+            tls,
+        })
+    }
+
+    fn net(&self) -> Net {
+        self.net.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Trusts the certificate `server` presented when it was refused, if
+    /// its fingerprint is the one the person confirmed; from the next
+    /// request on.
+    pub(crate) fn pin(
+        &self,
+        server: &str,
+        confirmed: &clinic_shared::fingerprint::Fingerprint,
+    ) -> ClientResult<bool> {
+        if !self.trust.pin(server, confirmed)? {
+            return Ok(false);
+        }
+        let net = Self::build(self.timeout, &self.trust)?;
+        *self.net.write().unwrap_or_else(|p| p.into_inner()) = net;
+        Ok(true)
+    }
+
+    /// Runs a request to `server`: refuses a plain-HTTP address off this
+    /// computer, and tells a server whose certificate nothing here vouches
+    /// for from one that cannot be reached.
+    async fn guarded<T>(
+        &self,
+        server: &str,
+        request: impl std::future::Future<Output = ClientResult<T>>,
+    ) -> ClientResult<T> {
+        tls::check_server_url(server)?;
+        match request.await {
+            Err(ClientError::Offline { reason, source }) => match self.trust.seen(server) {
+                Some(presented) => Err(ClientError::UntrustedServer {
+                    server: server.to_owned(),
+                    fingerprint: presented.fingerprint.hex(),
+                    short: presented.fingerprint.short(),
+                }),
+                None => Err(ClientError::Offline { reason, source }),
+            },
+            other => other,
+        }
     }
 }
 
@@ -113,13 +175,22 @@ impl Transport for NetTransport {
         server: &'a str,
         request: &'a LoginRequest,
     ) -> BoxFuture<'a, ClientResult<LoginResponse>> {
-        Box::pin(self.http.login(server, request))
+        Box::pin(async move {
+            let net = self.net();
+            self.guarded(server, net.http.login(server, request)).await
+        })
     }
     fn logout<'a>(&'a self, server: &'a str, token: &'a str) -> BoxFuture<'a, ClientResult<()>> {
-        Box::pin(self.http.logout(server, token))
+        Box::pin(async move {
+            let net = self.net();
+            self.guarded(server, net.http.logout(server, token)).await
+        })
     }
     fn me<'a>(&'a self, server: &'a str, token: &'a str) -> BoxFuture<'a, ClientResult<Staff>> {
-        Box::pin(self.http.me(server, token))
+        Box::pin(async move {
+            let net = self.net();
+            self.guarded(server, net.http.me(server, token)).await
+        })
     }
     fn history<'a>(
         &'a self,
@@ -128,7 +199,11 @@ impl Transport for NetTransport {
         table: Table,
         id: Uuid,
     ) -> BoxFuture<'a, ClientResult<HistoryResponse>> {
-        Box::pin(self.http.history(server, token, table, id))
+        Box::pin(async move {
+            let net = self.net();
+            self.guarded(server, net.http.history(server, token, table, id))
+                .await
+        })
     }
     fn push<'a>(
         &'a self,
@@ -136,7 +211,11 @@ impl Transport for NetTransport {
         token: &'a str,
         request: &'a PushRequest,
     ) -> BoxFuture<'a, ClientResult<PushResponse>> {
-        Box::pin(self.http.push(server, token, request))
+        Box::pin(async move {
+            let net = self.net();
+            self.guarded(server, net.http.push(server, token, request))
+                .await
+        })
     }
     fn pull<'a>(
         &'a self,
@@ -144,11 +223,18 @@ impl Transport for NetTransport {
         token: &'a str,
         query: PullQuery,
     ) -> BoxFuture<'a, ClientResult<PullResponse>> {
-        Box::pin(self.http.pull(server, token, query))
+        Box::pin(async move {
+            let net = self.net();
+            self.guarded(server, net.http.pull(server, token, query))
+                .await
+        })
     }
     fn open_live<'a>(&'a self, server: &'a str) -> BoxFuture<'a, ClientResult<Box<dyn LiveLink>>> {
         Box::pin(async move {
-            let link = websocket::connect(server, self.connect_timeout).await?;
+            let net = self.net();
+            let link = self
+                .guarded(server, websocket::connect(server, self.timeout, net.tls))
+                .await?;
             Ok(Box::new(link) as Box<dyn LiveLink>)
         })
     }

@@ -14,10 +14,21 @@ pub(super) struct WsLink {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
 }
 
-/// Opens `GET /v1/ws` on `server` (its `http` scheme becomes `ws`).
-pub(super) async fn connect(server: &str, timeout: Duration) -> ClientResult<WsLink> {
+/// Opens `GET /v1/ws` on `server` (`http` becomes `ws`, `https` `wss`,
+/// with the same TLS trust as the HTTP requests).
+pub(super) async fn connect(
+    server: &str,
+    timeout: Duration,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> ClientResult<WsLink> {
     let url = format!("{}/v1/ws", server.replacen("http", "ws", 1));
-    let (ws, _) = tokio::time::timeout(timeout, tokio_tungstenite::connect_async(url.as_str()))
+    let connect = tokio_tungstenite::connect_async_tls_with_config(
+        url.as_str(),
+        None,
+        true,
+        Some(tokio_tungstenite::Connector::Rustls(tls)),
+    );
+    let (ws, _) = tokio::time::timeout(timeout, connect)
         .await
         .map_err(|_| ClientError::offline("timed out opening the WebSocket"))?
         .map_err(offline)?;

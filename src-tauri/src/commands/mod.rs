@@ -42,6 +42,11 @@ async fn sign_in(
 }
 
 #[tauri::command]
+fn trust_server(c: Client<'_>, server_url: String, fingerprint: String) -> Answer<()> {
+    c.trust_server(&server_url, &fingerprint)
+}
+
+#[tauri::command]
 async fn sign_out(c: Client<'_>, discard_pending: bool) -> Answer<()> {
     c.sign_out(discard_pending).await
 }
@@ -135,6 +140,7 @@ pub fn handler() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static 
         session_info,
         default_server,
         sign_in,
+        trust_server,
         sign_out,
         sync_now,
         row,

@@ -1,6 +1,7 @@
 import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { useState, type FormEvent } from "react";
-import { api, errorMessage } from "../api";
+import { api, errorMessage, isAppError } from "../api";
+import { TrustServer, type Certificate } from "../components/TrustServer";
 
 export function SignIn({ defaultServer, previousUser }: { defaultServer: string | null; previousUser: string | null }) {
   const client = useQueryClient();
@@ -12,20 +13,28 @@ export function SignIn({ defaultServer, previousUser }: { defaultServer: string 
   const [username, setUsername] = useState(previousUser ?? "");
   const [password, setPassword] = useState("");
   const [error, setError] = useState<string | null>(null);
+  const [certificate, setCertificate] = useState<Certificate | null>(null);
   const [busy, setBusy] = useState(false);
 
-  async function submit(e: FormEvent) {
-    e.preventDefault();
+  async function signIn() {
     setBusy(true);
     setError(null);
+    setCertificate(null);
     try {
       await api.signIn(server, username, password);
       await client.invalidateQueries();
     } catch (err) {
-      setError(errorMessage(err));
+      const cert = isAppError(err) ? (err as { certificate?: Certificate }).certificate : undefined;
+      if (cert) setCertificate(cert);
+      else setError(errorMessage(err));
     } finally {
       setBusy(false);
     }
+  }
+
+  function submit(e: FormEvent) {
+    e.preventDefault();
+    void signIn();
   }
 
   return (
@@ -51,6 +60,7 @@ export function SignIn({ defaultServer, previousUser }: { defaultServer: string 
           <input data-testid="signin-password" type="password" value={password} onChange={(e) => setPassword(e.target.value)} />
         </label>
         {error && <p className="error" data-testid="signin-error">{error}</p>}
+        {certificate && <TrustServer certificate={certificate} onTrusted={() => void signIn()} />}
         <button data-testid="signin-submit" disabled={busy || !username || !password}>
           {busy ? "Signing in…" : "Sign in"}
         </button>
