@@ -2,14 +2,15 @@
 # Installs what Clinic Sync needs to build, run and test, on Debian/Ubuntu.
 # Idempotent: packages and tools already present are skipped.
 #   scripts/setup-deps.sh          build + run (server, desktop app, UI)
-#   scripts/setup-deps.sh --test   also the headless test tools (Xvfb, WebDriver)
+#   scripts/setup-deps.sh --test   also the headless test tools (Xvfb, WebDriver, a
+#                                  Secret Service for the desks' keys, openssl)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential pkg-config file libssl-dev
   libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev)
 if [ "${1:-}" = "--test" ]; then
-  packages+=(xvfb xauth webkit2gtk-driver)
+  packages+=(xvfb xauth webkit2gtk-driver dbus gnome-keyring openssl sqlite3)
 fi
 
 missing=()

@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Sets up and runs every test: formatting, lints, Rust unit / golden /
 # conformance / end-to-end tests (real server binary, real SQLite, real
-# WebSockets), UI unit tests (Vitest), and the desktop app end to end through
-# WebDriver (tauri-driver + WebKitWebDriver under Xvfb).
+# WebSockets, real TLS), UI unit tests (Vitest), and the desktop app end to
+# end through WebDriver (tauri-driver + WebKitWebDriver under Xvfb). The
+# tests run with a real Secret Service (a throwaway gnome-keyring in a
+# private D-Bus session: scripts/with-keyring.sh), where the desks keep
+# their encryption keys.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/setup-deps.sh --test
+if [ -z "${CLINIC_KEYRING_READY:-}" ]; then
+  scripts/setup-deps.sh --test
+  exec scripts/with-keyring.sh "$0" "$@"
+fi
 
 echo "==> UI: type-check and build"
 scripts/build-ui.sh

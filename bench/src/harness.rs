@@ -263,11 +263,7 @@ impl EngineHandle {
         config: SyncConfig,
         run: bool,
     ) -> anyhow::Result<EngineHandle> {
-        // Opening creates the file and its schema: blocking work.
-        let client = tokio::task::spawn_blocking(move || {
-            ClinicClient::open(ClientConfig::new(dir).with_sync(config))
-        })
-        .await??;
+        let client = ClinicClient::open(ClientConfig::new(dir).with_sync(config)).await?;
         let signed = client
             .sign_in(base, username, PASSWORD)
             .await

@@ -51,8 +51,7 @@ pub(crate) fn child_sync(
         let head = harness::head(server).await?;
         let t0 = Instant::now();
         let d = dir.to_path_buf();
-        let client =
-            tokio::task::spawn_blocking(move || ClinicClient::open(ClientConfig::new(d))).await??;
+        let client = ClinicClient::open(ClientConfig::new(d)).await?;
         let open_secs = t0.elapsed().as_secs_f64();
         if let Some(user) = login {
             let signed = client.sign_in(server, user, harness::PASSWORD).await?;
@@ -97,7 +96,7 @@ pub(crate) fn child_sync(
                 .into_iter()
                 .map(|(t, n)| (t.as_str().to_owned(), n))
                 .collect(),
-            db_bytes: harness::db_bytes(client.database_file()),
+            db_bytes: harness::db_bytes(&client.database_file()?),
         })
     })
 }

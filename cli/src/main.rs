@@ -433,13 +433,30 @@ impl Writer<'_> {
     }
 }
 
+/// stderr logging: `RUST_LOG` (default `warn`) and, whatever it says, the
+/// dependency caps of `clinic_shared::logging` (no tokens, keys or records
+/// in logs at any level).
+fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let caps = tracing_subscriber::filter::Targets::new()
+        .with_default(tracing::level_filters::LevelFilter::TRACE)
+        .with_targets(
+            clinic_shared::logging::CAPPED_TARGETS
+                .iter()
+                .map(|t| (*t, tracing::level_filters::LevelFilter::INFO)),
+        );
+    let env = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::registry()
+        .with(caps)
+        .with(env)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .try_init();
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     let cli = Cli::parse();
     let json = cli.json;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -485,7 +502,8 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         ClientConfig::new(dir)
             .with_sync(sync)
             .with_ca_files(cli.ca_files),
-    )?;
+    )
+    .await?;
     let out = Out { json: cli.json };
     let deliver = (!cli.no_sync).then(|| Duration::from_secs_f64(cli.wait.clamp(0.0, 600.0)));
     let writer = Writer {

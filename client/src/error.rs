@@ -71,9 +71,24 @@ pub enum ClientError {
         /// The same in digit groups, for reading aloud.
         short: String,
     },
-    /// Credentials refused, or the sign-in expired: sign in again.
+    /// Credentials refused, or the session was ended by the server (signed
+    /// out elsewhere, password changed, sessions ended): sign in again.
     #[error("{0}")]
     Auth(String),
+    /// The sign-in's time ran out: sign in again (offline too).
+    #[error("{0}")]
+    Expired(String),
+    /// The account is disabled; what this computer still had queued for it
+    /// is named, because it could not be sent and was removed.
+    #[error("{}", disabled_message(.lost))]
+    AccountDisabled {
+        /// The changes that were lost, in words.
+        lost: Vec<String>,
+    },
+    /// The screen is locked: the same user's password (or another user's
+    /// sign-in) opens it.
+    #[error("the screen is locked; enter your password to go on")]
+    Locked,
     /// The server answered with an error.
     #[error("the server refused: {}", .0.message)]
     Server(ErrorBody),
@@ -86,6 +101,20 @@ pub enum ClientError {
     /// A part of the client stopped (its thread ended); restart the app.
     #[error("the local store has stopped: {0}")]
     Stopped(&'static str),
+}
+
+fn disabled_message(lost: &[String]) -> String {
+    let mut m = String::from("this account is disabled; ask an administrator");
+    if !lost.is_empty() {
+        m.push_str(&format!(
+            ". {} change{} made on this computer could not be sent and {} removed: {}",
+            lost.len(),
+            if lost.len() == 1 { "" } else { "s" },
+            if lost.len() == 1 { "was" } else { "were" },
+            lost.join("; ")
+        ));
+    }
+    m
 }
 
 /// Result of client operations.
@@ -146,6 +175,9 @@ impl ClientError {
             ClientError::Offline { .. } => "offline",
             ClientError::UntrustedServer { .. } => "untrusted_server",
             ClientError::Auth(_) => "unauthorized",
+            ClientError::Expired(_) => "session_expired",
+            ClientError::AccountDisabled { .. } => "account_disabled",
+            ClientError::Locked => "locked",
             ClientError::Server(_) => "server_error",
             ClientError::Protocol(_) => "protocol_error",
             ClientError::Invalid(_) => "invalid_input",

@@ -4,23 +4,22 @@
 
 use crate::clock::{Clock, IdSource, SystemClock, V7Ids};
 use crate::error::{ClientError, ClientResult};
-use crate::mirror::Mirror;
-use crate::read::Reader;
-use crate::session::{Session, SignedIn};
-use crate::sync::{SyncConfig, SyncEngine};
+use crate::session::keys::{OsKeyStore, SecretStore};
+use crate::sync::SyncConfig;
 use crate::transport::tls::Trust;
 use crate::transport::{NetTransport, Transport};
 use crate::types::{
     Chart, Delivery, DumpRow, Entity, Identity, PendingEntry, QueueStats, Receipt, RejectedEntry,
     Row, SessionInfo, StoreEvent, SyncReport, SyncState, SyncStatus,
 };
+use crate::users::{Open, Users};
 use clinic_shared::fingerprint::Fingerprint;
 use clinic_shared::model::{
     Appointment, InventoryItem, Invoice, Patient, Referral, Staff, Table, Timestamp,
 };
 use clinic_shared::mutation::Mutation;
 use clinic_shared::protocol::HistoryResponse;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
@@ -44,6 +43,8 @@ pub struct ClientConfig {
     /// clinic CAs confirmed on this machine: what IT hands out with a
     /// clinic's own CA (`--ca`, `CLINIC_CA_FILE`).
     pub ca_files: Vec<PathBuf>,
+    /// Where the mirrors' keys are kept; `None` is the OS key store.
+    pub secrets: Option<Arc<dyn SecretStore>>,
 }
 
 impl ClientConfig {
@@ -56,6 +57,7 @@ impl ClientConfig {
             clock: Arc::new(SystemClock),
             ids: Arc::new(V7Ids),
             ca_files: Vec::new(),
+            secrets: None,
         }
     }
 
@@ -102,10 +104,7 @@ pub struct SignInResult {
 }
 
 struct Inner {
-    mirror: Arc<Mirror>,
-    reader: Reader,
-    session: Arc<Session>,
-    sync: Arc<SyncEngine>,
+    users: Users,
     ids: Arc<dyn IdSource>,
     /// The network transport, when it is the one in use (pinning).
     net: Option<Arc<NetTransport>>,
@@ -121,16 +120,12 @@ pub struct ClinicClient {
 }
 
 impl ClinicClient {
-    /// Opens (creating) the local database in `config.data_dir`. A locked
-    /// or damaged database is an error. Sync does not start until
-    /// [`ClinicClient::start`] (or [`ClinicClient::run`]).
-    pub fn open(config: ClientConfig) -> ClientResult<ClinicClient> {
-        let mirror = Arc::new(Mirror::open(
-            &config.data_dir,
-            config.clock.clone(),
-            config.ids.clone(),
-        )?);
-        let reader = Reader::open(&config.data_dir)?;
+    /// Opens the client on `config.data_dir`: the last user's encrypted
+    /// mirror opens at once when the OS key store has its key; otherwise it
+    /// stays locked until they sign in. A damaged or locked database is an
+    /// error. Sync does not start until [`ClinicClient::start`] (or
+    /// [`ClinicClient::run`]).
+    pub async fn open(config: ClientConfig) -> ClientResult<ClinicClient> {
         let net = match config.transport {
             Some(_) => None,
             None => Some(Arc::new(NetTransport::new(
@@ -143,20 +138,19 @@ impl ClinicClient {
             (None, Some(n)) => n.clone(),
             (None, None) => return Err(ClientError::Stopped("transport")),
         };
-        let session = Arc::new(Session::new(mirror.clone(), transport.clone()));
-        let sync = Arc::new(SyncEngine::new(
-            mirror.clone(),
-            session.clone(),
-            transport,
+        let secrets = config.secrets.unwrap_or_else(|| Arc::new(OsKeyStore));
+        let users = Users::start(
+            config.data_dir,
             config.sync,
             config.clock,
-        ));
+            config.ids.clone(),
+            transport,
+            secrets,
+        )
+        .await?;
         Ok(ClinicClient {
             inner: Arc::new(Inner {
-                mirror,
-                reader,
-                session,
-                sync,
+                users,
                 ids: config.ids,
                 net,
                 runner: Mutex::new(None),
@@ -168,54 +162,101 @@ impl ClinicClient {
         self.inner.runner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn open_user(&self) -> ClientResult<Arc<Open>> {
+        self.inner.users.open()
+    }
+
     // ---- session ----
 
-    /// Signs in (see the session rules: online, or offline for the user
-    /// who signed in here last) and wakes the sync loop.
+    /// Signs in (see the session rules: online, or offline for a user with
+    /// a mirror on this machine) and wakes the sync loop. Another user than
+    /// the open one switches mirrors: the previous user's queue stays theirs.
     pub async fn sign_in(
         &self,
         server_url: &str,
         username: &str,
         password: &str,
     ) -> ClientResult<SignInResult> {
-        let result = match self
+        let signed_in = self
             .inner
-            .session
+            .users
             .sign_in(server_url, username, password)
-            .await?
-        {
-            SignedIn::Online(user) => SignInResult {
-                user,
-                offline: false,
-            },
-            SignedIn::Offline(user) => SignInResult {
-                user,
-                offline: true,
-            },
-        };
-        self.inner.sync.wake();
-        Ok(result)
+            .await?;
+        Ok(SignInResult {
+            user: signed_in.user,
+            offline: signed_in.offline,
+        })
     }
 
-    /// Signs out: ends the session on the server and removes the clinic's
-    /// data from this machine. Refused while changes are unsent, unless
-    /// `discard_pending`.
+    /// Signs out: ends the session on the server and removes this user's
+    /// data (mirror, key file, key store entry) from this machine. Refused
+    /// while changes are unsent, unless `discard_pending`.
     pub async fn sign_out(&self, discard_pending: bool) -> ClientResult<()> {
-        self.inner.session.sign_out(discard_pending).await?;
-        self.inner.sync.wake();
-        Ok(())
+        self.inner.users.sign_out(discard_pending).await
     }
 
-    /// Who is signed in here.
+    /// Locks the screen: reads and writes are refused until
+    /// [`ClinicClient::unlock`] with the same user's password, or another
+    /// user signs in. Sync goes on meanwhile.
+    pub fn lock(&self) {
+        self.inner.users.lock();
+    }
+
+    /// Unlocks with the signed-in user's password.
+    pub async fn unlock(&self, password: &str) -> ClientResult<()> {
+        self.inner.users.unlock(password).await
+    }
+
+    /// Who is signed in here (or who was, when their data is locked).
     pub async fn identity(&self) -> ClientResult<Identity> {
-        self.inner.session.identity().await
+        let users = &self.inner.users;
+        let locked = users.locked();
+        match users.current() {
+            Some(open) => {
+                let stored = open.mirror.identity().await?;
+                let offline = stored.token.is_none() && open.session.signed_in_offline();
+                Ok(Identity {
+                    client_id: stored.client_id,
+                    server_url: stored.server_url,
+                    user: stored.user,
+                    signed_in: stored.token.is_some() || offline,
+                    offline,
+                    locked,
+                })
+            }
+            None => {
+                let desk = users.desk();
+                let last = desk.last_user.and_then(|id| {
+                    desk.users.get(&id).map(|k| {
+                        (
+                            k.server_url.clone(),
+                            Staff {
+                                id,
+                                username: k.username.clone(),
+                                display_name: k.display_name.clone(),
+                                role: k.role,
+                                active: true,
+                            },
+                        )
+                    })
+                });
+                Ok(Identity {
+                    client_id: Uuid::nil(),
+                    server_url: last.as_ref().map(|(s, _)| s.clone()),
+                    user: last.map(|(_, u)| u),
+                    signed_in: false,
+                    offline: false,
+                    locked,
+                })
+            }
+        }
     }
 
     /// Who is signed in and how sync stands, in one answer.
     pub async fn session_info(&self) -> ClientResult<SessionInfo> {
         Ok(SessionInfo {
             identity: self.identity().await?,
-            status: self.inner.sync.status_now(),
+            status: self.status_now(),
         })
     }
 
@@ -250,28 +291,35 @@ impl ClinicClient {
 
     /// Whether the user signed in offline and no token was had yet.
     pub fn signed_in_offline(&self) -> bool {
-        self.inner.session.signed_in_offline()
+        self.inner
+            .users
+            .current()
+            .is_some_and(|o| o.session.signed_in_offline())
     }
 
     // ---- sync ----
 
     /// Runs the sync loop until [`ClinicClient::stop`]: live when it can,
-    /// polling when it cannot, waiting for a sign-in when there is none.
+    /// polling when it cannot, waiting for a sign-in when there is none, and
+    /// following a switch of user.
     pub async fn run(&self) {
-        self.inner.sync.clone().run().await;
+        self.inner.users.resume();
+        self.inner.users.run().await;
     }
 
     /// Starts the sync loop on the current tokio runtime (once).
     pub fn start(&self) {
         let mut runner = self.runner();
         if runner.as_ref().is_none_or(|r| r.is_finished()) {
-            *runner = Some(tokio::spawn(self.inner.sync.clone().run()));
+            self.inner.users.resume();
+            let me = self.clone();
+            *runner = Some(tokio::spawn(async move { me.inner.users.run().await }));
         }
     }
 
     /// Stops the sync loop and waits for it.
     pub async fn stop(&self) {
-        self.inner.sync.stop();
+        self.inner.users.stop();
         let task = self.runner().take();
         if let Some(task) = task
             && let Err(e) = task.await
@@ -282,27 +330,30 @@ impl ClinicClient {
 
     /// Asks the sync loop to push and pull now.
     pub fn sync_now(&self) {
-        self.inner.sync.wake();
+        if let Some(open) = self.inner.users.current() {
+            open.sync.wake();
+        }
     }
 
     /// One round over HTTP: push everything pending, pull until caught up.
     pub async fn sync_once(&self) -> ClientResult<SyncReport> {
-        self.inner.sync.sync_once().await
+        self.open_user()?.sync.sync_once().await
     }
 
     /// Watches the sync status.
     pub fn status(&self) -> watch::Receiver<SyncStatus> {
-        self.inner.sync.status()
+        self.inner.users.status.subscribe()
     }
 
     /// The sync status now.
     pub fn status_now(&self) -> SyncStatus {
-        self.inner.sync.status_now()
+        self.inner.users.status.borrow().clone()
     }
 
-    /// An event after every commit that changes what the user sees.
+    /// An event after every commit that changes what the user sees (and
+    /// on sign-in, switch, lock and sign-out).
     pub fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
-        self.inner.mirror.subscribe()
+        self.inner.users.events.subscribe()
     }
 
     // ---- writes ----
@@ -316,12 +367,13 @@ impl ClinicClient {
     /// server applies) and queues it for the server. A change the rules
     /// refuse is `Rejected` and nothing is queued.
     pub async fn mutate(&self, mutation: Mutation) -> ClientResult<Receipt> {
-        let receipt = self.inner.mirror.mutate(mutation).await?;
+        let open = self.open_user()?;
+        let receipt = open.mirror.mutate(mutation).await?;
         // The status line's counts follow off the caller's path: they are
         // two more trips to the mirror's thread, behind whatever sync sent.
-        let sync = self.inner.sync.clone();
+        let sync = open.sync.clone();
         tokio::spawn(async move { sync.refresh_status(None).await });
-        self.inner.sync.wake();
+        open.sync.wake();
         Ok(receipt)
     }
 
@@ -361,52 +413,50 @@ impl ClinicClient {
 
     /// Every change not yet confirmed, oldest first.
     pub async fn pending(&self) -> ClientResult<Vec<PendingEntry>> {
-        self.inner.mirror.pending().await
+        self.open_user()?.mirror.pending().await
     }
 
     /// Changes the server refused, not yet dismissed.
     pub async fn rejected(&self) -> ClientResult<Vec<RejectedEntry>> {
-        self.inner.mirror.rejected().await
+        self.open_user()?.mirror.rejected().await
     }
 
     /// Dismisses a refusal the user has seen.
     pub async fn dismiss_rejected(&self, mutation_id: u64) -> ClientResult<bool> {
-        let found = self.inner.mirror.dismiss_rejected(mutation_id).await?;
-        self.inner.sync.refresh_status(None).await;
+        let open = self.open_user()?;
+        let found = open.mirror.dismiss_rejected(mutation_id).await?;
+        open.sync.refresh_status(None).await;
         Ok(found)
     }
 
     /// Queue counts.
     pub async fn queue_stats(&self) -> ClientResult<QueueStats> {
-        self.inner.mirror.stats().await
+        self.open_user()?.mirror.stats().await
     }
 
     /// The audit trail of one record, from the server (needs a connection;
     /// history is not mirrored).
     pub async fn history(&self, table: Table, id: Uuid) -> ClientResult<HistoryResponse> {
-        let (url, token) = self.inner.session.require().await?;
-        self.inner
-            .sync
-            .transport()
-            .history(&url, &token, table, id)
-            .await
+        let open = self.open_user()?;
+        let (url, token) = open.session.require().await?;
+        open.sync.transport().history(&url, &token, table, id).await
     }
 
     // ---- reads (all local) ----
 
     /// One visible row of any table, untyped.
     pub async fn row(&self, table: Table, id: Uuid) -> ClientResult<Option<Row>> {
-        self.inner.reader.row(table, id).await
+        self.open_user()?.reader.row(table, id).await
     }
 
     /// Every visible row of a table, untyped, by id.
     pub async fn rows(&self, table: Table) -> ClientResult<Vec<Row>> {
-        self.inner.reader.rows(table).await
+        self.open_user()?.reader.rows(table).await
     }
 
     /// Every patient, by family name then given name.
     pub async fn patients(&self) -> ClientResult<Vec<Entity<Patient>>> {
-        let mut all: Vec<Entity<Patient>> = self.inner.reader.all(Table::Patients).await?;
+        let mut all: Vec<Entity<Patient>> = self.open_user()?.reader.all(Table::Patients).await?;
         all.sort_by(|a, b| {
             (&a.data.last_name, &a.data.first_name).cmp(&(&b.data.last_name, &b.data.first_name))
         });
@@ -420,7 +470,7 @@ impl ClinicClient {
         query: &str,
         limit: usize,
     ) -> ClientResult<Vec<Entity<Patient>>> {
-        self.inner
+        self.open_user()?
             .reader
             .search_patients(query.to_owned(), limit)
             .await
@@ -428,17 +478,17 @@ impl ClinicClient {
 
     /// A patient's chart.
     pub async fn chart(&self, patient: Uuid) -> ClientResult<Option<Chart>> {
-        self.inner.reader.chart(patient).await
+        self.open_user()?.reader.chart(patient).await
     }
 
     /// Every staff member, by id.
     pub async fn staff(&self) -> ClientResult<Vec<Entity<Staff>>> {
-        self.inner.reader.all(Table::Staff).await
+        self.open_user()?.reader.all(Table::Staff).await
     }
 
     /// A staff member by username.
     pub async fn staff_by_username(&self, username: &str) -> ClientResult<Option<Entity<Staff>>> {
-        self.inner
+        self.open_user()?
             .reader
             .staff_by_username(username.to_owned())
             .await
@@ -458,27 +508,27 @@ impl ClinicClient {
         ) else {
             return Err(ClientError::Invalid(format!("{date} is not a usable day")));
         };
-        self.inner.reader.schedule(from, until, doctor).await
+        self.open_user()?.reader.schedule(from, until, doctor).await
     }
 
     /// Every inventory item, by id.
     pub async fn inventory(&self) -> ClientResult<Vec<Entity<InventoryItem>>> {
-        self.inner.reader.all(Table::InventoryItems).await
+        self.open_user()?.reader.all(Table::InventoryItems).await
     }
 
     /// Items at or below their reorder level, by name.
     pub async fn low_stock(&self) -> ClientResult<Vec<Entity<InventoryItem>>> {
-        self.inner.reader.low_stock().await
+        self.open_user()?.reader.low_stock().await
     }
 
     /// Every invoice, by id.
     pub async fn invoices(&self) -> ClientResult<Vec<Entity<Invoice>>> {
-        self.inner.reader.all(Table::Invoices).await
+        self.open_user()?.reader.all(Table::Invoices).await
     }
 
     /// Every referral, by id.
     pub async fn referrals(&self) -> ClientResult<Vec<Entity<Referral>>> {
-        self.inner.reader.all(Table::Referrals).await
+        self.open_user()?.reader.all(Table::Referrals).await
     }
 
     /// One entity of a table, typed (`T` must be that table's entity).
@@ -487,38 +537,38 @@ impl ClinicClient {
         table: Table,
         id: Uuid,
     ) -> ClientResult<Option<Entity<T>>> {
-        self.inner.reader.one(table, id).await
+        self.open_user()?.reader.one(table, id).await
     }
 
     /// Number of visible rows per table.
     pub async fn counts(&self) -> ClientResult<Vec<(Table, u64)>> {
-        self.inner.reader.counts().await
+        self.open_user()?.reader.counts().await
     }
 
     // ---- support and checks ----
 
     /// Sync bookkeeping (cursor, acknowledgement), for support and tests.
     pub async fn sync_state(&self) -> ClientResult<SyncState> {
-        self.inner.mirror.sync_state().await
+        self.open_user()?.mirror.sync_state().await
     }
 
     /// When the server last sent anything.
     pub async fn last_synced_at(&self) -> ClientResult<Option<Timestamp>> {
-        self.inner.mirror.last_synced_at().await
+        self.open_user()?.mirror.last_synced_at().await
     }
 
     /// Checks the local database file.
     pub async fn integrity_check(&self) -> ClientResult<()> {
-        self.inner.mirror.integrity_check().await
+        self.open_user()?.mirror.integrity_check().await
     }
 
     /// Confirmed (`visible = false`) or visible rows, for consistency checks.
     pub async fn dump(&self, visible: bool) -> ClientResult<Vec<DumpRow>> {
-        self.inner.mirror.dump(visible).await
+        self.open_user()?.mirror.dump(visible).await
     }
 
-    /// The local database file.
-    pub fn database_file(&self) -> &Path {
-        self.inner.mirror.path()
+    /// The open user's database file.
+    pub fn database_file(&self) -> ClientResult<PathBuf> {
+        Ok(self.open_user()?.mirror.path().to_path_buf())
     }
 }

@@ -26,8 +26,11 @@ impl SyncMirror {
             context: format!("creating {}", dir.display()),
             source,
         })?;
+        // One key per folder, kept beside the mirror in the clear: these
+        // mirrors live for one test or fuzz input, and a test reopens them.
+        let key = crate::session::keys::MirrorKey::for_tests(&dir.join("test.key"))?;
         Ok(SyncMirror {
-            conn: schema::open_writer(&dir.join(schema::FILE_NAME), Uuid::now_v7())?,
+            conn: schema::open_writer(&dir.join(schema::FILE_NAME), Uuid::now_v7(), &key)?,
         })
     }
 

@@ -28,16 +28,19 @@ mod facade;
 mod files;
 #[cfg(any(test, feature = "internals"))]
 pub mod internals;
+mod legacy;
 mod mirror;
 mod read;
 mod session;
 mod sync;
 mod transport;
 mod types;
+mod users;
 
 pub use clock::{Clock, IdSource, ManualClock, SystemClock, V7Ids};
 pub use error::{Cause, ClientError, ClientResult};
 pub use facade::{ClientConfig, ClinicClient, SignInResult, default_data_dir};
+pub use session::keys::{KeyStoreUnavailable, SecretStore};
 pub use sync::SyncConfig;
 pub use transport::{LiveLink, PullQuery, Transport};
 pub use types::*;

@@ -166,6 +166,9 @@ pub struct Identity {
     /// Signed in against this machine's verifier while the server could not
     /// be reached: no server session yet (the sync loop asks for one).
     pub offline: bool,
+    /// The screen is locked: the user's data is hidden until their password
+    /// is entered again.
+    pub locked: bool,
 }
 
 /// Counts for the status line.
@@ -310,7 +313,45 @@ pub struct SyncState {
     pub server_ack: u64,
     /// Whether a full catch-up completed since the mirror (re)started.
     pub synced_once: bool,
+    /// The highest mutation id this client has handed out.
+    pub assigned: u64,
 }
 
 /// One row of a dump: table, id, version, deleted, data.
 pub type DumpRow = (Table, Uuid, u64, bool, Option<Value>);
+
+/// A change in words, for telling a person about it (e.g. which changes
+/// were lost): what it does and to whom, without clinical content.
+pub fn describe_mutation(m: &Mutation) -> String {
+    match m {
+        Mutation::CreateStaff(a) => format!("new staff account {}", a.username),
+        Mutation::SetStaffRole(_) => "a staff member's role".into(),
+        Mutation::SetStaffActive(a) if a.active => "enabling a staff account".into(),
+        Mutation::SetStaffActive(_) => "disabling a staff account".into(),
+        Mutation::CreatePatient(a) => format!("new patient {} {}", a.first_name, a.last_name),
+        Mutation::UpdatePatient(_) => "a change to a patient's details".into(),
+        Mutation::DeletePatient(_) => "removing a patient".into(),
+        Mutation::BookAppointment(a) => format!("an appointment at {}", a.start),
+        Mutation::RescheduleAppointment(a) => format!("moving an appointment to {}", a.start),
+        Mutation::SetAppointmentStatus(a) => {
+            format!(
+                "an appointment marked {}",
+                a.status.as_str().replace('_', " ")
+            )
+        }
+        Mutation::AddTreatmentRecord(_) => "a new treatment record".into(),
+        Mutation::UpdateTreatmentRecord(_) => "a change to a treatment record".into(),
+        Mutation::CreateInvoice(_) => "a new invoice".into(),
+        Mutation::VoidInvoice(_) => "voiding an invoice".into(),
+        Mutation::RecordPayment(a) => format!(
+            "a payment of {}.{:02}",
+            a.amount_cents / 100,
+            a.amount_cents.rem_euclid(100)
+        ),
+        Mutation::CreateInventoryItem(a) => format!("new stock item {}", a.name),
+        Mutation::UpdateInventoryItem(_) => "a change to a stock item".into(),
+        Mutation::AdjustStock(a) => format!("a stock change of {:+}", a.delta),
+        Mutation::CreateReferral(_) => "a new referral".into(),
+        Mutation::SetReferralStatus(_) => "a referral's status".into(),
+    }
+}

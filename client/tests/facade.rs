@@ -188,7 +188,7 @@ impl World {
             })
             .with_transport(link.clone())
             .with_clock(self.clock.clone());
-        let client = ClinicClient::open(config).unwrap();
+        let client = ClinicClient::open(config).await.unwrap();
         let signed_in = client
             .sign_in("http://in-process", user, "demo")
             .await

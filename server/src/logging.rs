@@ -18,28 +18,9 @@ use tracing_subscriber::filter::{EnvFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-/// Dependency targets capped at `info`, and why each is here.
-pub const CAPPED_TARGETS: &[&str] = &[
-    // WebSocket frames, payloads included, at trace.
-    "tungstenite",
-    "tokio_tungstenite",
-    // Connection buffers and headers (Authorization) at trace.
-    "hyper",
-    "hyper_util",
-    "h2",
-    "tower_http",
-    // Rejection bodies (which can quote the JSON that failed) at trace.
-    "axum",
-    // Handshake details and buffers at trace.
-    "rustls",
-    "tokio_rustls",
-    // Statements with their parameters at debug/trace (PostgreSQL backend).
-    "tokio_postgres",
-    "postgres",
-    "sqlx",
-    // Outgoing requests (if the server ever makes any) at trace.
-    "reqwest",
-];
+/// Dependency targets capped at `info` (the list and its reasons are in
+/// `clinic_shared::logging`, shared with the desk and the CLI).
+pub use clinic_shared::logging::CAPPED_TARGETS;
 
 /// The level [`CAPPED_TARGETS`] are held to.
 pub const CAP: LevelFilter = LevelFilter::INFO;

@@ -12,6 +12,7 @@
 //! - [`conflict`]: the field-conflict rule for updates based on an old version.
 //! - [`protocol`]: HTTP bodies and WebSocket messages.
 //! - [`codec`]: decoding untrusted JSON with errors that name the field.
+//! - [`logging`]: which dependencies' log targets are capped, and why.
 //! - [`password`]: Argon2id password hashes (server accounts, offline sign-in).
 //! - [`fingerprint`]: certificate fingerprints as people compare them (clinic CA).
 
@@ -19,6 +20,7 @@ pub mod apply;
 pub mod codec;
 pub mod conflict;
 pub mod fingerprint;
+pub mod logging;
 pub mod model;
 pub mod mutation;
 pub mod password;

@@ -22,7 +22,9 @@ fn setup(app: &mut tauri::App) -> Result<(), Box<dyn std::error::Error>> {
     let ca_files = std::env::var_os("CLINIC_CA_FILE")
         .map(|v| std::env::split_paths(&v).collect())
         .unwrap_or_default();
-    let client = ClinicClient::open(ClientConfig::new(dir).with_ca_files(ca_files))?;
+    let client = tauri::async_runtime::block_on(ClinicClient::open(
+        ClientConfig::new(dir).with_ca_files(ca_files),
+    ))?;
     app.manage(client.clone());
     app.manage(crate::commands::Defaults {
         server: std::env::var("CLINIC_SERVER").ok(),

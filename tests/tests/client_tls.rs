@@ -21,7 +21,9 @@ fn ca_fingerprint(server: &Server) -> Fingerprint {
 async fn an_unknown_clinic_ca_is_trusted_only_after_its_fingerprint_is_confirmed() {
     let server = Server::start_tls();
     let dir = tempfile::tempdir().unwrap();
-    let client = ClinicClient::open(ClientConfig::new(dir.path())).unwrap();
+    let client = ClinicClient::open(ClientConfig::new(dir.path()))
+        .await
+        .unwrap();
 
     let refused = client.sign_in(&server.base, "reception", "demo").await;
     let Err(ClientError::UntrustedServer {
@@ -72,7 +74,9 @@ async fn an_unknown_clinic_ca_is_trusted_only_after_its_fingerprint_is_confirmed
         assert_eq!(mode, 0o600);
     }
     drop(client);
-    let again = ClinicClient::open(ClientConfig::new(dir.path())).unwrap();
+    let again = ClinicClient::open(ClientConfig::new(dir.path()))
+        .await
+        .unwrap();
     again.sync_once().await.unwrap();
 }
 
@@ -84,7 +88,9 @@ fn short_to_hex(hex: &str) -> String {
 #[tokio::test]
 async fn plain_http_to_another_machine_is_refused_before_anything_is_sent() {
     let dir = tempfile::tempdir().unwrap();
-    let client = ClinicClient::open(ClientConfig::new(dir.path())).unwrap();
+    let client = ClinicClient::open(ClientConfig::new(dir.path()))
+        .await
+        .unwrap();
     // 192.0.2.0/24 is TEST-NET-1: nothing answers there; the refusal must
     // come before any connection is tried.
     let started = std::time::Instant::now();

@@ -1262,19 +1262,6 @@ struct Audit<'a> {
     unknown_writes: u64,
 }
 
-/// The highest mutation id a client's store handed out.
-fn assigned_ids(db: &Path) -> u64 {
-    let db = rusqlite::Connection::open(db).unwrap();
-    let next: Option<String> = db
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'next_mutation_id'",
-            [],
-            |r| r.get(0),
-        )
-        .ok();
-    next.map_or(0, |n| n.parse::<u64>().unwrap() - 1)
-}
-
 fn expected_writes(kind: &str) -> usize {
     if kind == "record_payment" { 2 } else { 1 }
 }
@@ -1581,8 +1568,9 @@ async fn randomized_faults_converge_with_every_change_applied_exactly_once() {
     for user in DESKS {
         let proxy = Proxy::start(server.addr()).await;
         let dir = tempfile::tempdir().unwrap();
-        let client =
-            ClinicClient::open(ClientConfig::new(dir.path()).with_sync(engine_config())).unwrap();
+        let client = ClinicClient::open(ClientConfig::new(dir.path()).with_sync(engine_config()))
+            .await
+            .unwrap();
         client.sign_in(&proxy.url(), user, "demo").await.unwrap();
         let desk = Arc::new(Desk {
             user,
@@ -1621,7 +1609,9 @@ async fn randomized_faults_converge_with_every_change_applied_exactly_once() {
             "{}",
             String::from_utf8_lossy(&login.stderr)
         );
-        let reader = ClinicClient::open(ClientConfig::new(dir.path())).unwrap();
+        let reader = ClinicClient::open(ClientConfig::new(dir.path()))
+            .await
+            .unwrap();
         let cli = Arc::new(Cli {
             user,
             dir,
@@ -1755,7 +1745,7 @@ async fn randomized_faults_converge_with_every_change_applied_exactly_once() {
             user: desk.user,
             client_id: desk.client.identity().await.unwrap().client_id,
             client: &desk.client,
-            assigned: assigned_ids(desk.client.database_file()),
+            assigned: desk.client.sync_state().await.unwrap().assigned,
             log: desk.log.lock().unwrap().clone(),
             unknown_writes: 0,
         });
@@ -1766,12 +1756,16 @@ async fn randomized_faults_converge_with_every_change_applied_exactly_once() {
     // checksum mismatch" from `PRAGMA integrity_check` on databases that a
     // fresh connection finds intact (seen in these runs; the databases are
     // only ever written by the CLI processes).
-    let cli_clients: Vec<ClinicClient> = clis
-        .iter()
-        .map(|cli| ClinicClient::open(ClientConfig::new(cli.dir.path())).unwrap())
-        .collect();
+    let mut cli_clients: Vec<ClinicClient> = Vec::new();
+    for cli in &clis {
+        cli_clients.push(
+            ClinicClient::open(ClientConfig::new(cli.dir.path()))
+                .await
+                .unwrap(),
+        );
+    }
     for (i, (cli, client)) in clis.iter().zip(&cli_clients).enumerate() {
-        let assigned = assigned_ids(client.database_file());
+        let assigned = client.sync_state().await.unwrap().assigned;
         audits.push(Audit {
             name: format!("cli{i}({})", cli.user),
             user: cli.user,

@@ -86,6 +86,7 @@ impl Desk {
                 .with_sync(config)
                 .with_ca_files(vec![ca]),
         )
+        .await
         .unwrap();
         client.sign_in(url, username, "demo").await.unwrap();
         Desk { _dir: dir, client }
@@ -699,7 +700,9 @@ async fn kill_dash_nine_during_sync_loses_and_duplicates_nothing() {
         watch.kill().unwrap(); // SIGKILL
         watch.wait().unwrap();
         // The database opens cleanly after every kill.
-        let client = ClinicClient::open(ClientConfig::new(dir.path())).unwrap();
+        let client = ClinicClient::open(ClientConfig::new(dir.path()))
+            .await
+            .unwrap();
         client.integrity_check().await.unwrap();
         let pending = client.pending().await.unwrap();
         let ids: Vec<u64> = pending.iter().map(|p| p.mutation_id).collect();
@@ -723,7 +726,9 @@ async fn kill_dash_nine_during_sync_loses_and_duplicates_nothing() {
         applied, created,
         "every queued patient applied exactly once, in order"
     );
-    let client = ClinicClient::open(ClientConfig::new(dir.path())).unwrap();
+    let client = ClinicClient::open(ClientConfig::new(dir.path()))
+        .await
+        .unwrap();
     for id in &created {
         assert!(
             client
@@ -801,7 +806,7 @@ fn expire_sessions(server: &Server) {
 /// A reception desk connected live to `server` through a proxy the test
 /// can cut.
 async fn live_reception_behind_proxy(server: &Server) -> (Proxy, Desk) {
-    let proxy = Proxy::start_tls(&server).await;
+    let proxy = Proxy::start_tls(server).await;
     let mut desk = Desk::new(&proxy.url(), "reception").await;
     desk.start();
     desk.wait_for("live", |d| d.connection() == Connection::Live)

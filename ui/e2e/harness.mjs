@@ -3,7 +3,7 @@
 // real `clinic` CLI as a second client, and a small TCP proxy that can cut
 // the app off from the server. Every wait is bounded.
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { existsSync, mkdtempSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -18,8 +18,17 @@ export function tempDir(prefix) {
   return mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
-/** Starts clinic-server; resolves with {url, port, stop(), kill()}. */
+/** The clinic CA of a server's data dir (made by `tls init`), which the app and the CLI trust. */
+export const caFile = (dataDir) => path.join(dataDir, "tls", "ca.pem");
+
+/**
+ * Starts clinic-server over TLS (a clinic CA from `tls init` on first start);
+ * resolves with {url, port, stop(), kill()}.
+ */
 export async function startServer(dataDir, port = 0) {
+  if (!existsSync(caFile(dataDir))) {
+    execFileSync(bin("clinic-server"), ["--data-dir", dataDir, "tls", "init"], { encoding: "utf8", timeout: 60000 });
+  }
   const child = spawn(bin("clinic-server"), ["--data-dir", dataDir, "serve", "--demo", "--listen", `127.0.0.1:${port}`], {
     stdio: ["ignore", "pipe", "inherit"],
     env: { ...process.env, RUST_LOG: "warn" },
@@ -41,7 +50,7 @@ export async function startServer(dataDir, port = 0) {
   };
 }
 
-/** A TCP proxy that forwards to 127.0.0.1:targetPort while `up`. */
+/** A TCP proxy that forwards to 127.0.0.1:targetPort while `up` (TLS passes through it untouched). */
 export async function startProxy(targetPort) {
   const sockets = new Set();
   let up = true;
@@ -55,20 +64,29 @@ export async function startProxy(targetPort) {
   });
   await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
   return {
-    url: `http://127.0.0.1:${server.address().port}`,
+    url: `https://127.0.0.1:${server.address().port}`,
     setUp(value) { up = value; if (!value) for (const s of sockets) s.destroy(); },
     close: () => { for (const s of sockets) s.destroy(); server.close(); },
   };
 }
 
-/** Runs the `clinic` CLI (JSON output) on its own data dir. */
-export function clinic(dataDir, args, input) {
+/** Runs the `clinic` CLI (JSON output) on its own data dir, trusting `ca` (a clinic CA file). */
+export function clinic(dataDir, args, input, ca) {
   const out = execFileSync(bin("clinic"), ["--data-dir", dataDir, "--json", ...args], {
     input: input ?? "",
     encoding: "utf8",
     timeout: 60000,
+    env: { ...process.env, ...(ca ? { CLINIC_CA_FILE: ca } : {}) },
   });
   return out.trim() ? JSON.parse(out) : null;
+}
+
+/** Expires every session in a server's database (what a week away does), with the sqlite3 tool. */
+export function expireSessions(dataDir) {
+  execFileSync("sqlite3", [path.join(dataDir, "clinic.db"), "PRAGMA busy_timeout = 5000; UPDATE sessions SET expires_at = '2000-01-01T00:00:00Z';"], {
+    encoding: "utf8",
+    timeout: 30000,
+  });
 }
 
 /** Runs a `clinic-server` administration command on the server's data dir. */
@@ -93,12 +111,12 @@ async function waitForPort(port, ms) {
   throw new Error(`port ${port} did not open`);
 }
 
-/** Starts tauri-driver and a WebDriver session on the desktop app. */
-export async function startApp({ dataDir, server }) {
+/** Starts tauri-driver and a WebDriver session on the desktop app (trusting `ca`, the clinic CA file IT hands out). */
+export async function startApp({ dataDir, server, ca }) {
   const driverBin = process.env.TAURI_DRIVER ?? path.join(os.homedir(), ".cargo", "bin", "tauri-driver");
   const driver = spawn(driverBin, ["--native-driver", "/usr/bin/WebKitWebDriver"], {
     stdio: ["ignore", "ignore", "inherit"],
-    env: { ...process.env, CLINIC_DATA_DIR: dataDir, CLINIC_SERVER: server },
+    env: { ...process.env, CLINIC_DATA_DIR: dataDir, CLINIC_SERVER: server, ...(ca ? { CLINIC_CA_FILE: ca } : {}) },
   });
   await waitForPort(4444, 20000);
   const browser = await remote({

@@ -3,7 +3,7 @@
 //! (a sign-in as someone else, a wipe, a role change). The policy of when to
 //! do which lives in the session layer; this is how.
 
-use super::meta::{self, OfflineVerifier};
+use super::meta;
 use super::outbox::{immediate, outbox_len};
 use super::rows::{clear_search, drop_table};
 use crate::error::{ClientError, ClientResult};
@@ -78,56 +78,10 @@ pub(crate) fn sign_in(
     Ok(switching.then(|| StoreEvent::everything(ChangeOrigin::Session)))
 }
 
-/// Remembers the verifier for offline sign-in (never the password).
-pub(crate) fn set_offline_verifier(
-    conn: &Connection,
-    verifier: &OfflineVerifier,
-) -> ClientResult<()> {
-    meta::set(conn, &meta::OFFLINE_VERIFIER, verifier)
-}
-
-/// The last signed-in user with the stored password hash, if `username` is
-/// that user.
-pub(crate) fn offline_verifier(
-    conn: &Connection,
-    username: &str,
-) -> ClientResult<Option<(Staff, String)>> {
-    let Some(verifier) = meta::get(conn, &meta::OFFLINE_VERIFIER)? else {
-        return Ok(None);
-    };
-    let user = meta::get(conn, &meta::USER)?;
-    Ok(match user {
-        Some(user) if verifier.username.eq_ignore_ascii_case(username.trim()) => {
-            Some((user, verifier.hash))
-        }
-        _ => None,
-    })
-}
-
 /// Forgets the token (the server ended or refused the session). Unsent
 /// changes stay queued for when the same user signs in again.
 pub(crate) fn drop_token(conn: &Connection) -> ClientResult<()> {
     meta::delete(conn, &meta::TOKEN)
-}
-
-/// Removes the mirror's data and its user (token, verifier): nothing of the
-/// clinic stays on this machine. Refused while changes are unsent unless
-/// `discard_pending`.
-pub(crate) fn wipe(
-    conn: &mut Connection,
-    discard_pending: bool,
-    new_client_id: Uuid,
-) -> ClientResult<StoreEvent> {
-    let tx = immediate(conn)?;
-    let pending = outbox_len(&tx)?;
-    if pending > 0 && !discard_pending {
-        return Err(ClientError::PendingChanges(pending));
-    }
-    clear_for_new_client(&tx, new_client_id)?;
-    meta::delete(&tx, &meta::TOKEN)?;
-    meta::delete(&tx, &meta::USER)?;
-    tx.commit()?;
-    Ok(StoreEvent::everything(ChangeOrigin::Session))
 }
 
 /// The user's role changed: rows the new role may not read are removed,

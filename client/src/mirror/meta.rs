@@ -71,22 +71,6 @@ impl MetaValue for Staff {
     }
 }
 
-/// The stored password verifier for offline sign-in.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub(crate) struct OfflineVerifier {
-    pub username: String,
-    pub hash: String,
-}
-
-impl MetaValue for OfflineVerifier {
-    fn encode(&self) -> ClientResult<String> {
-        Ok(serde_json::to_string(self)?)
-    }
-    fn decode(text: &str) -> ClientResult<Self> {
-        Ok(serde_json::from_str(text)?)
-    }
-}
-
 /// A key of the `meta` table with the type of its value.
 pub(crate) struct Key<T> {
     pub name: &'static str,
@@ -108,8 +92,9 @@ pub(crate) const SERVER_URL: Key<String> = key("server_url");
 pub(crate) const USER: Key<Staff> = key("user");
 /// The bearer token while signed in.
 pub(crate) const TOKEN: Key<String> = key("token");
-/// Argon2id hash of the last online sign-in's password, for offline sign-in.
-pub(crate) const OFFLINE_VERIFIER: Key<OfflineVerifier> = key("offline_verifier");
+/// Before the mirror was encrypted: an Argon2id hash of the password for
+/// offline sign-in (now the wrapped key proves the password). Removed.
+pub(crate) const OFFLINE_VERIFIER: Key<String> = key("offline_verifier");
 /// Highest server sequence number applied to the mirror.
 pub(crate) const CURSOR: Key<u64> = key("cursor");
 /// The next local mutation id.

@@ -28,8 +28,6 @@ pub(crate) mod schema;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use meta::OfflineVerifier;
-
 use crate::clock::{Clock, IdSource};
 use crate::db::DbThread;
 use crate::error::{ClientError, ClientResult};
@@ -52,7 +50,7 @@ pub(crate) struct Mirror {
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdSource>,
     path: PathBuf,
-    _checkpointer: Option<schema::Checkpointer>,
+    checkpointer: std::sync::Mutex<Option<schema::Checkpointer>>,
 }
 
 /// Sends `event` when it names anything (or is a session change).
@@ -64,40 +62,52 @@ fn emit(events: &broadcast::Sender<StoreEvent>, event: StoreEvent) {
 }
 
 impl Mirror {
-    /// Opens (creating) the mirror in `dir`, migrating and checking it. A
-    /// locked or corrupt database is an error.
+    /// Opens (creating) the mirror in `dir` with `key`, migrating and
+    /// checking it; events go to `events`. A locked or corrupt database (or
+    /// a wrong key) is an error. The folder and files are private to this
+    /// user.
     pub(crate) fn open(
         dir: &Path,
+        key: &crate::session::keys::MirrorKey,
         clock: Arc<dyn Clock>,
         ids: Arc<dyn IdSource>,
+        events: broadcast::Sender<StoreEvent>,
     ) -> ClientResult<Mirror> {
-        std::fs::create_dir_all(dir).map_err(|source| ClientError::Io {
-            context: format!("creating the data folder {}", dir.display()),
-            source,
-        })?;
+        crate::files::private_dir(dir)?;
         let path = dir.join(schema::FILE_NAME);
-        let conn = schema::open_writer(&path, ids.new_id())?;
-        let checkpointer = schema::Checkpointer::start(&path, &conn);
+        let conn = schema::open_writer(&path, ids.new_id(), key)?;
+        for file in schema::files(dir) {
+            crate::files::tighten(&file)?;
+        }
+        let checkpointer = schema::Checkpointer::start(&path, &conn, key);
         let db = DbThread::spawn("clinic-mirror", conn)?;
-        let (events, _) = broadcast::channel(1024);
         Ok(Mirror {
             db,
             events,
             clock,
             ids,
             path,
-            _checkpointer: checkpointer,
+            checkpointer: std::sync::Mutex::new(checkpointer),
         })
+    }
+
+    /// Closes the database (after the work already queued) and waits until
+    /// every connection to the file is closed.
+    pub(crate) async fn close(&self) {
+        self.db.close().await;
+        let checkpointer = self
+            .checkpointer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(mut c) = checkpointer {
+            let _ = tokio::task::spawn_blocking(move || c.finish()).await;
+        }
     }
 
     /// The database file.
     pub(crate) fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// Receives an event after every commit that changes visible rows.
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
-        self.events.subscribe()
     }
 
     /// Runs a read-only `f` on the owning thread.
@@ -197,6 +207,9 @@ impl Mirror {
                 settled: meta::number(c, &meta::SETTLED)?,
                 server_ack: meta::number(c, &meta::SERVER_ACK)?,
                 synced_once: meta::get(c, &meta::SYNCED_ONCE)?.unwrap_or(false),
+                assigned: meta::get(c, &meta::NEXT_MUTATION_ID)?
+                    .unwrap_or(1)
+                    .saturating_sub(1),
             })
         })
         .await
@@ -225,41 +238,18 @@ impl Mirror {
         server_url: String,
         token: String,
         user: Staff,
-        verifier: Option<OfflineVerifier>,
     ) -> ClientResult<()> {
         let new_client_id = self.ids.new_id();
         self.write(move |conn, _| {
             let event = account::sign_in(conn, &server_url, &token, &user, new_client_id)?;
-            if let Some(v) = &verifier {
-                account::set_offline_verifier(conn, v)?;
-            }
             Ok(((), event))
         })
         .await
     }
 
-    /// The last signed-in user and their verifier, if `username` is that user.
-    pub(crate) async fn offline_verifier(
-        &self,
-        username: String,
-    ) -> ClientResult<Option<(Staff, String)>> {
-        self.read(move |c| account::offline_verifier(c, &username))
-            .await
-    }
-
     /// Forgets the token; queued changes stay.
     pub(crate) async fn drop_token(&self) -> ClientResult<()> {
         self.read(account::drop_token).await
-    }
-
-    /// Removes the clinic's data and the user from this machine.
-    pub(crate) async fn wipe(&self, discard_pending: bool) -> ClientResult<()> {
-        let new_client_id = self.ids.new_id();
-        self.write(move |conn, _| {
-            let event = account::wipe(conn, discard_pending, new_client_id)?;
-            Ok(((), Some(event)))
-        })
-        .await
     }
 
     /// The user's role changed (see [`account::change_role`]).

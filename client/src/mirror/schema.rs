@@ -2,12 +2,22 @@
 //! checkpoint policy.
 
 use crate::error::{ClientError, ClientResult};
+use crate::session::keys::MirrorKey;
 use rusqlite::{Connection, TransactionBehavior};
 use std::path::Path;
 use std::time::Duration;
 
-/// The database file's name in the data directory.
+/// The database file's name in a user's folder.
 pub(crate) const FILE_NAME: &str = "clinic-client.db";
+
+/// The database and the files SQLite keeps beside it.
+pub(crate) fn files(dir: &Path) -> [std::path::PathBuf; 3] {
+    [
+        dir.join(FILE_NAME),
+        dir.join(format!("{FILE_NAME}-wal")),
+        dir.join(format!("{FILE_NAME}-shm")),
+    ]
+}
 
 /// Versioned schema migrations of the local database; a released migration
 /// never changes.
@@ -76,11 +86,18 @@ const WAL_PAGES_BEFORE_COMMIT_CHECKPOINTS: i64 = 10_000;
 /// How often the checkpointer copies the WAL into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
-/// Opens a connection with the mirror's settings (WAL, FULL sync, busy
-/// timeout). `Busy` and `Corrupt` come back typed.
-pub(crate) fn connect(path: &Path) -> ClientResult<Connection> {
+/// Opens a connection with the mirror's settings: its SQLCipher key (first,
+/// before anything reads the file), WAL, FULL sync, `secure_delete` (freed
+/// pages are zeroed), busy timeout. `Busy` and `Corrupt` come back typed; a
+/// wrong key shows as `Corrupt` ("not a database").
+pub(crate) fn connect(path: &Path, key: &MirrorKey) -> ClientResult<Connection> {
     let conn = Connection::open(path)?;
+    conn.pragma_update(None, "key", key.pragma().as_str())?;
+    // SQLCipher reports a wrong key on stderr by itself; the caller reports
+    // it to the person instead.
+    let _ = conn.pragma_update(None, "cipher_log_level", "NONE");
     conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "secure_delete", "ON")?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     Ok(conn)
@@ -88,8 +105,12 @@ pub(crate) fn connect(path: &Path) -> ClientResult<Connection> {
 
 /// Opens the writer connection: checks the file, brings the schema up to
 /// date, and makes sure a client id exists.
-pub(crate) fn open_writer(path: &Path, new_client_id: uuid::Uuid) -> ClientResult<Connection> {
-    let mut conn = connect(path)?;
+pub(crate) fn open_writer(
+    path: &Path,
+    new_client_id: uuid::Uuid,
+    key: &MirrorKey,
+) -> ClientResult<Connection> {
+    let mut conn = connect(path, key)?;
     let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
     if check != "ok" {
         return Err(ClientError::corrupt(format!(
@@ -105,7 +126,7 @@ pub(crate) fn open_writer(path: &Path, new_client_id: uuid::Uuid) -> ClientResul
     Ok(conn)
 }
 
-fn migrate(conn: &mut Connection) -> ClientResult<()> {
+pub(crate) fn migrate(conn: &mut Connection) -> ClientResult<()> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)",
     )?;
@@ -144,18 +165,18 @@ fn migrate(conn: &mut Connection) -> ClientResult<()> {
 /// commit, and leaves commits only the remainder, rarely (see
 /// [`WAL_PAGES_BEFORE_COMMIT_CHECKPOINTS`]). It stops when dropped.
 pub(crate) struct Checkpointer {
-    _stop: std::sync::mpsc::Sender<()>,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Checkpointer {
     /// Starts the thread and raises the writer's auto-checkpoint threshold;
     /// `None` if its connection or thread cannot be had (commits then
     /// checkpoint as SQLite does by default).
-    pub(crate) fn start(path: &Path, writer: &Connection) -> Option<Checkpointer> {
-        let conn = Connection::open(path).ok()?;
-        conn.pragma_update(None, "synchronous", "FULL").ok()?;
+    pub(crate) fn start(path: &Path, writer: &Connection, key: &MirrorKey) -> Option<Checkpointer> {
+        let conn = connect(path, key).ok()?;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("clinic-checkpoint".into())
             .spawn(move || {
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
@@ -175,6 +196,25 @@ impl Checkpointer {
                 WAL_PAGES_BEFORE_COMMIT_CHECKPOINTS,
             )
             .ok()?;
-        Some(Checkpointer { _stop: stop })
+        Some(Checkpointer {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the thread and waits until its connection is closed. Blocks
+    /// for at most one checkpoint.
+    pub(crate) fn finish(&mut self) {
+        self.stop.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        // Without waiting: dropping the sender ends the thread's loop.
+        self.stop.take();
     }
 }

@@ -177,11 +177,16 @@ pub(crate) fn row(conn: &Connection, table: Table, id: Uuid) -> ClientResult<Opt
 impl Reader {
     /// Opens a reading connection to the mirror at `dir` (which the mirror
     /// has already created and migrated).
-    pub(crate) fn open(dir: &Path) -> ClientResult<Reader> {
-        let conn = schema::connect(&dir.join(schema::FILE_NAME))?;
+    pub(crate) fn open(dir: &Path, key: &crate::session::keys::MirrorKey) -> ClientResult<Reader> {
+        let conn = schema::connect(&dir.join(schema::FILE_NAME), key)?;
         Ok(Reader {
             db: DbThread::spawn("clinic-reads", conn)?,
         })
+    }
+
+    /// Closes the reading connection and waits for it.
+    pub(crate) async fn close(&self) {
+        self.db.close().await;
     }
 
     async fn run<T: Send + 'static>(

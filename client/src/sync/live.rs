@@ -84,9 +84,8 @@ impl SyncEngine {
                         }
                         ServerMessage::Pong { .. } => {}
                         ServerMessage::Error(e) => match e.code {
-                            ErrorCode::Unauthorized | ErrorCode::TokenExpired => {
-                                return Err(ClientError::Auth(e.message));
-                            }
+                            ErrorCode::Unauthorized => return Err(ClientError::Auth(e.message)),
+                            ErrorCode::TokenExpired => return Err(ClientError::Expired(e.message)),
                             ErrorCode::SessionChanged => {
                                 self.session.refresh_account().await?;
                                 return Ok(SessionEnd::Reconnect);

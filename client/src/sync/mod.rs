@@ -74,6 +74,22 @@ impl Default for SyncConfig {
 enum SessionEnd {
     Shutdown,
     Reconnect,
+    /// The server ended the session for good (see [`RunEnd::Revoked`]).
+    Revoked(String),
+}
+
+/// Why [`SyncEngine::run`] returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RunEnd {
+    /// [`SyncEngine::stop`] was called.
+    Stopped,
+    /// The server ended the session (signed out elsewhere, password changed
+    /// or reset, sessions ended): the token is dropped; the caller applies
+    /// the revocation policy. The server's words.
+    Revoked(String),
+    /// The server refuses the account (disabled) to an offline sign-in
+    /// asking for a token.
+    Disabled,
 }
 
 /// The engine over one mirror and one server.
@@ -99,12 +115,15 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl SyncEngine {
+    /// An engine for one user's mirror, reporting to `status` (shared by
+    /// every user's engine: one status line per desk).
     pub(crate) fn new(
         mirror: Arc<Mirror>,
         session: Arc<Session>,
         transport: Arc<dyn Transport>,
         config: SyncConfig,
         clock: Arc<dyn Clock>,
+        status: watch::Sender<SyncStatus>,
     ) -> SyncEngine {
         SyncEngine {
             mirror,
@@ -112,7 +131,7 @@ impl SyncEngine {
             transport,
             config,
             clock,
-            status: watch::channel(SyncStatus::default()).0,
+            status,
             wake: Notify::new(),
             shutdown: watch::channel(false).0,
         }
@@ -123,25 +142,20 @@ impl SyncEngine {
         &self.transport
     }
 
-    /// Watches the sync status.
-    pub(crate) fn status(&self) -> watch::Receiver<SyncStatus> {
-        self.status.subscribe()
-    }
-
-    /// The status now.
-    pub(crate) fn status_now(&self) -> SyncStatus {
-        self.status.borrow().clone()
-    }
-
     /// Tells the loop there is something to push (or a sign-in to use).
     pub(crate) fn wake(&self) {
         self.wake.notify_one();
     }
 
-    /// Stops [`SyncEngine::run`].
+    /// Stops [`SyncEngine::run`] (now, or at once when it starts).
     pub(crate) fn stop(&self) {
         self.shutdown.send_replace(true);
         self.wake.notify_one();
+    }
+
+    /// Lets [`SyncEngine::run`] run again after a stop.
+    pub(crate) fn resume(&self) {
+        self.shutdown.send_replace(false);
     }
 
     /// Re-reads the queue counts into the status, and sets the connection
@@ -177,34 +191,37 @@ impl SyncEngine {
         self.status.send_modify(|s| s.last_error = None);
     }
 
-    /// True when `e` was an auth failure (the token is dropped; the queue
-    /// is kept).
-    async fn handle_auth_error(&self, e: &ClientError) -> bool {
-        if let ClientError::Auth(message) = e {
-            if let Err(e) = self.session.ended_by_server().await {
-                tracing::warn!(error = %e, "could not forget the refused token");
-            }
-            self.status
-                .send_modify(|s| s.last_error = Some(message.clone()));
-            true
-        } else {
-            false
+    /// What an error ends: `None` for an ordinary failure (offline, a
+    /// server error: retry later); a reconnect after an expired sign-in
+    /// (token dropped; mirror, queue and offline sign-in stay); a revocation
+    /// (token dropped; the caller applies the policy).
+    async fn session_end_of(&self, e: &ClientError) -> Option<SessionEnd> {
+        let (message, end) = match e {
+            ClientError::Expired(m) => (m.clone(), SessionEnd::Reconnect),
+            ClientError::Auth(m) => (m.clone(), SessionEnd::Revoked(m.clone())),
+            _ => return None,
+        };
+        tracing::info!("the server ended the session; holding changes");
+        if let Err(e) = self.session.drop_token().await {
+            tracing::warn!(error = %e, "could not forget the refused token");
         }
+        self.status.send_modify(|s| s.last_error = Some(message));
+        Some(end)
     }
 
     async fn signed_in(&self) -> bool {
         self.session.credentials().await.is_ok_and(|c| c.is_some())
     }
 
-    /// Runs until [`SyncEngine::stop`]: live over the WebSocket when it can,
-    /// polling when it cannot, waiting for a sign-in when there is none.
-    pub(crate) async fn run(self: Arc<Self>) {
-        self.shutdown.send_replace(false);
+    /// Runs until [`SyncEngine::stop`] or until the server ends the session
+    /// for good: live over the WebSocket when it can, polling when it
+    /// cannot, waiting for a sign-in when there is none.
+    pub(crate) async fn run(self: Arc<Self>) -> RunEnd {
         let mut shutdown = self.shutdown.subscribe();
         let mut backoff = self.config.backoff_min;
-        loop {
+        let end = loop {
             if *shutdown.borrow() {
-                break;
+                break RunEnd::Stopped;
             }
             if !self.signed_in().await && self.session.signed_in_offline() {
                 // Signed in offline: ask the server for a token until it answers.
@@ -223,6 +240,12 @@ impl SyncEngine {
                             _ = shutdown.changed() => {}
                         }
                     }
+                    Err(ClientError::Auth(m)) => break RunEnd::Revoked(m),
+                    Err(ClientError::Server(body))
+                        if body.code == clinic_shared::protocol::ErrorCode::Forbidden =>
+                    {
+                        break RunEnd::Disabled;
+                    }
                     Err(e) => self.set_error(&e),
                 }
                 continue;
@@ -238,17 +261,19 @@ impl SyncEngine {
             if self.config.websocket {
                 self.refresh_status(Some(Connection::Connecting)).await;
                 match self.run_live(&mut shutdown).await {
-                    Ok(SessionEnd::Shutdown) => break,
+                    Ok(SessionEnd::Shutdown) => break RunEnd::Stopped,
+                    Ok(SessionEnd::Revoked(m)) => break RunEnd::Revoked(m),
                     Ok(SessionEnd::Reconnect) => {
                         backoff = self.config.backoff_min;
                         continue;
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "websocket unavailable");
-                        if self.handle_auth_error(&e).await {
-                            continue;
+                        match self.session_end_of(&e).await {
+                            Some(SessionEnd::Revoked(m)) => break RunEnd::Revoked(m),
+                            Some(_) => continue,
+                            None => self.set_error(&e),
                         }
-                        self.set_error(&e);
                     }
                 }
             }
@@ -258,11 +283,17 @@ impl SyncEngine {
             let next_ws = Instant::now() + delay;
             if let Some(end) = self.poll_until(next_ws, &mut shutdown).await {
                 match end {
-                    SessionEnd::Shutdown => break,
+                    SessionEnd::Shutdown => break RunEnd::Stopped,
+                    SessionEnd::Revoked(m) => break RunEnd::Revoked(m),
                     SessionEnd::Reconnect => continue,
                 }
             }
-        }
-        self.refresh_status(Some(Connection::Stopped)).await;
+        };
+        let connection = match end {
+            RunEnd::Stopped => Connection::Stopped,
+            RunEnd::Revoked(_) | RunEnd::Disabled => Connection::SignedOut,
+        };
+        self.refresh_status(Some(connection)).await;
+        end
     }
 }

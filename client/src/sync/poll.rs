@@ -59,8 +59,8 @@ impl SyncEngine {
                     self.refresh_status(Some(Connection::Polling)).await;
                 }
                 Err(e) => {
-                    if self.handle_auth_error(&e).await {
-                        return Some(SessionEnd::Reconnect);
+                    if let Some(end) = self.session_end_of(&e).await {
+                        return Some(end);
                     }
                     self.set_error(&e);
                     let pause = with_jitter(failure_backoff).min(

@@ -22,9 +22,8 @@ async fn error_of(response: reqwest::Response) -> ClientError {
     let status = response.status();
     let body: Option<ErrorBody> = response.json().await.ok();
     match body {
-        Some(b) if matches!(b.code, ErrorCode::Unauthorized | ErrorCode::TokenExpired) => {
-            ClientError::Auth(b.message)
-        }
+        Some(b) if b.code == ErrorCode::Unauthorized => ClientError::Auth(b.message),
+        Some(b) if b.code == ErrorCode::TokenExpired => ClientError::Expired(b.message),
         Some(b) => ClientError::Server(b),
         None => ClientError::Protocol(format!("HTTP {status} without an error body")),
     }

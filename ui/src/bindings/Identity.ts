@@ -26,4 +26,9 @@ signed_in: boolean,
  * Signed in against this machine's verifier while the server could not
  * be reached: no server session yet (the sync loop asks for one).
  */
-offline: boolean, };
+offline: boolean, 
+/**
+ * The screen is locked: the user's data is hidden until their password
+ * is entered again.
+ */
+locked: boolean, };
