@@ -286,13 +286,23 @@ mod tests {
             !text.contains(&b64(key.bytes())),
             "the key is not in the file"
         );
+        // A changed byte fails authentication, like a wrong password.
         let mut damaged = wrapped.clone();
-        damaged.sealed.truncate(10);
+        let mut sealed = unb64(&damaged.sealed).unwrap();
+        sealed[3] ^= 0x40;
+        damaged.sealed = b64(&sealed);
         assert!(
             damaged
                 .open("correct horse battery", user)
                 .unwrap()
                 .is_none()
         );
+        // A file that is not even base64 any more is reported as damaged.
+        let mut truncated = wrapped.clone();
+        truncated.sealed.truncate(10);
+        assert!(matches!(
+            truncated.open("correct horse battery", user),
+            Err(ClientError::Corrupt { .. })
+        ));
     }
 }
