@@ -8,10 +8,13 @@
 //!
 //! Layers, outermost first: [`run`] accepts connections (with header-read
 //! timeouts and graceful shutdown) → [`http`] routes and limits →
-//! [`auth`] → [`writer`] / [`feed`] → [`engine`] → [`storage`].
+//! [`auth`] → [`writer`] / [`feed`] → [`engine`] → [`storage`]. Beside them,
+//! [`cluster`] brings in what other processes on the same database commit
+//! or revoke.
 
 pub mod admin;
 pub mod auth;
+pub mod cluster;
 pub mod demo;
 pub mod engine;
 pub mod feed;
@@ -106,6 +109,9 @@ pub struct AppState {
     pub sockets: TaskTracker,
     /// WebSocket sessions past `hello`, for `/healthz`.
     pub live_sessions: Arc<std::sync::atomic::AtomicUsize>,
+    /// Tokens of open WebSockets, re-checked when another process may have
+    /// ended their sessions.
+    pub live_tokens: Arc<cluster::LiveTokens>,
 }
 
 /// A failure that stops the server.
@@ -128,7 +134,13 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
-    let feed = Arc::new(Feed::new(storage.clone(), config.feed_capacity)?);
+    // Storage calls block (and PostgreSQL's client must not run on an async
+    // worker): off the runtime, like every other.
+    let (s, capacity) = (storage.clone(), config.feed_capacity);
+    let feed = tokio::task::spawn_blocking(move || Feed::new(s, capacity))
+        .await
+        .map_err(std::io::Error::other)??;
+    let feed = Arc::new(feed);
     let (writer, writer_thread) =
         writer::spawn(storage.clone(), feed.clone(), config.clock.clone())?;
     let token = CancellationToken::new();
@@ -142,13 +154,10 @@ pub async fn run(
         login_permits: Arc::new(tokio::sync::Semaphore::new(config.concurrent_logins.max(1))),
         sockets: TaskTracker::new(),
         live_sessions: Arc::default(),
+        live_tokens: Arc::default(),
     };
 
-    let poller = tokio::spawn(poll_external_commits(
-        feed.clone(),
-        config.clone(),
-        token.clone(),
-    ));
+    let cluster_tasks = cluster::start(&state, token.clone())?;
     let app = http::router(state.clone());
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -213,7 +222,9 @@ pub async fn run(
     {
         tracing::warn!("some WebSocket connections did not close in time");
     }
-    let _ = poller.await;
+    for task in cluster_tasks {
+        let _ = task.await;
+    }
     drop(app);
     drop(state);
     // Every writer handle is gone now: the writer finishes its queue and stops.
@@ -223,21 +234,4 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn poll_external_commits(feed: Arc<Feed>, config: Config, token: CancellationToken) {
-    let mut tick = tokio::time::interval(config.external_poll);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = token.cancelled() => return,
-        }
-        let feed = feed.clone();
-        match tokio::task::spawn_blocking(move || feed.publish_external()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "looking for external commits failed"),
-            Err(e) => tracing::warn!(error = %e, "external commit poller panicked"),
-        }
-    }
 }

@@ -3,6 +3,7 @@
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use clinic_server::storage::Storage;
+use clinic_server::storage::postgres::{self as pg, PgStorage};
 use clinic_server::storage::sqlite::SqliteStorage;
 use clinic_server::{Config, admin, demo, system_clock};
 use clinic_shared::model::Role;
@@ -16,6 +17,19 @@ struct Cli {
     /// Where the database lives (default: the platform's data directory).
     #[arg(long, global = true, env = "CLINIC_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// A PostgreSQL database (`postgres://user@host:port/db`) instead of the
+    /// SQLite file in the data directory; several servers may share one.
+    #[arg(
+        long,
+        global = true,
+        env = "CLINIC_DATABASE_URL",
+        hide_env_values = true
+    )]
+    database_url: Option<String>,
+    /// PostgreSQL connections this process keeps at most (one more listens
+    /// for other servers' commits).
+    #[arg(long, global = true, default_value_t = pg::DEFAULT_POOL_SIZE, env = "CLINIC_DATABASE_CONNECTIONS")]
+    database_connections: usize,
     #[command(subcommand)]
     command: Command,
 }
@@ -39,6 +53,17 @@ enum Command {
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// Copy a clinic from SQLite into an empty PostgreSQL database, with its
+    /// sequence, versions, audit trail, clients' results and sessions (desks
+    /// continue without a full re-sync). Stop the server first.
+    Migrate {
+        /// The source: `sqlite:PATH` (the `clinic.db` file).
+        #[arg(long)]
+        from: String,
+        /// The target: `postgres://…` (an empty database).
+        #[arg(long)]
+        to: String,
     },
 }
 
@@ -111,16 +136,37 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let dir = data_dir(cli.data_dir)?;
-    let db_path = dir.join("clinic.db");
-    let storage = SqliteStorage::open(&db_path)
-        .with_context(|| format!("opening the database {}", db_path.display()))?;
+    if let Command::Migrate { from, to } = &cli.command {
+        return migrate(from, to, cli.database_connections);
+    }
+    let storage: Arc<dyn Storage> = match &cli.database_url {
+        Some(url) => {
+            if !pg::is_postgres_url(url) {
+                bail!("--database-url must start with postgres:// or postgresql://");
+            }
+            let shown = pg::redact_url(url);
+            Arc::new(
+                PgStorage::open(url, cli.database_connections)
+                    .with_context(|| format!("opening the database {shown}"))?,
+            )
+        }
+        None => {
+            let db_path = dir.join("clinic.db");
+            Arc::new(
+                SqliteStorage::open(&db_path)
+                    .with_context(|| format!("opening the database {}", db_path.display()))?,
+            )
+        }
+    };
+    let storage_ref = storage.as_ref();
     let clock = system_clock();
     match cli.command {
         Command::Serve {
             listen,
             demo,
             feed_capacity,
-        } => serve(Arc::new(storage), &listen, demo, feed_capacity, &dir),
+        } => serve(storage, &listen, demo, feed_capacity, &dir),
+        Command::Migrate { .. } => unreachable!("handled above"),
         Command::User { command } => {
             let staff = match command {
                 UserCommand::Add {
@@ -129,20 +175,27 @@ fn main() -> anyhow::Result<()> {
                     role,
                 } => {
                     let password = read_password()?;
-                    admin::add_user(&storage, &username, &display_name, role, &password, &clock)?
+                    admin::add_user(
+                        storage_ref,
+                        &username,
+                        &display_name,
+                        role,
+                        &password,
+                        &clock,
+                    )?
                 }
                 UserCommand::Disable { username } => {
-                    admin::set_active(&storage, &username, false, &clock)?
+                    admin::set_active(storage_ref, &username, false, &clock)?
                 }
                 UserCommand::Enable { username } => {
-                    admin::set_active(&storage, &username, true, &clock)?
+                    admin::set_active(storage_ref, &username, true, &clock)?
                 }
                 UserCommand::SetRole { username, role } => {
-                    admin::set_role(&storage, &username, role, &clock)?
+                    admin::set_role(storage_ref, &username, role, &clock)?
                 }
                 UserCommand::SetPassword { username } => {
                     let password = read_password()?;
-                    admin::set_password(&storage, &username, &password)?
+                    admin::set_password(storage_ref, &username, &password)?
                 }
             };
             println!("{}", serde_json::to_string(&staff)?);
@@ -151,8 +204,50 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// `clinic-server migrate --from sqlite:PATH --to postgres://…`.
+fn migrate(from: &str, to: &str, connections: usize) -> anyhow::Result<()> {
+    let Some(path) = from.strip_prefix("sqlite:") else {
+        bail!("--from must be sqlite:PATH (the clinic.db file to copy)");
+    };
+    if !pg::is_postgres_url(to) {
+        bail!("--to must start with postgres:// or postgresql://");
+    }
+    let path = std::path::Path::new(path);
+    if !path.exists() {
+        bail!("{} does not exist", path.display());
+    }
+    let source = SqliteStorage::open(path)
+        .with_context(|| format!("opening the database {}", path.display()))?;
+    let shown = pg::redact_url(to);
+    let target = PgStorage::open(to, connections.max(1))
+        .with_context(|| format!("opening the database {shown}"))?;
+    let started = std::time::Instant::now();
+    let report = clinic_server::storage::transfer::sqlite_to_postgres(&source, &target)
+        .with_context(|| format!("copying {} to {shown}", path.display()))?;
+    eprintln!(
+        "copied {} rows, {} changes (head {}), {} credentials, {} sessions, {} clients, {} mutation results in {:.1}s",
+        report.rows,
+        report.changes,
+        report.head,
+        report.credentials,
+        report.sessions,
+        report.clients,
+        report.results,
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "rows": report.rows, "changes": report.changes, "head": report.head,
+            "credentials": report.credentials, "sessions": report.sessions,
+            "clients": report.clients, "results": report.results,
+        })
+    );
+    Ok(())
+}
+
 fn serve(
-    storage: Arc<SqliteStorage>,
+    storage: Arc<dyn Storage>,
     listen: &str,
     demo_mode: bool,
     feed_capacity: usize,
@@ -171,7 +266,8 @@ fn serve(
                 tracing::info!(patients = summary.patients, appointments = summary.appointments, "demo clinic seeded");
             }
         }
-        let purged = storage.purge_expired_sessions((config.clock)())?;
+        let (s, now) = (storage.clone(), (config.clock)());
+        let purged = tokio::task::spawn_blocking(move || s.purge_expired_sessions(now)).await??;
         if purged > 0 {
             tracing::info!(purged, "expired sessions removed");
         }
@@ -186,7 +282,6 @@ fn serve(
             println!("demo clinic: sign in as admin, doctor, doctor2, assistant or reception with password `{}`", demo::DEMO_PASSWORD);
         }
         std::io::stdout().flush().ok();
-        let storage: Arc<dyn Storage> = storage;
         clinic_server::run(listener, storage, config, shutdown_signal()).await?;
         Ok(())
     })

@@ -65,6 +65,10 @@ pub async fn serve(socket: WebSocket, state: AppState) {
         };
         let live = session.state.live_sessions.clone();
         live.fetch_add(1, Ordering::Relaxed);
+        let _registered = session
+            .state
+            .live_tokens
+            .register(&session.caller.token_hash);
         let stop = session.run().await;
         live.fetch_sub(1, Ordering::Relaxed);
         if let Stop::Close(code, reason) = stop {

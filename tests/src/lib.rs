@@ -9,6 +9,7 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)] // test support: failing loudly is the point
 
+pub mod pg;
 pub mod raw;
 
 use clinic_shared::model::{SyncRow, Table, Timestamp};
@@ -49,6 +50,8 @@ pub struct Server {
     pub child: Option<Child>,
     pub base: String,
     pub extra_args: Vec<String>,
+    /// `--database-url` when on PostgreSQL (else SQLite in `dir`).
+    pub database_url: Option<String>,
 }
 
 impl Server {
@@ -60,12 +63,28 @@ impl Server {
     pub fn start_with(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let extra_args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, base) = spawn(dir.path(), "127.0.0.1:0", &extra_args);
+        let (child, base) = spawn(dir.path(), "127.0.0.1:0", &extra_args, None);
         Server {
             dir,
             child: Some(child),
             base,
             extra_args,
+            database_url: None,
+        }
+    }
+
+    /// Starts a server (seeding the demo clinic if the database is empty)
+    /// on the PostgreSQL database at `url`; several may share one.
+    pub fn start_pg(url: &str, extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let extra_args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, base) = spawn(dir.path(), "127.0.0.1:0", &extra_args, Some(url));
+        Server {
+            dir,
+            child: Some(child),
+            base,
+            extra_args,
+            database_url: Some(url.to_owned()),
         }
     }
 
@@ -100,7 +119,12 @@ impl Server {
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "already running");
         let listen = self.addr().to_string();
-        let (child, base) = spawn(self.dir.path(), &listen, &self.extra_args);
+        let (child, base) = spawn(
+            self.dir.path(),
+            &listen,
+            &self.extra_args,
+            self.database_url.as_deref(),
+        );
         self.child = Some(child);
         self.base = base;
     }
@@ -124,13 +148,12 @@ impl Server {
 
     /// Runs `clinic-server <args>` against this server's data directory.
     pub fn admin(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
-        run_with_stdin(
-            Command::new(bin("clinic-server"))
-                .arg("--data-dir")
-                .arg(self.dir.path())
-                .args(args),
-            stdin,
-        )
+        let mut command = Command::new(bin("clinic-server"));
+        command.arg("--data-dir").arg(self.dir.path());
+        if let Some(url) = &self.database_url {
+            command.args(["--database-url", url]);
+        }
+        run_with_stdin(command.args(args), stdin)
     }
 }
 
@@ -164,10 +187,13 @@ impl Drop for Server {
     }
 }
 
-fn spawn(dir: &Path, listen: &str, extra: &[String]) -> (Child, String) {
-    let mut child = Command::new(bin("clinic-server"))
-        .arg("--data-dir")
-        .arg(dir)
+fn spawn(dir: &Path, listen: &str, extra: &[String], database: Option<&str>) -> (Child, String) {
+    let mut command = Command::new(bin("clinic-server"));
+    command.arg("--data-dir").arg(dir);
+    if let Some(url) = database {
+        command.args(["--database-url", url]);
+    }
+    let mut child = command
         .args(["serve", "--listen", listen, "--demo"])
         .args(extra)
         .env(
@@ -198,7 +224,9 @@ fn spawn(dir: &Path, listen: &str, extra: &[String]) -> (Child, String) {
 
 /// A TCP proxy between clients and the server that can refuse WebSocket
 /// upgrades (as some corporate proxies do) or cut every connection (a
-/// network outage), for fault tests.
+/// network outage), for fault tests. Given several servers it is also a
+/// load balancer: each new connection goes to the next server in turn, and
+/// past one that refuses connections (a dead instance) to the one after.
 pub struct Proxy {
     pub addr: std::net::SocketAddr,
     state: std::sync::Arc<ProxyState>,
@@ -206,7 +234,9 @@ pub struct Proxy {
 }
 
 struct ProxyState {
-    target: std::sync::Mutex<std::net::SocketAddr>,
+    targets: std::sync::Mutex<Vec<std::net::SocketAddr>>,
+    /// Round-robin position over `targets`.
+    next_target: std::sync::atomic::AtomicUsize,
     block_websocket: std::sync::atomic::AtomicBool,
     down: std::sync::atomic::AtomicBool,
     conns: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
@@ -221,13 +251,21 @@ struct ProxyState {
 
 impl Proxy {
     pub async fn start(target: std::net::SocketAddr) -> Proxy {
+        Self::start_balanced(vec![target]).await
+    }
+
+    /// A proxy that spreads connections over `targets` (round robin,
+    /// skipping targets that refuse).
+    pub async fn start_balanced(targets: Vec<std::net::SocketAddr>) -> Proxy {
         use std::sync::atomic::Ordering;
+        assert!(!targets.is_empty(), "a proxy needs a server");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("proxy bind");
         let addr = listener.local_addr().expect("proxy addr");
         let state = std::sync::Arc::new(ProxyState {
-            target: std::sync::Mutex::new(target),
+            targets: std::sync::Mutex::new(targets),
+            next_target: 0.into(),
             block_websocket: false.into(),
             down: false.into(),
             conns: std::sync::Mutex::new(Vec::new()),
@@ -267,8 +305,7 @@ impl Proxy {
                             .await;
                         return;
                     }
-                    let target = *st2.target.lock().unwrap();
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                    let Some(mut outbound) = st2.connect_target().await else {
                         return;
                     };
                     if outbound.write_all(&head).await.is_err() {
@@ -320,6 +357,23 @@ impl Proxy {
     }
 }
 
+impl ProxyState {
+    /// A connection to the next target that accepts one.
+    async fn connect_target(&self) -> Option<tokio::net::TcpStream> {
+        let targets = self.targets.lock().unwrap().clone();
+        let first = self
+            .next_target
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for i in 0..targets.len() {
+            let target = targets[(first + i) % targets.len()];
+            if let Ok(stream) = tokio::net::TcpStream::connect(target).await {
+                return Some(stream);
+            }
+        }
+        None
+    }
+}
+
 /// Forwards one direction of a proxied connection, honouring the injected
 /// latency and stalls; shuts the write side down at end of input.
 async fn pump(
@@ -368,6 +422,12 @@ impl Proxy {
         self.state
             .stalled
             .store(stalled, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Replaces the servers new connections go to (open ones stay).
+    pub fn set_targets(&self, targets: Vec<std::net::SocketAddr>) {
+        assert!(!targets.is_empty(), "a proxy needs a server");
+        *self.state.targets.lock().unwrap() = targets;
     }
 
     /// Connections this proxy has accepted and forwarded so far.

@@ -1,8 +1,9 @@
 //! The storage contract as executable checks. Every backend's tests call
-//! [`run_all`] with a factory for fresh, empty stores; a new backend is
-//! done when these pass unchanged.
+//! [`run_all`] with a factory for fresh, empty stores, and [`run_shared`]
+//! with a factory for more handles on one store (what other processes on
+//! the same database are); a new backend is done when these pass unchanged.
 
-use super::{Change, ClientRecord, Session, Storage, StorageError};
+use super::{Change, ClientRecord, Session, Signal, Storage, StorageError};
 use clinic_shared::apply::Action;
 use clinic_shared::model::{Table, Timestamp};
 use clinic_shared::protocol::{MutationOutcome, RejectCode, Rejection};
@@ -256,8 +257,25 @@ fn sessions(s: &dyn Storage) -> Result<(), Failed> {
             expires_at: t(100),
         },
     ))?;
+    st(s.create_session(
+        "h4",
+        &Session {
+            user_id: Uuid::now_v7(),
+            expires_at: t(100),
+        },
+    ))?;
     st(s.write(&mut |tx| tx.delete_sessions_of(user)))?;
     check!(st(s.session("h3"))?.is_none(), "all sessions of a user end");
+    let mut existing = st(s.existing_sessions(&["h3".into(), "h4".into(), "h1".into()]))?;
+    existing.sort();
+    check!(
+        existing == ["h4"],
+        "existing_sessions names only live sessions: {existing:?}"
+    );
+    check!(
+        st(s.existing_sessions(&[]))?.is_empty(),
+        "existing_sessions of none is none"
+    );
     Ok(())
 }
 
@@ -296,5 +314,195 @@ fn history_and_committed(s: &dyn Storage) -> Result<(), Failed> {
         committed.len() == 2 && committed[1].mutation_id == Some(4),
         "committed changes in order"
     );
+    Ok(())
+}
+
+/// Writers per [`run_shared`] check.
+const SHARED_WRITERS: u64 = 3;
+/// Writes per writer.
+const SHARED_WRITES: u64 = 40;
+
+/// Runs the checks that need several handles on one store: `open` returns
+/// a new handle on the same (initially empty) database each call, as
+/// another process would open it.
+pub fn run_shared(open: &(dyn Fn() -> Box<dyn Storage> + Sync)) -> Result<(), Failed> {
+    concurrent_writers_serialize(open)?;
+    wake_ups_from_other_handles(open)?;
+    Ok(())
+}
+
+/// Writers on separate handles each read a counter and write it + 1 with
+/// the next sequence number; a reader on another handle tails the sequence
+/// meanwhile. Every increment must survive (each write saw the one before),
+/// and the tail must see every number, in order, none skipped.
+fn concurrent_writers_serialize(
+    open: &(dyn Fn() -> Box<dyn Storage> + Sync),
+) -> Result<(), Failed> {
+    let counter = Uuid::now_v7();
+    let total = SHARED_WRITERS * SHARED_WRITES;
+    let tail: Result<Vec<u64>, Failed> = std::thread::scope(|scope| {
+        let mut writers = Vec::new();
+        for w in 0..SHARED_WRITERS {
+            writers.push(scope.spawn(move || -> Result<(), Failed> {
+                let s = open();
+                for i in 0..SHARED_WRITES {
+                    st(s.write(&mut |tx| {
+                        let head = tx.head()?;
+                        let current = tx.row(Table::InventoryItems, counter)?;
+                        let n = current
+                            .as_ref()
+                            .and_then(|r| r.data.get("n"))
+                            .and_then(|n| n.as_u64())
+                            .unwrap_or(0);
+                        let mut c = change(
+                            head + 1,
+                            Table::InventoryItems,
+                            counter,
+                            json!({"n": n + 1, "by": w, "i": i}),
+                        );
+                        if let Some(r) = current {
+                            c.action = Action::Update;
+                            c.before = Some(r.data);
+                        }
+                        tx.put(&c)
+                    }))?;
+                }
+                Ok(())
+            }));
+        }
+        let reader = scope.spawn(move || -> Result<Vec<u64>, Failed> {
+            let s = open();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            let mut seen = Vec::new();
+            let mut last = 0;
+            while last < total {
+                check!(
+                    std::time::Instant::now() < deadline,
+                    "the tail reader saw only {last} of {total} changes in time"
+                );
+                let head = st(s.head())?;
+                check!(head >= last, "the head went back from {last} to {head}");
+                for c in st(s.committed_between(last, head))? {
+                    seen.push(c.seq);
+                }
+                check!(
+                    seen.len() as u64 == head,
+                    "a reader at head {head} got {} changes: a committed change was skipped or not yet visible below the head",
+                    seen.len()
+                );
+                last = head;
+                std::thread::yield_now();
+            }
+            Ok(seen)
+        });
+        for w in writers {
+            w.join().map_err(|_| Failed("a writer panicked".into()))??;
+        }
+        reader
+            .join()
+            .map_err(|_| Failed("the reader panicked".into()))?
+    });
+    let tail = tail?;
+    check!(
+        tail == (1..=total).collect::<Vec<_>>(),
+        "the tail saw the sequence out of order or with gaps"
+    );
+    let s = open();
+    check!(
+        st(s.head())? == total,
+        "head is {total} after {total} writes"
+    );
+    let mut n = None;
+    st(s.write(&mut |tx| {
+        n = tx
+            .row(Table::InventoryItems, counter)?
+            .and_then(|r| r.data.get("n").and_then(|n| n.as_u64()));
+        Ok(())
+    }))?;
+    check!(
+        n == Some(total),
+        "every increment survives concurrent writers: counter {n:?}, expected {total}"
+    );
+    let page = st(s.changes_page(&[Table::InventoryItems], 0, 10, None))?;
+    check!(
+        page.rows.len() == 1 && page.rows[0].version == total && page.cursor == total,
+        "the row's version is the last change"
+    );
+    Ok(())
+}
+
+/// A backend that can wake (`watch` gives `Some`) wakes a handle for a
+/// commit and for ended sessions made through another handle.
+fn wake_ups_from_other_handles(open: &(dyn Fn() -> Box<dyn Storage> + Sync)) -> Result<(), Failed> {
+    let (a, b) = (open(), open());
+    let (tx, rx) = std::sync::mpsc::channel::<Signal>();
+    let tx = std::sync::Mutex::new(tx);
+    let watching = st(a.watch(std::sync::Arc::new(move |signal| {
+        let _ = tx.lock().map(|t| t.send(signal));
+    })))?;
+    let Some(watching) = watching else {
+        return Ok(()); // This backend cannot wake; servers poll it.
+    };
+    // The watcher wakes once for each kind when it (re)connects.
+    let limit = std::time::Duration::from_secs(10);
+    let wait_for = |want: Signal, what: &str| -> Result<(), Failed> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(s) if s == want => return Ok(()),
+                Ok(_) => continue,
+                Err(_) => {
+                    return Err(Failed(format!(
+                        "no {want:?} wake-up {what} within {limit:?}"
+                    )));
+                }
+            }
+        }
+    };
+    let connected_by = std::time::Instant::now() + limit;
+    while !watching.connected() {
+        check!(
+            std::time::Instant::now() < connected_by,
+            "the watcher never connected"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    while rx.try_recv().is_ok() {}
+    let head = st(b.head())?;
+    st(b.write(&mut |tx| {
+        tx.put(&change(
+            head + 1,
+            Table::Patients,
+            Uuid::now_v7(),
+            json!({}),
+        ))
+    }))?;
+    wait_for(Signal::Commits, "after another handle's commit")?;
+    let user = Uuid::now_v7();
+    st(b.create_session(
+        "w1",
+        &Session {
+            user_id: user,
+            expires_at: t(100),
+        },
+    ))?;
+    while rx.try_recv().is_ok() {}
+    st(b.delete_session("w1"))?;
+    wait_for(Signal::Sessions, "after another handle's sign-out")?;
+    st(b.create_session(
+        "w2",
+        &Session {
+            user_id: user,
+            expires_at: t(100),
+        },
+    ))?;
+    while rx.try_recv().is_ok() {}
+    st(b.write(&mut |tx| tx.delete_sessions_of(user)))?;
+    wait_for(
+        Signal::Sessions,
+        "after another handle ended a user's sessions",
+    )?;
+    drop(watching);
     Ok(())
 }

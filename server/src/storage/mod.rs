@@ -20,9 +20,21 @@
 //! - A committed change's `seq` is greater than every earlier commit's.
 //! - [`Storage::changes_page`] reads rows, cursor and acknowledgement from
 //!   one consistent snapshot.
+//! - Several handles on one database (other processes: the admin CLI, other
+//!   server instances) may write at once: their write transactions
+//!   serialize, each one's reads see every commit before it, and every
+//!   reader sees the sequence gap-free and in commit order (a reader that has
+//!   seen `seq` s never later finds a committed change below s that it had
+//!   not seen).
+//!
+//! Backends: [`sqlite`] (one file, the default) and [`postgres`] (several
+//! stateless server instances on one database; see that module for how the
+//! sequence stays gap-free across processes).
 
 pub mod conformance;
+pub mod postgres;
 pub mod sqlite;
+pub mod transfer;
 
 use clinic_shared::apply::{Action, CurrentRow};
 use clinic_shared::model::{Staff, SyncRow, Table, Timestamp};
@@ -53,6 +65,47 @@ impl StorageError {
 
 /// Result of storage calls.
 pub type StorageResult<T> = Result<T, StorageError>;
+
+/// What a wake-up from a shared database says another process did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Committed changes: read past the published head.
+    Commits,
+    /// Ended sessions (sign-out, account disabled, password set): re-check
+    /// the sessions of open connections.
+    Sessions,
+}
+
+/// Called from the backend's own thread for every wake-up; must not block.
+pub type Wake = std::sync::Arc<dyn Fn(Signal) + Send + Sync>;
+
+/// A running source of wake-ups ([`Storage::watch`]). Dropping it stops it.
+pub struct Watching {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    connected: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Watching {
+    /// A handle over the flags a backend's watcher thread reads and sets.
+    pub fn new(
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        connected: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Self {
+        Watching { stop, connected }
+    }
+
+    /// Whether wake-ups arrive right now. While they do not (the
+    /// notification connection is down), callers poll instead.
+    pub fn connected(&self) -> bool {
+        self.connected.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
 
 /// One row write, as recorded in the change log and applied to the row.
 #[derive(Debug, Clone, PartialEq)]
@@ -242,4 +295,18 @@ pub trait Storage: Send + Sync + 'static {
     fn delete_session(&self, token_hash: &str) -> StorageResult<()>;
     /// Removes expired sessions; returns how many.
     fn purge_expired_sessions(&self, now: Timestamp) -> StorageResult<usize>;
+    /// Those of `token_hashes` that are still sessions (not ended or
+    /// purged), in any order. One query for every open connection of a
+    /// server, when another process may have ended some.
+    fn existing_sessions(&self, token_hashes: &[String]) -> StorageResult<Vec<String>>;
+    /// Starts calling `wake` when another process commits changes or ends
+    /// sessions on this database, if the backend can tell (PostgreSQL:
+    /// LISTEN/NOTIFY). `None`: it cannot, and callers poll. Wake-ups carry
+    /// no data and may come in bursts or spuriously; after a lost
+    /// connection the watcher wakes for both signals once it is back, since
+    /// it may have missed some.
+    fn watch(&self, wake: Wake) -> StorageResult<Option<Watching>> {
+        let _ = wake;
+        Ok(None)
+    }
 }

@@ -7,6 +7,7 @@
 //! appointments by time, staff by username). The `changes` table is both the
 //! change sequence and the audit trail.
 
+use super::transfer::{Chunk, StoredRow};
 use super::{
     Change, ChangesPage, ClientRecord, LoggedChange, Session, Storage, StorageError, StorageResult,
     WriteTx, WriteWork,
@@ -233,6 +234,105 @@ impl SqliteStorage {
         result
     }
 
+    /// Reads everything, from one snapshot, handing `sink` at most `chunk`
+    /// items at a time: for copying a clinic to another backend
+    /// ([`super::transfer`]).
+    pub fn export(
+        &self,
+        chunk: usize,
+        sink: &mut dyn FnMut(Chunk) -> StorageResult<()>,
+    ) -> StorageResult<()> {
+        let chunk = chunk.max(1);
+        self.read(|c| {
+            let tx = c.transaction().map_err(db_err)?;
+            stream(
+                &tx,
+                "SELECT tbl, id, version, deleted, data FROM rows ORDER BY tbl, id",
+                chunk,
+                sink,
+                Chunk::Rows,
+                |r| {
+                    Ok(StoredRow {
+                        table: parse_table(&r.get::<_, String>(0).map_err(db_err)?)?,
+                        id: parse_uuid(&r.get::<_, String>(1).map_err(db_err)?)?,
+                        version: to_u64(r.get(2).map_err(db_err)?),
+                        deleted: r.get(3).map_err(db_err)?,
+                        data: r.get(4).map_err(db_err)?,
+                    })
+                },
+            )?;
+            stream(
+                &tx,
+                "SELECT seq, tbl, row_id, action, actor_id, client_id, mutation_id, mutation, at, before, after
+                 FROM changes ORDER BY seq",
+                chunk,
+                sink,
+                Chunk::Changes,
+                |r| change_from_columns(change_columns(r).map_err(db_err)?),
+            )?;
+            stream(
+                &tx,
+                "SELECT user_id, password_hash FROM credentials ORDER BY user_id",
+                chunk,
+                sink,
+                Chunk::Credentials,
+                |r| {
+                    Ok((
+                        parse_uuid(&r.get::<_, String>(0).map_err(db_err)?)?,
+                        r.get(1).map_err(db_err)?,
+                    ))
+                },
+            )?;
+            stream(
+                &tx,
+                "SELECT token_hash, user_id, expires_at FROM sessions ORDER BY token_hash",
+                chunk,
+                sink,
+                Chunk::Sessions,
+                |r| {
+                    Ok((
+                        r.get(0).map_err(db_err)?,
+                        Session {
+                            user_id: parse_uuid(&r.get::<_, String>(1).map_err(db_err)?)?,
+                            expires_at: parse_time(&r.get::<_, String>(2).map_err(db_err)?)?,
+                        },
+                    ))
+                },
+            )?;
+            stream(
+                &tx,
+                "SELECT client_id, user_id, last_mutation_id FROM clients ORDER BY client_id",
+                chunk,
+                sink,
+                Chunk::Clients,
+                |r| {
+                    Ok((
+                        parse_uuid(&r.get::<_, String>(0).map_err(db_err)?)?,
+                        ClientRecord {
+                            user_id: parse_uuid(&r.get::<_, String>(1).map_err(db_err)?)?,
+                            last_mutation_id: to_u64(r.get(2).map_err(db_err)?),
+                        },
+                    ))
+                },
+            )?;
+            stream(
+                &tx,
+                "SELECT client_id, mutation_id, outcome FROM mutation_results ORDER BY client_id, mutation_id",
+                chunk,
+                sink,
+                Chunk::Results,
+                |r| {
+                    Ok((
+                        parse_uuid(&r.get::<_, String>(0).map_err(db_err)?)?,
+                        to_u64(r.get(1).map_err(db_err)?),
+                        r.get(2).map_err(db_err)?,
+                    ))
+                },
+            )?;
+            Ok(())
+        })
+    }
+
     /// Runs `PRAGMA integrity_check`; `Ok(())` when the file is sound.
     pub fn integrity_check(&self) -> StorageResult<()> {
         self.read(|c| {
@@ -246,6 +346,30 @@ impl SqliteStorage {
             }
         })
     }
+}
+
+/// Runs `sql` and hands its rows to `sink` in chunks of `chunk`.
+fn stream<T>(
+    conn: &Connection,
+    sql: &str,
+    chunk: usize,
+    sink: &mut dyn FnMut(Chunk) -> StorageResult<()>,
+    wrap: fn(Vec<T>) -> Chunk,
+    map: impl Fn(&rusqlite::Row<'_>) -> StorageResult<T>,
+) -> StorageResult<()> {
+    let mut stmt = conn.prepare(sql).map_err(db_err)?;
+    let mut rows = stmt.query([]).map_err(db_err)?;
+    let mut buf = Vec::with_capacity(chunk);
+    while let Some(row) = rows.next().map_err(db_err)? {
+        buf.push(map(row)?);
+        if buf.len() == chunk {
+            sink(wrap(std::mem::replace(&mut buf, Vec::with_capacity(chunk))))?;
+        }
+    }
+    if !buf.is_empty() {
+        sink(wrap(buf))?;
+    }
+    Ok(())
 }
 
 /// A write transaction on the writer connection.
@@ -794,6 +918,21 @@ impl Storage for SqliteStorage {
         )
         .map_err(db_err)
     }
+
+    fn existing_sessions(&self, token_hashes: &[String]) -> StorageResult<Vec<String>> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached("SELECT 1 FROM sessions WHERE token_hash = ?1")
+                .map_err(db_err)?;
+            let mut found = Vec::new();
+            for hash in token_hashes {
+                if stmt.exists([hash]).map_err(db_err)? {
+                    found.push(hash.clone());
+                }
+            }
+            Ok(found)
+        })
+    }
 }
 
 type ChangeColumns = (
@@ -856,6 +995,16 @@ mod tests {
             Box::new(SqliteStorage::open(dir.path().join(format!("c{n}.db"))).unwrap())
         };
         if let Err(failed) = crate::storage::conformance::run_all(&fresh) {
+            panic!("{}", failed.0);
+        }
+    }
+
+    #[test]
+    fn sqlite_handles_on_one_file_meet_the_shared_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shared.db");
+        let open = || -> Box<dyn Storage> { Box::new(SqliteStorage::open(&path).unwrap()) };
+        if let Err(failed) = crate::storage::conformance::run_shared(&open) {
             panic!("{}", failed.0);
         }
     }
