@@ -48,6 +48,11 @@ enum Command {
         /// behind catches up from the database instead.
         #[arg(long, default_value_t = 256)]
         feed_capacity: usize,
+        /// How often to look for commits made by other processes, in ms
+        /// (a fallback on PostgreSQL, where wake-ups say so at once; tests
+        /// raise it to prove that).
+        #[arg(long, default_value_t = 500, hide = true)]
+        external_poll_ms: u64,
     },
     /// Manage staff accounts.
     User {
@@ -165,7 +170,15 @@ fn main() -> anyhow::Result<()> {
             listen,
             demo,
             feed_capacity,
-        } => serve(storage, &listen, demo, feed_capacity, &dir),
+            external_poll_ms,
+        } => {
+            let config = Config {
+                feed_capacity,
+                external_poll: std::time::Duration::from_millis(external_poll_ms.max(10)),
+                ..Config::default()
+            };
+            serve(storage, &listen, demo, config, &dir)
+        }
         Command::Migrate { .. } => unreachable!("handled above"),
         Command::User { command } => {
             let staff = match command {
@@ -250,14 +263,13 @@ fn serve(
     storage: Arc<dyn Storage>,
     listen: &str,
     demo_mode: bool,
-    feed_capacity: usize,
+    config: Config,
     dir: &std::path::Path,
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let config = Config { feed_capacity, ..Config::default() };
         if demo_mode {
             let s = storage.clone();
             let clock = config.clock.clone();

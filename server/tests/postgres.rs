@@ -28,9 +28,19 @@ fn new_patient(first: &str) -> CreatePatient {
 
 /// A cluster, a database and `n` instances on it (the first seeds the demo).
 fn instances(n: usize) -> (PgCluster, String, Vec<Server>) {
+    instances_with(n, &[])
+}
+
+/// Instances that poll for other processes' commits only every 5 s: what
+/// reaches them sooner came by a wake-up.
+fn instances_without_polling(n: usize) -> (PgCluster, String, Vec<Server>) {
+    instances_with(n, &["--external-poll-ms", "5000"])
+}
+
+fn instances_with(n: usize, extra: &[&str]) -> (PgCluster, String, Vec<Server>) {
     let cluster = PgCluster::start();
     let url = cluster.create_database();
-    let servers = (0..n).map(|_| Server::start_pg(&url, &[])).collect();
+    let servers = (0..n).map(|_| Server::start_pg(&url, extra)).collect();
     (cluster, url, servers)
 }
 
@@ -199,7 +209,7 @@ async fn three_instances_keep_one_sequence_the_clinic_rules_and_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_commit_on_one_instance_reaches_subscribers_on_the_others_in_milliseconds() {
-    let (_cluster, _url, servers) = instances(3);
+    let (_cluster, _url, servers) = instances_without_polling(3);
     let mut writer = Api::login(&servers[0], "reception").await;
     let mut subscribers = Vec::new();
     for server in &servers[1..] {
@@ -225,9 +235,11 @@ async fn a_commit_on_one_instance_reaches_subscribers_on_the_others_in_milliseco
     eprintln!(
         "cross-instance push→delivery: p50 {p50:?}, max {max:?} (includes the push round trip)"
     );
-    // The polling fallback alone would take up to 500 ms: wake-ups must be faster.
-    assert!(p50 < Duration::from_millis(250), "p50 {p50:?}");
-    assert!(max < Duration::from_secs(2), "max {max:?}");
+    // Polling here comes every 5 s (2.5 s on average): every delivery well
+    // within that came by a wake-up. (Tens of ms on a quiet machine; the
+    // bound is loose for a loaded one.)
+    assert!(p50 < Duration::from_millis(500), "p50 {p50:?}");
+    assert!(max < Duration::from_millis(2500), "max {max:?}");
 }
 
 /// Waits for a socket to be told it is over with one of `codes`; returns
@@ -249,7 +261,7 @@ async fn until_ended(ws: &mut Ws, codes: &[ErrorCode]) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sign_out_and_disable_on_one_instance_close_sockets_on_the_others() {
-    let (_cluster, _url, servers) = instances(3);
+    let (_cluster, _url, servers) = instances_without_polling(3);
     // Sign-out on instance 0 ends the same token's socket on instance 1.
     let doctor = Api::login(&servers[0], "doctor").await;
     let mut ws = Ws::hello(&servers[1], &doctor, 0).await;
