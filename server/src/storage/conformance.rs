@@ -100,6 +100,38 @@ fn savepoints(s: &dyn Storage) -> Result<(), Failed> {
         seen == [true, false, true],
         "savepoint rollback undoes only its part: {seen:?}"
     );
+    // A prefetch changes no answer, before or after writes in the same
+    // transaction, and after a savepoint rolls one back.
+    let keys = [
+        (Table::Patients, a),
+        (Table::Patients, b),
+        (Table::Appointments, b),
+    ];
+    let mut seen = Vec::new();
+    st(s.write(&mut |tx| {
+        tx.prefetch(&keys, &[Uuid::now_v7()])?;
+        let before: Vec<bool> = keys
+            .iter()
+            .map(|(t, i)| tx.row(*t, *i).map(|r| r.is_some()))
+            .collect::<Result<_, _>>()?;
+        tx.savepoint()?;
+        let head = tx.head()?;
+        tx.put(&change(head + 1, Table::Patients, b, json!({"late": true})))?;
+        let during = tx.row(Table::Patients, b)?.map(|r| r.data);
+        tx.rollback_to_savepoint()?;
+        let after = tx.row(Table::Patients, b)?.is_some();
+        seen = vec![json!(before), json!(during), json!(after)];
+        Err(StorageError::Database("look only".into()))
+    }))
+    .err();
+    check!(
+        seen == [
+            json!([true, false, true]),
+            json!({"late": true}),
+            json!(false)
+        ],
+        "prefetched reads answer as unprefetched ones: {seen:?}"
+    );
     Ok(())
 }
 

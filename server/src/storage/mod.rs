@@ -247,6 +247,13 @@ pub trait WriteTx {
     fn set_password_hash(&mut self, user_id: Uuid, hash: &str) -> StorageResult<()>;
     /// Ends every session of a user.
     fn delete_sessions_of(&mut self, user_id: Uuid) -> StorageResult<()>;
+    /// A hint that `rows` and `clients` are about to be read: a backend
+    /// whose reads cost a round trip may load them in one (PostgreSQL).
+    /// Reads then return exactly what they would have without it.
+    fn prefetch(&mut self, rows: &[(Table, Uuid)], clients: &[Uuid]) -> StorageResult<()> {
+        let _ = (rows, clients);
+        Ok(())
+    }
     /// Starts a savepoint.
     fn savepoint(&mut self) -> StorageResult<()>;
     /// Undoes everything since the savepoint and ends it.

@@ -324,6 +324,7 @@ impl PgStorage {
             head: to_u64(head),
             overlay: Overlay::default(),
             db_clients: HashMap::new(),
+            db_rows: HashMap::new(),
         };
         work(&mut ptx).map_err(before)?;
         ptx.flush().map_err(before)?;

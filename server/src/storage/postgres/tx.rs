@@ -101,6 +101,10 @@ pub(super) struct PgTx<'c> {
     pub(super) overlay: Overlay,
     /// Client records read from the database in this transaction.
     pub(super) db_clients: HashMap<Uuid, Option<ClientRecord>>,
+    /// Rows read from the database in this transaction (prefetched). Valid
+    /// to its end: no other writer can commit while it holds the lock, and
+    /// its own writes are in the overlay, which is read first.
+    pub(super) db_rows: HashMap<(Table, Uuid), Option<CurrentRow>>,
 }
 
 impl PgTx<'_> {
@@ -281,6 +285,9 @@ impl WriteTx for PgTx<'_> {
     fn row(&mut self, table: Table, id: Uuid) -> StorageResult<Option<CurrentRow>> {
         if let Some(row) = self.overlay.rows.get(&(table, id)) {
             return Ok(Some(row.clone()));
+        }
+        if let Some(known) = self.db_rows.get(&(table, id)) {
+            return Ok(known.clone());
         }
         let rows = self.query(
             "SELECT version, deleted, data::text FROM rows WHERE tbl = $1 AND id = $2",
@@ -483,6 +490,62 @@ impl WriteTx for PgTx<'_> {
     fn delete_sessions_of(&mut self, user_id: Uuid) -> StorageResult<()> {
         self.overlay.ended_users.push(user_id);
         self.overlay.undo.push(Undo::EndedUser);
+        Ok(())
+    }
+
+    fn prefetch(&mut self, rows: &[(Table, Uuid)], clients: &[Uuid]) -> StorageResult<()> {
+        let wanted: Vec<(Table, Uuid)> = rows
+            .iter()
+            .filter(|k| !self.db_rows.contains_key(k))
+            .copied()
+            .collect();
+        if !wanted.is_empty() {
+            let tables: Vec<&str> = wanted.iter().map(|(t, _)| t.as_str()).collect();
+            let ids: Vec<Uuid> = wanted.iter().map(|(_, i)| *i).collect();
+            let found = self.query(
+                "SELECT r.tbl, r.id, r.version, r.deleted, r.data::text
+                 FROM unnest($1::text[], $2::uuid[]) AS k(tbl, id)
+                 JOIN rows r ON r.tbl = k.tbl AND r.id = k.id",
+                &[&tables, &ids],
+            )?;
+            for key in &wanted {
+                self.db_rows.insert(*key, None);
+            }
+            for r in &found {
+                let table: Table = r.get::<_, &str>(0).parse().map_err(corrupt)?;
+                self.db_rows.insert(
+                    (table, r.get(1)),
+                    Some(CurrentRow {
+                        version: to_u64(r.get(2)),
+                        deleted: r.get(3),
+                        data: parse_json(r.get(4))?,
+                    }),
+                );
+            }
+        }
+        let wanted: Vec<Uuid> = clients
+            .iter()
+            .filter(|c| !self.db_clients.contains_key(c))
+            .copied()
+            .collect();
+        if !wanted.is_empty() {
+            let found = self.query(
+                "SELECT client_id, user_id, last_mutation_id FROM clients WHERE client_id = ANY($1)",
+                &[&wanted],
+            )?;
+            for c in &wanted {
+                self.db_clients.insert(*c, None);
+            }
+            for r in &found {
+                self.db_clients.insert(
+                    r.get(0),
+                    Some(ClientRecord {
+                        user_id: r.get(1),
+                        last_mutation_id: to_u64(r.get(2)),
+                    }),
+                );
+            }
+        }
         Ok(())
     }
 
