@@ -1,15 +1,18 @@
 //! Storage: the server's durable state behind one trait, so that SQLite (the
-//! embedded default) and later PostgreSQL can serve the same engine.
+//! embedded default) and PostgreSQL (several server instances on one
+//! database) serve the same engine.
 //!
 //! Terms:
 //! - **row**: the current state of one record (`table`, `id`), with the
 //!   `version` of its last change and a `deleted` flag (tombstone). Rows are
 //!   kept as the entity's JSON.
 //! - **change**: one row write, numbered by the global change **sequence**
-//!   (`seq`). Sequence numbers are assigned inside the write transaction by
-//!   the single writer, so they are gap-free and in commit order. The change
-//!   log is also the audit trail: who, when, from which client, which
-//!   mutation, before and after.
+//!   (`seq`). Sequence numbers are assigned inside the write transaction,
+//!   which holds the database's write lock to its commit (SQLite: the
+//!   `BEGIN IMMEDIATE` lock; PostgreSQL: the row lock on `sequence_head`),
+//!   so they are gap-free and in commit order whatever process writes. The
+//!   change log is also the audit trail: who, when, from which client,
+//!   which mutation, before and after.
 //! - **client**: one installation of a client, identified by a UUID it makes,
 //!   bound to the first user who pushes with it, with the highest mutation id
 //!   processed for it and the stored result of every mutation.
