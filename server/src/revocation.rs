@@ -12,7 +12,10 @@
 //! `Config::security_poll` (200 ms by default), so a change made by the
 //! admin CLI or another server process on the same database is noticed
 //! within that; a change made in this process calls [`Revocations::poke`],
-//! which reads the log at once.
+//! which reads the log at once, and so does a wake-up from the storage when
+//! another process recorded an event (PostgreSQL's `NOTIFY clinic_security`:
+//! [`crate::cluster`]). This is the one way sessions are ended across
+//! processes.
 
 use crate::storage::{SecurityEvent, Storage, StorageResult};
 use std::sync::{Arc, Mutex};
