@@ -233,6 +233,45 @@ impl PgCluster {
         self.url(&name)
     }
 
+    /// Creates a new, empty database whose files live in `dir` (a
+    /// tablespace; `dir` must exist and be empty) and returns its URL: a
+    /// database on a small file system, for disk-full tests. The cluster's
+    /// own files (its WAL among them) stay where they are.
+    pub fn create_database_in(&self, dir: &Path) -> String {
+        if self.as_postgres {
+            let out = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(dir)
+                .output()
+                .expect("chown");
+            assert!(
+                out.status.success(),
+                "chown postgres {}: {}",
+                dir.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let n = self.databases.fetch_add(1, Ordering::SeqCst);
+        let name = format!("clinic_{n}");
+        let location = dir.to_string_lossy().replace('\'', "''");
+        self.with_client(&self.url("postgres"), |client| {
+            // One statement at a time: neither may run in a transaction block.
+            for sql in [
+                format!("CREATE TABLESPACE space_{n} LOCATION '{location}'"),
+                format!("CREATE DATABASE {name} TABLESPACE space_{n}"),
+            ] {
+                client.batch_execute(&sql).unwrap_or_else(|e| {
+                    panic!(
+                        "{sql}: {}",
+                        e.as_db_error()
+                            .map_or(e.to_string(), |d| d.message().to_owned())
+                    )
+                });
+            }
+        });
+        self.url(&name)
+    }
+
     /// Runs `f` with a new connection to the database at `url`, on a thread
     /// of its own: the blocking client must not run on an async runtime's
     /// thread, and tests call this from async code.
