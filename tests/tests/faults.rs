@@ -13,6 +13,8 @@
 //!   each client's own log and its `rejected` list);
 //! - the server's change sequence has no gaps, every row's version is its
 //!   last change's sequence number and its data that change's `after`;
+//! - the change log's and the access log's hash chains verify
+//!   (`clinic-server audit verify`);
 //! - `PRAGMA integrity_check` passes on every database.
 //!
 //! Two modes, run one after the other: SQLite (one server, SIGKILLed and
@@ -1603,6 +1605,16 @@ async fn audit(
     }
     if let Some(broken) = servers.database_check(&db) {
         div.push(broken);
+    }
+    // The change log's and the access log's hash chains, as the admin
+    // would check them (on PostgreSQL: written by several instances).
+    let verify = servers.first().admin(&["audit", "verify"], None);
+    if !verify.status.success() {
+        div.push(format!(
+            "audit verify: {}{}",
+            String::from_utf8_lossy(&verify.stdout),
+            String::from_utf8_lossy(&verify.stderr)
+        ));
     }
     let ours: BTreeSet<String> = clients.iter().map(|c| c.client_id.to_string()).collect();
     let foreign: Vec<String> = db
