@@ -58,6 +58,8 @@ async fn publish_external_commits(
 ) {
     let mut tick = tokio::time::interval(poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Said once while the database is unreachable, not at every tick.
+    let mut failing = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -68,8 +70,19 @@ async fn publish_external_commits(
         // more read after it, not one per wake-up.
         let feed = feed.clone();
         match tokio::task::spawn_blocking(move || feed.publish_external()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "looking for external commits failed"),
+            Ok(Ok(())) => {
+                if failing {
+                    tracing::info!("looking for external commits again");
+                    failing = false;
+                }
+            }
+            Ok(Err(e)) if failing => {
+                tracing::debug!(error = %e, "looking for external commits still fails")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "looking for external commits failed; retrying");
+                failing = true;
+            }
             Err(e) => tracing::warn!(error = %e, "external commit poller panicked"),
         }
     }
