@@ -392,6 +392,139 @@ async fn sign_out_and_disable_on_one_instance_close_sockets_on_the_others() {
     assert!(took < Duration::from_secs(3), "{took:?}");
 }
 
+/// Starts a long-poll of `api` at its current cursor and waits until the
+/// instance counts it as waiting; returns its answer's `(when, status,
+/// body)` once it comes.
+async fn waiting_long_poll(
+    server: &Server,
+    api: &Api,
+) -> tokio::task::JoinHandle<(Instant, u16, String)> {
+    let cursor = api.pull(0, 0).await.cursor;
+    let waiting_before = healthz(&server.base).await["waiting_pulls"]
+        .as_u64()
+        .unwrap();
+    let poll = api
+        .get(&format!(
+            "/v1/pull?cursor={cursor}&wait=30&client_id={}",
+            api.client_id
+        ))
+        .send();
+    let poll = tokio::spawn(async move {
+        let response = poll.await.unwrap();
+        let at = Instant::now();
+        let status = response.status().as_u16();
+        (at, status, response.text().await.unwrap())
+    });
+    let deadline = Instant::now() + WAIT;
+    while healthz(&server.base).await["waiting_pulls"]
+        .as_u64()
+        .unwrap()
+        <= waiting_before
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the long-poll never started waiting"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    poll
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revocation_and_sign_in_throttling_are_shared_by_every_instance() {
+    // Both polls every 5 s: what is faster came by the security wake-up.
+    let (_cluster, _url, servers) = instances_with(
+        3,
+        &[
+            "--external-poll-ms",
+            "5000",
+            "--security-poll-ms",
+            "5000",
+            "--signin-free-failures",
+            "3",
+            "--signin-backoff-ms",
+            "3000",
+        ],
+    );
+    // A role change made through instance 0 answers a long-poll waiting on
+    // instance 1 at once, with the new role, and ends a socket on instance 2.
+    let mut admin = Api::login(&servers[0], "admin").await;
+    let doctor2 = staff_id(&admin, "doctor2").await;
+    let on_1 = Api::login(&servers[1], "doctor2").await;
+    let on_2 = Api::login(&servers[2], "doctor2").await;
+    let mut ws = Ws::hello(&servers[2], &on_2, 0).await;
+    ws.until_caught_up().await;
+    let epoch_before = on_1.pull(0, 0).await.epoch;
+    let poll = waiting_long_poll(&servers[1], &on_1).await;
+    let started = Instant::now();
+    applied_seq(
+        &admin
+            .push_one(Mutation::SetStaffRole(SetStaffRole {
+                id: doctor2,
+                role: clinic_shared::model::Role::Assistant,
+            }))
+            .await,
+    );
+    let (at, status, body) = tokio::time::timeout(WAIT, poll).await.unwrap().unwrap();
+    assert_eq!(status, 200, "{body}");
+    let page: clinic_shared::protocol::PullResponse = serde_json::from_str(&body).unwrap();
+    assert_eq!(page.role, clinic_shared::model::Role::Assistant);
+    assert!(page.epoch > epoch_before, "the epoch rose");
+    let poll_took = at.saturating_duration_since(started);
+    until_ended(&mut ws, &[ErrorCode::SessionChanged]).await;
+    let ws_took = started.elapsed();
+    eprintln!(
+        "role change on A: long-poll on B answered in {poll_took:?}, socket on C told in {ws_took:?}"
+    );
+    assert!(poll_took < Duration::from_secs(1), "{poll_took:?}");
+    assert!(ws_took < Duration::from_secs(1), "{ws_took:?}");
+
+    // Signing out everywhere through instance 2 answers a long-poll of the
+    // account waiting on instance 0 with 401.
+    let elsewhere = Api::login(&servers[0], "doctor2").await;
+    let poll = waiting_long_poll(&servers[0], &elsewhere).await;
+    let started = Instant::now();
+    let ended = on_2
+        .post("/v1/logout?everywhere=true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status(), 200);
+    let (at, status, body) = tokio::time::timeout(WAIT, poll).await.unwrap().unwrap();
+    let took = at.saturating_duration_since(started);
+    eprintln!("sign-out everywhere on C: long-poll on A answered {status} in {took:?}");
+    assert_eq!(status, 401, "{body}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    for api in [&elsewhere, &on_1, &on_2] {
+        assert_eq!(api.get("/v1/me").send().await.unwrap().status(), 401);
+    }
+
+    // Failed sign-ins through different instances count together: three
+    // are free, the fourth locks the username on every instance.
+    for (i, server) in servers.iter().cycle().take(4).enumerate() {
+        let r = login_raw(&server.base, "reception", "wrong-guess").await;
+        assert_eq!(r.status(), 401, "failure {i} through instance {}", i % 3);
+    }
+    for server in &servers {
+        let r = login_raw(&server.base, "reception", "demo").await;
+        assert_eq!(r.status(), 429, "locked on {}", server.base);
+    }
+    let events = admin
+        .get("/v1/audit/sign-ins?limit=20")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let events: serde_json::Value = events.json().await.unwrap();
+    let failures = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["username"] == "reception" && e["outcome"] == "failure")
+        .count();
+    assert_eq!(failures, 4, "one sign-in log for every instance: {events}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn clients_resume_anywhere_and_lose_nothing_when_an_instance_or_the_database_restarts() {
     let (mut cluster, url, mut servers) = instances(3);
@@ -511,6 +644,35 @@ async fn migrate_copies_a_sqlite_clinic_so_desks_continue_without_a_resync() {
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["head"].as_u64(), Some(cursor));
+    assert!(
+        report["access_entries"].as_u64() > Some(0) && report["sign_in_events"].as_u64() > Some(0),
+        "the logs came along: {report}"
+    );
+    // The hash chains, as `audit verify` sees them, are the same on both.
+    let verify = |args: &[&str]| {
+        let out = run_with_stdin(
+            std::process::Command::new(bin("clinic-server")).args(args),
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let dir = sqlite.dir.path().to_string_lossy().into_owned();
+    let on_sqlite = verify(&["--data-dir", &dir, "audit", "verify"]);
+    let on_pg = verify(&[
+        "--data-dir",
+        &dir,
+        "--database-url",
+        &url,
+        "audit",
+        "verify",
+    ]);
+    assert_eq!(on_pg, on_sqlite);
+    assert!(on_pg.contains("chain intact"), "{on_pg}");
     // Into a database that has data: refused, and says why.
     let out = run_with_stdin(
         std::process::Command::new(bin("clinic-server"))
