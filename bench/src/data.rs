@@ -100,7 +100,7 @@ fn at(secs: i64) -> Timestamp {
 /// (`admin::write_rows`, the path of the demo seeder), in transactions of
 /// `chunk` rows.
 pub(crate) fn seed_clinic(
-    storage: &clinic_server::storage::sqlite::SqliteStorage,
+    storage: &dyn clinic_server::storage::Storage,
     doctors: &[Uuid],
     patients: usize,
     appointments: usize,

@@ -7,7 +7,7 @@
 use anyhow::{Context, bail};
 use clinic_client::{ClientConfig, ClinicClient, Connection, SyncConfig};
 use clinic_server::admin::{self, ToolWrite};
-use clinic_server::storage::sqlite::SqliteStorage;
+use clinic_server::storage::Storage;
 use clinic_shared::model::{Role, Staff, Table};
 use clinic_shared::mutation::{CreatePatient, Mutation, PendingMutation};
 use clinic_shared::protocol::{
@@ -58,10 +58,7 @@ pub(crate) struct Seeded {
 
 /// Creates the database in `dir` with the bench accounts (`desk`,
 /// `doctor`, `admin`) and `extra_doctors` more doctor rows (no sign-in).
-pub(crate) fn seed_accounts(
-    storage: &SqliteStorage,
-    extra_doctors: usize,
-) -> anyhow::Result<Seeded> {
+pub(crate) fn seed_accounts(storage: &dyn Storage, extra_doctors: usize) -> anyhow::Result<Seeded> {
     let clock = clinic_server::system_clock();
     admin::add_user(
         storage,

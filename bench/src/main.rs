@@ -12,7 +12,9 @@
 //! 4. catch-up after being offline (time, peak memory);
 //! 5. initial sync of a large clinic (time, peak memory);
 //! 6. local write and patient search latency;
-//! 7. server memory per idle client and CPU per fanned-out change.
+//! 7. server memory per idle client and CPU per fanned-out change;
+//! 8. scale-out on PostgreSQL: throughput through 1 and 3 instances and
+//!    cross-instance propagation latency, with SQLite beside them.
 //!
 //! Prints one JSON line per scenario on standard output as it finishes, then
 //! a table; progress goes to standard error. Exits non-zero if a scenario
@@ -25,6 +27,7 @@ mod harness;
 mod local;
 mod propagation;
 mod report;
+mod scaleout;
 mod sync;
 mod throughput;
 
@@ -130,6 +133,19 @@ struct Cli {
     /// [7] Changes for the fan-out CPU figure.
     #[arg(long)]
     fanout_changes: Option<usize>,
+
+    /// [8] Concurrent writers, spread over the instances.
+    #[arg(long)]
+    so_writers: Option<usize>,
+    /// [8] Mutations per writer.
+    #[arg(long)]
+    so_mutations: Option<usize>,
+    /// [8] WebSocket subscribers for the cross-instance latency, spread over 3 instances.
+    #[arg(long)]
+    so_subscribers: Option<usize>,
+    /// [8] Changes written at the fixed rate for the latency.
+    #[arg(long)]
+    so_changes: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -413,6 +429,25 @@ async fn run(cli: &Cli) -> anyhow::Result<bool> {
                 "7-server-cost",
                 "Server cost: memory per idle client, CPU per fanned-out change",
                 async |r: &mut ScenarioReport| cost::run(&sizes, &tmp, r).await,
+            )
+            .await,
+        );
+    }
+
+    if wants(8) {
+        let sizes = scaleout::Sizes {
+            writers: pick(cli.so_writers, smoke, 4, 10),
+            mutations_per_writer: pick(cli.so_mutations, smoke, 100, 5000),
+            batch: pick(cli.tp_batch, smoke, 20, 100),
+            subscribers: pick(cli.so_subscribers, smoke, 15, 300),
+            changes: pick(cli.so_changes, smoke, 50, 2000),
+            rate: pick(cli.prop_rate, smoke, 100.0, 100.0),
+        };
+        reports.push(
+            scenario(
+                "8-scale-out",
+                "PostgreSQL with 1 and 3 server instances: throughput, cross-instance propagation (SQLite beside)",
+                async |r: &mut ScenarioReport| scaleout::run(&sizes, &tmp, r).await,
             )
             .await,
         );

@@ -65,10 +65,39 @@ pub fn write_rows(
     passwords: &[(Uuid, String)],
     clock: &Clock,
 ) -> Result<u64, StorageError> {
+    Ok(write_rows_when(storage, tool, rows, passwords, clock, false)?.unwrap_or(0))
+}
+
+/// Like [`write_rows`], but writes nothing and returns `None` if the store
+/// already holds changes. Decided inside the write transaction, so that
+/// several servers starting at once on one database seed it once.
+pub fn write_rows_into_empty(
+    storage: &dyn Storage,
+    tool: &str,
+    rows: &[ToolWrite],
+    passwords: &[(Uuid, String)],
+    clock: &Clock,
+) -> Result<Option<u64>, StorageError> {
+    write_rows_when(storage, tool, rows, passwords, clock, true)
+}
+
+fn write_rows_when(
+    storage: &dyn Storage,
+    tool: &str,
+    rows: &[ToolWrite],
+    passwords: &[(Uuid, String)],
+    clock: &Clock,
+    only_into_empty: bool,
+) -> Result<Option<u64>, StorageError> {
     let now = clock();
-    let mut head = 0;
+    let mut head = None;
     storage.write(&mut |tx| {
+        head = None;
+        if only_into_empty && tx.head()? > 0 {
+            return Ok(());
+        }
         let mut seqs = SeqAllocator::new(tx)?;
+        let mut last = 0;
         for w in rows {
             let before = tx.row(w.table, w.id)?;
             let change = Change {
@@ -89,11 +118,12 @@ pub fn write_rows(
                 at: now,
             };
             tx.put(&change)?;
-            head = change.seq;
+            last = change.seq;
         }
         for (user, hash) in passwords {
             tx.set_password_hash(*user, hash)?;
         }
+        head = Some(last);
         Ok(())
     })?;
     Ok(head)

@@ -130,7 +130,7 @@ fn commit(storage: &dyn Storage, batch: Vec<Job>) {
     let mut outcome = Ok(());
     if !entries.is_empty() {
         for attempt in 1..=ATTEMPTS {
-            outcome = storage.write(&mut |tx| tx.append_access(&entries).map(|_| ()));
+            outcome = storage.append_access(&entries).map(|_| ());
             match &outcome {
                 Err(e) if e.retryable() && attempt < ATTEMPTS => {
                     std::thread::sleep(std::time::Duration::from_millis(20 << attempt));

@@ -8,7 +8,7 @@
 //! is generated from a fixed seed, so every demo looks the same.
 
 use crate::Clock;
-use crate::admin::{ToolWrite, write_rows};
+use crate::admin::{ToolWrite, write_rows_into_empty};
 use crate::auth;
 use crate::storage::{Storage, StorageError};
 use clinic_shared::model::*;
@@ -303,7 +303,10 @@ pub fn seed_if_empty(
             data: json(&item),
         });
     }
-    write_rows(storage, "demo_seed", &rows, &passwords, clock)?;
+    if write_rows_into_empty(storage, "demo_seed", &rows, &passwords, clock)?.is_none() {
+        // Another server on the same database seeded it meanwhile.
+        return Ok(None);
+    }
     Ok(Some(DemoSummary {
         usernames: staff_list.iter().map(|s| s.0.to_owned()).collect(),
         patients: patients.len(),

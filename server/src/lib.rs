@@ -11,7 +11,9 @@
 //! routes and limits, [`ws`] sockets → [`session`] (who is calling, sign-in
 //! throttling) → [`writer`] / [`feed`] → [`engine`] → [`storage`]. Beside
 //! them: [`revocation`] tells open sessions about security events,
-//! [`audit`] records every delivery of clinical content; [`blocking`] runs
+//! [`audit`] records every delivery of clinical content; [`cluster`] brings
+//! in what other processes on the same database commit (and wakes the
+//! revocation reader when they record security events); [`blocking`] runs
 //! storage calls off the async workers; [`datadir`] keeps the data directory
 //! private and [`logging`] keeps secrets out of the logs.
 
@@ -19,6 +21,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod blocking;
+pub mod cluster;
 pub mod datadir;
 pub mod demo;
 pub mod engine;
@@ -164,8 +167,21 @@ impl App {
     /// Starts the writer, the audit thread and the pollers over `storage`.
     /// Must be called within a tokio runtime.
     pub fn start(storage: Arc<dyn Storage>, config: Config) -> Result<App, ServerError> {
-        let feed = Arc::new(Feed::new(storage.clone(), config.feed_capacity)?);
-        let revocations = Arc::new(revocation::Revocations::new(storage.clone())?);
+        // The two reads at start run on a thread of their own: storage calls
+        // block, and PostgreSQL's blocking client panics on a thread that is
+        // inside a tokio runtime (this one may be an async worker).
+        let (feed, revocations) = std::thread::scope(|scope| {
+            scope
+                .spawn(|| -> Result<_, ServerError> {
+                    Ok((
+                        Feed::new(storage.clone(), config.feed_capacity)?,
+                        revocation::Revocations::new(storage.clone())?,
+                    ))
+                })
+                .join()
+                .map_err(|_| std::io::Error::other("reading the storage at start panicked"))?
+        })?;
+        let (feed, revocations) = (Arc::new(feed), Arc::new(revocations));
         let (writer, writer_thread) = writer::spawn(
             storage.clone(),
             feed.clone(),
@@ -187,14 +203,16 @@ impl App {
             live_sessions: Arc::default(),
             waiting_pulls: Arc::default(),
         };
-        let pollers = vec![
-            tokio::spawn(poll_external_commits(
-                feed.clone(),
-                config.clone(),
-                token.clone(),
-            )),
-            tokio::spawn(revocations.clone().run(config.security_poll, token.clone())),
-        ];
+        let mut pollers = cluster::start(
+            storage.clone(),
+            feed.clone(),
+            revocations.clone(),
+            config.external_poll,
+            token.clone(),
+        )?;
+        pollers.push(tokio::spawn(
+            revocations.clone().run(config.security_poll, token.clone()),
+        ));
         Ok(App {
             state,
             writer_thread,
@@ -330,21 +348,4 @@ pub async fn run(
     server.stop().await;
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn poll_external_commits(feed: Arc<Feed>, config: Config, token: CancellationToken) {
-    let mut tick = tokio::time::interval(config.external_poll);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = token.cancelled() => return,
-        }
-        let feed = feed.clone();
-        match tokio::task::spawn_blocking(move || feed.publish_external()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "looking for external commits failed"),
-            Err(e) => tracing::warn!(error = %e, "external commit poller panicked"),
-        }
-    }
 }

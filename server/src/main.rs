@@ -5,6 +5,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use clinic_server::session::ThrottlePolicy;
 use clinic_server::storage::Storage;
+use clinic_server::storage::postgres::{self as pg, PgStorage};
 use clinic_server::storage::sqlite::SqliteStorage;
 use clinic_server::tls::{ServerNames, TlsPaths};
 use clinic_server::{Config, admin, audit, datadir, demo, logging, system_clock, tls};
@@ -20,6 +21,19 @@ struct Cli {
     /// Where the database lives (default: the platform's data directory).
     #[arg(long, global = true, env = "CLINIC_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// A PostgreSQL database (`postgres://user@host:port/db`) instead of the
+    /// SQLite file in the data directory; several servers may share one.
+    #[arg(
+        long,
+        global = true,
+        env = "CLINIC_DATABASE_URL",
+        hide_env_values = true
+    )]
+    database_url: Option<String>,
+    /// PostgreSQL connections this process keeps at most (one more listens
+    /// for other servers' commits and security events).
+    #[arg(long, global = true, default_value_t = pg::DEFAULT_POOL_SIZE, env = "CLINIC_DATABASE_CONNECTIONS")]
+    database_connections: usize,
     #[command(subcommand)]
     command: Command,
 }
@@ -75,6 +89,16 @@ enum Command {
         /// cross the network readable by anyone on it.
         #[arg(long, env = "CLINIC_INSECURE_HTTP")]
         insecure_http: bool,
+        /// How often to look for commits made by other processes, in ms
+        /// (a fallback on PostgreSQL, where wake-ups say so at once; tests
+        /// raise it to prove that).
+        #[arg(long, default_value_t = 500, hide = true)]
+        external_poll_ms: u64,
+        /// How often to read the security-event log, in ms (revocation
+        /// made elsewhere reaches open sessions within this; on PostgreSQL
+        /// a wake-up says so at once, and tests raise it to prove that).
+        #[arg(long, default_value_t = 200, hide = true)]
+        security_poll_ms: u64,
     },
     /// The clinic CA and the server's certificate (in `<data-dir>/tls/`).
     Tls {
@@ -90,6 +114,18 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Copy a clinic from SQLite into an empty PostgreSQL database, with its
+    /// sequence, versions, audit trail and hash chains, access and sign-in
+    /// logs, security state, clients' results and sessions (desks continue
+    /// without a full re-sync). Stop the server first.
+    Migrate {
+        /// The source: `sqlite:PATH` (the `clinic.db` file).
+        #[arg(long)]
+        from: String,
+        /// The target: `postgres://…` (an empty database).
+        #[arg(long)]
+        to: String,
     },
 }
 
@@ -238,13 +274,30 @@ fn main() -> anyhow::Result<()> {
     // The TLS tools need no database.
     let command = match cli.command {
         Command::Tls { command } => return tls_command(command, &dir),
+        Command::Migrate { from, to } => return migrate(&from, &to, cli.database_connections),
         other => other,
     };
-    let db_path = dir.join("clinic.db");
-    let storage = SqliteStorage::open(&db_path)
-        .with_context(|| format!("opening the database {}", db_path.display()))?;
-    // Opening made the -wal and -shm files if they were missing.
-    secure_data_dir(&dir)?;
+    let storage: Arc<dyn Storage> = match &cli.database_url {
+        Some(url) => {
+            if !pg::is_postgres_url(url) {
+                bail!("--database-url must start with postgres:// or postgresql://");
+            }
+            let shown = pg::redact_url(url);
+            Arc::new(
+                PgStorage::open(url, cli.database_connections)
+                    .with_context(|| format!("opening the database {shown}"))?,
+            )
+        }
+        None => {
+            let db_path = dir.join("clinic.db");
+            let sqlite = SqliteStorage::open(&db_path)
+                .with_context(|| format!("opening the database {}", db_path.display()))?;
+            // Opening made the -wal and -shm files if they were missing.
+            secure_data_dir(&dir)?;
+            Arc::new(sqlite)
+        }
+    };
+    let storage_ref = storage.as_ref();
     let clock = system_clock();
     match command {
         Command::Serve {
@@ -258,11 +311,15 @@ fn main() -> anyhow::Result<()> {
             tls_cert,
             tls_key,
             insecure_http,
+            external_poll_ms,
+            security_poll_ms,
         } => {
             let tls = choose_tls(&dir, tls_cert, tls_key, insecure_http)?;
             let config = Config {
                 feed_capacity,
                 demo,
+                external_poll: std::time::Duration::from_millis(external_poll_ms.max(10)),
+                security_poll: std::time::Duration::from_millis(security_poll_ms.max(10)),
                 throttle: ThrottlePolicy {
                     free_failures_per_user: signin_free_failures,
                     free_failures_per_address: signin_free_failures_per_address,
@@ -272,11 +329,11 @@ fn main() -> anyhow::Result<()> {
                 },
                 ..Config::default()
             };
-            serve(Arc::new(storage), &listen, config, &dir, tls, insecure_http)
+            serve(storage, &listen, config, &dir, tls, insecure_http)
         }
-        Command::Audit { command } => audit_command(&storage, command),
+        Command::Audit { command } => audit_command(storage_ref, command),
         // Handled before the database was opened.
-        Command::Tls { .. } => Ok(()),
+        Command::Tls { .. } | Command::Migrate { .. } => Ok(()),
         Command::User { command } => {
             let staff = match command {
                 UserCommand::Add {
@@ -285,20 +342,27 @@ fn main() -> anyhow::Result<()> {
                     role,
                 } => {
                     let password = read_password()?;
-                    admin::add_user(&storage, &username, &display_name, role, &password, &clock)?
+                    admin::add_user(
+                        storage_ref,
+                        &username,
+                        &display_name,
+                        role,
+                        &password,
+                        &clock,
+                    )?
                 }
                 UserCommand::Disable { username } => {
-                    admin::set_active(&storage, &username, false, &clock)?
+                    admin::set_active(storage_ref, &username, false, &clock)?
                 }
                 UserCommand::Enable { username } => {
-                    admin::set_active(&storage, &username, true, &clock)?
+                    admin::set_active(storage_ref, &username, true, &clock)?
                 }
                 UserCommand::SetRole { username, role } => {
-                    admin::set_role(&storage, &username, role, &clock)?
+                    admin::set_role(storage_ref, &username, role, &clock)?
                 }
                 UserCommand::SetPassword { username } => {
                     let password = read_password()?;
-                    let staff = admin::set_password(&storage, &username, &password, &clock)?;
+                    let staff = admin::set_password(storage_ref, &username, &password, &clock)?;
                     eprintln!(
                         "password set; `{}` must change it at the next sign-in",
                         staff.username
@@ -306,7 +370,7 @@ fn main() -> anyhow::Result<()> {
                     staff
                 }
                 UserCommand::EndSessions { username } => {
-                    let (staff, ended) = admin::end_sessions_of(&storage, &username, &clock)?;
+                    let (staff, ended) = admin::end_sessions_of(storage_ref, &username, &clock)?;
                     eprintln!(
                         "{} session(s) of `{}` ended",
                         ended.sessions, staff.username
@@ -320,7 +384,7 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn audit_command(storage: &SqliteStorage, command: AuditCommand) -> anyhow::Result<()> {
+fn audit_command(storage: &dyn Storage, command: AuditCommand) -> anyhow::Result<()> {
     match command {
         AuditCommand::Verify => {
             let mut failed = false;
@@ -358,6 +422,35 @@ fn audit_command(storage: &SqliteStorage, command: AuditCommand) -> anyhow::Resu
             Ok(())
         }
     }
+}
+
+/// `clinic-server migrate --from sqlite:PATH --to postgres://…`.
+fn migrate(from: &str, to: &str, connections: usize) -> anyhow::Result<()> {
+    let Some(path) = from.strip_prefix("sqlite:") else {
+        bail!("--from must be sqlite:PATH (the clinic.db file to copy)");
+    };
+    if !pg::is_postgres_url(to) {
+        bail!("--to must start with postgres:// or postgresql://");
+    }
+    let path = Path::new(path);
+    if !path.exists() {
+        bail!("{} does not exist", path.display());
+    }
+    let source = SqliteStorage::open(path)
+        .with_context(|| format!("opening the database {}", path.display()))?;
+    let shown = pg::redact_url(to);
+    let target = PgStorage::open(to, connections.max(1))
+        .with_context(|| format!("opening the database {shown}"))?;
+    let started = std::time::Instant::now();
+    let report = clinic_server::storage::transfer::sqlite_to_postgres(&source, &target)
+        .with_context(|| format!("copying {} to {shown}", path.display()))?;
+    eprintln!(
+        "copied {} in {:.1}s; both hash chains verified on the target",
+        report.summary(),
+        started.elapsed().as_secs_f64()
+    );
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
 }
 
 fn tls_command(command: TlsCommand, dir: &Path) -> anyhow::Result<()> {
@@ -431,7 +524,7 @@ fn plain_http_refusal(addr: std::net::SocketAddr, dir: &Path) -> String {
 }
 
 fn serve(
-    storage: Arc<SqliteStorage>,
+    storage: Arc<dyn Storage>,
     listen: &str,
     config: Config,
     dir: &std::path::Path,
@@ -463,7 +556,8 @@ fn serve(
                 tracing::info!(patients = summary.patients, appointments = summary.appointments, "demo clinic seeded");
             }
         }
-        let purged = storage.purge_expired_sessions((config.clock)())?;
+        let (s, now) = (storage.clone(), (config.clock)());
+        let purged = tokio::task::spawn_blocking(move || s.purge_expired_sessions(now)).await??;
         if purged > 0 {
             tracing::info!(purged, "expired sessions removed");
         }
@@ -484,7 +578,6 @@ fn serve(
             println!("demo clinic: sign in as admin, doctor, doctor2, assistant or reception with password `{}`", demo::DEMO_PASSWORD);
         }
         std::io::stdout().flush().ok();
-        let storage: Arc<dyn Storage> = storage;
         clinic_server::run(listener, storage, config, shutdown_signal()).await?;
         Ok(())
     })

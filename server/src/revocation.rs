@@ -12,7 +12,10 @@
 //! `Config::security_poll` (200 ms by default), so a change made by the
 //! admin CLI or another server process on the same database is noticed
 //! within that; a change made in this process calls [`Revocations::poke`],
-//! which reads the log at once.
+//! which reads the log at once, and so does a wake-up from the storage when
+//! another process recorded an event (PostgreSQL's `NOTIFY clinic_security`:
+//! [`crate::cluster`]). This is the one way sessions are ended across
+//! processes.
 
 use crate::storage::{SecurityEvent, Storage, StorageResult};
 use std::sync::{Arc, Mutex};
@@ -79,6 +82,9 @@ impl Revocations {
     pub async fn run(self: Arc<Self>, interval: Duration, token: CancellationToken) {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // While the database is unreachable every read fails: say so once,
+        // not five times a second.
+        let mut failing = false;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -87,9 +93,22 @@ impl Revocations {
             }
             let me = self.clone();
             match tokio::task::spawn_blocking(move || me.publish_new()).await {
-                Ok(Ok(0)) => {}
-                Ok(Ok(n)) => tracing::debug!(events = n, "security events published"),
-                Ok(Err(e)) => tracing::warn!(error = %e, "reading security events failed"),
+                Ok(Ok(n)) => {
+                    if failing {
+                        tracing::info!("reading security events again");
+                        failing = false;
+                    }
+                    if n > 0 {
+                        tracing::debug!(events = n, "security events published");
+                    }
+                }
+                Ok(Err(e)) if failing => {
+                    tracing::debug!(error = %e, "reading security events still fails")
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "reading security events failed; retrying");
+                    failing = true;
+                }
                 Err(e) => tracing::warn!(error = %e, "security event reader panicked"),
             }
         }

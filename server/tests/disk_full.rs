@@ -1,14 +1,16 @@
-//! A full disk: the real server with its data directory on a small tmpfs,
-//! filled with a ballast file. Pushes are answered `503` with
-//! `Retry-After` (and `unavailable` on the WebSocket), nothing of them is
-//! written, reads keep working, and once the ballast is gone the same
-//! pushes apply with no restart, the change sequence gap-free.
+//! A full disk: the real server with its data directory on a small tmpfs
+//! (or its PostgreSQL database in a tablespace on one), filled with a
+//! ballast file. Pushes are answered `503` with `Retry-After` (and
+//! `unavailable` on the WebSocket), nothing of them is written, reads keep
+//! working, and once the ballast is gone the same pushes apply with no
+//! restart, the change sequence gap-free.
 //!
 //! Mounting needs root (or CAP_SYS_ADMIN); elsewhere the test says why it
 //! did not run and passes.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+use clinic_e2e::pg::PgCluster;
 use clinic_e2e::{Api, Launch, Server, Ws, applied_seq, healthz};
 use clinic_shared::model::Table;
 use clinic_shared::mutation::{CreatePatient, Mutation, PendingMutation};
@@ -294,5 +296,153 @@ async fn a_full_disk_answers_503_keeps_reads_working_and_recovers_without_restar
     assert_eq!((min, max), (1, count), "the change sequence is gap-free");
     assert_eq!(check, "ok");
     drop(ws);
+    drop(server);
+}
+
+/// `(count, min, max, head)` of the change sequence in a PostgreSQL database.
+fn pg_sequence(cluster: &PgCluster, url: &str) -> (u64, u64, u64, u64) {
+    cluster.with_client(url, |c| {
+        let r = c
+            .query_one(
+                "SELECT COUNT(*), COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0),
+                        (SELECT head FROM sequence_head) FROM changes",
+                &[],
+            )
+            .unwrap();
+        let n = |i: usize| r.get::<_, i64>(i) as u64;
+        (n(0), n(1), n(2), n(3))
+    })
+}
+
+/// Pushes batches until one is refused with `503`; returns it.
+async fn push_until_refused(api: &mut Api, what: &str) -> Vec<PendingMutation> {
+    for attempt in 0..60 {
+        let pending = api.number(patients(100));
+        let response = api
+            .post("/v1/push")
+            .json(&PushRequest {
+                client_id: api.client_id,
+                mutations: pending.clone(),
+            })
+            .send()
+            .await
+            .unwrap();
+        match response.status().as_u16() {
+            200 => continue,
+            503 => {
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .expect("Retry-After on 503")
+                    .to_str()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap();
+                assert!(retry_after > 0);
+                let text = response.text().await.unwrap();
+                assert!(
+                    !text.contains(NAME),
+                    "no record contents in the error: {text}"
+                );
+                let body: ErrorBody = serde_json::from_str(&text).unwrap();
+                assert_eq!(body.code, ErrorCode::Unavailable);
+                assert!(body.retryable);
+                assert!(body.message.contains("disk"), "{}", body.message);
+                eprintln!("{what}: push {attempt} refused, Retry-After {retry_after}");
+                return pending;
+            }
+            other => panic!(
+                "unexpected status {other}: {}",
+                response.text().await.unwrap()
+            ),
+        }
+    }
+    panic!("{what}: no push was refused once the disk was full");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_postgres_answers_503_and_recovers_without_restart() {
+    let tmpfs = match Tmpfs::mount("24m") {
+        Ok(t) => t,
+        Err(reason) => {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+    };
+    let space = tmpfs.path().join("tablespace");
+    std::fs::create_dir(&space).unwrap();
+    // Dropped before the tmpfs: the database stops before its files go.
+    let cluster = PgCluster::start();
+    let url = cluster.create_database_in(&space);
+    let server = Server::start_pg(&url, &[]);
+    let mut api = Api::login(&server, "reception").await;
+    let before = applied_seq(&api.push_one(patients(1).remove(0)).await);
+
+    let ballast: PathBuf = tmpfs.path().join("ballast");
+    let filled = fill(&ballast);
+    assert!(filled > 0);
+    // The tables' files are on the full disk (PostgreSQL's WAL is not): the
+    // first push that needs a new page gets `disk_full`.
+    let refused = push_until_refused(&mut api, "PostgreSQL tablespace full").await;
+    let refused_ids = ids(&refused);
+
+    // Reads keep working; nothing of the refused push was written.
+    let head_full = healthz(&server.base).await["head"].as_u64().unwrap();
+    let table = api.table(Table::Patients).await;
+    for id in &refused_ids {
+        assert!(
+            !table.contains_key(id),
+            "nothing of the refused push was written"
+        );
+    }
+    assert_eq!(
+        pg_sequence(&cluster, &url),
+        (head_full, 1, head_full, head_full),
+        "gap-free while full"
+    );
+
+    // Space returns: the very same push applies, no restart.
+    std::fs::remove_file(&ballast).unwrap();
+    let response = api
+        .post("/v1/push")
+        .json(&PushRequest {
+            client_id: api.client_id,
+            mutations: refused.clone(),
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let results: clinic_shared::protocol::PushResponse = response.json().await.unwrap();
+    let seqs: Vec<u64> = results
+        .results
+        .iter()
+        .map(|r| applied_seq(&r.outcome))
+        .collect();
+    assert_eq!(
+        seqs.first().copied(),
+        Some(head_full + 1),
+        "no gap after the failure"
+    );
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1));
+    let table = api.table(Table::Patients).await;
+    for id in &refused_ids {
+        assert!(table.contains_key(id));
+    }
+    assert!(before <= head_full);
+    let (count, min, max, head) = pg_sequence(&cluster, &url);
+    assert_eq!(
+        (min, max, head),
+        (1, count, count),
+        "the change sequence is gap-free"
+    );
+    // The change log's hash chain took no harm.
+    let out = server.admin(&["audit", "verify"], None);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     drop(server);
 }

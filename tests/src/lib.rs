@@ -17,6 +17,7 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)] // test support: failing loudly is the point
 
+pub mod pg;
 pub mod raw;
 
 use clinic_shared::model::{SyncRow, Table, Timestamp};
@@ -59,6 +60,8 @@ pub struct Server {
     pub extra_args: Vec<String>,
     /// The clinic CA (`tls/ca.pem`) when the server speaks TLS.
     pub ca: Option<PathBuf>,
+    /// `--database-url` when on PostgreSQL (else SQLite in `dir`).
+    pub database_url: Option<String>,
     log: Logging,
 }
 
@@ -83,6 +86,9 @@ pub struct Launch {
     pub parent: Option<PathBuf>,
     /// Logging.
     pub log: Logging,
+    /// Serve from this PostgreSQL database (`--database-url`) instead of
+    /// SQLite in the data directory; several servers may share one.
+    pub database_url: Option<String>,
 }
 
 impl Server {
@@ -94,6 +100,16 @@ impl Server {
     pub fn start_with(extra: &[&str]) -> Server {
         Self::launch(Launch {
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            ..Launch::default()
+        })
+    }
+
+    /// Starts a server (seeding the demo clinic if the database is empty)
+    /// on the PostgreSQL database at `url`; several may share one.
+    pub fn start_pg(url: &str, extra: &[&str]) -> Server {
+        Self::launch(Launch {
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            database_url: Some(url.to_owned()),
             ..Launch::default()
         })
     }
@@ -135,13 +151,20 @@ impl Server {
             trust_ca(&std::fs::read(&ca).expect("read ca.pem"));
             ca
         });
-        let (child, base) = spawn(dir.path(), "127.0.0.1:0", &launch.extra, &launch.log);
+        let (child, base) = spawn(
+            dir.path(),
+            "127.0.0.1:0",
+            &launch.extra,
+            &launch.log,
+            launch.database_url.as_deref(),
+        );
         Server {
             dir,
             child: Some(child),
             base,
             extra_args: launch.extra,
             ca,
+            database_url: launch.database_url,
             log: launch.log,
         }
     }
@@ -178,7 +201,13 @@ impl Server {
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "already running");
         let listen = self.addr().to_string();
-        let (child, base) = spawn(self.dir.path(), &listen, &self.extra_args, &self.log);
+        let (child, base) = spawn(
+            self.dir.path(),
+            &listen,
+            &self.extra_args,
+            &self.log,
+            self.database_url.as_deref(),
+        );
         self.child = Some(child);
         self.base = base;
     }
@@ -200,15 +229,15 @@ impl Server {
             .expect("VmRSS")
     }
 
-    /// Runs `clinic-server <args>` against this server's data directory.
+    /// Runs `clinic-server <args>` against this server's data directory
+    /// (and its PostgreSQL database, if it has one).
     pub fn admin(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
-        run_with_stdin(
-            Command::new(bin("clinic-server"))
-                .arg("--data-dir")
-                .arg(self.dir.path())
-                .args(args),
-            stdin,
-        )
+        let mut command = Command::new(bin("clinic-server"));
+        command.arg("--data-dir").arg(self.dir.path());
+        if let Some(url) = &self.database_url {
+            command.args(["--database-url", url]);
+        }
+        run_with_stdin(command.args(args), stdin)
     }
 }
 
@@ -242,7 +271,13 @@ impl Drop for Server {
     }
 }
 
-fn spawn(dir: &Path, listen: &str, extra: &[String], log: &Logging) -> (Child, String) {
+fn spawn(
+    dir: &Path,
+    listen: &str,
+    extra: &[String],
+    log: &Logging,
+    database: Option<&str>,
+) -> (Child, String) {
     let rust_log = log
         .rust_log
         .clone()
@@ -258,9 +293,12 @@ fn spawn(dir: &Path, listen: &str, extra: &[String], log: &Logging) -> (Child, S
         ),
         None => Stdio::inherit(),
     };
-    let mut child = Command::new(bin("clinic-server"))
-        .arg("--data-dir")
-        .arg(dir)
+    let mut command = Command::new(bin("clinic-server"));
+    command.arg("--data-dir").arg(dir);
+    if let Some(url) = database {
+        command.args(["--database-url", url]);
+    }
+    let mut child = command
         .args(["serve", "--listen", listen, "--demo"])
         .args(extra)
         .env("RUST_LOG", rust_log)
@@ -288,7 +326,9 @@ fn spawn(dir: &Path, listen: &str, extra: &[String], log: &Logging) -> (Child, S
 
 /// A TCP proxy between clients and the server that can refuse WebSocket
 /// upgrades (as some corporate proxies do) or cut every connection (a
-/// network outage), for fault tests.
+/// network outage), for fault tests. Given several servers it is also a
+/// load balancer: each new connection goes to the next server in turn, and
+/// past one that refuses connections (a dead instance) to the one after.
 ///
 /// In front of a TLS server ([`Proxy::start_tls`]) it behaves like an
 /// inspecting corporate proxy: it terminates TLS with a certificate of the
@@ -305,7 +345,9 @@ pub struct Proxy {
 }
 
 struct ProxyState {
-    target: std::sync::Mutex<std::net::SocketAddr>,
+    targets: std::sync::Mutex<Vec<std::net::SocketAddr>>,
+    /// Round-robin position over `targets`.
+    next_target: std::sync::atomic::AtomicUsize,
     block_websocket: std::sync::atomic::AtomicBool,
     down: std::sync::atomic::AtomicBool,
     conns: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
@@ -331,7 +373,13 @@ struct ProxyTls {
 
 impl Proxy {
     pub async fn start(target: std::net::SocketAddr) -> Proxy {
-        Self::start_inner(target, None).await
+        Self::start_inner(vec![target], None).await
+    }
+
+    /// A proxy that spreads connections over `targets` (round robin,
+    /// skipping targets that refuse).
+    pub async fn start_balanced(targets: Vec<std::net::SocketAddr>) -> Proxy {
+        Self::start_inner(targets, None).await
     }
 
     /// A proxy in front of a TLS server (see the type's documentation).
@@ -359,17 +407,19 @@ impl Proxy {
             acceptor: tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server_config)),
             connector: tokio_rustls::TlsConnector::from(tls_client_config(&[ca_pem])),
         };
-        Self::start_inner(server.addr(), Some(tls)).await
+        Self::start_inner(vec![server.addr()], Some(tls)).await
     }
 
-    async fn start_inner(target: std::net::SocketAddr, tls: Option<ProxyTls>) -> Proxy {
+    async fn start_inner(targets: Vec<std::net::SocketAddr>, tls: Option<ProxyTls>) -> Proxy {
         use std::sync::atomic::Ordering;
+        assert!(!targets.is_empty(), "a proxy needs a server");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("proxy bind");
         let addr = listener.local_addr().expect("proxy addr");
         let state = std::sync::Arc::new(ProxyState {
-            target: std::sync::Mutex::new(target),
+            targets: std::sync::Mutex::new(targets),
+            next_target: 0.into(),
             block_websocket: false.into(),
             down: false.into(),
             conns: std::sync::Mutex::new(Vec::new()),
@@ -419,8 +469,7 @@ impl Proxy {
                         let _ = inbound.shutdown().await;
                         return;
                     }
-                    let target = *st2.target.lock().unwrap();
-                    let Ok(tcp) = tokio::net::TcpStream::connect(target).await else {
+                    let Some((tcp, target)) = st2.connect_target().await else {
                         return;
                     };
                     let mut outbound: Box<dyn ProxyIo> = match &tls {
@@ -488,6 +537,23 @@ impl Proxy {
     }
 }
 
+impl ProxyState {
+    /// A connection to the next target that accepts one, and its address.
+    async fn connect_target(&self) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+        let targets = self.targets.lock().unwrap().clone();
+        let first = self
+            .next_target
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for i in 0..targets.len() {
+            let target = targets[(first + i) % targets.len()];
+            if let Ok(stream) = tokio::net::TcpStream::connect(target).await {
+                return Some((stream, target));
+            }
+        }
+        None
+    }
+}
+
 /// Forwards one direction of a proxied connection, honouring the injected
 /// latency and stalls; shuts the write side down at end of input.
 async fn pump(
@@ -540,6 +606,12 @@ impl Proxy {
         self.state
             .stalled
             .store(stalled, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Replaces the servers new connections go to (open ones stay).
+    pub fn set_targets(&self, targets: Vec<std::net::SocketAddr>) {
+        assert!(!targets.is_empty(), "a proxy needs a server");
+        *self.state.targets.lock().unwrap() = targets;
     }
 
     /// Connections this proxy has accepted and forwarded so far.

@@ -13,7 +13,19 @@
 //!   each client's own log and its `rejected` list);
 //! - the server's change sequence has no gaps, every row's version is its
 //!   last change's sequence number and its data that change's `after`;
+//! - the change log's and the access log's hash chains verify
+//!   (`clinic-server audit verify`);
 //! - `PRAGMA integrity_check` passes on every database.
+//!
+//! Two modes, run one after the other: SQLite (one server, SIGKILLed and
+//! restarted) and PostgreSQL (three instances on one throwaway cluster,
+//! each client's proxy balancing over them; instances SIGKILLed and
+//! restarted, the database restarted as after a crash). The PostgreSQL
+//! run's tables are copied into a SQLite file and audited by the same
+//! queries; the database itself is checked with `amcheck` and its
+//! sequence head. By default the PostgreSQL mode makes 2 000 mutations with
+//! 6 instance kills, a database restart and 80 cuts (`CLINIC_FAULT_*`
+//! override both modes alike).
 //!
 //! The seed is printed first; `CLINIC_FAULT_SEED=<n>` replays the same
 //! decisions (timing still varies). Sizes: `CLINIC_FAULT_SCALE=10` for the
@@ -25,6 +37,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a run that cannot proceed should panic
 
 use clinic_client::{ClientConfig, ClientError, ClinicClient, Connection, Row, SyncConfig};
+use clinic_e2e::pg::PgCluster;
 use clinic_e2e::*;
 use clinic_shared::model::{
     AppointmentStatus, InvoiceLine, PaymentMethod, ReferralStatus, Role, Table, Timestamp, Urgency,
@@ -47,12 +60,26 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
+/// Where the server side of a run keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    /// One server on one SQLite file.
+    Sqlite,
+    /// Several server instances on one PostgreSQL database.
+    Postgres,
+}
+
+/// Server instances in PostgreSQL mode.
+const PG_INSTANCES: usize = 3;
+
 /// The size of a run.
 #[derive(Debug, Clone)]
 struct Plan {
     seed: u64,
     mutations: u64,
     server_kills: u64,
+    /// Database restarts (PostgreSQL mode).
+    db_restarts: u64,
     client_kills: u64,
     cuts: u64,
     offline_stretches: u64,
@@ -63,18 +90,26 @@ struct Plan {
 }
 
 impl Plan {
-    fn from_env() -> Plan {
+    fn from_env(backend: Backend) -> Plan {
         let seed = env_u64("CLINIC_FAULT_SEED").unwrap_or_else(rand::random);
         let scale = env_u64("CLINIC_FAULT_SCALE").unwrap_or(1).max(1);
+        // The PostgreSQL mode runs beside the SQLite one in CI: a smaller
+        // share of the same fault mix.
+        let (mutations, kills, client_kills, cuts, stretches, bursts, stalls, restarts) =
+            match backend {
+                Backend::Sqlite => (5_000, 20, 50, 200, 12, 30, 12, 0),
+                Backend::Postgres => (2_000, 6, 20, 80, 6, 12, 6, 1),
+            };
         Plan {
             seed,
-            mutations: env_u64("CLINIC_FAULT_MUTATIONS").unwrap_or(5_000 * scale),
-            server_kills: env_u64("CLINIC_FAULT_SERVER_KILLS").unwrap_or(20 * scale),
-            client_kills: env_u64("CLINIC_FAULT_CLIENT_KILLS").unwrap_or(50 * scale),
-            cuts: env_u64("CLINIC_FAULT_CUTS").unwrap_or(200 * scale),
-            offline_stretches: 12 * scale,
-            latency_bursts: 30 * scale,
-            stalls: 12 * scale,
+            mutations: env_u64("CLINIC_FAULT_MUTATIONS").unwrap_or(mutations * scale),
+            server_kills: env_u64("CLINIC_FAULT_SERVER_KILLS").unwrap_or(kills * scale),
+            db_restarts: env_u64("CLINIC_FAULT_DB_RESTARTS").unwrap_or(restarts * scale),
+            client_kills: env_u64("CLINIC_FAULT_CLIENT_KILLS").unwrap_or(client_kills * scale),
+            cuts: env_u64("CLINIC_FAULT_CUTS").unwrap_or(cuts * scale),
+            offline_stretches: stretches * scale,
+            latency_bursts: bursts * scale,
+            stalls: stalls * scale,
             offline_max: Duration::from_secs(if scale > 1 { 30 } else { 6 }),
         }
     }
@@ -114,6 +149,7 @@ struct Stats {
     made_by_clis: AtomicU64,
     refused_locally: Mutex<BTreeMap<String, u64>>,
     server_kills: AtomicU64,
+    db_restarts: AtomicU64,
     client_kills: AtomicU64,
     write_kills: AtomicU64,
     cuts: AtomicU64,
@@ -1084,7 +1120,7 @@ async fn cli_loop(shared: Arc<Shared>, cli: Arc<Cli>, seed: u64) {
 /// met when the budget is spent.
 async fn fault_loop(
     shared: Arc<Shared>,
-    server: Arc<Mutex<Server>>,
+    servers: Arc<Mutex<Servers>>,
     desks: Vec<Arc<Desk>>,
     clis: Vec<Arc<Cli>>,
     seed: u64,
@@ -1101,11 +1137,22 @@ async fn fault_loop(
         let mut idle = true;
         if s.server_kills.load(Ordering::Relaxed) < due(plan.server_kills, p) {
             idle = false;
-            let server = server.clone();
-            tokio::task::spawn_blocking(move || server.lock().unwrap().kill_and_restart())
+            let servers = servers.clone();
+            let (which, down_for) = (rng.r#gen::<usize>(), rng.gen_range(0..800));
+            tokio::task::spawn_blocking(move || {
+                servers.lock().unwrap().kill_and_restart(which, down_for)
+            })
+            .await
+            .unwrap();
+            s.server_kills.fetch_add(1, Ordering::Relaxed);
+        }
+        if s.db_restarts.load(Ordering::Relaxed) < due(plan.db_restarts, (p - 0.3).max(0.0) / 0.4) {
+            idle = false;
+            let servers = servers.clone();
+            tokio::task::spawn_blocking(move || servers.lock().unwrap().restart_database())
                 .await
                 .unwrap();
-            s.server_kills.fetch_add(1, Ordering::Relaxed);
+            s.db_restarts.fetch_add(1, Ordering::Relaxed);
         }
         if !clis.is_empty() && s.client_kills.load(Ordering::Relaxed) < due(plan.client_kills, p) {
             idle = false;
@@ -1169,6 +1216,7 @@ async fn fault_loop(
             }));
         }
         let all_done = s.server_kills.load(Ordering::Relaxed) >= plan.server_kills
+            && s.db_restarts.load(Ordering::Relaxed) >= plan.db_restarts
             && s.client_kills.load(Ordering::Relaxed) >= plan.client_kills
             && s.cuts.load(Ordering::Relaxed) >= plan.cuts
             && s.offline.load(Ordering::Relaxed) >= plan.offline_stretches
@@ -1243,6 +1291,218 @@ fn server_head(db: &rusqlite::Connection) -> u64 {
     .unwrap() as u64
 }
 
+/// The server side of a run: one SQLite server, or instances on one
+/// PostgreSQL database.
+struct Servers {
+    instances: Vec<Server>,
+    pg: Option<(PgCluster, String)>,
+    /// The PostgreSQL tables copied for the audit.
+    audit_copy: Option<tempfile::TempDir>,
+}
+
+impl Servers {
+    fn start(backend: Backend) -> Servers {
+        match backend {
+            Backend::Sqlite => Servers {
+                instances: vec![Server::start()],
+                pg: None,
+                audit_copy: None,
+            },
+            Backend::Postgres => {
+                let cluster = PgCluster::start();
+                let url = cluster.create_database();
+                // The first seeds the demo clinic; the others find it there.
+                let instances = (0..PG_INSTANCES)
+                    .map(|_| Server::start_pg(&url, &[]))
+                    .collect();
+                Servers {
+                    instances,
+                    pg: Some((cluster, url)),
+                    audit_copy: None,
+                }
+            }
+        }
+    }
+
+    fn first(&self) -> &Server {
+        &self.instances[0]
+    }
+
+    fn addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.instances.iter().map(Server::addr).collect()
+    }
+
+    /// SIGKILLs one instance (any, picked by `which`); it comes back on
+    /// the same port after `down_ms` (its clients move to the others
+    /// meanwhile when there are others).
+    fn kill_and_restart(&mut self, which: usize, down_ms: u64) {
+        let n = self.instances.len();
+        let server = &mut self.instances[which % n];
+        server.kill();
+        if n > 1 {
+            std::thread::sleep(Duration::from_millis(down_ms));
+        }
+        server.start_again();
+    }
+
+    /// Restarts PostgreSQL as after a crash (`immediate`: no checkpoint,
+    /// recovery from the WAL), while every instance keeps running.
+    fn restart_database(&mut self) {
+        if let Some((cluster, _)) = &mut self.pg {
+            cluster.restart("immediate");
+        }
+    }
+
+    fn head(&self) -> u64 {
+        match &self.pg {
+            None => server_head(&open_server_db(&self.first().db_path())),
+            Some((cluster, url)) => cluster.with_client(url, |c| {
+                c.query_one("SELECT head FROM sequence_head", &[])
+                    .unwrap()
+                    .get::<_, i64>(0) as u64
+            }),
+        }
+    }
+
+    /// A SQLite connection holding the server's `rows`, `changes`,
+    /// `clients` and `mutation_results`: the file itself, or a copy of the
+    /// PostgreSQL tables (every column the audit reads, as text).
+    fn audit_db(&mut self) -> rusqlite::Connection {
+        let Some((cluster, url)) = &self.pg else {
+            return open_server_db(&self.first().db_path());
+        };
+        type Dump = (
+            Vec<(String, String, i64, bool, String)>,
+            Vec<(
+                i64,
+                String,
+                String,
+                String,
+                Option<String>,
+                Option<i64>,
+                String,
+                String,
+            )>,
+            Vec<(String, String, i64)>,
+            Vec<(String, i64, String)>,
+        );
+        let dump: Dump = cluster.with_client(url, |c| {
+            let rows = c
+                .query("SELECT tbl, id::text, version, deleted, data::text FROM rows", &[])
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+                .collect();
+            let changes = c
+                .query(
+                    "SELECT seq, tbl, row_id::text, action, client_id::text, mutation_id, mutation, after::text FROM changes",
+                    &[],
+                )
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6), r.get(7))
+                })
+                .collect();
+            let clients = c
+                .query("SELECT client_id::text, user_id::text, last_mutation_id FROM clients", &[])
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect();
+            let results = c
+                .query("SELECT client_id::text, mutation_id, outcome::text FROM mutation_results", &[])
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect();
+            (rows, changes, clients, results)
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let db = rusqlite::Connection::open(dir.path().join("audit.db")).unwrap();
+        db.execute_batch(
+            "CREATE TABLE rows (tbl TEXT, id TEXT, version INTEGER, deleted INTEGER, data TEXT, PRIMARY KEY (tbl, id));
+             CREATE TABLE changes (seq INTEGER PRIMARY KEY, tbl TEXT, row_id TEXT, action TEXT, client_id TEXT, mutation_id INTEGER, mutation TEXT, after TEXT);
+             CREATE TABLE clients (client_id TEXT PRIMARY KEY, user_id TEXT, last_mutation_id INTEGER);
+             CREATE TABLE mutation_results (client_id TEXT, mutation_id INTEGER, outcome TEXT, PRIMARY KEY (client_id, mutation_id));
+             BEGIN;",
+        )
+        .unwrap();
+        for r in &dump.0 {
+            db.execute(
+                "INSERT INTO rows VALUES (?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![r.0, r.1, r.2, r.3, r.4],
+            )
+            .unwrap();
+        }
+        for c in &dump.1 {
+            db.execute(
+                "INSERT INTO changes VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                rusqlite::params![c.0, c.1, c.2, c.3, c.4, c.5, c.6, c.7],
+            )
+            .unwrap();
+        }
+        for c in &dump.2 {
+            db.execute(
+                "INSERT INTO clients VALUES (?1, ?2, ?3)",
+                rusqlite::params![c.0, c.1, c.2],
+            )
+            .unwrap();
+        }
+        for r in &dump.3 {
+            db.execute(
+                "INSERT INTO mutation_results VALUES (?1, ?2, ?3)",
+                rusqlite::params![r.0, r.1, r.2],
+            )
+            .unwrap();
+        }
+        db.execute_batch("COMMIT").unwrap();
+        self.audit_copy = Some(dir);
+        db
+    }
+
+    /// The database's own soundness: SQLite's `integrity_check`, or
+    /// PostgreSQL's `amcheck` over every index plus the sequence head
+    /// agreeing with the change log. `None` when sound.
+    fn database_check(&self, db: &rusqlite::Connection) -> Option<String> {
+        match &self.pg {
+            None => {
+                let integrity: String = db
+                    .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+                    .unwrap();
+                (integrity != "ok").then(|| format!("server database integrity_check: {integrity}"))
+            }
+            Some((cluster, url)) => cluster.with_client(url, |c| {
+                c.batch_execute("CREATE EXTENSION IF NOT EXISTS amcheck").unwrap();
+                let indexes: Vec<String> = c
+                    .query(
+                        "SELECT i.relname::text FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+                         JOIN pg_namespace n ON n.oid = i.relnamespace JOIN pg_am a ON a.oid = i.relam
+                         WHERE n.nspname = 'public' AND a.amname = 'btree'",
+                        &[],
+                    )
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                for index in &indexes {
+                    if let Err(e) = c.execute("SELECT bt_index_check($1::text::regclass, true)", &[index]) {
+                        return Some(format!("amcheck of index {index}: {e}"));
+                    }
+                }
+                let r = c
+                    .query_one(
+                        "SELECT (SELECT head FROM sequence_head), COALESCE(MAX(seq), 0) FROM changes",
+                        &[],
+                    )
+                    .unwrap();
+                let (head, max): (i64, i64) = (r.get(0), r.get(1));
+                (head != max).then(|| format!("sequence head {head} but the last change is {max}"))
+            }),
+        }
+    }
+}
+
 fn open_server_db(path: &Path) -> rusqlite::Connection {
     let db = rusqlite::Connection::open(path).unwrap();
     db.busy_timeout(Duration::from_secs(10)).unwrap();
@@ -1268,13 +1528,13 @@ fn expected_writes(kind: &str) -> usize {
 
 /// The invariants; returns every divergence found.
 async fn audit(
-    server: &Server,
+    servers: &mut Servers,
     clients: &[Audit<'_>],
     rejections: &mut BTreeMap<String, u64>,
     applied_total: &mut u64,
 ) -> Vec<String> {
     let mut div = Vec::new();
-    let db = open_server_db(&server.db_path());
+    let db = servers.audit_db();
 
     // 1. The change sequence: 1..=head, no gaps, no duplicates.
     let (count, min, max): (i64, Option<i64>, Option<i64>) = db
@@ -1330,11 +1590,18 @@ async fn audit(
             "{orphans} changed rows missing from the rows table"
         ));
     }
-    let integrity: String = db
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    if integrity != "ok" {
-        div.push(format!("server database integrity_check: {integrity}"));
+    if let Some(broken) = servers.database_check(&db) {
+        div.push(broken);
+    }
+    // The change log's and the access log's hash chains, as the admin
+    // would check them (on PostgreSQL: written by several instances).
+    let verify = servers.first().admin(&["audit", "verify"], None);
+    if !verify.status.success() {
+        div.push(format!(
+            "audit verify: {}{}",
+            String::from_utf8_lossy(&verify.stdout),
+            String::from_utf8_lossy(&verify.stderr)
+        ));
     }
     let ours: BTreeSet<String> = clients.iter().map(|c| c.client_id.to_string()).collect();
     let foreign: Vec<String> = db
@@ -1521,7 +1788,7 @@ async fn audit(
         if let Err(e) = c.client.integrity_check().await {
             div.push(format!("{}: integrity_check: {e}", c.name));
         }
-        let api = Api::login(server, c.user).await;
+        let api = Api::login(servers.first(), c.user).await;
         let theirs = server_mirror(&api).await;
         for (label, mine) in [
             ("visible", mirror_of(c.client, true).await),
@@ -1547,17 +1814,34 @@ async fn audit(
     div
 }
 
+/// The two modes share the machine's two cores: one at a time.
+static ONE_RUN_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn randomized_faults_converge_with_every_change_applied_exactly_once() {
-    let plan = Plan::from_env();
+    let _one = ONE_RUN_AT_A_TIME.lock().await;
+    fault_run(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn randomized_faults_on_three_postgres_instances_converge_with_every_change_applied_exactly_once()
+ {
+    let _one = ONE_RUN_AT_A_TIME.lock().await;
+    fault_run(Backend::Postgres).await;
+}
+
+async fn fault_run(backend: Backend) {
+    let plan = Plan::from_env(backend);
     eprintln!(
-        "fault run: seed {} (replay with CLINIC_FAULT_SEED={}); plan {plan:?}",
+        "fault run ({backend:?}): seed {} (replay with CLINIC_FAULT_SEED={}); plan {plan:?}",
         plan.seed, plan.seed
     );
     let started = Instant::now();
     let mut seeds = StdRng::seed_from_u64(plan.seed);
-    let server = Server::start();
-    let admin = Api::login(&server, "admin").await;
+    let servers = tokio::task::spawn_blocking(move || Servers::start(backend))
+        .await
+        .unwrap();
+    let admin = Api::login(servers.first(), "admin").await;
     let doctors = vec![
         staff_id(&admin, "doctor").await,
         staff_id(&admin, "doctor2").await,
@@ -1566,7 +1850,7 @@ async fn randomized_faults_converge_with_every_change_applied_exactly_once() {
     // Clients, each behind its own proxy.
     let mut desks = Vec::new();
     for user in DESKS {
-        let proxy = Proxy::start(server.addr()).await;
+        let proxy = Proxy::start_balanced(servers.addrs()).await;
         let dir = tempfile::tempdir().unwrap();
         let client = ClinicClient::open(ClientConfig::new(dir.path()).with_sync(engine_config()))
             .await
@@ -1587,7 +1871,7 @@ async fn randomized_faults_converge_with_every_change_applied_exactly_once() {
     }
     let mut clis = Vec::new();
     for user in CLIS {
-        let proxy = Proxy::start(server.addr()).await;
+        let proxy = Proxy::start_balanced(servers.addrs()).await;
         let dir = tempfile::tempdir().unwrap();
         let login = run_with_stdin(
             std::process::Command::new(bin("clinic"))
@@ -1647,7 +1931,7 @@ async fn randomized_faults_converge_with_every_change_applied_exactly_once() {
         stop_making: AtomicBool::new(false),
         in_flight: AtomicU64::new(0),
     });
-    let server = Arc::new(Mutex::new(server));
+    let servers = Arc::new(Mutex::new(servers));
     let mut makers = Vec::new();
     for desk in &desks {
         makers.push(tokio::spawn(desk_loop(
@@ -1665,7 +1949,7 @@ async fn randomized_faults_converge_with_every_change_applied_exactly_once() {
     }
     let faults = tokio::spawn(fault_loop(
         shared.clone(),
-        server.clone(),
+        servers.clone(),
         desks.clone(),
         clis.clone(),
         seeds.r#gen(),
@@ -1687,7 +1971,7 @@ async fn randomized_faults_converge_with_every_change_applied_exactly_once() {
         p.set_stalled(false);
         p.set_latency(Duration::ZERO);
     }
-    let server = Arc::try_unwrap(server).ok().unwrap().into_inner().unwrap();
+    let mut servers = Arc::try_unwrap(servers).ok().unwrap().into_inner().unwrap();
     for cli in &clis {
         cli.kill_watch().await;
     }
@@ -1717,7 +2001,7 @@ async fn randomized_faults_converge_with_every_change_applied_exactly_once() {
         })
         .await;
     }
-    let head = server_head(&open_server_db(&server.db_path()));
+    let head = servers.head();
     for desk in &desks {
         wait_desk(desk, "the final head", Duration::from_secs(120), |d| {
             d.cursor >= head
@@ -1778,13 +2062,13 @@ async fn randomized_faults_converge_with_every_change_applied_exactly_once() {
     }
     let mut rejections = BTreeMap::new();
     let mut applied = 0;
-    let divergences = audit(&server, &audits, &mut rejections, &mut applied).await;
+    let divergences = audit(&mut servers, &audits, &mut rejections, &mut applied).await;
     let s = &shared.stats;
     let made: u64 = audits.iter().map(|a| a.assigned).sum();
     eprintln!(
-        "FAULT RUN seed={} clients={} ({} engines, {} cli) mutations={} (engines {}, cli {}) \
+        "FAULT RUN backend={backend:?} seed={} clients={} ({} engines, {} cli) mutations={} (engines {}, cli {}) \
          applied={} rejected={:?} refused_locally={:?} cli_errors={:?} \
-         faults: server_kills={} client_kills={} write_kills={} cuts={} offline_stretches={} \
+         faults: server_kills={} db_restarts={} client_kills={} write_kills={} cuts={} offline_stretches={} \
          latency_bursts={} stalls={} changes={} live_at_end={}/{} \
          time: setup={:.1}s making={:.1}s faults={:.1}s converge={:.1}s total={:.1}s divergences={}",
         plan.seed,
@@ -1799,6 +2083,7 @@ async fn randomized_faults_converge_with_every_change_applied_exactly_once() {
         s.refused_locally.lock().unwrap(),
         s.cli_errors.lock().unwrap(),
         s.server_kills.load(Ordering::Relaxed),
+        s.db_restarts.load(Ordering::Relaxed),
         s.client_kills.load(Ordering::Relaxed),
         s.write_kills.load(Ordering::Relaxed),
         s.cuts.load(Ordering::Relaxed),
@@ -1830,6 +2115,7 @@ async fn randomized_faults_converge_with_every_change_applied_exactly_once() {
         plan.mutations
     );
     assert!(s.server_kills.load(Ordering::Relaxed) >= plan.server_kills);
+    assert!(s.db_restarts.load(Ordering::Relaxed) >= plan.db_restarts);
     assert!(s.client_kills.load(Ordering::Relaxed) >= plan.client_kills);
     assert!(s.cuts.load(Ordering::Relaxed) >= plan.cuts);
 }

@@ -15,10 +15,11 @@
 //! `clinic-server audit verify` prints the head hash: written down
 //! elsewhere (a ticket, a printout) it anchors everything before it.
 //!
-//! With several writer processes (the future PostgreSQL backend) the chain
-//! stays well defined because it follows `seq` order and each entry's hash
-//! is computed in the transaction that assigns its `seq`, under the lock
-//! that hands out the numbers.
+//! With several writer processes (server instances on PostgreSQL) the
+//! chain stays well defined because it follows `seq` order and each entry's
+//! hash is computed in the transaction that assigns its `seq`, under the
+//! lock that hands out the numbers (the change log: the sequence lock; the
+//! access log: a lock of its own).
 
 use super::{AccessRecord, Change, NewAccess};
 use serde_json::{Value, json};

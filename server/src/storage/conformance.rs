@@ -1,10 +1,11 @@
 //! The storage contract as executable checks. Every backend's tests call
-//! [`run_all`] with a factory for fresh, empty stores; a new backend is
-//! done when these pass unchanged.
+//! [`run_all`] with a factory for fresh, empty stores, and [`run_shared`]
+//! with a factory for more handles on one store (what other processes on
+//! the same database are); a new backend is done when these pass unchanged.
 
 use super::{
-    Change, ClientRecord, NewAccess, NewSignInEvent, SecurityKind, Session, Storage, StorageError,
-    Throttle, chain,
+    Change, ClientRecord, NewAccess, NewSignInEvent, SecurityKind, Session, Signal, Storage,
+    StorageError, Throttle, chain,
 };
 use clinic_shared::apply::Action;
 use clinic_shared::model::{Role, Staff, Table, Timestamp};
@@ -65,6 +66,121 @@ pub fn run_all(fresh: &dyn Fn() -> Box<dyn Storage>) -> Result<(), Failed> {
     throttles_and_sign_in_log(fresh().as_ref())?;
     access_log_chain(fresh().as_ref())?;
     change_log_chain(fresh().as_ref())?;
+    savepoints_undo_security_writes(fresh().as_ref())?;
+    access_appends_of_their_own(fresh().as_ref())?;
+    Ok(())
+}
+
+/// What the engine writes for an account inside a mutation's savepoint
+/// (sessions ended, a security event, a forced password change) and what
+/// sign-in writes (throttle, sign-in log, access entries) are undone with
+/// the savepoint, also when an inner savepoint released them into an outer
+/// one that rolls back; a released savepoint keeps them.
+fn savepoints_undo_security_writes(s: &dyn Storage) -> Result<(), Failed> {
+    let user = Uuid::now_v7();
+    for h in ["s1", "s2"] {
+        st(s.create_session(
+            h,
+            &Session {
+                user_id: user,
+                expires_at: t(100),
+            },
+        ))?;
+    }
+    let throttle = Throttle {
+        failures: 1,
+        last_failure_ms: 1,
+        locked_until_ms: 0,
+        lock_reported: false,
+    };
+    let undone = |tx: &mut dyn super::WriteTx| -> Result<(), StorageError> {
+        tx.delete_session("s1")?;
+        tx.delete_other_sessions(user, "s1")?;
+        tx.delete_sessions_of(user)?;
+        tx.record_security_event(user, SecurityKind::Disabled, None, t(1))?;
+        tx.set_must_change_password(user, true)?;
+        tx.set_throttle("user:x", Some(&throttle))?;
+        tx.append_sign_in_event(&NewSignInEvent {
+            at: t(1),
+            kind: SignInKind::SignIn,
+            outcome: SignInOutcome::Failure,
+            username: "x".into(),
+            user_id: None,
+            address: None,
+            client_id: None,
+            user_agent: None,
+        })?;
+        tx.append_access(&[access_entry(1, user)])?;
+        Ok(())
+    };
+    let mut inside = (0, 0);
+    st(s.write(&mut |tx| {
+        tx.savepoint()?;
+        undone(tx)?;
+        inside.0 = tx.count_sessions_of(user)?;
+        tx.rollback_to_savepoint()?;
+        inside.1 = tx.count_sessions_of(user)?;
+        tx.savepoint()?;
+        tx.savepoint()?;
+        undone(tx)?;
+        tx.release_savepoint()?;
+        tx.rollback_to_savepoint()
+    }))?;
+    check!(
+        inside == (0, 2),
+        "sessions ended in a savepoint come back when it rolls back: {inside:?}"
+    );
+    check!(
+        st(s.session("s1"))?.is_some() && st(s.session("s2"))?.is_some(),
+        "no session ended"
+    );
+    check!(
+        st(s.security_head())? == 0 && st(s.account_security(user))? == Default::default(),
+        "no security event, epoch or forced change left"
+    );
+    check!(
+        st(s.throttle("user:x"))?.is_none() && st(s.sign_in_events(None, 10))?.is_empty(),
+        "no throttle, no sign-in event left"
+    );
+    check!(
+        st(s.access_chain(0, 10))?.is_empty(),
+        "no access entry left"
+    );
+    st(s.write(&mut |tx| {
+        tx.savepoint()?;
+        undone(tx)?;
+        tx.release_savepoint()
+    }))?;
+    check!(
+        st(s.session("s1"))?.is_none() && st(s.session("s2"))?.is_none(),
+        "a released savepoint keeps its writes: sessions ended"
+    );
+    check!(
+        st(s.security_events_after(0, 10))?.len() == 1 && st(s.account_security(user))?.epoch == 1,
+        "one event kept, epoch 1"
+    );
+    check!(
+        verify_access(s)? == [1],
+        "the kept access entry starts the chain"
+    );
+    Ok(())
+}
+
+/// Access entries appended in transactions of their own and inside write
+/// transactions make one chain.
+fn access_appends_of_their_own(s: &dyn Storage) -> Result<(), Failed> {
+    let reader = Uuid::now_v7();
+    let mut lasts = vec![st(s.append_access(&[access_entry(1, reader)]))?];
+    st(s.write(&mut |tx| {
+        lasts.push(tx.append_access(&[access_entry(2, reader), access_entry(3, reader)])?);
+        Ok(())
+    }))?;
+    lasts.push(st(s.append_access(&[access_entry(4, reader)]))?);
+    check!(lasts == [1, 3, 4], "positions continue: {lasts:?}");
+    check!(
+        verify_access(s)? == [1, 2, 3, 4],
+        "one chain over both kinds of append"
+    );
     Ok(())
 }
 
@@ -433,6 +549,38 @@ fn savepoints(s: &dyn Storage) -> Result<(), Failed> {
         seen == [true, false, true],
         "savepoint rollback undoes only its part: {seen:?}"
     );
+    // A prefetch changes no answer, before or after writes in the same
+    // transaction, and after a savepoint rolls one back.
+    let keys = [
+        (Table::Patients, a),
+        (Table::Patients, b),
+        (Table::Appointments, b),
+    ];
+    let mut seen = Vec::new();
+    st(s.write(&mut |tx| {
+        tx.prefetch(&keys, &[Uuid::now_v7()])?;
+        let before: Vec<bool> = keys
+            .iter()
+            .map(|(t, i)| tx.row(*t, *i).map(|r| r.is_some()))
+            .collect::<Result<_, _>>()?;
+        tx.savepoint()?;
+        let head = tx.head()?;
+        tx.put(&change(head + 1, Table::Patients, b, json!({"late": true})))?;
+        let during = tx.row(Table::Patients, b)?.map(|r| r.data);
+        tx.rollback_to_savepoint()?;
+        let after = tx.row(Table::Patients, b)?.is_some();
+        seen = vec![json!(before), json!(during), json!(after)];
+        Err(StorageError::Database("look only".into()))
+    }))
+    .err();
+    check!(
+        seen == [
+            json!([true, false, true]),
+            json!({"late": true}),
+            json!(false)
+        ],
+        "prefetched reads answer as unprefetched ones: {seen:?}"
+    );
     Ok(())
 }
 
@@ -590,8 +738,19 @@ fn sessions(s: &dyn Storage) -> Result<(), Failed> {
             expires_at: t(100),
         },
     ))?;
+    st(s.create_session(
+        "h4",
+        &Session {
+            user_id: Uuid::now_v7(),
+            expires_at: t(100),
+        },
+    ))?;
     st(s.write(&mut |tx| tx.delete_sessions_of(user)))?;
     check!(st(s.session("h3"))?.is_none(), "all sessions of a user end");
+    check!(
+        st(s.session("h4"))?.is_some(),
+        "another user's session stays"
+    );
     Ok(())
 }
 
@@ -629,6 +788,364 @@ fn history_and_committed(s: &dyn Storage) -> Result<(), Failed> {
     check!(
         committed.len() == 2 && committed[1].mutation_id == Some(4),
         "committed changes in order"
+    );
+    Ok(())
+}
+
+/// Writers per [`run_shared`] check.
+const SHARED_WRITERS: u64 = 3;
+/// Writes per writer.
+const SHARED_WRITES: u64 = 40;
+
+/// Runs the checks that need several handles on one store: `open` returns
+/// a new handle on the same (initially empty) database each call, as
+/// another process would open it.
+pub fn run_shared(open: &(dyn Fn() -> Box<dyn Storage> + Sync)) -> Result<(), Failed> {
+    concurrent_writers_serialize(open)?;
+    wake_ups_from_other_handles(open)?;
+    chains_across_handles(open)?;
+    Ok(())
+}
+
+/// Writers on separate handles each read a counter and write it + 1 with
+/// the next sequence number; a reader on another handle tails the sequence
+/// meanwhile. Every increment must survive (each write saw the one before),
+/// and the tail must see every number, in order, none skipped.
+fn concurrent_writers_serialize(
+    open: &(dyn Fn() -> Box<dyn Storage> + Sync),
+) -> Result<(), Failed> {
+    let counter = Uuid::now_v7();
+    let total = SHARED_WRITERS * SHARED_WRITES;
+    let tail: Result<Vec<u64>, Failed> = std::thread::scope(|scope| {
+        let mut writers = Vec::new();
+        for w in 0..SHARED_WRITERS {
+            writers.push(scope.spawn(move || -> Result<(), Failed> {
+                let s = open();
+                for i in 0..SHARED_WRITES {
+                    st(s.write(&mut |tx| {
+                        let head = tx.head()?;
+                        let current = tx.row(Table::InventoryItems, counter)?;
+                        let n = current
+                            .as_ref()
+                            .and_then(|r| r.data.get("n"))
+                            .and_then(|n| n.as_u64())
+                            .unwrap_or(0);
+                        let mut c = change(
+                            head + 1,
+                            Table::InventoryItems,
+                            counter,
+                            json!({"n": n + 1, "by": w, "i": i}),
+                        );
+                        if let Some(r) = current {
+                            c.action = Action::Update;
+                            c.before = Some(r.data);
+                        }
+                        tx.put(&c)
+                    }))?;
+                }
+                Ok(())
+            }));
+        }
+        let reader = scope.spawn(move || -> Result<Vec<u64>, Failed> {
+            let s = open();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            let mut seen = Vec::new();
+            let mut last = 0;
+            while last < total {
+                check!(
+                    std::time::Instant::now() < deadline,
+                    "the tail reader saw only {last} of {total} changes in time"
+                );
+                let head = st(s.head())?;
+                check!(head >= last, "the head went back from {last} to {head}");
+                for c in st(s.committed_between(last, head))? {
+                    seen.push(c.seq);
+                }
+                check!(
+                    seen.len() as u64 == head,
+                    "a reader at head {head} got {} changes: a committed change was skipped or not yet visible below the head",
+                    seen.len()
+                );
+                last = head;
+                std::thread::yield_now();
+            }
+            Ok(seen)
+        });
+        for w in writers {
+            w.join().map_err(|_| Failed("a writer panicked".into()))??;
+        }
+        reader
+            .join()
+            .map_err(|_| Failed("the reader panicked".into()))?
+    });
+    let tail = tail?;
+    check!(
+        tail == (1..=total).collect::<Vec<_>>(),
+        "the tail saw the sequence out of order or with gaps"
+    );
+    let s = open();
+    check!(
+        st(s.head())? == total,
+        "head is {total} after {total} writes"
+    );
+    let mut n = None;
+    st(s.write(&mut |tx| {
+        n = tx
+            .row(Table::InventoryItems, counter)?
+            .and_then(|r| r.data.get("n").and_then(|n| n.as_u64()));
+        Ok(())
+    }))?;
+    check!(
+        n == Some(total),
+        "every increment survives concurrent writers: counter {n:?}, expected {total}"
+    );
+    let page = st(s.changes_page(&[Table::InventoryItems], 0, 10, None))?;
+    check!(
+        page.rows.len() == 1 && page.rows[0].version == total && page.cursor == total,
+        "the row's version is the last change"
+    );
+    Ok(())
+}
+
+/// A backend that can wake (`watch` gives `Some`) wakes a handle for a
+/// commit and for a security event recorded through another handle.
+fn wake_ups_from_other_handles(open: &(dyn Fn() -> Box<dyn Storage> + Sync)) -> Result<(), Failed> {
+    let (a, b) = (open(), open());
+    let (tx, rx) = std::sync::mpsc::channel::<Signal>();
+    let tx = std::sync::Mutex::new(tx);
+    let watching = st(a.watch(std::sync::Arc::new(move |signal| {
+        let _ = tx.lock().map(|t| t.send(signal));
+    })))?;
+    let Some(watching) = watching else {
+        return Ok(()); // This backend cannot wake; servers poll it.
+    };
+    // The watcher wakes once for each kind when it (re)connects.
+    let limit = std::time::Duration::from_secs(10);
+    let wait_for = |want: Signal, what: &str| -> Result<(), Failed> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(s) if s == want => return Ok(()),
+                Ok(_) => continue,
+                Err(_) => {
+                    return Err(Failed(format!(
+                        "no {want:?} wake-up {what} within {limit:?}"
+                    )));
+                }
+            }
+        }
+    };
+    let connected_by = std::time::Instant::now() + limit;
+    while !watching.connected() {
+        check!(
+            std::time::Instant::now() < connected_by,
+            "the watcher never connected"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    while rx.try_recv().is_ok() {}
+    let head = st(b.head())?;
+    st(b.write(&mut |tx| {
+        tx.put(&change(
+            head + 1,
+            Table::Patients,
+            Uuid::now_v7(),
+            json!({}),
+        ))
+    }))?;
+    wait_for(Signal::Commits, "after another handle's commit")?;
+    let user = Uuid::now_v7();
+    st(b.create_session(
+        "w1",
+        &Session {
+            user_id: user,
+            expires_at: t(100),
+        },
+    ))?;
+    while rx.try_recv().is_ok() {}
+    // A sign-out as the server makes it: the session ends and the event is
+    // recorded in one transaction.
+    st(b.write(&mut |tx| {
+        tx.delete_session("w1")?;
+        tx.record_security_event(user, SecurityKind::SignedOut, Some("w1"), t(1))
+            .map(|_| ())
+    }))?;
+    wait_for(Signal::Security, "after another handle's sign-out")?;
+    st(b.create_session(
+        "w2",
+        &Session {
+            user_id: user,
+            expires_at: t(100),
+        },
+    ))?;
+    while rx.try_recv().is_ok() {}
+    st(b.write(&mut |tx| {
+        tx.delete_sessions_of(user)?;
+        tx.record_security_event(user, SecurityKind::Disabled, None, t(2))
+            .map(|_| ())
+    }))?;
+    wait_for(Signal::Security, "after another handle disabled an account")?;
+    drop(watching);
+    Ok(())
+}
+
+/// Walks a whole chain, a page at a time: every entry's stored hash is the
+/// one computed from the entry before it. Returns the entries' positions.
+fn walk_chain<T>(
+    what: &str,
+    page: &dyn Fn(u64) -> Result<Vec<super::ChainLink<T>>, StorageError>,
+    seq_of: fn(&T) -> u64,
+    hash_of: fn(&str, &T) -> String,
+) -> Result<Vec<u64>, Failed> {
+    let mut previous = chain::GENESIS.to_owned();
+    let mut seqs = Vec::new();
+    let mut after = 0;
+    loop {
+        let links = st(page(after))?;
+        if links.is_empty() {
+            return Ok(seqs);
+        }
+        for link in links {
+            let seq = seq_of(&link.entry);
+            let computed = hash_of(&previous, &link.entry);
+            check!(
+                link.hash.as_deref() == Some(computed.as_str()),
+                "{what} entry {seq} is not chained to the one before it"
+            );
+            seqs.push(seq);
+            after = seq;
+            previous = computed;
+        }
+    }
+}
+
+fn verify_changes(s: &dyn Storage) -> Result<Vec<u64>, Failed> {
+    walk_chain(
+        "change log",
+        &|after| s.change_chain(after, 100),
+        |c: &Change| c.seq,
+        chain::change_hash,
+    )
+}
+
+fn verify_access(s: &dyn Storage) -> Result<Vec<u64>, Failed> {
+    walk_chain(
+        "access log",
+        &|after| s.access_chain(after, 100),
+        |a: &super::AccessRecord| a.seq,
+        chain::access_record_hash,
+    )
+}
+
+fn access_entry(i: u64, reader: Uuid) -> NewAccess {
+    NewAccess {
+        at: t(i as i64),
+        user_id: reader,
+        client_id: None,
+        kind: AccessKind::WsLive,
+        patient_id: Some(Uuid::now_v7()),
+        table: Table::TreatmentRecords,
+        row_ids: vec![Uuid::now_v7()],
+    }
+}
+
+/// Writers on separate handles append to both hash chains and the
+/// security-event log at once: mutation commits (a change and a security
+/// event), access entries in write transactions and in transactions of
+/// their own ([`Storage::append_access`]). Both chains must come out whole
+/// (every entry linked to the one before, positions 1..n, none lost), and a
+/// reader tailing the security-event log by id, as every server does, must
+/// see every event, in rising order.
+fn chains_across_handles(open: &(dyn Fn() -> Box<dyn Storage> + Sync)) -> Result<(), Failed> {
+    let reader = Uuid::now_v7();
+    let events = SHARED_WRITERS * SHARED_WRITES;
+    // The store may hold entries of earlier checks: count from there.
+    let (changes_before, access_before, events_before) = {
+        let s = open();
+        (
+            verify_changes(s.as_ref())?.len() as u64,
+            verify_access(s.as_ref())?.len() as u64,
+            st(s.security_head())?,
+        )
+    };
+    let tailed: Result<Vec<u64>, Failed> = std::thread::scope(|scope| {
+        let mut writers = Vec::new();
+        for w in 0..SHARED_WRITERS {
+            writers.push(scope.spawn(move || -> Result<(), Failed> {
+                let s = open();
+                for i in 0..SHARED_WRITES {
+                    st(s.write(&mut |tx| {
+                        let head = tx.head()?;
+                        tx.put(&change(
+                            head + 1,
+                            Table::Patients,
+                            Uuid::now_v7(),
+                            json!({"by": w, "i": i}),
+                        ))?;
+                        tx.record_security_event(reader, SecurityKind::RoleChanged, None, t(1))
+                            .map(|_| ())
+                    }))?;
+                    st(s.append_access(&[access_entry(i, reader), access_entry(i, reader)]))?;
+                    st(s.write(&mut |tx| {
+                        tx.append_access(&[access_entry(i, reader)]).map(|_| ())
+                    }))?;
+                }
+                Ok(())
+            }));
+        }
+        let tail = scope.spawn(move || -> Result<Vec<u64>, Failed> {
+            let s = open();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            let (mut seen, mut last) = (Vec::new(), events_before);
+            while (seen.len() as u64) < events {
+                check!(
+                    std::time::Instant::now() < deadline,
+                    "the security-event tail saw only {} of {events} events in time",
+                    seen.len()
+                );
+                for e in st(s.security_events_after(last, 1000))? {
+                    check!(e.id > last, "security event {} came after {last}", e.id);
+                    last = e.id;
+                    seen.push(e.id);
+                }
+                std::thread::yield_now();
+            }
+            Ok(seen)
+        });
+        for w in writers {
+            w.join().map_err(|_| Failed("a writer panicked".into()))??;
+        }
+        tail.join()
+            .map_err(|_| Failed("the security-event tail panicked".into()))?
+    });
+    let tailed = tailed?;
+    let s = open();
+    let all: Vec<u64> = st(s.security_events_after(events_before, 100_000))?
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    check!(
+        tailed == all,
+        "the tail by id skipped a security event: it saw {} of {}",
+        tailed.len(),
+        all.len()
+    );
+    let changes = verify_changes(s.as_ref())?;
+    check!(
+        changes == (1..=changes_before + events).collect::<Vec<_>>(),
+        "the change log holds every change once, in order: {} entries",
+        changes.len()
+    );
+    let access = verify_access(s.as_ref())?;
+    check!(
+        access == (1..=access_before + events * 3).collect::<Vec<_>>(),
+        "the access log holds every entry once, in order: {} entries",
+        access.len()
+    );
+    check!(
+        st(s.account_security(reader))?.epoch == events,
+        "every event raised the epoch once"
     );
     Ok(())
 }

@@ -1,15 +1,18 @@
 //! Storage: the server's durable state behind one trait, so that SQLite (the
-//! embedded default) and later PostgreSQL can serve the same engine.
+//! embedded default) and PostgreSQL (several server instances on one
+//! database) serve the same engine.
 //!
 //! Terms:
 //! - **row**: the current state of one record (`table`, `id`), with the
 //!   `version` of its last change and a `deleted` flag (tombstone). Rows are
 //!   kept as the entity's JSON.
 //! - **change**: one row write, numbered by the global change **sequence**
-//!   (`seq`). Sequence numbers are assigned inside the write transaction by
-//!   the single writer, so they are gap-free and in commit order. The change
-//!   log is also the audit trail: who, when, from which client, which
-//!   mutation, before and after.
+//!   (`seq`). Sequence numbers are assigned inside the write transaction,
+//!   which holds the database's write lock to its commit (SQLite: the
+//!   `BEGIN IMMEDIATE` lock; PostgreSQL: the row lock on `sequence_head`),
+//!   so they are gap-free and in commit order whatever process writes. The
+//!   change log is also the audit trail: who, when, from which client,
+//!   which mutation, before and after.
 //! - **client**: one installation of a client, identified by a UUID it makes,
 //!   bound to the first user who pushes with it, with the highest mutation id
 //!   processed for it and the stored result of every mutation.
@@ -30,6 +33,12 @@
 //!   server process to re-check open sessions, sign-in throttling, the
 //!   sign-in log) lives in the database, never only in one process's memory,
 //!   so several server processes and the admin CLI agree on it.
+//! - Several handles on one database (other processes: the admin CLI, other
+//!   server instances) may write at once: their write transactions
+//!   serialize, each one's reads see every commit before it, and every
+//!   reader sees the sequence gap-free and in commit order (a reader that has
+//!   seen `seq` s never later finds a committed change below s that it had
+//!   not seen).
 //!
 //! Terms of the access-control part:
 //! - **epoch**: a per-account counter that rises with every change that
@@ -41,10 +50,16 @@
 //! - **throttle**: failure counter and lockout of one sign-in key (a
 //!   username or a client address).
 //! - **access entry**: one delivery of clinical content to a person.
+//!
+//! Backends: [`sqlite`] (one file, the default) and [`postgres`] (several
+//! stateless server instances on one database; see that module for how the
+//! sequence stays gap-free across processes).
 
 pub mod chain;
 pub mod conformance;
+pub mod postgres;
 pub mod sqlite;
+pub mod transfer;
 
 use clinic_shared::apply::{Action, CurrentRow, SlotCandidate};
 use clinic_shared::model::{Staff, SyncRow, Table, Timestamp};
@@ -84,6 +99,48 @@ impl StorageError {
 
 /// Result of storage calls.
 pub type StorageResult<T> = Result<T, StorageError>;
+
+/// What a wake-up from a shared database says another process did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Committed changes: read past the published head.
+    Commits,
+    /// Recorded security events (sign-out, sessions ended, password change
+    /// or reset, disable, enable, role change): read the security-event log
+    /// past the highest id seen ([`crate::revocation`]).
+    Security,
+}
+
+/// Called from the backend's own thread for every wake-up; must not block.
+pub type Wake = std::sync::Arc<dyn Fn(Signal) + Send + Sync>;
+
+/// A running source of wake-ups ([`Storage::watch`]). Dropping it stops it.
+pub struct Watching {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    connected: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Watching {
+    /// A handle over the flags a backend's watcher thread reads and sets.
+    pub fn new(
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        connected: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Self {
+        Watching { stop, connected }
+    }
+
+    /// Whether wake-ups arrive right now. While they do not (the
+    /// notification connection is down), callers poll instead.
+    pub fn connected(&self) -> bool {
+        self.connected.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
 
 /// One row write, as recorded in the change log and applied to the row.
 #[derive(Debug, Clone, PartialEq)]
@@ -432,6 +489,13 @@ pub trait WriteTx {
     /// Appends access entries in order, each chained to the one before
     /// (see [`chain::access_hash`]); returns the `seq` of the last.
     fn append_access(&mut self, entries: &[NewAccess]) -> StorageResult<u64>;
+    /// A hint that `rows` and `clients` are about to be read: a backend
+    /// whose reads cost a round trip may load them in one (PostgreSQL).
+    /// Reads then return exactly what they would have without it.
+    fn prefetch(&mut self, rows: &[(Table, Uuid)], clients: &[Uuid]) -> StorageResult<()> {
+        let _ = (rows, clients);
+        Ok(())
+    }
     /// Starts a savepoint.
     fn savepoint(&mut self) -> StorageResult<()>;
     /// Undoes everything since the savepoint and ends it.
@@ -512,4 +576,29 @@ pub trait Storage: Send + Sync + 'static {
     /// their stored hashes.
     fn access_chain(&self, after: u64, limit: usize)
     -> StorageResult<Vec<ChainLink<AccessRecord>>>;
+    /// Appends access entries in a transaction of their own, chained like
+    /// [`WriteTx::append_access`] (the audit thread's commits). A backend
+    /// may serialize these on a lock of the access log's own rather than
+    /// the write lock that numbers changes (PostgreSQL does), so that the
+    /// read audit of several servers does not queue behind their mutation
+    /// commits; the chain stays well defined either way. Returns the `seq`
+    /// of the last entry.
+    fn append_access(&self, entries: &[NewAccess]) -> StorageResult<u64> {
+        let mut last = 0;
+        self.write(&mut |tx| {
+            last = tx.append_access(entries)?;
+            Ok(())
+        })?;
+        Ok(last)
+    }
+    /// Starts calling `wake` when another process commits changes or
+    /// records a security event on this database, if the backend can tell
+    /// (PostgreSQL: LISTEN/NOTIFY). `None`: it cannot, and callers poll.
+    /// Wake-ups carry no data and may come in bursts or spuriously; after a
+    /// lost connection the watcher wakes for both signals once it is back,
+    /// since it may have missed some.
+    fn watch(&self, wake: Wake) -> StorageResult<Option<Watching>> {
+        let _ = wake;
+        Ok(None)
+    }
 }

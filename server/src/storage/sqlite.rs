@@ -14,6 +14,7 @@
 //! ([`super::chain`]); triggers refuse UPDATE and DELETE on them and on
 //! `sign_in_events`.
 
+use super::transfer::{Chunk, StoredRow};
 use super::{
     AccessRecord, AccountSecurity, ChainLink, Change, ChangesPage, ClientRecord, LoggedChange,
     NewAccess, NewSignInEvent, SecurityEvent, SecurityKind, Session, SessionAccount, Storage,
@@ -361,6 +362,187 @@ impl SqliteStorage {
         result
     }
 
+    /// Reads everything, from one snapshot, handing `sink` at most `chunk`
+    /// items at a time: for copying a clinic to another backend
+    /// ([`super::transfer`]). Hash-chained logs come with their stored
+    /// hashes, so the copy carries the chains as they are.
+    pub fn export(
+        &self,
+        chunk: usize,
+        sink: &mut dyn FnMut(Chunk) -> StorageResult<()>,
+    ) -> StorageResult<()> {
+        let chunk = chunk.max(1);
+        self.read(|c| {
+            // One read transaction: every table from the same snapshot.
+            let tx = c.transaction()?;
+            stream(
+                &tx,
+                "SELECT tbl, id, version, deleted, data FROM rows ORDER BY tbl, id",
+                chunk,
+                sink,
+                Chunk::Rows,
+                |r| {
+                    Ok(StoredRow {
+                        table: parse_table(&r.get::<_, String>(0)?)?,
+                        id: parse_uuid(&r.get::<_, String>(1)?)?,
+                        version: to_u64(r.get(2)?),
+                        deleted: r.get(3)?,
+                        data: r.get(4)?,
+                    })
+                },
+            )?;
+            stream(
+                &tx,
+                &format!("SELECT {CHANGE_COLUMNS}, hash FROM changes ORDER BY seq"),
+                chunk,
+                sink,
+                Chunk::Changes,
+                |r| {
+                    Ok(ChainLink {
+                        entry: change_from_columns(change_columns(r)?)?,
+                        hash: r.get(11)?,
+                    })
+                },
+            )?;
+            stream(
+                &tx,
+                "SELECT user_id, password_hash FROM credentials ORDER BY user_id",
+                chunk,
+                sink,
+                Chunk::Credentials,
+                |r| Ok((parse_uuid(&r.get::<_, String>(0)?)?, r.get(1)?)),
+            )?;
+            stream(
+                &tx,
+                "SELECT token_hash, user_id, expires_at FROM sessions ORDER BY token_hash",
+                chunk,
+                sink,
+                Chunk::Sessions,
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        Session {
+                            user_id: parse_uuid(&r.get::<_, String>(1)?)?,
+                            expires_at: parse_time(&r.get::<_, String>(2)?)?,
+                        },
+                    ))
+                },
+            )?;
+            stream(
+                &tx,
+                "SELECT client_id, user_id, last_mutation_id FROM clients ORDER BY client_id",
+                chunk,
+                sink,
+                Chunk::Clients,
+                |r| {
+                    Ok((
+                        parse_uuid(&r.get::<_, String>(0)?)?,
+                        ClientRecord {
+                            user_id: parse_uuid(&r.get::<_, String>(1)?)?,
+                            last_mutation_id: to_u64(r.get(2)?),
+                        },
+                    ))
+                },
+            )?;
+            stream(
+                &tx,
+                "SELECT client_id, mutation_id, outcome FROM mutation_results ORDER BY client_id, mutation_id",
+                chunk,
+                sink,
+                Chunk::Results,
+                |r| {
+                    Ok((
+                        parse_uuid(&r.get::<_, String>(0)?)?,
+                        to_u64(r.get(1)?),
+                        r.get(2)?,
+                    ))
+                },
+            )?;
+            stream(
+                &tx,
+                "SELECT user_id, epoch, must_change_password FROM account_security ORDER BY user_id",
+                chunk,
+                sink,
+                Chunk::AccountSecurity,
+                |r| {
+                    Ok((
+                        parse_uuid(&r.get::<_, String>(0)?)?,
+                        AccountSecurity {
+                            epoch: to_u64(r.get(1)?),
+                            must_change_password: r.get(2)?,
+                        },
+                    ))
+                },
+            )?;
+            stream(
+                &tx,
+                "SELECT id, at, user_id, kind, token_hash, epoch FROM security_events ORDER BY id",
+                chunk,
+                sink,
+                Chunk::SecurityEvents,
+                |r| {
+                    security_event_from((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
+            )?;
+            stream(
+                &tx,
+                "SELECT key, failures, last_failure_ms, locked_until_ms, lock_reported
+                 FROM sign_in_throttle ORDER BY key",
+                chunk,
+                sink,
+                Chunk::Throttles,
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        Throttle {
+                            failures: r.get(1)?,
+                            last_failure_ms: r.get(2)?,
+                            locked_until_ms: r.get(3)?,
+                            lock_reported: r.get(4)?,
+                        },
+                    ))
+                },
+            )?;
+            stream(
+                &tx,
+                "SELECT id, at, kind, outcome, username, user_id, address, client_id, user_agent
+                 FROM sign_in_events ORDER BY id",
+                chunk,
+                sink,
+                Chunk::SignInEvents,
+                |r| {
+                    Ok(SignInEvent {
+                        id: to_u64(r.get(0)?),
+                        at: parse_time(&r.get::<_, String>(1)?)?,
+                        kind: parse_sign_in_kind(&r.get::<_, String>(2)?)?,
+                        outcome: parse_sign_in_outcome(&r.get::<_, String>(3)?)?,
+                        username: r.get(4)?,
+                        user_id: opt_uuid(r.get(5)?)?,
+                        address: r.get(6)?,
+                        client_id: opt_uuid(r.get(7)?)?,
+                        user_agent: r.get(8)?,
+                    })
+                },
+            )?;
+            stream(
+                &tx,
+                &format!("SELECT {ACCESS_COLUMNS} FROM access_log ORDER BY seq"),
+                chunk,
+                sink,
+                Chunk::Access,
+                |r| access_from_columns(access_columns(r)?),
+            )?;
+            Ok(())
+        })
+    }
+
     /// Runs `PRAGMA integrity_check`; `Ok(())` when the file is sound.
     pub fn integrity_check(&self) -> StorageResult<()> {
         self.read(|c| {
@@ -372,6 +554,30 @@ impl SqliteStorage {
             }
         })
     }
+}
+
+/// Runs `sql` and hands its rows to `sink` in chunks of `chunk`.
+fn stream<T>(
+    conn: &Connection,
+    sql: &str,
+    chunk: usize,
+    sink: &mut dyn FnMut(Chunk) -> StorageResult<()>,
+    wrap: fn(Vec<T>) -> Chunk,
+    map: impl Fn(&rusqlite::Row<'_>) -> StorageResult<T>,
+) -> StorageResult<()> {
+    let mut stmt = conn.prepare(sql)?;
+    let mut rows = stmt.query([])?;
+    let mut buf = Vec::with_capacity(chunk);
+    while let Some(row) = rows.next()? {
+        buf.push(map(row)?);
+        if buf.len() == chunk {
+            sink(wrap(std::mem::replace(&mut buf, Vec::with_capacity(chunk))))?;
+        }
+    }
+    if !buf.is_empty() {
+        sink(wrap(buf))?;
+    }
+    Ok(())
 }
 
 /// A write transaction on the writer connection.
@@ -1434,6 +1640,16 @@ mod tests {
             Box::new(SqliteStorage::open(dir.path().join(format!("c{n}.db"))).unwrap())
         };
         if let Err(failed) = crate::storage::conformance::run_all(&fresh) {
+            panic!("{}", failed.0);
+        }
+    }
+
+    #[test]
+    fn sqlite_handles_on_one_file_meet_the_shared_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shared.db");
+        let open = || -> Box<dyn Storage> { Box::new(SqliteStorage::open(&path).unwrap()) };
+        if let Err(failed) = crate::storage::conformance::run_shared(&open) {
             panic!("{}", failed.0);
         }
     }
