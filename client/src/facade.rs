@@ -18,7 +18,9 @@ use clinic_shared::model::{
     Appointment, InventoryItem, Invoice, Patient, Referral, Staff, Table, Timestamp,
 };
 use clinic_shared::mutation::Mutation;
-use clinic_shared::protocol::HistoryResponse;
+use clinic_shared::protocol::{
+    AccessLogResponse, ErrorCode, HistoryResponse, PasswordChangeResponse,
+};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -101,6 +103,9 @@ pub struct SignInResult {
     /// Checked against this machine's verifier because the server could not
     /// be reached: work goes on locally, the server is asked later.
     pub offline: bool,
+    /// The server asks for a new password before anything else
+    /// ([`ClinicClient::change_password`]).
+    pub must_change_password: bool,
 }
 
 struct Inner {
@@ -185,6 +190,7 @@ impl ClinicClient {
         Ok(SignInResult {
             user: signed_in.user,
             offline: signed_in.offline,
+            must_change_password: signed_in.must_change_password,
         })
     }
 
@@ -207,6 +213,51 @@ impl ClinicClient {
         self.inner.users.unlock(password).await
     }
 
+    /// Changes the signed-in user's password (checked here against the
+    /// clinic's password rules first, then by the server, which ends the
+    /// account's other sessions). This computer's copy of their data opens
+    /// with the new password from then on.
+    pub async fn change_password(
+        &self,
+        current: &str,
+        new: &str,
+    ) -> ClientResult<PasswordChangeResponse> {
+        let mut errors = clinic_shared::validate::Errors::new();
+        clinic_shared::validate::password("new_password", new, &mut errors);
+        if let Err(fields) = errors.finish() {
+            let why = fields
+                .first()
+                .map_or_else(String::new, |f| format!(": it {}", f.message));
+            return Err(ClientError::Invalid(format!(
+                "The new password cannot be used{why}."
+            )));
+        }
+        if new == current {
+            return Err(ClientError::Invalid(
+                "The new password must be different from the current one.".into(),
+            ));
+        }
+        match self.inner.users.change_password(current, new).await {
+            Err(ClientError::Server(body))
+                if body.field.as_deref() == Some("current_password") =>
+            {
+                Err(ClientError::Invalid(
+                    "That is not your current password. Type it again (the password you \
+                     signed in with today)."
+                        .into(),
+                ))
+            }
+            Err(ClientError::Server(body)) if body.code == ErrorCode::RateLimited => {
+                Err(ClientError::Invalid(
+                    "Too many wrong passwords: your account is locked for a few minutes. \
+                     Try again later."
+                        .into(),
+                ))
+            }
+            other => other,
+        }
+    }
+
     /// Who is signed in here (or who was, when their data is locked).
     pub async fn identity(&self) -> ClientResult<Identity> {
         let users = &self.inner.users;
@@ -222,6 +273,7 @@ impl ClinicClient {
                     signed_in: stored.token.is_some() || offline,
                     offline,
                     locked,
+                    must_change_password: open.session.must_change_password(),
                 })
             }
             None => {
@@ -247,6 +299,7 @@ impl ClinicClient {
                     signed_in: false,
                     offline: false,
                     locked,
+                    must_change_password: false,
                 })
             }
         }
@@ -440,6 +493,29 @@ impl ClinicClient {
         let open = self.open_user()?;
         let (url, token) = open.session.require().await?;
         open.sync.transport().history(&url, &token, table, id).await
+    }
+
+    /// Records that the person opened a record (a chart, a referral): the
+    /// server's access log answers "who looked at this patient". Kept on
+    /// this computer until the server has recorded it, so views made
+    /// offline are reported when it answers.
+    pub async fn report_view(&self, table: Table, id: Uuid) -> ClientResult<()> {
+        let open = self.open_user()?;
+        open.mirror.queue_view(table, id).await?;
+        let sync = open.sync.clone();
+        tokio::spawn(async move { sync.flush_views_quietly().await });
+        Ok(())
+    }
+
+    /// Who received or opened a patient's records, newest first, from the
+    /// server's access log (administrators; needs a connection).
+    pub async fn access_log(&self, patient: Uuid) -> ClientResult<AccessLogResponse> {
+        let open = self.open_user()?;
+        let (url, token) = open.session.require().await?;
+        open.sync
+            .transport()
+            .access_log(&url, &token, patient)
+            .await
     }
 
     // ---- reads (all local) ----

@@ -169,6 +169,10 @@ pub struct Identity {
     /// The screen is locked: the user's data is hidden until their password
     /// is entered again.
     pub locked: bool,
+    /// The server asks this user for a new password before anything else
+    /// (an administrator's reset, or one below the policy): nothing syncs
+    /// until [`crate::ClinicClient::change_password`].
+    pub must_change_password: bool,
 }
 
 /// Counts for the status line.

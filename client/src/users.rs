@@ -15,7 +15,9 @@ use crate::sync::{RunEnd, SyncConfig, SyncEngine};
 use crate::transport::Transport;
 use crate::types::{ChangeOrigin, Connection, StoreEvent, SyncStatus};
 use clinic_shared::model::Staff;
-use clinic_shared::protocol::{ErrorCode, LoginRequest, LoginResponse};
+use clinic_shared::protocol::{
+    ErrorCode, LoginRequest, LoginResponse, PasswordChangeRequest, PasswordChangeResponse,
+};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -50,6 +52,7 @@ impl Open {
 pub(crate) struct SignedIn {
     pub user: Staff,
     pub offline: bool,
+    pub must_change_password: bool,
 }
 
 /// The machine's users and the open mirror.
@@ -365,6 +368,7 @@ impl Users {
                     Some(user) => Ok(SignedIn {
                         user,
                         offline: true,
+                        must_change_password: false,
                     }),
                     None => Err(ClientError::Offline { reason, source }),
                 }
@@ -388,6 +392,7 @@ impl Users {
         password: &str,
     ) -> ClientResult<SignedIn> {
         let user = login.user.clone();
+        let must_change_password = login.must_change_password;
         let open = match self.current().filter(|o| o.user == user.id) {
             Some(open) => open,
             None => {
@@ -422,7 +427,12 @@ impl Users {
             }
         };
         open.session
-            .signed_in(server_url, login.token, user.clone())
+            .signed_in(
+                server_url,
+                login.token,
+                user.clone(),
+                login.must_change_password,
+            )
             .await?;
         self.keep_key(user.id, &open.key, password).await?;
         self.remember(&user, server_url)?;
@@ -432,6 +442,7 @@ impl Users {
         Ok(SignedIn {
             user,
             offline: false,
+            must_change_password,
         })
     }
 
@@ -504,6 +515,35 @@ impl Users {
             active: true,
         });
         Ok(Some(staff))
+    }
+
+    /// The signed-in user changes their password on the server; this
+    /// machine's copy of their key is then sealed with the new one (so an
+    /// offline sign-in takes the new password, not the old).
+    pub(crate) async fn change_password(
+        &self,
+        current: &str,
+        new: &str,
+    ) -> ClientResult<PasswordChangeResponse> {
+        let open = self.current().ok_or(ClientError::NotSignedIn)?;
+        let (url, token) = open.session.require().await?;
+        let request = PasswordChangeRequest {
+            current_password: current.to_owned(),
+            new_password: new.to_owned(),
+        };
+        let changed = self
+            .transport
+            .change_password(&url, &token, &request)
+            .await?;
+        self.keep_key(open.user, &open.key, new).await?;
+        open.session.set_must_change_password(false);
+        tracing::info!(
+            other_sessions_ended = changed.other_sessions_ended,
+            "password changed"
+        );
+        open.sync.wake();
+        self.changed.notify_waiters();
+        Ok(changed)
     }
 
     // ---- ending sessions ----

@@ -19,8 +19,9 @@ use clinic_client::{
 use clinic_shared::model::{Role, Staff, Table, Timestamp};
 use clinic_shared::mutation::*;
 use clinic_shared::protocol::{
-    ErrorBody, ErrorCode, HistoryResponse, LoginRequest, LoginResponse, PullResponse, PushRequest,
-    PushResponse, RejectCode,
+    AccessLogResponse, ErrorBody, ErrorCode, HistoryResponse, LoginRequest, LoginResponse,
+    PasswordChangeRequest, PasswordChangeResponse, PullResponse, PushRequest, PushResponse,
+    RejectCode, ViewReport, ViewsRecorded,
 };
 use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
@@ -133,6 +134,33 @@ impl Transport for InProcess {
     }
     fn open_live<'a>(&'a self, _server: &'a str) -> BoxFuture<'a, ClientResult<Box<dyn LiveLink>>> {
         Box::pin(async { Err(ClientError::offline("no live link in process")) })
+    }
+    fn change_password<'a>(
+        &'a self,
+        _server: &'a str,
+        token: &'a str,
+        request: &'a PasswordChangeRequest,
+    ) -> BoxFuture<'a, ClientResult<PasswordChangeResponse>> {
+        let body = serde_json::to_string(request).unwrap();
+        Box::pin(self.call(Method::POST, "/v1/password".into(), Some(token), Some(body)))
+    }
+    fn report_views<'a>(
+        &'a self,
+        _server: &'a str,
+        token: &'a str,
+        report: &'a ViewReport,
+    ) -> BoxFuture<'a, ClientResult<ViewsRecorded>> {
+        let body = serde_json::to_string(report).unwrap();
+        Box::pin(self.call(Method::POST, "/v1/audit/views".into(), Some(token), Some(body)))
+    }
+    fn access_log<'a>(
+        &'a self,
+        _server: &'a str,
+        token: &'a str,
+        patient: Uuid,
+    ) -> BoxFuture<'a, ClientResult<AccessLogResponse>> {
+        let uri = format!("/v1/audit/access?patient={patient}");
+        Box::pin(self.call(Method::GET, uri, Some(token), None))
     }
 }
 

@@ -258,6 +258,59 @@ impl Mirror {
             .await
     }
 
+    // ---- views to report ----
+
+    /// Queues "the person opened this record" for the access log.
+    pub(crate) async fn queue_view(&self, table: clinic_shared::model::Table, id: uuid::Uuid) -> ClientResult<()> {
+        self.read(move |c| {
+            c.prepare_cached("INSERT INTO views (tbl, id) VALUES (?1, ?2)")?
+                .execute(rusqlite::params![table.as_str(), id.to_string()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Up to `limit` queued views, oldest first, each with its number.
+    pub(crate) async fn queued_views(
+        &self,
+        limit: usize,
+    ) -> ClientResult<Vec<(i64, clinic_shared::protocol::ViewedRecord)>> {
+        self.read(move |c| {
+            let raw: Vec<(i64, String, String)> = c
+                .prepare_cached("SELECT n, tbl, id FROM views ORDER BY n LIMIT ?1")?
+                .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            raw.iter()
+                .map(|(n, t, id)| {
+                    Ok((
+                        *n,
+                        clinic_shared::protocol::ViewedRecord {
+                            table: rows::parse_table(t)?,
+                            id: rows::parse_uuid(id)?,
+                        },
+                    ))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// Forgets queued views: those numbered up to `last`, or only `only`.
+    pub(crate) async fn drop_views(&self, last: i64, only: bool) -> ClientResult<()> {
+        self.read(move |c| {
+            let sql = if only {
+                "DELETE FROM views WHERE n = ?1"
+            } else {
+                "DELETE FROM views WHERE n <= ?1"
+            };
+            c.execute(sql, [last])?;
+            Ok(())
+        })
+        .await
+    }
+
     // ---- checks ----
 
     /// Confirmed or visible rows, sorted, for consistency checks.

@@ -74,6 +74,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX visible_payments_by_invoice ON visible (json_extract(data, '$.invoice_id'))
         WHERE tbl = 'payments';
 "#,
+    r#"
+    -- Records the person opened, waiting to be reported to the server's
+    -- access log (durable: a view made offline is reported on reconnect).
+    CREATE TABLE views (n INTEGER PRIMARY KEY, tbl TEXT NOT NULL, id TEXT NOT NULL);
+"#,
 ];
 
 /// WAL size (pages) at which a commit checkpoints itself after all (the

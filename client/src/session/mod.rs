@@ -53,6 +53,9 @@ pub(crate) struct Session {
     /// A sign-in accepted offline (against the wrapped key), kept in memory
     /// only, until the server can be asked for a token.
     offline: Mutex<Option<Credentials>>,
+    /// The server signed this user in on condition that they change their
+    /// password first: nothing syncs until they do.
+    must_change: std::sync::atomic::AtomicBool,
 }
 
 impl Session {
@@ -61,6 +64,7 @@ impl Session {
             mirror,
             transport,
             offline: Mutex::new(None),
+            must_change: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -77,6 +81,17 @@ impl Session {
     /// Remembers an offline sign-in until the server answers.
     pub(crate) fn set_offline(&self, credentials: Option<Credentials>) {
         *self.offline_slot() = credentials;
+    }
+
+    /// Whether the password must be changed before anything else.
+    pub(crate) fn must_change_password(&self) -> bool {
+        self.must_change.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Sets or clears "the password must be changed first".
+    pub(crate) fn set_must_change_password(&self, must: bool) {
+        self.must_change
+            .store(must, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The server and token of the current session, if there is one.
@@ -99,11 +114,13 @@ impl Session {
         server_url: &str,
         token: String,
         user: Staff,
+        must_change_password: bool,
     ) -> ClientResult<()> {
         self.mirror
             .sign_in(server_url.to_owned(), token, user)
             .await?;
         self.set_offline(None);
+        self.set_must_change_password(must_change_password);
         Ok(())
     }
 
@@ -121,8 +138,13 @@ impl Session {
         };
         match self.transport.login(&c.server_url, &request).await {
             Ok(login) => {
-                self.signed_in(&c.server_url, login.token, login.user)
-                    .await?;
+                self.signed_in(
+                    &c.server_url,
+                    login.token,
+                    login.user,
+                    login.must_change_password,
+                )
+                .await?;
                 Ok(true)
             }
             Err(e @ ClientError::Offline { .. }) => Err(e),

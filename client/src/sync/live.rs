@@ -30,6 +30,7 @@ impl SyncEngine {
         retry_timer.tick().await;
         let mut last_heard = Instant::now();
         let mut in_flight: Option<(u64, Instant)> = None;
+        let mut views_due = false;
         let mut request_id = 0u64;
         let mut nonce = 0u64;
         let mut welcomed = false;
@@ -73,6 +74,7 @@ impl SyncEngine {
                             self.mirror.mark_synced_once().await?;
                             self.status.send_modify(|s| s.initial_sync = None);
                             self.refresh_status(Some(Connection::Live)).await;
+                            views_due = true;
                         }
                         ServerMessage::PushResult { request_id: answered, results } => {
                             if in_flight.is_some_and(|(id, _)| id == answered) {
@@ -98,7 +100,10 @@ impl SyncEngine {
                     }
                 }
                 () = self.wake.notified() => push_now = true,
-                _ = retry_timer.tick() => push_now = true,
+                _ = retry_timer.tick() => {
+                    push_now = true;
+                    views_due = true;
+                }
                 _ = heartbeat.tick() => {
                     if last_heard.elapsed() > self.config.dead_after {
                         return Err(ClientError::offline("no answer from the server"));
@@ -119,6 +124,12 @@ impl SyncEngine {
                     .await?;
                     in_flight = Some((request_id, Instant::now()));
                 }
+            }
+            // Views queued while offline (new ones are reported as they are
+            // made), after the push so they never delay it.
+            if welcomed && views_due {
+                views_due = false;
+                self.flush_views_quietly().await;
             }
         }
     }

@@ -21,11 +21,12 @@ mod live;
 mod poll;
 
 use crate::clock::Clock;
-use crate::error::ClientError;
+use crate::error::{ClientError, ClientResult};
 use crate::mirror::Mirror;
 use crate::session::Session;
 use crate::transport::Transport;
 use crate::types::{Connection, SyncStatus};
+use clinic_shared::protocol::ErrorCode;
 use rand::Rng;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -102,12 +103,19 @@ pub(crate) struct SyncEngine {
     status: watch::Sender<SyncStatus>,
     wake: Notify,
     shutdown: watch::Sender<bool>,
+    /// Held while views are being reported.
+    views_flush: tokio::sync::Mutex<()>,
 }
 
 fn with_jitter(d: Duration) -> Duration {
     // Full jitter in [d/2, d]: spreads a clinic's reconnects after a blip.
     let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(2);
     Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms))
+}
+
+/// `3` from the field `views[3].id`.
+fn view_index(field: &str) -> Option<usize> {
+    field.strip_prefix("views[")?.split(']').next()?.parse().ok()
 }
 
 fn millis(d: Duration) -> u64 {
@@ -134,6 +142,7 @@ impl SyncEngine {
             status,
             wake: Notify::new(),
             shutdown: watch::channel(false).0,
+            views_flush: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -182,6 +191,65 @@ impl SyncEngine {
         });
     }
 
+    /// Reports the records the person opened to the server's access log
+    /// (in batches; kept until the server has recorded them). A view the
+    /// server cannot record (a record it does not hold, e.g. one whose
+    /// creation it refused, or a table the role may no longer read) is
+    /// dropped with a note so it cannot hold up the others.
+    pub(crate) async fn flush_views(&self) -> ClientResult<()> {
+        // One report at a time: two would send the same queued views.
+        let _one = self.views_flush.lock().await;
+        let mut signed_in = None;
+        loop {
+            let queued = self
+                .mirror
+                .queued_views(clinic_shared::protocol::limits::MAX_VIEWS_PER_REPORT)
+                .await?;
+            let Some(&(last, _)) = queued.last() else {
+                return Ok(());
+            };
+            if signed_in.is_none() {
+                let Some((url, token)) = self.session.credentials().await? else {
+                    return Ok(());
+                };
+                signed_in = Some((url, token, self.mirror.identity().await?.client_id));
+            }
+            let Some((url, token, client_id)) = &signed_in else {
+                return Ok(());
+            };
+            let (client_id, url, token) = (*client_id, url.as_str(), token.as_str());
+            let report = clinic_shared::protocol::ViewReport {
+                client_id,
+                views: queued.iter().map(|(_, v)| v.clone()).collect(),
+            };
+            match self.transport.report_views(url, token, &report).await {
+                Ok(_) => self.mirror.drop_views(last, false).await?,
+                Err(ClientError::Server(body)) if !body.retryable => {
+                    let Some(n) = body
+                        .field
+                        .as_deref()
+                        .and_then(view_index)
+                        .and_then(|i| queued.get(i))
+                        .map(|(n, _)| *n)
+                    else {
+                        return Err(ClientError::Server(body));
+                    };
+                    tracing::info!(code = ?body.code, "a view the server cannot record was dropped");
+                    self.mirror.drop_views(n, true).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reports views without failing the round that calls it: what was not
+    /// reported stays queued for the next one.
+    pub(crate) async fn flush_views_quietly(&self) {
+        if let Err(e) = self.flush_views().await {
+            tracing::debug!(error = %e, "views not reported yet");
+        }
+    }
+
     fn set_error(&self, e: &ClientError) {
         let message = e.to_string();
         self.status.send_modify(|s| s.last_error = Some(message));
@@ -197,6 +265,10 @@ impl SyncEngine {
     /// (token dropped; the caller applies the policy).
     async fn session_end_of(&self, e: &ClientError) -> Option<SessionEnd> {
         let (message, end) = match e {
+            ClientError::Server(body) if body.code == ErrorCode::PasswordChangeRequired => {
+                self.session.set_must_change_password(true);
+                return Some(SessionEnd::Reconnect);
+            }
             ClientError::Expired(m) => (m.clone(), SessionEnd::Reconnect),
             ClientError::Auth(m) => (m.clone(), SessionEnd::Revoked(m.clone())),
             _ => return None,
@@ -250,7 +322,9 @@ impl SyncEngine {
                 }
                 continue;
             }
-            if !self.signed_in().await {
+            if !self.signed_in().await || self.session.must_change_password() {
+                // Nothing syncs until there is a session that may (a new
+                // password first, when the server asked for one).
                 self.refresh_status(Some(Connection::SignedOut)).await;
                 tokio::select! {
                     () = self.wake.notified() => {}

@@ -37,6 +37,7 @@ impl SyncEngine {
             };
             let round = async {
                 self.push_http(&url, &token).await?;
+                self.flush_views_quietly().await;
                 // A local write ends the long-poll early so it is pushed now.
                 tokio::select! {
                     page = self.pull_http(&url, &token, wait) => page,
@@ -153,6 +154,7 @@ impl SyncEngine {
         let (url, token) = self.session.require().await?;
         let mut report = SyncReport::default();
         let (applied, rejected) = self.push_http(&url, &token).await?;
+        self.flush_views_quietly().await;
         report.applied = applied;
         report.rejected = rejected;
         let mut restarts = 0;

@@ -5,8 +5,9 @@ use super::{PullQuery, offline};
 use crate::error::{ClientError, ClientResult};
 use clinic_shared::model::{Staff, Table};
 use clinic_shared::protocol::{
-    ErrorBody, ErrorCode, HistoryResponse, LoginRequest, LoginResponse, PullResponse, PushRequest,
-    PushResponse,
+    AccessLogResponse, ErrorBody, ErrorCode, HistoryResponse, LoginRequest, LoginResponse,
+    PasswordChangeRequest, PasswordChangeResponse, PullResponse, PushRequest, PushResponse,
+    ViewReport, ViewsRecorded,
 };
 use std::time::Duration;
 use uuid::Uuid;
@@ -143,6 +144,53 @@ impl HttpRequests {
                 ))
                 .bearer_auth(token)
                 .timeout(self.timeout + Duration::from_secs(q.wait_secs)),
+        )
+        .await
+    }
+
+    pub(super) async fn change_password(
+        &self,
+        server: &str,
+        token: &str,
+        request: &PasswordChangeRequest,
+    ) -> ClientResult<PasswordChangeResponse> {
+        answer(
+            self.client
+                .post(format!("{server}/v1/password"))
+                .bearer_auth(token)
+                .timeout(self.timeout)
+                .json(request),
+        )
+        .await
+    }
+
+    pub(super) async fn report_views(
+        &self,
+        server: &str,
+        token: &str,
+        report: &ViewReport,
+    ) -> ClientResult<ViewsRecorded> {
+        answer(
+            self.client
+                .post(format!("{server}/v1/audit/views"))
+                .bearer_auth(token)
+                .timeout(self.timeout)
+                .json(report),
+        )
+        .await
+    }
+
+    pub(super) async fn access_log(
+        &self,
+        server: &str,
+        token: &str,
+        patient: Uuid,
+    ) -> ClientResult<AccessLogResponse> {
+        answer(
+            self.client
+                .get(format!("{server}/v1/audit/access?patient={patient}"))
+                .bearer_auth(token)
+                .timeout(self.timeout),
         )
         .await
     }

@@ -20,8 +20,9 @@ mod websocket;
 use crate::error::{ClientError, ClientResult};
 use clinic_shared::model::{Staff, Table};
 use clinic_shared::protocol::{
-    ClientMessage, HistoryResponse, LoginRequest, LoginResponse, PullResponse, PushRequest,
-    PushResponse, ServerMessage,
+    AccessLogResponse, ClientMessage, HistoryResponse, LoginRequest, LoginResponse,
+    PasswordChangeRequest, PasswordChangeResponse, PullResponse, PushRequest, PushResponse,
+    ServerMessage, ViewReport, ViewsRecorded,
 };
 use futures_util::future::BoxFuture;
 use std::time::Duration;
@@ -76,6 +77,28 @@ pub trait Transport: Send + Sync + 'static {
     ) -> BoxFuture<'a, ClientResult<PullResponse>>;
     /// Opens the live link (`GET /v1/ws`); the caller sends `hello` first.
     fn open_live<'a>(&'a self, server: &'a str) -> BoxFuture<'a, ClientResult<Box<dyn LiveLink>>>;
+    /// `POST /v1/password`: the signed-in user changes their password.
+    fn change_password<'a>(
+        &'a self,
+        server: &'a str,
+        token: &'a str,
+        request: &'a PasswordChangeRequest,
+    ) -> BoxFuture<'a, ClientResult<PasswordChangeResponse>>;
+    /// `POST /v1/audit/views`: records the person opened.
+    fn report_views<'a>(
+        &'a self,
+        server: &'a str,
+        token: &'a str,
+        report: &'a ViewReport,
+    ) -> BoxFuture<'a, ClientResult<ViewsRecorded>>;
+    /// `GET /v1/audit/access?patient=`: who received or opened a patient's
+    /// records (administrators).
+    fn access_log<'a>(
+        &'a self,
+        server: &'a str,
+        token: &'a str,
+        patient: Uuid,
+    ) -> BoxFuture<'a, ClientResult<AccessLogResponse>>;
 }
 
 /// An open live link: messages both ways, in order.
@@ -236,6 +259,42 @@ impl Transport for NetTransport {
                 .guarded(server, websocket::connect(server, self.timeout, net.tls))
                 .await?;
             Ok(Box::new(link) as Box<dyn LiveLink>)
+        })
+    }
+    fn change_password<'a>(
+        &'a self,
+        server: &'a str,
+        token: &'a str,
+        request: &'a PasswordChangeRequest,
+    ) -> BoxFuture<'a, ClientResult<PasswordChangeResponse>> {
+        Box::pin(async move {
+            let net = self.net();
+            self.guarded(server, net.http.change_password(server, token, request))
+                .await
+        })
+    }
+    fn report_views<'a>(
+        &'a self,
+        server: &'a str,
+        token: &'a str,
+        report: &'a ViewReport,
+    ) -> BoxFuture<'a, ClientResult<ViewsRecorded>> {
+        Box::pin(async move {
+            let net = self.net();
+            self.guarded(server, net.http.report_views(server, token, report))
+                .await
+        })
+    }
+    fn access_log<'a>(
+        &'a self,
+        server: &'a str,
+        token: &'a str,
+        patient: Uuid,
+    ) -> BoxFuture<'a, ClientResult<AccessLogResponse>> {
+        Box::pin(async move {
+            let net = self.net();
+            self.guarded(server, net.http.access_log(server, token, patient))
+                .await
         })
     }
 }

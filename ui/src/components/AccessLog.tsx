@@ -1,0 +1,35 @@
+// For administrators: who received or opened a patient's records, from the
+// server's access log (needs a connection; the log is not mirrored).
+import { useQuery } from "@tanstack/react-query";
+import { api, errorMessage } from "../api";
+
+const how: Record<string, string> = {
+  view: "opened it",
+  history: "read its history",
+  pull: "received it (sync)",
+  ws_catch_up: "received it (sync)",
+  ws_live: "received it (live)",
+  break_glass: "emergency access",
+};
+
+export function AccessLog({ patientId }: { patientId: string }) {
+  const log = useQuery({ queryKey: ["access", patientId], queryFn: () => api.accessLog(patientId), staleTime: 0 });
+  if (log.isError) return <p className="muted">The access log needs a connection to the server: {errorMessage(log.error)}</p>;
+  if (!log.data) return <p className="muted">Loading who accessed this record…</p>;
+  if (log.data.entries.length === 0) return <p className="muted">Nobody has received or opened this patient's clinical records yet.</p>;
+  return (
+    <table className="history" data-testid="access-log">
+      <thead><tr><th>When</th><th>Who</th><th>What</th><th>How</th></tr></thead>
+      <tbody>
+        {log.data.entries.map((e) => (
+          <tr key={e.seq}>
+            <td>{new Date(e.at).toLocaleString()}</td>
+            <td>{e.user_name ?? "—"}</td>
+            <td>{e.table.replace(/_/g, " ")}{e.row_ids.length > 1 ? ` (${e.row_ids.length})` : ""}</td>
+            <td>{how[e.kind] ?? e.kind}</td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}
