@@ -706,6 +706,7 @@ async fn appointments(w: &Writer<'_>, command: AppointmentCommand) -> anyhow::Re
                 start,
                 end,
                 reason,
+                correction: false,
             };
             w.write(Mutation::BookAppointment(m), id).await
         }
@@ -735,6 +736,7 @@ async fn appointments(w: &Writer<'_>, command: AppointmentCommand) -> anyhow::Re
                 start,
                 end,
                 doctor_id,
+                correction: false,
             };
             w.write(Mutation::RescheduleAppointment(m), id).await
         }

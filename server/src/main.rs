@@ -54,6 +54,10 @@ enum Command {
         /// The longest sign-in lockout, in seconds.
         #[arg(long, default_value_t = 900, env = "CLINIC_SIGNIN_BACKOFF_CAP_SECS")]
         signin_backoff_cap_secs: u64,
+        /// The clinic's time zone, an IANA name such as Europe/Berlin: desks
+        /// show and take every time in it (default: this machine's zone).
+        #[arg(long, env = "CLINIC_TIME_ZONE")]
+        time_zone: Option<String>,
     },
     /// Manage staff accounts.
     User {
@@ -179,8 +183,17 @@ fn main() -> anyhow::Result<()> {
             signin_free_failures_per_address,
             signin_backoff_ms,
             signin_backoff_cap_secs,
+            time_zone,
         } => {
+            let time_zone = match time_zone {
+                Some(name) => clinic_shared::time::ClinicZone::parse(&name)
+                    .with_context(|| "--time-zone".to_owned())?
+                    .name()
+                    .to_owned(),
+                None => clinic_server::system_time_zone(),
+            };
             let config = Config {
+                time_zone,
                 feed_capacity,
                 demo,
                 throttle: ThrottlePolicy {
@@ -307,7 +320,7 @@ fn serve(
         let addr = listener.local_addr()?;
         // The first line of standard output is the address: scripts and tests read it.
         println!("clinic-server listening on http://{addr}");
-        tracing::info!(%addr, data = %dir.display(), "serving");
+        tracing::info!(%addr, data = %dir.display(), time_zone = %config.time_zone, "serving");
         if demo_mode {
             println!("demo clinic: sign in as admin, doctor, doctor2, assistant or reception with password `{}`", demo::DEMO_PASSWORD);
         }

@@ -34,6 +34,7 @@ fn book(patient: Uuid, doctor: Uuid, start: &str, end: &str) -> BookAppointment 
         start: ts(start),
         end: ts(end),
         reason: Some("Check-up".into()),
+        correction: false,
     }
 }
 

@@ -13,6 +13,7 @@
 //! - [`protocol`]: HTTP bodies and WebSocket messages.
 //! - [`codec`]: decoding untrusted JSON with errors that name the field.
 //! - [`password`]: Argon2id password hashes (server accounts, offline sign-in).
+//! - [`time`]: the clinic's time zone: local days and times to UTC instants.
 
 pub mod apply;
 pub mod codec;
@@ -22,4 +23,5 @@ pub mod mutation;
 pub mod password;
 pub mod permissions;
 pub mod protocol;
+pub mod time;
 pub mod validate;

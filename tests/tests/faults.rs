@@ -576,6 +576,7 @@ impl Gen<'_> {
                     start,
                     end,
                     reason: rng.gen_bool(0.5).then(|| words(rng, 3)),
+                    correction: false,
                 })
             }
             Kind::Reschedule => {
@@ -591,6 +592,7 @@ impl Gen<'_> {
                     start,
                     end,
                     doctor_id: None,
+                    correction: false,
                 })
             }
             Kind::SetStatus => {

@@ -149,6 +149,7 @@ impl Session {
                 server_url.to_owned(),
                 login.token,
                 login.user.clone(),
+                login.time_zone,
                 verifier,
             )
             .await?;
