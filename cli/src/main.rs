@@ -165,7 +165,8 @@ enum AppointmentCommand {
         #[arg(long)]
         reason: Option<String>,
     },
-    /// A day's appointments (default today), for one doctor or all.
+    /// A day's appointments (default today), for one doctor or all; the day is
+    /// the clinic's, in its time zone.
     List {
         #[arg(long)]
         date: Option<chrono::NaiveDate>,
@@ -711,7 +712,11 @@ async fn appointments(w: &Writer<'_>, command: AppointmentCommand) -> anyhow::Re
             w.write(Mutation::BookAppointment(m), id).await
         }
         AppointmentCommand::List { date, doctor } => {
-            let date = date.unwrap_or_else(|| chrono::Utc::now().date_naive());
+            // A day in the clinic's time zone (today there by default).
+            let date = match date {
+                Some(d) => d,
+                None => client.today().await?,
+            };
             let doctor = match doctor {
                 Some(d) => Some(doctor_id(client, &d).await?),
                 None => None,

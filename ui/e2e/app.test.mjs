@@ -65,6 +65,8 @@ after(async () => {
 
 test("signs in as reception", async () => {
   await until(browser, "the sign-in form", () => byTest(browser, "signin-form").then((e) => e.isExisting()));
+  // CLINIC_SERVER pre-fills the server address (README).
+  await until(browser, "the configured server", async () => (await (await byTest(browser, "signin-server")).getValue()) === proxy.url);
   await screenshot("sign-in");
   await setInput("signin-server", proxy.url);
   await setInput("signin-username", "reception");
@@ -111,7 +113,7 @@ test("offline: changes queue with a pending count, then sync when the server is 
   await setInput("patient-last_name", "Walkin");
   await setInput("patient-date_of_birth", "1999-12-01");
   await (await byTest(browser, "patient-save")).click();
-  await until(browser, "the pending count", async () => /1 pending/.test(await (await byTest(browser, "pending")).getText()));
+  await until(browser, "the pending count", async () => /1 change waiting/.test(await (await byTest(browser, "pending")).getText()));
   await screenshot("offline");
   server = await startServer(serverDir, port);
   await until(browser, "synced again", async () => !(await (await byTest(browser, "pending")).isDisplayed()) && (await connectionText()) === "Live", 45000);
@@ -145,7 +147,7 @@ test("booking a slot another client already took rolls back with the server's re
   await until(browser, "the rejection", async () => (await (await byTest(browser, "rejected-count")).isDisplayed()), 45000);
   await (await byTest(browser, "rejected-count")).click();
   const reason = await (await byTest(browser, "rejected-reason")).getText();
-  assert.match(reason, /already has appointment/);
+  assert.match(reason, /Dana Doyle already has Wendeline Okonkwo at 10:00( AM)?–10:30( AM)?/);
   await screenshot("rejected");
   await (await byTest(browser, "nav-schedule")).click();
   await pick("schedule-date", day);
@@ -191,7 +193,7 @@ test("a user who signed in here before signs in again while the server is down",
   await setInput("patient-last_name", "Offlinesignin");
   await setInput("patient-date_of_birth", "1988-03-04");
   await (await byTest(browser, "patient-save")).click();
-  await until(browser, "the pending count", async () => /1 pending/.test(await (await byTest(browser, "pending")).getText()));
+  await until(browser, "the pending count", async () => /1 change waiting/.test(await (await byTest(browser, "pending")).getText()));
   server = await startServer(serverDir, port);
   await until(browser, "signed in online and synced", async () => !(await (await byTest(browser, "pending")).isDisplayed()) && (await connectionText()) === "Live", 45000);
   cli(["sync"]);

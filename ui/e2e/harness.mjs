@@ -19,8 +19,8 @@ export function tempDir(prefix) {
 }
 
 /** Starts clinic-server; resolves with {url, port, stop(), kill()}. */
-export async function startServer(dataDir, port = 0) {
-  const child = spawn(bin("clinic-server"), ["--data-dir", dataDir, "serve", "--demo", "--listen", `127.0.0.1:${port}`], {
+export async function startServer(dataDir, port = 0, extra = []) {
+  const child = spawn(bin("clinic-server"), ["--data-dir", dataDir, "serve", "--demo", "--listen", `127.0.0.1:${port}`, ...extra], {
     stdio: ["ignore", "pipe", "inherit"],
     env: { ...process.env, RUST_LOG: "warn" },
   });
@@ -93,25 +93,32 @@ async function waitForPort(port, ms) {
   throw new Error(`port ${port} did not open`);
 }
 
-/** Starts tauri-driver and a WebDriver session on the desktop app. */
-export async function startApp({ dataDir, server }) {
+/**
+ * Starts tauri-driver and a WebDriver session on the desktop app. A second
+ * desk at the same time needs its own driver ports (`port`, `port + 1`);
+ * `env` adds to the app's environment (TZ, CLINIC_LOGIN_USER, …).
+ */
+export async function startApp({ dataDir, server, port = 4444, env = {} }) {
   const driverBin = process.env.TAURI_DRIVER ?? path.join(os.homedir(), ".cargo", "bin", "tauri-driver");
-  const driver = spawn(driverBin, ["--native-driver", "/usr/bin/WebKitWebDriver"], {
+  const driver = spawn(driverBin, ["--port", String(port), "--native-port", String(port + 1), "--native-driver", "/usr/bin/WebKitWebDriver"], {
     stdio: ["ignore", "ignore", "inherit"],
-    env: { ...process.env, CLINIC_DATA_DIR: dataDir, CLINIC_SERVER: server },
+    // Its own process group: stopping it stops WebKitWebDriver and the app with it.
+    detached: true,
+    env: { ...process.env, CLINIC_DATA_DIR: dataDir, CLINIC_SERVER: server, ...env },
   });
-  await waitForPort(4444, 20000);
+  await waitForPort(port, 20000);
   const browser = await remote({
     hostname: "127.0.0.1",
-    port: 4444,
+    port,
     logLevel: "warn",
     connectionRetryTimeout: 60000,
     capabilities: { "tauri:options": { application: bin("clinic-desktop") } },
   });
   const stop = async () => {
     try { await browser.deleteSession(); } catch { /* the app may already be gone */ }
-    driver.kill("SIGTERM");
-    await new Promise((resolve) => { if (driver.exitCode !== null) resolve(); else driver.once("exit", resolve); });
+    const exited = new Promise((resolve) => { if (driver.exitCode !== null) resolve(); else driver.once("exit", resolve); });
+    try { process.kill(-driver.pid, "SIGTERM"); } catch { /* already gone */ }
+    await exited;
   };
   return { browser, stop };
 }

@@ -104,6 +104,7 @@ function Shell({ user }: { user: Staff }) {
           </div>
         )}
       </div>
+      <Notifications onReview={() => setScreen("sync")} />
       <main>
         {screen === "patients" && <Patients user={user} command={command} />}
         {screen === "schedule" && <Schedule user={user} command={command} />}
@@ -112,7 +113,6 @@ function Shell({ user }: { user: Staff }) {
         {screen === "staff" && <StaffScreen user={user} />}
         {screen === "sync" && <SyncPanel />}
       </main>
-      <Notifications onReview={() => setScreen("sync")} />
       <StatusBar onOpenSync={() => setScreen("sync")} clinic={clinic} />
     </div>
   );

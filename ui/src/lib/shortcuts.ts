@@ -5,10 +5,22 @@
 
 export type CommandName = "new-patient" | "book" | "check-in" | "search";
 
-/** A command for a screen; `seq` makes a repeated press a new command. */
+/**
+ * A command for a screen; `seq` makes a repeated press a new command. The
+ * screen that acts on it marks it `handled`, so a screen opened later (or
+ * remounted) does not act on it again.
+ */
 export interface Command {
   name: CommandName;
   seq: number;
+  handled?: boolean;
+}
+
+/** Takes the command if it is `name` and nobody acted on it yet. */
+export function take(command: Command | null, name: CommandName): boolean {
+  if (!command || command.handled || command.name !== name) return false;
+  command.handled = true;
+  return true;
 }
 
 export interface Shortcut {

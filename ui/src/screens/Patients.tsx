@@ -20,7 +20,7 @@ import { formOf, isEmptyPatch, patientPatch, type PatientForm } from "../lib/pat
 import { canArchive, canEditPatients, canReadHistory, canRegisterPatients, canSeeRecords, canWriteRecords } from "../lib/roles";
 import { release, send, type Sent } from "../lib/submit";
 import { datePattern, formatDate, formatDayOf, formatInstant, formatTimeRange, nowInstant, parseDate, type Clinic } from "../lib/time";
-import type { Command } from "../lib/shortcuts";
+import { take, type Command } from "../lib/shortcuts";
 
 export function Patients({ user, command }: { user: Staff; command: Command | null }) {
   const [query, setQuery] = useState("");
@@ -38,7 +38,7 @@ export function Patients({ user, command }: { user: Staff; command: Command | nu
   const patients = showArchived ? all : all.filter((p) => !p.data.archived_at);
   const archivedHidden = all.length - patients.length;
   useEffect(() => {
-    if (command?.name === "new-patient" && canRegisterPatients(user.role)) {
+    if (canRegisterPatients(user.role) && take(command, "new-patient")) {
       setCreating(true);
       setSelected(null);
     }
@@ -111,7 +111,7 @@ export function Patients({ user, command }: { user: Staff; command: Command | nu
             }}
           />
         )}
-        {!creating && selected && <PatientChart id={selected} user={user} onClosed={() => list.current?.focus()} />}
+        {!creating && selected && <PatientChart key={selected} id={selected} user={user} onClosed={() => list.current?.focus()} />}
         {!creating && !selected && <p className="muted">Select a patient{canRegisterPatients(user.role) ? ", or register a new one" : ""}.</p>}
       </section>
     </div>
@@ -225,7 +225,7 @@ function PatientList({
 /** A placeholder date for checking the other fields while the typed one does not parse. */
 const PLACEHOLDER_DOB = "2000-01-01";
 
-export function PatientEditor({ row, onDone, onCancel }: { row?: Entity<Patient>; onDone: (id: string) => void; onCancel: () => void }) {
+export function PatientEditor({ row, onDone, onCancel }: { row?: Entity<Patient>; onDone: (id: string, sent: Sent | null) => void; onCancel: () => void }) {
   const { clinic, names, claim } = useDesk();
   const client = useQueryClient();
   const before = row?.data ?? null;
@@ -309,7 +309,7 @@ export function PatientEditor({ row, onDone, onCancel }: { row?: Entity<Patient>
       setErrors(p.all);
       if (Object.keys(p.all).length > 0) return;
       if (p.other) return setError(rejectionSentence(p.other, names));
-      if (!p.mutation) return onDone(id);
+      if (!p.mutation) return onDone(id, null);
       const result = await send(p.mutation, claim);
       setSent(result);
       if (result.state === "refused") {
@@ -317,7 +317,7 @@ export function PatientEditor({ row, onDone, onCancel }: { row?: Entity<Patient>
         if (!result.rejection.fields?.length) setError(rejectionSentence(result.rejection, names));
         return;
       }
-      onDone(id);
+      onDone(id, result);
     } catch (err) {
       setError(errorMessage(err));
     } finally {
@@ -371,7 +371,9 @@ export function PatientEditor({ row, onDone, onCancel }: { row?: Entity<Patient>
 
 /** Appointments that archiving would cancel: booked or checked in, not over. */
 export function upcoming(appointments: Entity<Appointment>[], now = nowInstant()): Entity<Appointment>[] {
-  return appointments.filter((a) => (a.data.status === "scheduled" || a.data.status === "checked_in") && a.data.end > now);
+  return appointments
+    .filter((a) => (a.data.status === "scheduled" || a.data.status === "checked_in") && a.data.end > now)
+    .sort((x, y) => x.data.start.localeCompare(y.data.start));
 }
 
 function PatientChart({ id, user, onClosed }: { id: string; user: Staff; onClosed: () => void }) {
@@ -389,9 +391,10 @@ function PatientChart({ id, user, onClosed }: { id: string; user: Staff; onClose
     return (
       <PatientEditor
         row={patient}
-        onDone={() => {
+        onDone={(_, sent) => {
           setEditing(false);
-          toast({ text: `${name}: changes saved on this desk.` });
+          if (sent?.state === "confirmed") toast({ text: `${name}: changes saved.` });
+          if (sent?.state === "queued") toast({ text: `${name}: changes saved on this desk. They are sent when the server answers; you will be told if they are refused.` });
         }}
         onCancel={() => setEditing(false)}
       />

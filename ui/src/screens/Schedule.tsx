@@ -14,7 +14,7 @@ import { useDesk } from "../desk";
 import { useLive } from "../events";
 import { fieldSentences, rejectionSentence, statusWords } from "../lib/errors";
 import { canBook, canSetStatus } from "../lib/roles";
-import type { Command } from "../lib/shortcuts";
+import { take, type Command } from "../lib/shortcuts";
 import { release, send, type Sent } from "../lib/submit";
 import {
   addDays,
@@ -79,8 +79,8 @@ export function Schedule({ user, command }: { user: Staff; command: Command | nu
     setActive(0);
   };
   useEffect(() => {
-    if (command?.name === "book" && canBook(user.role)) setBooking(true);
-    if (command?.name === "check-in") {
+    if (canBook(user.role) && take(command, "book")) setBooking(true);
+    if (take(command, "check-in")) {
       const row = rows[active];
       if (row) document.querySelector<HTMLButtonElement>(`[data-id="${row.id}"] [data-testid="step-checked_in"]`)?.click();
     }
