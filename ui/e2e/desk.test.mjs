@@ -195,6 +195,8 @@ test("1b. a change refused after the form closed is a notification naming the pa
   await until(a, "the refusal notification", async () => exists(a, "refusal"), 45000);
   const said = await text(a, "refusal-text");
   assert.match(said, /^Booking Clara Vogt with Dr\. Dana Doyle on Mon, Feb 3, 2031 at 11:00 AM was refused: Dr\. Dana Doyle already has Dora Lang at 11:00 AM–11:30 AM on Mon, Feb 3, 2031\.$/);
+  // The suggestions follow what this desk holds: wait for the other booking to arrive too.
+  await until(a, "Dora's booking on A", async () => (await rowsText(a, "appointment")).some((r) => r.includes("Dora Lang")));
   await until(a, "free slots in the notification", async () => (await a.$$('[data-testid="refusal-slot"]')).length > 0);
   await screenshot(a, "rejected");
   const slot = (await a.$$('[data-testid="refusal-slot"]'))[0];

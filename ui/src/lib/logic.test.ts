@@ -76,6 +76,9 @@ describe("query invalidation", () => {
     const keys = staleKeys({ origin: "local", tables: ["patients"] });
     expect(keys).toEqual(expect.arrayContaining([["search"], ["chart"], ["schedule"], ["rows", "patients"], ["pending"]]));
   });
+  it("appointments refresh free-slot suggestions", () => {
+    expect(staleKeys({ origin: "remote", tables: ["appointments"] })).toContainEqual(["slots"]);
+  });
   it("a session change re-reads everything", () => {
     expect(staleKeys({ origin: "session", tables: [] })).toEqual([[]]);
   });
