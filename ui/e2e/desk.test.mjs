@@ -53,9 +53,8 @@ async function type(browser, id, value) {
   );
 }
 async function rowsText(browser, id) {
-  const out = [];
-  for (const el of await browser.$$(`[data-testid="${id}"]`)) out.push(await el.getText());
-  return out;
+  // Read in one go: lists re-render as changes arrive.
+  return browser.execute((testId) => [...document.querySelectorAll(`[data-testid="${testId}"]`)].map((r) => r.innerText.trim()), id);
 }
 async function day(browser, date) {
   await click(browser, "nav-schedule");
@@ -68,6 +67,10 @@ async function fillBooking(browser, { patient, doctor = "Dr. Dana Doyle", time, 
   await type(browser, "book-patient-search", patient);
   await until(browser, `the patient ${patient}`, async () => (await browser.$$('[data-testid="book-patient"] option')).length > 1);
   await (await $(browser, "book-patient")).selectByIndex(1);
+  await until(browser, `the doctor ${doctor}`, async () => {
+    for (const o of await browser.$$('[data-testid="book-doctor"] option')) if ((await o.getText()) === doctor) return true;
+    return false;
+  });
   await (await $(browser, "book-doctor")).selectByVisibleText(doctor);
   await type(browser, "book-time", time);
   await type(browser, "book-minutes", minutes);

@@ -80,6 +80,14 @@ export function serverAdmin(dataDir, args, input) {
   });
 }
 
+/** Whether something already listens on the port (another suite's tauri-driver). */
+async function portInUse(port) {
+  return new Promise((resolve) => {
+    const s = net.connect(port, "127.0.0.1", () => { s.destroy(); resolve(true); });
+    s.on("error", () => resolve(false));
+  });
+}
+
 async function waitForPort(port, ms) {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
@@ -100,6 +108,10 @@ async function waitForPort(port, ms) {
  */
 export async function startApp({ dataDir, server, port = 4444, env = {} }) {
   const driverBin = process.env.TAURI_DRIVER ?? path.join(os.homedir(), ".cargo", "bin", "tauri-driver");
+  // A driver already there belongs to another suite: its sessions would run our app with its environment.
+  for (const p of [port, port + 1]) {
+    if (await portInUse(p)) throw new Error(`port ${p} is in use (another WebDriver suite is running?); run the suites one after another`);
+  }
   const driver = spawn(driverBin, ["--port", String(port), "--native-port", String(port + 1), "--native-driver", "/usr/bin/WebKitWebDriver"], {
     stdio: ["ignore", "ignore", "inherit"],
     // Its own process group: stopping it stops WebKitWebDriver and the app with it.
@@ -119,6 +131,9 @@ export async function startApp({ dataDir, server, port = 4444, env = {} }) {
     const exited = new Promise((resolve) => { if (driver.exitCode !== null) resolve(); else driver.once("exit", resolve); });
     try { process.kill(-driver.pid, "SIGTERM"); } catch { /* already gone */ }
     await exited;
+    // WebKitWebDriver may outlive tauri-driver for a moment: wait until the ports are free again.
+    const deadline = Date.now() + 15000;
+    while (Date.now() < deadline && ((await portInUse(port)) || (await portInUse(port + 1)))) await new Promise((r) => setTimeout(r, 100));
   };
   return { browser, stop };
 }
