@@ -65,6 +65,7 @@ pub(crate) fn patient(id: Uuid, n: u64) -> Patient {
             n % 400 + 1,
             n % 30 + 1
         )),
+        archived_at: None,
     }
 }
 

@@ -111,6 +111,7 @@ pub(crate) async fn run(
                         start: at(start),
                         end: at(start + 1800),
                         reason: Some("Follow-up".into()),
+                        correction: false,
                     }),
                     (Table::Appointments, id),
                 )

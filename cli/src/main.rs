@@ -180,7 +180,8 @@ enum AppointmentCommand {
         #[arg(long)]
         reason: Option<String>,
     },
-    /// A day's appointments (default today), for one doctor or all.
+    /// A day's appointments (default today), for one doctor or all; the day is
+    /// the clinic's, in its time zone.
     List {
         #[arg(long)]
         date: Option<chrono::NaiveDate>,
@@ -755,11 +756,16 @@ async fn appointments(w: &Writer<'_>, command: AppointmentCommand) -> anyhow::Re
                 start,
                 end,
                 reason,
+                correction: false,
             };
             w.write(Mutation::BookAppointment(m), id).await
         }
         AppointmentCommand::List { date, doctor } => {
-            let date = date.unwrap_or_else(|| chrono::Utc::now().date_naive());
+            // A day in the clinic's time zone (today there by default).
+            let date = match date {
+                Some(d) => d,
+                None => client.today().await?,
+            };
             let doctor = match doctor {
                 Some(d) => Some(doctor_id(client, &d).await?),
                 None => None,
@@ -784,6 +790,7 @@ async fn appointments(w: &Writer<'_>, command: AppointmentCommand) -> anyhow::Re
                 start,
                 end,
                 doctor_id,
+                correction: false,
             };
             w.write(Mutation::RescheduleAppointment(m), id).await
         }

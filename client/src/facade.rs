@@ -9,8 +9,8 @@ use crate::sync::SyncConfig;
 use crate::transport::tls::Trust;
 use crate::transport::{NetTransport, Transport};
 use crate::types::{
-    Chart, Delivery, DumpRow, Entity, Identity, PendingEntry, QueueStats, Receipt, RejectedEntry,
-    Row, SessionInfo, StoreEvent, SyncReport, SyncState, SyncStatus,
+    Chart, Delivery, DumpRow, Entity, FreeSlot, Identity, PendingEntry, QueueStats, Receipt,
+    RejectedEntry, Row, SessionInfo, SlotQuery, StoreEvent, SyncReport, SyncState, SyncStatus,
 };
 use crate::users::{Open, Users};
 use clinic_shared::fingerprint::Fingerprint;
@@ -19,8 +19,9 @@ use clinic_shared::model::{
 };
 use clinic_shared::mutation::Mutation;
 use clinic_shared::protocol::{
-    AccessLogResponse, ErrorCode, HistoryResponse, PasswordChangeResponse,
+    AccessLogResponse, ErrorCode, HistoryResponse, PasswordChangeResponse, Rejection,
 };
+use clinic_shared::time::{ClinicZone, LocalInstant};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -110,6 +111,7 @@ pub struct SignInResult {
 
 struct Inner {
     users: Users,
+    clock: Arc<dyn Clock>,
     ids: Arc<dyn IdSource>,
     /// The network transport, when it is the one in use (pinning).
     net: Option<Arc<NetTransport>>,
@@ -147,7 +149,7 @@ impl ClinicClient {
         let users = Users::start(
             config.data_dir,
             config.sync,
-            config.clock,
+            config.clock.clone(),
             config.ids.clone(),
             transport,
             secrets,
@@ -156,6 +158,7 @@ impl ClinicClient {
         Ok(ClinicClient {
             inner: Arc::new(Inner {
                 users,
+                clock: config.clock,
                 ids: config.ids,
                 net,
                 runner: Mutex::new(None),
@@ -305,11 +308,13 @@ impl ClinicClient {
         }
     }
 
-    /// Who is signed in and how sync stands, in one answer.
+    /// Who is signed in, how sync stands and the clinic's time zone, in
+    /// one answer.
     pub async fn session_info(&self) -> ClientResult<SessionInfo> {
         Ok(SessionInfo {
             identity: self.identity().await?,
             status: self.status_now(),
+            time_zone: self.clinic_zone().await?.name().to_owned(),
         })
     }
 
@@ -340,6 +345,48 @@ impl ClinicClient {
                     .into(),
             ))
         }
+    }
+
+    // ---- time ----
+
+    /// The clinic's time zone: the server's setting as last heard (sign-in,
+    /// `welcome`), else this machine's zone, else UTC. Every time a person
+    /// sees or types is in it.
+    pub async fn clinic_zone(&self) -> ClientResult<ClinicZone> {
+        let stored = match self.inner.users.open() {
+            Ok(open) => open.mirror.time_zone().await?,
+            // Signed out or locked: the machine's zone until someone signs in.
+            Err(_) => None,
+        };
+        if let Some(zone) = stored.and_then(|name| ClinicZone::parse(&name).ok()) {
+            return Ok(zone);
+        }
+        Ok(jiff::tz::TimeZone::try_system()
+            .ok()
+            .and_then(|tz| tz.iana_name().map(str::to_owned))
+            .and_then(|name| ClinicZone::parse(&name).ok())
+            .unwrap_or_else(ClinicZone::utc))
+    }
+
+    /// The instant a person means by `time` on `date` in the clinic's zone
+    /// (daylight-saving changes handled: see [`ClinicZone::instant`]).
+    pub async fn local_instant(
+        &self,
+        date: chrono::NaiveDate,
+        time: chrono::NaiveTime,
+    ) -> ClientResult<LocalInstant> {
+        self.clinic_zone()
+            .await?
+            .instant(date, time)
+            .map_err(|e| ClientError::Invalid(e.to_string()))
+    }
+
+    /// Today's date in the clinic's zone (by the injected clock).
+    pub async fn today(&self) -> ClientResult<chrono::NaiveDate> {
+        self.clinic_zone()
+            .await?
+            .date_of(self.inner.clock.now())
+            .map_err(|e| ClientError::Invalid(e.to_string()))
     }
 
     /// Whether the user signed in offline and no token was had yet.
@@ -474,6 +521,38 @@ impl ClinicClient {
         self.open_user()?.mirror.rejected().await
     }
 
+    /// Whether `mutation` would be accepted now, without queuing it: the
+    /// rules a real change goes through, on the rows this desk holds (so a
+    /// form can show every problem at once, and clear each as it is fixed).
+    /// `None` when it would be accepted.
+    pub async fn check(&self, mutation: Mutation) -> ClientResult<Option<Rejection>> {
+        self.open_user()?
+            .reader
+            .check(mutation, self.inner.clock.now())
+            .await
+    }
+
+    /// What became of a change made here: still queued, refused (with
+    /// why) or confirmed, as this desk knows now (no network).
+    pub async fn mutation_state(&self, mutation_id: u64) -> ClientResult<Delivery> {
+        self.open_user()?
+            .mirror
+            .mutation_state(mutation_id)
+            .await?
+            .ok_or_else(|| ClientError::Invalid(format!("no change {mutation_id} was made here")))
+    }
+
+    /// Free slots near a wanted time for a patient with a doctor, from the
+    /// rows this desk holds (nearest first on the wanted day, then the
+    /// following days), never in the past.
+    pub async fn free_slots(&self, query: SlotQuery) -> ClientResult<Vec<FreeSlot>> {
+        let zone = self.clinic_zone().await?;
+        self.open_user()?
+            .reader
+            .free_slots(query, zone, self.inner.clock.now())
+            .await
+    }
+
     /// Dismisses a refusal the user has seen.
     pub async fn dismiss_rejected(&self, mutation_id: u64) -> ClientResult<bool> {
         let open = self.open_user()?;
@@ -570,20 +649,19 @@ impl ClinicClient {
             .await
     }
 
-    /// Appointments starting on `date` (a UTC day), for one doctor or all,
-    /// by start.
+    /// Appointments starting on `date`, a day in the clinic's time zone
+    /// (23 or 25 hours long on a daylight-saving change), for one doctor or
+    /// all, by start.
     pub async fn day_schedule(
         &self,
         date: chrono::NaiveDate,
         doctor: Option<Uuid>,
     ) -> ClientResult<Vec<Entity<Appointment>>> {
-        let start = date.and_hms_opt(0, 0, 0).map(|d| d.and_utc());
-        let (Some(from), Some(until)) = (
-            start.map(Timestamp::from_datetime),
-            start.map(|s| Timestamp::from_datetime(s + chrono::Duration::days(1))),
-        ) else {
-            return Err(ClientError::Invalid(format!("{date} is not a usable day")));
-        };
+        let (from, until) = self
+            .clinic_zone()
+            .await?
+            .day_bounds(date)
+            .map_err(|_| ClientError::Invalid(format!("{date} is not a usable day")))?;
         self.open_user()?.reader.schedule(from, until, doctor).await
     }
 

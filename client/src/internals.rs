@@ -36,7 +36,15 @@ impl SyncMirror {
 
     /// Records a sign-in.
     pub fn sign_in(&mut self, server_url: &str, token: &str, user: &Staff) -> ClientResult<()> {
-        account::sign_in(&mut self.conn, server_url, token, user, Uuid::now_v7()).map(|_| ())
+        account::sign_in(
+            &mut self.conn,
+            server_url,
+            token,
+            user,
+            None,
+            Uuid::now_v7(),
+        )
+        .map(|_| ())
     }
 
     /// Plans, queues and shows a local mutation.

@@ -231,6 +231,8 @@ pub struct SyncStatus {
     pub cursor: u64,
     /// The last error, for a tooltip.
     pub last_error: Option<String>,
+    /// When the client last tried to reach the server (successfully or not).
+    pub last_attempt_at: Option<Timestamp>,
 }
 
 impl Default for SyncStatus {
@@ -244,6 +246,7 @@ impl Default for SyncStatus {
             initial_sync: None,
             cursor: 0,
             last_error: None,
+            last_attempt_at: None,
         }
     }
 }
@@ -268,6 +271,40 @@ pub struct SessionInfo {
     pub identity: Identity,
     /// How sync stands.
     pub status: SyncStatus,
+    /// The clinic's time zone (IANA name): every time on screen is shown
+    /// and typed in it. The server's setting once it was heard from, else
+    /// this machine's zone.
+    pub time_zone: String,
+}
+
+/// A request for free slots near a wanted time, for a patient with a doctor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+pub struct SlotQuery {
+    /// The doctor.
+    pub doctor_id: Uuid,
+    /// The patient (their other appointments count too).
+    pub patient_id: Uuid,
+    /// The wanted start.
+    pub start: Timestamp,
+    /// The wanted length, in minutes.
+    pub minutes: u32,
+    /// How many slots to suggest.
+    pub count: u32,
+    /// An appointment being moved (its own slot does not count as taken).
+    #[serde(default)]
+    #[ts(optional)]
+    pub moving: Option<Uuid>,
+}
+
+/// A free slot: the doctor and the patient are both free then.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+pub struct FreeSlot {
+    /// Start.
+    pub start: Timestamp,
+    /// End.
+    pub end: Timestamp,
 }
 
 /// The outcome of one [`crate::ClinicClient::sync_once`].
@@ -335,6 +372,8 @@ pub fn describe_mutation(m: &Mutation) -> String {
         Mutation::CreatePatient(a) => format!("new patient {} {}", a.first_name, a.last_name),
         Mutation::UpdatePatient(_) => "a change to a patient's details".into(),
         Mutation::DeletePatient(_) => "removing a patient".into(),
+        Mutation::ArchivePatient(_) => "archiving a patient".into(),
+        Mutation::RestorePatient(_) => "bringing back an archived patient".into(),
         Mutation::BookAppointment(a) => format!("an appointment at {}", a.start),
         Mutation::RescheduleAppointment(a) => format!("moving an appointment to {}", a.start),
         Mutation::SetAppointmentStatus(a) => {

@@ -431,6 +431,7 @@ impl Users {
                 server_url,
                 login.token,
                 user.clone(),
+                login.time_zone,
                 login.must_change_password,
             )
             .await?;

@@ -176,6 +176,11 @@ struct World {
 
 impl World {
     fn new() -> World {
+        World::in_zone(None)
+    }
+
+    /// A world whose server is set to the clinic zone `zone`.
+    fn in_zone(zone: Option<&str>) -> World {
         let dir = tempfile::tempdir().unwrap();
         let storage = Arc::new(
             clinic_server::storage::sqlite::SqliteStorage::open(dir.path().join("clinic.db"))
@@ -186,11 +191,14 @@ impl World {
         let server_clock: clinic_server::Clock =
             Arc::new(move || clinic_client::Clock::now(c.as_ref()));
         clinic_server::demo::seed_if_empty(storage.as_ref(), &server_clock).unwrap();
-        let config = clinic_server::Config {
+        let mut config = clinic_server::Config {
             clock: server_clock.clone(),
             demo: true,
             ..clinic_server::Config::default()
         };
+        if let Some(zone) = zone {
+            config.time_zone = zone.to_owned();
+        }
         let app = clinic_server::App::start(storage.clone(), config).unwrap();
         World {
             _dir: dir,
@@ -363,6 +371,7 @@ async fn a_refused_change_rolls_back_with_the_servers_reason() {
         start: Timestamp::from_unix(1_900_000_000).unwrap(),
         end: Timestamp::from_unix(1_900_001_800).unwrap(),
         reason: None,
+        correction: false,
     };
     // A books offline; B takes the same slot first.
     a.set_offline(true);
@@ -454,4 +463,168 @@ impl World {
     fn clock_now(&self) -> Timestamp {
         clinic_client::Clock::now(self.clock.as_ref())
     }
+}
+
+#[tokio::test]
+async fn the_desk_works_in_the_clinic_zone_and_checks_before_queuing() {
+    use clinic_client::{Delivery, SlotQuery};
+    use clinic_shared::protocol::{ClashWith, RejectionDetail};
+    use clinic_shared::time::LocalTimeKind;
+    let world = World::in_zone(Some("America/New_York"));
+    let a = world.desk("reception").await;
+    let b = world.desk("reception").await;
+    // The zone came with the sign-in; "today" is New York's (08:00Z is 03:00 there).
+    assert_eq!(
+        a.client.session_info().await.unwrap().time_zone,
+        "America/New_York"
+    );
+    assert_eq!(a.client.today().await.unwrap().to_string(), "2026-12-01");
+    let staff = a.client.staff().await.unwrap();
+    let (doyle, lee) = (doctor_id(&staff, "doctor"), doctor_id(&staff, "doctor2"));
+    let patients = a.client.patients().await.unwrap();
+    let (anna, ben) = (patients[0].id, patients[1].id);
+    let date = |s: &str| s.parse::<chrono::NaiveDate>().unwrap();
+    let time = |s: &str| chrono::NaiveTime::parse_from_str(s, "%H:%M").unwrap();
+    let at = |d: &str, t: &str| {
+        let (a, d, t) = (a.client.clone(), date(d), time(t));
+        async move { a.local_instant(d, t).await.unwrap() }
+    };
+    let book = |id, patient, doctor, start: Timestamp, minutes: i64| {
+        Mutation::BookAppointment(BookAppointment {
+            id,
+            patient_id: patient,
+            doctor_id: doctor,
+            start,
+            end: Timestamp::from_unix(start.unix() + minutes * 60).unwrap(),
+            reason: None,
+            correction: false,
+        })
+    };
+    // 14 March 2027 is the spring-forward Sunday: 01:30 is EST, 03:30 EDT, 02:30 does not exist.
+    let early = at("2027-03-14", "01:30").await;
+    let late = at("2027-03-14", "03:30").await;
+    let skipped = at("2027-03-14", "02:30").await;
+    let evening_before = at("2027-03-13", "23:30").await;
+    assert_eq!(early.instant.to_string(), "2027-03-14T06:30:00Z");
+    assert_eq!(late.instant.to_string(), "2027-03-14T07:30:00Z");
+    assert_eq!(skipped.kind, LocalTimeKind::Skipped);
+    for (start, doctor) in [
+        (early.instant, doyle),
+        (late.instant, doyle),
+        (evening_before.instant, lee),
+    ] {
+        a.client
+            .mutate(book(a.client.new_id(), anna, doctor, start, 30))
+            .await
+            .unwrap();
+    }
+    let day = a
+        .client
+        .day_schedule(date("2027-03-14"), None)
+        .await
+        .unwrap();
+    let starts: Vec<String> = day.iter().map(|e| e.data.start.to_string()).collect();
+    assert_eq!(
+        starts,
+        ["2027-03-14T06:30:00Z", "2027-03-14T07:30:00Z"],
+        "the local day, not the UTC one (23:30 the evening before is 04:30Z on the 14th)"
+    );
+    a.client.sync_once().await.unwrap();
+
+    // A check before queuing: the patient is already with Dr Doyle at 01:30.
+    let clash = book(a.client.new_id(), anna, lee, early.instant, 30);
+    let refusal = a
+        .client
+        .check(clash.clone())
+        .await
+        .unwrap()
+        .expect("refused");
+    assert!(
+        matches!(refusal.detail.as_deref(), Some(RejectionDetail::Clash { with: ClashWith::Patient, doctor_id, .. }) if *doctor_id == doyle),
+        "{refusal:?}"
+    );
+    assert!(
+        a.client.pending().await.unwrap().is_empty(),
+        "a check queues nothing"
+    );
+    assert!(
+        a.client
+            .check(book(a.client.new_id(), ben, lee, early.instant, 30))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Free slots for Anna with Dr Lee around 09:00 on 15 March: 09:00 is free for both.
+    world.clock.advance(60);
+    let nine = at("2027-03-15", "09:00").await.instant;
+    a.client
+        .mutate(book(a.client.new_id(), anna, doyle, nine, 30))
+        .await
+        .unwrap();
+    let slots = a
+        .client
+        .free_slots(SlotQuery {
+            doctor_id: lee,
+            patient_id: anna,
+            start: nine,
+            minutes: 30,
+            count: 3,
+            moving: None,
+        })
+        .await
+        .unwrap();
+    let starts: Vec<String> = slots.iter().map(|s| s.start.to_string()).collect();
+    // Anna is with Dr Doyle 09:00–09:30, so the nearest are 08:30 and 09:30, then 08:15.
+    assert_eq!(
+        starts,
+        [
+            "2027-03-15T12:30:00Z",
+            "2027-03-15T13:30:00Z",
+            "2027-03-15T12:15:00Z"
+        ]
+    );
+
+    // What became of a change, without the network: queued, confirmed, refused.
+    let mine = a.client.new_id();
+    let receipt = a
+        .client
+        .mutate(book(
+            mine,
+            ben,
+            doyle,
+            at("2027-03-16", "10:00").await.instant,
+            30,
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(
+        a.client.mutation_state(receipt.mutation_id).await.unwrap(),
+        Delivery::Queued { .. }
+    ));
+    b.client.sync_once().await.unwrap();
+    let theirs = b.client.new_id();
+    b.client
+        .mutate(book(
+            theirs,
+            anna,
+            doyle,
+            at("2027-03-16", "10:15").await.instant,
+            30,
+        ))
+        .await
+        .unwrap();
+    b.client.sync_once().await.unwrap();
+    a.client.sync_once().await.unwrap();
+    let state = a.client.mutation_state(receipt.mutation_id).await.unwrap();
+    let Delivery::Rejected { rejection } = state else {
+        panic!("{state:?}")
+    };
+    assert!(
+        matches!(rejection.detail.as_deref(), Some(RejectionDetail::Clash { with: ClashWith::Doctor, appointment_id, .. }) if *appointment_id == theirs)
+    );
+    let first = a.client.mutation_state(1).await.unwrap();
+    assert_eq!(first, Delivery::Confirmed);
+    assert!(a.client.mutation_state(999).await.is_err());
+    world.stop().await;
 }

@@ -177,6 +177,7 @@ pub fn seed_if_empty(
                 .replace(['é', 'í'], "e")
             }),
             address: None,
+            archived_at: None,
         };
         patients.push(p.id);
         rows.push(ToolWrite {

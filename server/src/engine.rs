@@ -104,6 +104,15 @@ impl RowSource for TxSource<'_> {
     ) -> StorageResult<Vec<SlotCandidate>> {
         self.0.appointments_starting_between(doctor_id, from, until)
     }
+    fn patient_appointments_starting_between(
+        &mut self,
+        patient_id: Uuid,
+        from: Timestamp,
+        until: Timestamp,
+    ) -> StorageResult<Vec<SlotCandidate>> {
+        self.0
+            .patient_appointments_starting_between(patient_id, from, until)
+    }
     fn staff_id_by_username(&mut self, username: &str) -> StorageResult<Option<Uuid>> {
         self.0.staff_id_by_username(username)
     }
@@ -248,7 +257,7 @@ fn write_mutation(
     changes: &mut Vec<Change>,
 ) -> Result<u64, PlanError<StorageError>> {
     let mutation = &prepared.pending.mutation;
-    let writes = apply::plan(mutation, actor, &mut TxSource(tx))?;
+    let writes = apply::plan(mutation, actor, now, &mut TxSource(tx))?;
     for write in &writes {
         if let Some(check) = &write.conflict_check {
             check_conflicts(tx, write, check, client_id)?;
@@ -266,7 +275,8 @@ fn write_mutation(
             actor_id: Some(actor.user_id),
             client_id: Some(client_id),
             mutation_id: Some(prepared.pending.mutation_id),
-            mutation: mutation.kind().to_owned(),
+            // An admin's correction in the past is named as such.
+            mutation: mutation.audit_name().to_owned(),
             at: now,
         };
         tx.put(&change).map_err(PlanError::Source)?;

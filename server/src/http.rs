@@ -432,6 +432,7 @@ async fn login(
         token,
         expires_at,
         user,
+        time_zone: Some(state.config.time_zone.clone()),
         must_change_password,
     })
     .into_response())

@@ -57,6 +57,16 @@ pub fn system_clock() -> Clock {
     Arc::new(|| Timestamp::from_datetime(chrono::Utc::now()))
 }
 
+/// The machine's time zone by IANA name (`TZ`, else `/etc/localtime`), or
+/// `UTC` when it has none the time-zone database knows.
+pub fn system_time_zone() -> String {
+    jiff::tz::TimeZone::try_system()
+        .ok()
+        .and_then(|tz| tz.iana_name().map(str::to_owned))
+        .filter(|name| clinic_shared::time::ClinicZone::parse(name).is_ok())
+        .unwrap_or_else(|| "UTC".to_owned())
+}
+
 /// Server settings. [`Config::default`] is what the binary uses.
 #[derive(Clone)]
 pub struct Config {
@@ -87,6 +97,9 @@ pub struct Config {
     /// Demo mode (`serve --demo`): passwords that do not meet the policy
     /// (the demo's `demo`) are accepted without forcing a change.
     pub demo: bool,
+    /// The clinic's time zone (IANA name), sent to every client at sign-in
+    /// and on `welcome`: desks show and take times in it.
+    pub time_zone: String,
     /// The clock.
     pub clock: Clock,
     /// TLS for every connection (`None`: plain HTTP, loopback only unless
@@ -109,6 +122,7 @@ impl Default for Config {
             throttle: session::ThrottlePolicy::default(),
             security_poll: Duration::from_millis(200),
             demo: false,
+            time_zone: system_time_zone(),
             clock: system_clock(),
             tls: None,
         }

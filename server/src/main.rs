@@ -99,6 +99,10 @@ enum Command {
         /// a wake-up says so at once, and tests raise it to prove that).
         #[arg(long, default_value_t = 200, hide = true)]
         security_poll_ms: u64,
+        /// The clinic's time zone, an IANA name such as Europe/Berlin: desks
+        /// show and take every time in it (default: this machine's zone).
+        #[arg(long, env = "CLINIC_TIME_ZONE")]
+        time_zone: Option<String>,
     },
     /// The clinic CA and the server's certificate (in `<data-dir>/tls/`).
     Tls {
@@ -308,6 +312,7 @@ fn main() -> anyhow::Result<()> {
             signin_free_failures_per_address,
             signin_backoff_ms,
             signin_backoff_cap_secs,
+            time_zone,
             tls_cert,
             tls_key,
             insecure_http,
@@ -315,7 +320,15 @@ fn main() -> anyhow::Result<()> {
             security_poll_ms,
         } => {
             let tls = choose_tls(&dir, tls_cert, tls_key, insecure_http)?;
+            let time_zone = match time_zone {
+                Some(name) => clinic_shared::time::ClinicZone::parse(&name)
+                    .with_context(|| "--time-zone".to_owned())?
+                    .name()
+                    .to_owned(),
+                None => clinic_server::system_time_zone(),
+            };
             let config = Config {
+                time_zone,
                 feed_capacity,
                 demo,
                 external_poll: std::time::Duration::from_millis(external_poll_ms.max(10)),
@@ -573,7 +586,7 @@ fn serve(
         }
         // The first line of standard output is the address: scripts and tests read it.
         println!("clinic-server listening on {scheme}://{addr}");
-        tracing::info!(%addr, data = %dir.display(), "serving");
+        tracing::info!(%addr, data = %dir.display(), time_zone = %config.time_zone, "serving");
         if demo_mode {
             println!("demo clinic: sign in as admin, doctor, doctor2, assistant or reception with password `{}`", demo::DEMO_PASSWORD);
         }

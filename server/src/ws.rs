@@ -224,6 +224,7 @@ impl Session {
             user: self.caller.user.clone(),
             head,
             epoch: self.caller.epoch,
+            time_zone: Some(self.state.config.time_zone.clone()),
         };
         if let Err(stop) = self.send(&welcome).await {
             return stop;

@@ -95,6 +95,7 @@ async fn three_instances_keep_one_sequence_the_clinic_rules_and_exactly_once() {
                     start: ts("2032-05-05T09:00:00Z"),
                     end: ts("2032-05-05T09:30:00Z"),
                     reason: None,
+                    correction: false,
                 }))
                 .await;
             (outcome, api)

@@ -34,6 +34,7 @@ fn book(patient: Uuid, doctor: Uuid, start: &str, end: &str) -> BookAppointment 
         start: ts(start),
         end: ts(end),
         reason: Some("Check-up".into()),
+        correction: false,
     }
 }
 
@@ -1378,4 +1379,164 @@ async fn shutdown_on_sigterm_is_graceful() {
     .await
     .unwrap();
     assert!(exit.0.success(), "exit status {:?}", exit.0);
+}
+
+#[tokio::test]
+async fn the_front_desk_rules_and_the_clinic_zone_hold_on_the_real_server() {
+    use clinic_shared::protocol::{ClashWith, LoginResponse, RejectionDetail};
+    // An unknown zone stops the server at start, saying what to use.
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(bin("clinic-server"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--time-zone",
+            "Mars/Olympus",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--time-zone")
+            && err.contains("Mars/Olympus")
+            && err.contains("Europe/Berlin"),
+        "{err}"
+    );
+
+    let server = Server::start_with(&["--time-zone", "America/New_York"]);
+    let login: LoginResponse = login_raw(&server.base, "reception", "demo")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(login.time_zone.as_deref(), Some("America/New_York"));
+    let mut reception = Api::login(&server, "reception").await;
+    let mut ws = Ws::connect(&server).await;
+    ws.send(&ClientMessage::Hello {
+        token: reception.token.clone(),
+        client_id: Uuid::now_v7(),
+        cursor: 0,
+    })
+    .await;
+    match ws.next().await {
+        Some(ServerMessage::Welcome { time_zone, .. }) => {
+            assert_eq!(time_zone.as_deref(), Some("America/New_York"))
+        }
+        other => panic!("expected welcome, got {other:?}"),
+    }
+
+    let doyle = staff_id(&reception, "doctor").await;
+    let sato = staff_id(&reception, "doctor2").await;
+    let (anna, _) = create_patient(&mut reception, "Anna").await;
+    let first = book(anna, doyle, "2031-03-03T15:30:00Z", "2031-03-03T16:00:00Z");
+    let first_id = first.id;
+    applied_seq(&reception.push_one(Mutation::BookAppointment(first)).await);
+    // The same patient with another doctor at an overlapping time: refused, naming the appointment.
+    let two_places = reception
+        .push_one(Mutation::BookAppointment(book(
+            anna,
+            sato,
+            "2031-03-03T15:45:00Z",
+            "2031-03-03T16:15:00Z",
+        )))
+        .await;
+    let r = rejection(&two_places);
+    assert_eq!(r.code, RejectCode::DoubleBooked);
+    assert!(
+        matches!(r.detail.as_deref(), Some(RejectionDetail::Clash { with: ClashWith::Patient, appointment_id, doctor_id, .. })
+            if *appointment_id == first_id && *doctor_id == doyle),
+        "{r:?}"
+    );
+    // In the past: refused for reception, accepted as an admin's named correction.
+    let past = book(anna, sato, "2020-01-06T09:00:00Z", "2020-01-06T09:30:00Z");
+    let r = rejection(
+        &reception
+            .push_one(Mutation::BookAppointment(past.clone()))
+            .await,
+    )
+    .clone();
+    assert_eq!(
+        (r.code, r.fields[0].field.as_str()),
+        (RejectCode::Validation, "start")
+    );
+    let mut admin = Api::login(&server, "admin").await;
+    let correction = BookAppointment {
+        correction: true,
+        ..past
+    };
+    applied_seq(
+        &admin
+            .push_one(Mutation::BookAppointment(correction.clone()))
+            .await,
+    );
+    let history: HistoryResponse = admin
+        .get(&format!("/v1/history/appointments/{}", correction.id))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history.entries[0].mutation, "book_appointment_correction");
+
+    // Archive: refused with the count first, then archived with its future visit cancelled.
+    let archive = |cancel| {
+        Mutation::ArchivePatient(ArchivePatient {
+            id: anna,
+            cancel_future_appointments: cancel,
+        })
+    };
+    let r = rejection(&reception.push_one(archive(false)).await).clone();
+    assert!(
+        matches!(
+            r.detail.as_deref(),
+            Some(RejectionDetail::FutureAppointments { count: 1, .. })
+        ),
+        "{r:?}"
+    );
+    applied_seq(&reception.push_one(archive(true)).await);
+    let rows = reception.table(Table::Appointments).await;
+    assert_eq!(
+        rows[&first_id].data.as_ref().unwrap()["status"],
+        "cancelled"
+    );
+    assert_eq!(
+        rows[&correction.id].data.as_ref().unwrap()["status"],
+        "scheduled",
+        "the past visit is kept as it was"
+    );
+    let patients = reception.table(Table::Patients).await;
+    assert!(patients[&anna].data.as_ref().unwrap()["archived_at"].is_string());
+    assert_eq!(
+        rejection(
+            &reception
+                .push_one(Mutation::BookAppointment(book(
+                    anna,
+                    sato,
+                    "2031-04-01T09:00:00Z",
+                    "2031-04-01T09:30:00Z"
+                )))
+                .await
+        )
+        .code,
+        RejectCode::PatientUnavailable
+    );
+    // Undo: restore, and reinstate the cancelled visit (its slot is still free).
+    applied_seq(
+        &reception
+            .push_one(Mutation::RestorePatient(RestorePatient { id: anna }))
+            .await,
+    );
+    applied_seq(
+        &reception
+            .push_one(Mutation::SetAppointmentStatus(SetAppointmentStatus {
+                id: first_id,
+                status: clinic_shared::model::AppointmentStatus::Scheduled,
+            }))
+            .await,
+    );
 }

@@ -18,8 +18,10 @@ use crate::model::{
 };
 use crate::mutation::Mutation;
 use crate::permissions;
-use crate::protocol::{Actor, RejectCode, Rejection};
-use crate::validate::{self, FieldError};
+use crate::protocol::{
+    Actor, ClashWith, ReferenceProblem, RejectCode, Rejection, RejectionDetail, Rule,
+};
+use crate::validate::{self, FieldCode, FieldError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -53,6 +55,16 @@ pub trait RowSource {
         from: Timestamp,
         until: Timestamp,
     ) -> Result<Vec<SlotCandidate>, Self::Error>;
+    /// The patient's live (not deleted) appointments whose start is in
+    /// `[from, until)`, with any doctor and in any status: the range scan
+    /// behind the rule that a patient cannot be in two places at once
+    /// ([`patient_clashes`]) and behind archiving ([`future_appointments`]).
+    fn patient_appointments_starting_between(
+        &mut self,
+        patient_id: Uuid,
+        from: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<SlotCandidate>, Self::Error>;
     /// The id of the staff row with this username, if any.
     fn staff_id_by_username(&mut self, username: &str) -> Result<Option<Uuid>, Self::Error>;
 }
@@ -75,11 +87,43 @@ pub fn clashing_appointments<S: RowSource>(
     src: &mut S,
     appt: &Appointment,
 ) -> Result<Vec<Uuid>, PlanError<S::Error>> {
+    Ok(clashes_with(src, appt, ClashWith::Doctor)?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect())
+}
+
+/// The patient-in-two-places rule, beside the double-booking rule and the
+/// same shape: the patient's other appointments, with any doctor, that
+/// occupy their slot and overlap `[appt.start, appt.end)`.
+pub fn patient_clashes<S: RowSource>(
+    src: &mut S,
+    appt: &Appointment,
+) -> Result<Vec<Uuid>, PlanError<S::Error>> {
+    Ok(clashes_with(src, appt, ClashWith::Patient)?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect())
+}
+
+/// The overlapping, slot-occupying appointments of `appt`'s doctor or
+/// patient (not `appt` itself), with their entities, by start.
+fn clashes_with<S: RowSource>(
+    src: &mut S,
+    appt: &Appointment,
+    with: ClashWith,
+) -> Result<Vec<(Uuid, Appointment)>, PlanError<S::Error>> {
+    // Appointments last at most MAX_APPOINTMENT_SECS, so only those starting
+    // in [start − that, end) can overlap.
     let from = Timestamp::from_unix(appt.start.unix() - validate::MAX_APPOINTMENT_SECS)
         .unwrap_or(appt.start);
-    let candidates = src
-        .appointments_starting_between(appt.doctor_id, from, appt.end)
-        .map_err(PlanError::Source)?;
+    let candidates = match with {
+        ClashWith::Doctor => src.appointments_starting_between(appt.doctor_id, from, appt.end),
+        ClashWith::Patient => {
+            src.patient_appointments_starting_between(appt.patient_id, from, appt.end)
+        }
+    }
+    .map_err(PlanError::Source)?;
     let mut clashes = Vec::new();
     for c in candidates {
         if c.id == appt.id {
@@ -87,10 +131,46 @@ pub fn clashing_appointments<S: RowSource>(
         }
         let other: Appointment = decode(Table::Appointments, &c.data)?;
         if other.status.occupies_slot() && other.start < appt.end && other.end > appt.start {
-            clashes.push(c.id);
+            clashes.push((c.id, other));
         }
     }
+    clashes.sort_by_key(|(id, a)| (a.start, *id));
     Ok(clashes)
+}
+
+/// An appointment row as read, its entity, and its id.
+pub type FoundAppointment = (CurrentRow, Appointment, Uuid);
+
+/// The patient's appointments still to come that hold a slot (scheduled or
+/// checked in, ending after `now`), by start: what archiving the patient
+/// must cancel first.
+pub fn future_appointments<S: RowSource>(
+    src: &mut S,
+    patient_id: Uuid,
+    now: Timestamp,
+) -> Result<Vec<FoundAppointment>, PlanError<S::Error>> {
+    let from = Timestamp::from_unix(now.unix() - validate::MAX_APPOINTMENT_SECS).unwrap_or(now);
+    let until = Timestamp::from_unix(253_402_300_799).unwrap_or(now); // 9999-12-31T23:59:59Z
+    let candidates = src
+        .patient_appointments_starting_between(patient_id, from, until)
+        .map_err(PlanError::Source)?;
+    let mut out = Vec::new();
+    for c in candidates {
+        let appt: Appointment = decode(Table::Appointments, &c.data)?;
+        let upcoming = matches!(
+            appt.status,
+            AppointmentStatus::Scheduled | AppointmentStatus::CheckedIn
+        ) && appt.end > now;
+        if upcoming
+            && let Some(row) = src
+                .row(Table::Appointments, c.id)
+                .map_err(PlanError::Source)?
+        {
+            out.push((row, appt, c.id));
+        }
+    }
+    out.sort_by_key(|(_, a, id)| (a.start, *id));
+    Ok(out)
 }
 
 /// What a row write does.
@@ -180,7 +260,59 @@ fn decode<T: DeserializeOwned>(table: Table, value: &Value) -> Result<T, Rejecti
             RejectCode::RuleViolation,
             format!("stored {table} row is unreadable: {e}"),
         )
+        .with_detail(RejectionDetail::Rule {
+            rule: Rule::Unreadable,
+        })
     })
+}
+
+fn rule<T, E>(rule: Rule, message: impl Into<String>) -> Result<T, PlanError<E>> {
+    Err(PlanError::Rejected(
+        Rejection::new(RejectCode::RuleViolation, message)
+            .with_detail(RejectionDetail::Rule { rule }),
+    ))
+}
+
+fn reference<T, E>(
+    code: RejectCode,
+    table: Table,
+    id: Uuid,
+    problem: ReferenceProblem,
+    message: impl Into<String>,
+) -> Result<T, PlanError<E>> {
+    Err(PlanError::Rejected(
+        Rejection::new(code, message).with_detail(RejectionDetail::Reference {
+            table,
+            id,
+            problem,
+        }),
+    ))
+}
+
+fn transition<T, E>(from: &str, to: &str, message: impl Into<String>) -> Result<T, PlanError<E>> {
+    Err(PlanError::Rejected(
+        Rejection::new(RejectCode::InvalidTransition, message).with_detail(
+            RejectionDetail::Transition {
+                from: from.to_owned(),
+                to: to.to_owned(),
+            },
+        ),
+    ))
+}
+
+/// "Not in the past": a booking (or a move) must start at or after `now`,
+/// unless it is an administrator's correction (checked by the permissions).
+fn ensure_not_past<E>(
+    start: Timestamp,
+    now: Timestamp,
+    correction: bool,
+) -> Result<(), PlanError<E>> {
+    if start < now && !correction {
+        return Err(PlanError::Rejected(Rejection::validation(vec![
+            FieldError::new("start", FieldCode::InThePast, "is in the past"),
+        ])));
+    }
+    Ok(())
 }
 
 fn validated<T>(check: fn(&T) -> Result<(), Vec<FieldError>>, entity: &T) -> Result<(), Rejection> {
@@ -195,7 +327,20 @@ fn live<S: RowSource>(
 ) -> Result<CurrentRow, PlanError<S::Error>> {
     match src.row(table, id).map_err(PlanError::Source)? {
         Some(row) if !row.deleted => Ok(row),
-        _ => reject(RejectCode::NotFound, format!("{table} {id} does not exist")),
+        Some(_) => reference(
+            RejectCode::NotFound,
+            table,
+            id,
+            ReferenceProblem::Deleted,
+            format!("{table} {id} was deleted"),
+        ),
+        None => reference(
+            RejectCode::NotFound,
+            table,
+            id,
+            ReferenceProblem::Unknown,
+            format!("{table} {id} does not exist"),
+        ),
     }
 }
 
@@ -214,39 +359,61 @@ fn ensure_absent<S: RowSource>(
 }
 
 fn ensure_patient<S: RowSource>(src: &mut S, id: Uuid) -> Result<(), PlanError<S::Error>> {
-    match src.row(Table::Patients, id).map_err(PlanError::Source)? {
-        Some(row) if !row.deleted => Ok(()),
-        Some(_) => reject(
+    let unavailable = |problem, message: String| {
+        reference(
             RejectCode::PatientUnavailable,
+            Table::Patients,
+            id,
+            problem,
+            message,
+        )
+    };
+    match src.row(Table::Patients, id).map_err(PlanError::Source)? {
+        Some(row) if !row.deleted => {
+            let patient: Patient = decode(Table::Patients, &row.data)?;
+            if patient.archived_at.is_some() {
+                return unavailable(
+                    ReferenceProblem::Archived,
+                    format!("patient {id} is archived"),
+                );
+            }
+            Ok(())
+        }
+        Some(_) => unavailable(
+            ReferenceProblem::Deleted,
             format!("patient {id} has been deleted"),
         ),
-        None => reject(
-            RejectCode::PatientUnavailable,
+        None => unavailable(
+            ReferenceProblem::Unknown,
             format!("patient {id} is unknown"),
         ),
     }
 }
 
 fn ensure_doctor<S: RowSource>(src: &mut S, id: Uuid) -> Result<(), PlanError<S::Error>> {
+    let bad = |problem, message: String| {
+        reference(
+            RejectCode::InvalidReference,
+            Table::Staff,
+            id,
+            problem,
+            message,
+        )
+    };
     let row = match src.row(Table::Staff, id).map_err(PlanError::Source)? {
         Some(row) if !row.deleted => row,
-        _ => {
-            return reject(
-                RejectCode::InvalidReference,
-                format!("doctor {id} is unknown"),
-            );
-        }
+        _ => return bad(ReferenceProblem::Unknown, format!("doctor {id} is unknown")),
     };
     let staff: Staff = decode(Table::Staff, &row.data)?;
     if staff.role != Role::Doctor {
-        return reject(
-            RejectCode::InvalidReference,
+        return bad(
+            ReferenceProblem::NotADoctor,
             format!("staff {id} is not a doctor"),
         );
     }
     if !staff.active {
-        return reject(
-            RejectCode::InvalidReference,
+        return bad(
+            ReferenceProblem::Disabled,
             format!("doctor {id} is disabled"),
         );
     }
@@ -268,35 +435,61 @@ fn ensure_visit<S: RowSource>(
     {
         Some(row) if !row.deleted => row,
         _ => {
-            return reject(
+            return reference(
                 RejectCode::InvalidReference,
+                Table::Appointments,
+                id,
+                ReferenceProblem::Unknown,
                 format!("appointment {id} is unknown"),
             );
         }
     };
     let appt: Appointment = decode(Table::Appointments, &row.data)?;
     if appt.patient_id != patient_id {
-        return reject(
+        return reference(
             RejectCode::InvalidReference,
+            Table::Appointments,
+            id,
+            ReferenceProblem::OtherPatient,
             format!("appointment {id} belongs to another patient"),
         );
     }
     Ok(())
 }
 
+/// The slot must be free for the doctor (double booking) and for the
+/// patient (in two places at once); the refusal names the appointment that
+/// holds it.
 fn ensure_free_slot<S: RowSource>(
     src: &mut S,
     appt: &Appointment,
 ) -> Result<(), PlanError<S::Error>> {
-    let clashes = clashing_appointments(src, appt)?;
-    if let Some(other) = clashes.first() {
-        return reject(
-            RejectCode::DoubleBooked,
-            format!(
-                "the doctor already has appointment {other} between {} and {}",
-                appt.start, appt.end
-            ),
-        );
+    for with in [ClashWith::Doctor, ClashWith::Patient] {
+        if let Some((id, other)) = clashes_with(src, appt, with)?.into_iter().next() {
+            let whose = match with {
+                ClashWith::Doctor => "the doctor",
+                ClashWith::Patient => "the patient",
+            };
+            // The message keeps its older wording for scripts and logs; a
+            // desk says it in words from `detail`.
+            return Err(PlanError::Rejected(
+                Rejection::new(
+                    RejectCode::DoubleBooked,
+                    format!(
+                        "{whose} already has appointment {id} between {} and {}",
+                        other.start, other.end
+                    ),
+                )
+                .with_detail(RejectionDetail::Clash {
+                    with,
+                    appointment_id: id,
+                    patient_id: other.patient_id,
+                    doctor_id: other.doctor_id,
+                    start: other.start,
+                    end: other.end,
+                }),
+            ));
+        }
     }
     Ok(())
 }
@@ -356,9 +549,17 @@ fn update<T: Serialize>(table: Table, id: Uuid, before: &CurrentRow, entity: &T)
     }
 }
 
-/// Plans `mutation` by `actor` against the rows in `src`: the row writes it
-/// produces, or why it is refused.
-pub fn plan<S: RowSource>(mutation: &Mutation, actor: &Actor, src: &mut S) -> Plan<S::Error> {
+/// Plans `mutation` by `actor` at `now` against the rows in `src`: the row
+/// writes it produces, or why it is refused. `now` comes from the caller (the
+/// server's clock on the server; on a desk, the injected clock, or the time a
+/// queued change was made when it is replayed), never from the system clock
+/// here, so both sides judge "in the past" the same way.
+pub fn plan<S: RowSource>(
+    mutation: &Mutation,
+    actor: &Actor,
+    now: Timestamp,
+    src: &mut S,
+) -> Plan<S::Error> {
     if !permissions::can_mutate(actor.role, mutation) {
         return reject(
             RejectCode::Forbidden,
@@ -379,16 +580,14 @@ pub fn plan<S: RowSource>(mutation: &Mutation, actor: &Actor, src: &mut S) -> Pl
                 .map_err(PlanError::Source)?
                 .is_some()
             {
-                return Err(Rejection {
-                    code: RejectCode::AlreadyExists,
-                    message: format!("username {} is taken", a.username),
-                    fields: vec![FieldError {
-                        field: "username".into(),
-                        message: "is taken".into(),
-                    }],
-                    conflicts: vec![],
-                }
-                .into());
+                let mut taken = Rejection::validation(vec![FieldError::new(
+                    "username",
+                    FieldCode::Taken,
+                    "is taken",
+                )]);
+                taken.code = RejectCode::AlreadyExists;
+                taken.message = format!("username {} is taken", a.username);
+                return Err(taken.into());
             }
             let staff = Staff {
                 id: a.id,
@@ -404,10 +603,7 @@ pub fn plan<S: RowSource>(mutation: &Mutation, actor: &Actor, src: &mut S) -> Pl
             let row = live(src, Table::Staff, a.id)?;
             let mut staff: Staff = decode(Table::Staff, &row.data)?;
             if a.id == actor.user_id && a.role != Role::Admin {
-                return reject(
-                    RejectCode::RuleViolation,
-                    "you cannot remove your own admin role",
-                );
+                return rule(Rule::OwnAdminRole, "you cannot remove your own admin role");
             }
             staff.role = a.role;
             Ok(vec![update(Table::Staff, a.id, &row, &staff)])
@@ -416,10 +612,7 @@ pub fn plan<S: RowSource>(mutation: &Mutation, actor: &Actor, src: &mut S) -> Pl
             let row = live(src, Table::Staff, a.id)?;
             let mut staff: Staff = decode(Table::Staff, &row.data)?;
             if a.id == actor.user_id && !a.active {
-                return reject(
-                    RejectCode::RuleViolation,
-                    "you cannot disable your own account",
-                );
+                return rule(Rule::OwnAccount, "you cannot disable your own account");
             }
             staff.active = a.active;
             Ok(vec![update(Table::Staff, a.id, &row, &staff)])
@@ -434,6 +627,7 @@ pub fn plan<S: RowSource>(mutation: &Mutation, actor: &Actor, src: &mut S) -> Pl
                 phone: a.phone.clone(),
                 email: a.email.clone(),
                 address: a.address.clone(),
+                archived_at: None,
             };
             validated(validate::patient, &patient)?;
             Ok(vec![create(Table::Patients, a.id, &patient)])
@@ -466,6 +660,45 @@ pub fn plan<S: RowSource>(mutation: &Mutation, actor: &Actor, src: &mut S) -> Pl
                 }),
             }])
         }
+        Mutation::ArchivePatient(a) => {
+            let row = live(src, Table::Patients, a.id)?;
+            let mut patient: Patient = decode(Table::Patients, &row.data)?;
+            if patient.archived_at.is_some() {
+                return rule(Rule::AlreadyArchived, "the patient is already archived");
+            }
+            let upcoming = future_appointments(src, a.id, now)?;
+            if !upcoming.is_empty() && !a.cancel_future_appointments {
+                let count = u32::try_from(upcoming.len()).unwrap_or(u32::MAX);
+                return Err(PlanError::Rejected(
+                    Rejection::new(
+                        RejectCode::RuleViolation,
+                        format!(
+                            "the patient has {count} future appointment(s); cancel them in the same change to archive"
+                        ),
+                    )
+                    .with_detail(RejectionDetail::FutureAppointments {
+                        count,
+                        appointment_ids: upcoming.iter().map(|(_, _, id)| *id).collect(),
+                    }),
+                ));
+            }
+            patient.archived_at = Some(now);
+            let mut writes = vec![update(Table::Patients, a.id, &row, &patient)];
+            for (appt_row, mut appt, id) in upcoming {
+                appt.status = AppointmentStatus::Cancelled;
+                writes.push(update(Table::Appointments, id, &appt_row, &appt));
+            }
+            Ok(writes)
+        }
+        Mutation::RestorePatient(a) => {
+            let row = live(src, Table::Patients, a.id)?;
+            let mut patient: Patient = decode(Table::Patients, &row.data)?;
+            if patient.archived_at.is_none() {
+                return rule(Rule::NotArchived, "the patient is not archived");
+            }
+            patient.archived_at = None;
+            Ok(vec![update(Table::Patients, a.id, &row, &patient)])
+        }
         Mutation::BookAppointment(a) => {
             ensure_absent(src, Table::Appointments, a.id)?;
             ensure_patient(src, a.patient_id)?;
@@ -480,6 +713,7 @@ pub fn plan<S: RowSource>(mutation: &Mutation, actor: &Actor, src: &mut S) -> Pl
                 reason: a.reason.clone(),
             };
             validated(validate::appointment, &appt)?;
+            ensure_not_past(a.start, now, a.correction)?;
             ensure_free_slot(src, &appt)?;
             Ok(vec![create(Table::Appointments, a.id, &appt)])
         }
@@ -487,8 +721,9 @@ pub fn plan<S: RowSource>(mutation: &Mutation, actor: &Actor, src: &mut S) -> Pl
             let row = live(src, Table::Appointments, a.id)?;
             let mut appt: Appointment = decode(Table::Appointments, &row.data)?;
             if appt.status != AppointmentStatus::Scheduled {
-                return reject(
-                    RejectCode::InvalidTransition,
+                return transition(
+                    appt.status.as_str(),
+                    "moved",
                     format!(
                         "only scheduled appointments can be moved (this one is {})",
                         appt.status.as_str()
@@ -503,6 +738,7 @@ pub fn plan<S: RowSource>(mutation: &Mutation, actor: &Actor, src: &mut S) -> Pl
             appt.start = a.start;
             appt.end = a.end;
             validated(validate::appointment, &appt)?;
+            ensure_not_past(a.start, now, a.correction)?;
             ensure_free_slot(src, &appt)?;
             let mut fields = Map::new();
             fields.insert("start".into(), to_value(&a.start));
@@ -522,8 +758,9 @@ pub fn plan<S: RowSource>(mutation: &Mutation, actor: &Actor, src: &mut S) -> Pl
             let row = live(src, Table::Appointments, a.id)?;
             let mut appt: Appointment = decode(Table::Appointments, &row.data)?;
             if !appt.status.can_become(a.status) {
-                return reject(
-                    RejectCode::InvalidTransition,
+                return transition(
+                    appt.status.as_str(),
+                    a.status.as_str(),
                     format!(
                         "an appointment cannot go from {} to {}",
                         appt.status.as_str(),
@@ -531,18 +768,24 @@ pub fn plan<S: RowSource>(mutation: &Mutation, actor: &Actor, src: &mut S) -> Pl
                     ),
                 );
             }
-            if actor.role == Role::Assistant
-                && !matches!(
-                    a.status,
-                    AppointmentStatus::CheckedIn | AppointmentStatus::InProgress
-                )
-            {
+            if !permissions::can_set_status(actor.role, a.status) {
                 return reject(
                     RejectCode::Forbidden,
                     "assistants may only check patients in and start treatments",
                 );
             }
+            let reinstated = !appt.status.occupies_slot() && a.status.occupies_slot();
+            if appt.status == AppointmentStatus::Cancelled {
+                // Reinstating a cancelled visit books its slot again: not in
+                // the past, and only while the slot is still free. (A
+                // no-show's slot has passed; undoing it books nothing new.)
+                ensure_not_past(appt.start, now, false)?;
+            }
             appt.status = a.status;
+            if reinstated {
+                ensure_patient(src, appt.patient_id)?;
+                ensure_free_slot(src, &appt)?;
+            }
             Ok(vec![update(Table::Appointments, a.id, &row, &appt)])
         }
         Mutation::AddTreatmentRecord(a) => {
@@ -584,7 +827,7 @@ pub fn plan<S: RowSource>(mutation: &Mutation, actor: &Actor, src: &mut S) -> Pl
             ensure_patient(src, a.patient_id)?;
             ensure_visit(src, a.appointment_id, a.patient_id)?;
             let Some(total) = Invoice::total_of(&a.lines) else {
-                return reject(RejectCode::RuleViolation, "the invoice total is too large");
+                return rule(Rule::TotalTooLarge, "the invoice total is too large");
             };
             let invoice = Invoice {
                 id: a.id,
@@ -607,8 +850,8 @@ pub fn plan<S: RowSource>(mutation: &Mutation, actor: &Actor, src: &mut S) -> Pl
             let row = live(src, Table::Invoices, a.id)?;
             let mut invoice: Invoice = decode(Table::Invoices, &row.data)?;
             if invoice.status != InvoiceStatus::Open || invoice.paid_cents != 0 {
-                return reject(
-                    RejectCode::RuleViolation,
+                return rule(
+                    Rule::InvoiceNotVoidable,
                     "only an open invoice with no payments can be voided",
                 );
             }
@@ -623,16 +866,19 @@ pub fn plan<S: RowSource>(mutation: &Mutation, actor: &Actor, src: &mut S) -> Pl
             {
                 Some(row) if !row.deleted => row,
                 _ => {
-                    return reject(
+                    return reference(
                         RejectCode::InvalidReference,
+                        Table::Invoices,
+                        a.invoice_id,
+                        ReferenceProblem::Unknown,
                         format!("invoice {} is unknown", a.invoice_id),
                     );
                 }
             };
             let mut invoice: Invoice = decode(Table::Invoices, &row.data)?;
             if invoice.status != InvoiceStatus::Open {
-                return reject(
-                    RejectCode::RuleViolation,
+                return rule(
+                    Rule::InvoiceClosed,
                     format!(
                         "invoice {} is {}, it takes no payments",
                         a.invoice_id,
@@ -645,19 +891,23 @@ pub fn plan<S: RowSource>(mutation: &Mutation, actor: &Actor, src: &mut S) -> Pl
             }
             let outstanding = invoice.total_cents - invoice.paid_cents;
             if a.amount_cents > outstanding {
-                return Err(Rejection {
-                    code: RejectCode::RuleViolation,
-                    message: format!(
-                        "the payment of {} cents exceeds the {} cents outstanding",
-                        a.amount_cents, outstanding
-                    ),
-                    fields: vec![FieldError {
-                        field: "amount_cents".into(),
-                        message: format!("exceeds the outstanding {outstanding} cents"),
-                    }],
-                    conflicts: vec![],
-                }
-                .into());
+                let mut too_much = Rejection::validation(vec![
+                    FieldError::new(
+                        "amount_cents",
+                        FieldCode::ExceedsOutstanding,
+                        format!("exceeds the outstanding {outstanding} cents"),
+                    )
+                    .bounds(Some(1), Some(outstanding)),
+                ]);
+                too_much.code = RejectCode::RuleViolation;
+                too_much.message = format!(
+                    "the payment of {} cents exceeds the {} cents outstanding",
+                    a.amount_cents, outstanding
+                );
+                too_much = too_much.with_detail(RejectionDetail::Outstanding {
+                    outstanding_cents: outstanding,
+                });
+                return Err(too_much.into());
             }
             let payment = Payment {
                 id: a.id,
@@ -710,16 +960,22 @@ pub fn plan<S: RowSource>(mutation: &Mutation, actor: &Actor, src: &mut S) -> Pl
             let row = live(src, Table::InventoryItems, a.id)?;
             let mut item: InventoryItem = decode(Table::InventoryItems, &row.data)?;
             let Some(quantity) = item.quantity.checked_add(a.delta).filter(|q| *q >= 0) else {
-                return reject(
-                    RejectCode::InsufficientStock,
-                    format!(
-                        "only {} {} of {} in stock, cannot take {}",
-                        item.quantity,
-                        item.unit,
-                        item.name,
-                        a.delta.unsigned_abs()
-                    ),
-                );
+                return Err(PlanError::Rejected(
+                    Rejection::new(
+                        RejectCode::InsufficientStock,
+                        format!(
+                            "only {} {} of {} in stock, cannot take {}",
+                            item.quantity,
+                            item.unit,
+                            item.name,
+                            a.delta.unsigned_abs()
+                        ),
+                    )
+                    .with_detail(RejectionDetail::Stock {
+                        available: item.quantity,
+                        requested: i64::try_from(a.delta.unsigned_abs()).unwrap_or(i64::MAX),
+                    }),
+                ));
             };
             item.quantity = quantity;
             Ok(vec![update(Table::InventoryItems, a.id, &row, &item)])
@@ -744,17 +1000,544 @@ pub fn plan<S: RowSource>(mutation: &Mutation, actor: &Actor, src: &mut S) -> Pl
             let row = live(src, Table::Referrals, a.id)?;
             let mut referral: Referral = decode(Table::Referrals, &row.data)?;
             if !referral.status.can_become(a.status) {
-                return reject(
-                    RejectCode::InvalidTransition,
+                let name = |s: ReferralStatus| format!("{s:?}").to_lowercase();
+                return transition(
+                    &name(referral.status),
+                    &name(a.status),
                     format!(
-                        "a referral cannot go from {:?} to {:?}",
-                        referral.status, a.status
-                    )
-                    .to_lowercase(),
+                        "a referral cannot go from {} to {}",
+                        name(referral.status),
+                        name(a.status)
+                    ),
                 );
             }
             referral.status = a.status;
             Ok(vec![update(Table::Referrals, a.id, &row, &referral)])
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The clinic rules the planner adds for the front desk: the patient in
+    //! two places, no booking in the past (with the admin's explicit
+    //! correction), archiving with its future appointments, and the undo
+    //! steps of the appointment flow.
+    use super::*;
+    use crate::mutation::{ArchivePatient, BookAppointment, RestorePatient, SetAppointmentStatus};
+    use std::collections::BTreeMap;
+    use std::convert::Infallible;
+
+    #[derive(Default)]
+    struct Rows(BTreeMap<(Table, Uuid), CurrentRow>);
+
+    impl Rows {
+        fn put<T: Serialize>(&mut self, table: Table, id: Uuid, entity: &T) {
+            self.0.insert(
+                (table, id),
+                CurrentRow {
+                    version: 1,
+                    deleted: false,
+                    data: to_value(entity),
+                },
+            );
+        }
+        fn apply(&mut self, writes: &[RowWrite]) {
+            for w in writes {
+                self.0.insert(
+                    (w.table, w.id),
+                    CurrentRow {
+                        version: 2,
+                        deleted: w.action == Action::Delete,
+                        data: w.after.clone(),
+                    },
+                );
+            }
+        }
+        fn appointments(
+            &self,
+            keep: impl Fn(&Appointment) -> bool,
+            from: Timestamp,
+            until: Timestamp,
+        ) -> Vec<SlotCandidate> {
+            self.0
+                .iter()
+                .filter(|((t, _), r)| *t == Table::Appointments && !r.deleted)
+                .filter_map(|((_, id), r)| {
+                    let a: Appointment = serde_json::from_value(r.data.clone()).ok()?;
+                    (keep(&a) && a.start >= from && a.start < until).then(|| SlotCandidate {
+                        id: *id,
+                        data: r.data.clone(),
+                    })
+                })
+                .collect()
+        }
+    }
+
+    impl RowSource for Rows {
+        type Error = Infallible;
+        fn row(&mut self, table: Table, id: Uuid) -> Result<Option<CurrentRow>, Infallible> {
+            Ok(self.0.get(&(table, id)).cloned())
+        }
+        fn appointments_starting_between(
+            &mut self,
+            doctor: Uuid,
+            from: Timestamp,
+            until: Timestamp,
+        ) -> Result<Vec<SlotCandidate>, Infallible> {
+            Ok(self.appointments(|a| a.doctor_id == doctor, from, until))
+        }
+        fn patient_appointments_starting_between(
+            &mut self,
+            patient: Uuid,
+            from: Timestamp,
+            until: Timestamp,
+        ) -> Result<Vec<SlotCandidate>, Infallible> {
+            Ok(self.appointments(|a| a.patient_id == patient, from, until))
+        }
+        fn staff_id_by_username(&mut self, _: &str) -> Result<Option<Uuid>, Infallible> {
+            Ok(None)
+        }
+    }
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+    fn id(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+    const NOW: &str = "2031-03-03T08:00:00Z";
+    const ANNA: u128 = 10;
+    const BEN: u128 = 11;
+    const DOYLE: u128 = 1;
+    const LEE: u128 = 2;
+
+    fn actor(role: Role) -> Actor {
+        Actor {
+            user_id: id(99),
+            role,
+        }
+    }
+
+    fn clinic() -> Rows {
+        let mut rows = Rows::default();
+        for (n, name) in [(DOYLE, "doyle"), (LEE, "lee")] {
+            rows.put(
+                Table::Staff,
+                id(n),
+                &Staff {
+                    id: id(n),
+                    username: name.into(),
+                    display_name: name.into(),
+                    role: Role::Doctor,
+                    active: true,
+                },
+            );
+        }
+        for (n, name) in [(ANNA, "Anna"), (BEN, "Ben")] {
+            rows.put(
+                Table::Patients,
+                id(n),
+                &Patient {
+                    id: id(n),
+                    first_name: name.into(),
+                    last_name: "Meyer".into(),
+                    date_of_birth: "1980-01-01".parse().unwrap(),
+                    phone: None,
+                    email: None,
+                    address: None,
+                    archived_at: None,
+                },
+            );
+        }
+        rows
+    }
+
+    fn book(appt: u128, patient: u128, doctor: u128, start: &str, end: &str) -> Mutation {
+        Mutation::BookAppointment(BookAppointment {
+            id: id(appt),
+            patient_id: id(patient),
+            doctor_id: id(doctor),
+            start: ts(start),
+            end: ts(end),
+            reason: None,
+            correction: false,
+        })
+    }
+
+    fn run(rows: &mut Rows, m: &Mutation, role: Role) -> Result<Vec<RowWrite>, Rejection> {
+        match plan(m, &actor(role), ts(NOW), rows) {
+            Ok(w) => {
+                rows.apply(&w);
+                Ok(w)
+            }
+            Err(PlanError::Rejected(r)) => Err(r),
+            Err(PlanError::Source(e)) => match e {},
+        }
+    }
+
+    fn status(
+        rows: &mut Rows,
+        appt: u128,
+        to: AppointmentStatus,
+        role: Role,
+    ) -> Result<Vec<RowWrite>, Rejection> {
+        run(
+            rows,
+            &Mutation::SetAppointmentStatus(SetAppointmentStatus {
+                id: id(appt),
+                status: to,
+            }),
+            role,
+        )
+    }
+
+    #[test]
+    fn a_patient_cannot_be_in_two_places_at_once() {
+        let mut rows = clinic();
+        run(
+            &mut rows,
+            &book(
+                100,
+                ANNA,
+                DOYLE,
+                "2031-03-03T15:30:00Z",
+                "2031-03-03T16:00:00Z",
+            ),
+            Role::Reception,
+        )
+        .unwrap();
+        // Same patient, another doctor, overlapping: refused, naming the appointment.
+        let r = run(
+            &mut rows,
+            &book(
+                101,
+                ANNA,
+                LEE,
+                "2031-03-03T15:45:00Z",
+                "2031-03-03T16:15:00Z",
+            ),
+            Role::Reception,
+        )
+        .unwrap_err();
+        assert_eq!(r.code, RejectCode::DoubleBooked);
+        assert_eq!(
+            r.detail.as_deref(),
+            Some(&RejectionDetail::Clash {
+                with: ClashWith::Patient,
+                appointment_id: id(100),
+                patient_id: id(ANNA),
+                doctor_id: id(DOYLE),
+                start: ts("2031-03-03T15:30:00Z"),
+                end: ts("2031-03-03T16:00:00Z"),
+            })
+        );
+        // Another patient with the first doctor: the doctor's clash.
+        let r = run(
+            &mut rows,
+            &book(
+                102,
+                BEN,
+                DOYLE,
+                "2031-03-03T15:00:00Z",
+                "2031-03-03T15:45:00Z",
+            ),
+            Role::Reception,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                r.detail.as_deref(),
+                Some(RejectionDetail::Clash {
+                    with: ClashWith::Doctor,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        // Back to back is fine, and so is the same time once the first is cancelled.
+        run(
+            &mut rows,
+            &book(
+                103,
+                ANNA,
+                LEE,
+                "2031-03-03T16:00:00Z",
+                "2031-03-03T16:30:00Z",
+            ),
+            Role::Reception,
+        )
+        .unwrap();
+        status(
+            &mut rows,
+            100,
+            AppointmentStatus::Cancelled,
+            Role::Reception,
+        )
+        .unwrap();
+        run(
+            &mut rows,
+            &book(
+                104,
+                ANNA,
+                LEE,
+                "2031-03-03T15:30:00Z",
+                "2031-03-03T16:00:00Z",
+            ),
+            Role::Reception,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn no_booking_in_the_past_except_an_admins_audited_correction() {
+        let mut rows = clinic();
+        let past = book(
+            100,
+            ANNA,
+            DOYLE,
+            "2031-03-03T07:00:00Z",
+            "2031-03-03T07:30:00Z",
+        );
+        let r = run(&mut rows, &past, Role::Reception).unwrap_err();
+        assert_eq!(r.code, RejectCode::Validation);
+        assert_eq!(
+            (r.fields[0].field.as_str(), r.fields[0].code),
+            ("start", FieldCode::InThePast)
+        );
+        let Mutation::BookAppointment(mut correction) = past else {
+            unreachable!()
+        };
+        correction.correction = true;
+        let correction = Mutation::BookAppointment(correction);
+        assert_eq!(
+            run(&mut rows, &correction, Role::Reception)
+                .unwrap_err()
+                .code,
+            RejectCode::Forbidden
+        );
+        run(&mut rows, &correction, Role::Admin).unwrap();
+        assert_eq!(correction.audit_name(), "book_appointment_correction");
+    }
+
+    #[test]
+    fn archiving_cancels_future_appointments_only_when_asked() {
+        let mut rows = clinic();
+        let correction = |m: Mutation| match m {
+            Mutation::BookAppointment(mut a) => {
+                a.correction = true;
+                Mutation::BookAppointment(a)
+            }
+            m => m,
+        };
+        run(
+            &mut rows,
+            &correction(book(
+                100,
+                ANNA,
+                DOYLE,
+                "2031-03-01T09:00:00Z",
+                "2031-03-01T09:30:00Z",
+            )),
+            Role::Admin,
+        )
+        .unwrap();
+        run(
+            &mut rows,
+            &book(
+                101,
+                ANNA,
+                DOYLE,
+                "2031-03-05T09:00:00Z",
+                "2031-03-05T09:30:00Z",
+            ),
+            Role::Reception,
+        )
+        .unwrap();
+        run(
+            &mut rows,
+            &book(
+                102,
+                ANNA,
+                LEE,
+                "2031-04-05T09:00:00Z",
+                "2031-04-05T09:30:00Z",
+            ),
+            Role::Reception,
+        )
+        .unwrap();
+        let archive = |cancel| {
+            Mutation::ArchivePatient(ArchivePatient {
+                id: id(ANNA),
+                cancel_future_appointments: cancel,
+            })
+        };
+        let r = run(&mut rows, &archive(false), Role::Reception).unwrap_err();
+        assert_eq!(
+            r.detail.as_deref(),
+            Some(&RejectionDetail::FutureAppointments {
+                count: 2,
+                appointment_ids: vec![id(101), id(102)]
+            })
+        );
+        assert_eq!(
+            run(&mut rows, &archive(true), Role::Doctor)
+                .unwrap_err()
+                .code,
+            RejectCode::Forbidden
+        );
+        let writes = run(&mut rows, &archive(true), Role::Reception).unwrap();
+        assert_eq!(writes.len(), 3, "the patient and the two future visits");
+        assert_eq!(writes[1].after["status"], "cancelled");
+        let patient: Patient = serde_json::from_value(writes[0].after.clone()).unwrap();
+        assert_eq!(patient.archived_at, Some(ts(NOW)));
+        // The past visit is kept as it was; the archived patient cannot be booked.
+        assert_eq!(
+            rows.0[&(Table::Appointments, id(100))].data["status"],
+            "scheduled"
+        );
+        let r = run(
+            &mut rows,
+            &book(
+                103,
+                ANNA,
+                LEE,
+                "2031-05-05T09:00:00Z",
+                "2031-05-05T09:30:00Z",
+            ),
+            Role::Reception,
+        )
+        .unwrap_err();
+        assert_eq!(r.code, RejectCode::PatientUnavailable);
+        assert!(matches!(
+            r.detail.as_deref(),
+            Some(RejectionDetail::Reference {
+                problem: ReferenceProblem::Archived,
+                ..
+            })
+        ));
+        // Undo: restore, then reinstate a cancelled visit (its slot is still free).
+        run(
+            &mut rows,
+            &Mutation::RestorePatient(RestorePatient { id: id(ANNA) }),
+            Role::Reception,
+        )
+        .unwrap();
+        status(
+            &mut rows,
+            101,
+            AppointmentStatus::Scheduled,
+            Role::Reception,
+        )
+        .unwrap();
+        let again = run(
+            &mut rows,
+            &Mutation::RestorePatient(RestorePatient { id: id(ANNA) }),
+            Role::Reception,
+        )
+        .unwrap_err();
+        assert_eq!(
+            again.detail.as_deref(),
+            Some(&RejectionDetail::Rule {
+                rule: Rule::NotArchived
+            })
+        );
+    }
+
+    #[test]
+    fn undo_steps_of_the_appointment_flow() {
+        let mut rows = clinic();
+        run(
+            &mut rows,
+            &book(
+                100,
+                ANNA,
+                DOYLE,
+                "2031-03-03T09:00:00Z",
+                "2031-03-03T09:30:00Z",
+            ),
+            Role::Reception,
+        )
+        .unwrap();
+        // A check-in undone by reception; assistants only move forward.
+        status(
+            &mut rows,
+            100,
+            AppointmentStatus::CheckedIn,
+            Role::Assistant,
+        )
+        .unwrap();
+        assert_eq!(
+            status(
+                &mut rows,
+                100,
+                AppointmentStatus::Scheduled,
+                Role::Assistant
+            )
+            .unwrap_err()
+            .code,
+            RejectCode::Forbidden
+        );
+        status(
+            &mut rows,
+            100,
+            AppointmentStatus::Scheduled,
+            Role::Reception,
+        )
+        .unwrap();
+        // A cancellation undone while the slot is free; refused once someone took it.
+        status(
+            &mut rows,
+            100,
+            AppointmentStatus::Cancelled,
+            Role::Reception,
+        )
+        .unwrap();
+        run(
+            &mut rows,
+            &book(
+                101,
+                BEN,
+                DOYLE,
+                "2031-03-03T09:00:00Z",
+                "2031-03-03T09:30:00Z",
+            ),
+            Role::Reception,
+        )
+        .unwrap();
+        let r = status(
+            &mut rows,
+            100,
+            AppointmentStatus::Scheduled,
+            Role::Reception,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(r.detail.as_deref(), Some(RejectionDetail::Clash { appointment_id, .. }) if *appointment_id == id(101)),
+            "{r:?}"
+        );
+        // A no-show undone; completed visits stay completed.
+        status(&mut rows, 101, AppointmentStatus::NoShow, Role::Reception).unwrap();
+        status(
+            &mut rows,
+            101,
+            AppointmentStatus::Scheduled,
+            Role::Reception,
+        )
+        .unwrap();
+        let r = status(
+            &mut rows,
+            101,
+            AppointmentStatus::Completed,
+            Role::Reception,
+        )
+        .unwrap_err();
+        assert_eq!(
+            r.detail.as_deref(),
+            Some(&RejectionDetail::Transition {
+                from: "scheduled".into(),
+                to: "completed".into()
+            })
+        );
     }
 }

@@ -11,8 +11,9 @@
 //! tests and tools that simulate a server use the same function.
 
 use crate::apply::{ConflictCheck, PlanError, RowWrite};
+use crate::model::Timestamp;
 use crate::protocol::{FieldConflict, RejectCode, Rejection};
-use crate::validate::FieldError;
+use crate::validate::{FieldCode, FieldError};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -23,6 +24,10 @@ pub struct PastChange {
     pub seq: u64,
     /// Client that made it (absent for server tools).
     pub client_id: Option<Uuid>,
+    /// Who made it (absent for server tools).
+    pub actor_id: Option<Uuid>,
+    /// When the server applied it.
+    pub at: Option<Timestamp>,
     /// Entity before.
     pub before: Option<Value>,
     /// Entity after.
@@ -42,10 +47,11 @@ pub fn check_conflicts<E>(
 ) -> Result<(), PlanError<E>> {
     if check.base_version > current_version {
         return Err(PlanError::Rejected(Rejection::validation(vec![
-            FieldError {
-                field: "base_version".into(),
-                message: format!("is newer than the record's version {current_version}"),
-            },
+            FieldError::new(
+                "base_version",
+                FieldCode::StaleVersion,
+                format!("is newer than the record's version {current_version}"),
+            ),
         ])));
     }
     if check.base_version == current_version {
@@ -56,17 +62,36 @@ pub fn check_conflicts<E>(
     let current = write.before.clone().unwrap_or(Value::Null);
     let by_others = || since.iter().filter(|c| c.client_id != Some(client_id));
     let mut conflicts = Vec::new();
+    // The changes by others that touched a field, oldest first: the first
+    // one's "before" is what the user saw, the last one says who and when.
+    let touching = |field: &str| -> Vec<&PastChange> {
+        by_others()
+            .filter(|c| c.before.as_ref().and_then(|b| b.get(field)) != c.after.get(field))
+            .collect()
+    };
+    let conflict = |field: &str, yours: Value, theirs: Value, touched: &[&PastChange]| {
+        let last = touched.last();
+        FieldConflict {
+            field: field.to_owned(),
+            yours,
+            theirs,
+            clinical: clinical.contains(&field),
+            base: touched.first().map(|c| {
+                c.before
+                    .as_ref()
+                    .and_then(|b| b.get(field))
+                    .cloned()
+                    .unwrap_or(Value::Null)
+            }),
+            changed_by: last.and_then(|c| c.actor_id),
+            changed_at: last.and_then(|c| c.at),
+        }
+    };
     for (field, yours) in &check.fields {
-        let changed_by_other =
-            by_others().any(|c| c.before.as_ref().and_then(|b| b.get(field)) != c.after.get(field));
+        let touched = touching(field);
         let theirs = current.get(field).cloned().unwrap_or(Value::Null);
-        if changed_by_other && &theirs != yours {
-            conflicts.push(FieldConflict {
-                field: field.clone(),
-                yours: yours.clone(),
-                theirs,
-                clinical: clinical.contains(&field.as_str()),
-            });
+        if !touched.is_empty() && &theirs != yours {
+            conflicts.push(conflict(field, yours.clone(), theirs, &touched));
         }
     }
     if check.whole_row {
@@ -83,12 +108,8 @@ pub fn check_conflicts<E>(
             }
         }
         for field in changed {
-            conflicts.push(FieldConflict {
-                theirs: current.get(&field).cloned().unwrap_or(Value::Null),
-                yours: Value::Null,
-                clinical: clinical.contains(&field.as_str()),
-                field,
-            });
+            let theirs = current.get(&field).cloned().unwrap_or(Value::Null);
+            conflicts.push(conflict(&field, Value::Null, theirs, &touching(&field)));
         }
     }
     if conflicts.is_empty() {
@@ -104,5 +125,6 @@ pub fn check_conflicts<E>(
         ),
         fields: vec![],
         conflicts,
+        detail: None,
     }))
 }

@@ -15,6 +15,7 @@
 //! - [`logging`]: which dependencies' log targets are capped, and why.
 //! - [`password`]: Argon2id password hashes (server accounts, offline sign-in).
 //! - [`fingerprint`]: certificate fingerprints as people compare them (clinic CA).
+//! - [`time`]: the clinic's time zone: local days and times to UTC instants.
 
 pub mod apply;
 pub mod codec;
@@ -26,4 +27,5 @@ pub mod mutation;
 pub mod password;
 pub mod permissions;
 pub mod protocol;
+pub mod time;
 pub mod validate;

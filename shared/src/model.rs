@@ -248,12 +248,21 @@ pub struct Patient {
     /// Postal address, free text.
     #[serde(default)]
     pub address: Option<String>,
+    /// When the patient was archived: the record is kept, but the patient
+    /// is no longer listed or bookable. Absent for active patients (so their
+    /// rows read as before this field existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub archived_at: Option<Timestamp>,
 }
 
 /// Where an appointment is in its life.
 ///
 /// `scheduled → checked_in → in_progress → completed`, or `cancelled` /
-/// `no_show` from `scheduled` (and `cancelled` from `checked_in`).
+/// `no_show` from `scheduled` (and `cancelled` from `checked_in`). The desk's
+/// undo steps go back to `scheduled`: from `checked_in` (a check-in made by
+/// mistake), `cancelled` (reinstated; the slot must still be free) and
+/// `no_show` (the patient came after all).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ts_rs::TS)]
 #[ts(export)]
 #[serde(rename_all = "snake_case")]
@@ -284,6 +293,9 @@ impl AppointmentStatus {
                 | (CheckedIn, InProgress)
                 | (CheckedIn, Cancelled)
                 | (InProgress, Completed)
+                | (CheckedIn, Scheduled)
+                | (Cancelled, Scheduled)
+                | (NoShow, Scheduled)
         )
     }
 

@@ -15,7 +15,7 @@
 use crate::model::{
     AppointmentStatus, InvoiceLine, PaymentMethod, ReferralStatus, Role, Table, Timestamp, Urgency,
 };
-use crate::validate::{self, Errors, FieldError};
+use crate::validate::{self, Errors, FieldCode, FieldError};
 use chrono::NaiveDate;
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
@@ -56,8 +56,14 @@ pub enum Mutation {
     CreatePatient(CreatePatient),
     /// Change some of a patient's fields.
     UpdatePatient(UpdatePatient),
-    /// Delete a patient (leaves a tombstone).
+    /// Delete a patient (leaves a tombstone). Kept for older clients; the
+    /// desk archives instead ([`Mutation::ArchivePatient`]).
     DeletePatient(DeletePatient),
+    /// Archive a patient: the record stays (clinics keep records), the
+    /// patient is no longer listed or bookable.
+    ArchivePatient(ArchivePatient),
+    /// Bring an archived patient back (the undo of an archive).
+    RestorePatient(RestorePatient),
     /// Book an appointment.
     BookAppointment(BookAppointment),
     /// Move an appointment in time, or to another doctor.
@@ -210,6 +216,33 @@ pub struct DeletePatient {
     pub base_version: u64,
 }
 
+/// Arguments of [`Mutation::ArchivePatient`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+#[serde(deny_unknown_fields)]
+pub struct ArchivePatient {
+    /// Patient row.
+    pub id: Uuid,
+    /// Cancel the patient's future appointments in the same change. Without
+    /// it, a patient with future appointments is not archived (the refusal
+    /// says how many).
+    #[serde(default)]
+    pub cancel_future_appointments: bool,
+}
+
+/// Arguments of [`Mutation::RestorePatient`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+#[serde(deny_unknown_fields)]
+pub struct RestorePatient {
+    /// Patient row.
+    pub id: Uuid,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// Arguments of [`Mutation::BookAppointment`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
 #[ts(export)]
@@ -228,6 +261,12 @@ pub struct BookAppointment {
     /// Why.
     #[serde(default)]
     pub reason: Option<String>,
+    /// An administrator's correction: entered after the fact, so it may
+    /// start in the past. Admins only; the change log names it
+    /// (`book_appointment_correction`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    #[ts(as = "Option<bool>", optional)]
+    pub correction: bool,
 }
 
 /// Arguments of [`Mutation::RescheduleAppointment`].
@@ -246,6 +285,11 @@ pub struct RescheduleAppointment {
     /// New doctor, if the appointment changes doctor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub doctor_id: Option<Uuid>,
+    /// An administrator's correction, which may move it into the past (see
+    /// [`BookAppointment::correction`]).
+    #[serde(default, skip_serializing_if = "is_false")]
+    #[ts(as = "Option<bool>", optional)]
+    pub correction: bool,
 }
 
 /// Arguments of [`Mutation::SetAppointmentStatus`].
@@ -505,6 +549,8 @@ impl Mutation {
             Mutation::CreatePatient(_) => "create_patient",
             Mutation::UpdatePatient(_) => "update_patient",
             Mutation::DeletePatient(_) => "delete_patient",
+            Mutation::ArchivePatient(_) => "archive_patient",
+            Mutation::RestorePatient(_) => "restore_patient",
             Mutation::BookAppointment(_) => "book_appointment",
             Mutation::RescheduleAppointment(_) => "reschedule_appointment",
             Mutation::SetAppointmentStatus(_) => "set_appointment_status",
@@ -521,6 +567,46 @@ impl Mutation {
         }
     }
 
+    /// Every mutation's wire name, in declaration order (the permission
+    /// matrix the UI uses is generated over this list).
+    pub const KINDS: [&'static str; 21] = [
+        "create_staff",
+        "set_staff_role",
+        "set_staff_active",
+        "create_patient",
+        "update_patient",
+        "delete_patient",
+        "archive_patient",
+        "restore_patient",
+        "book_appointment",
+        "reschedule_appointment",
+        "set_appointment_status",
+        "add_treatment_record",
+        "update_treatment_record",
+        "create_invoice",
+        "void_invoice",
+        "record_payment",
+        "create_inventory_item",
+        "update_inventory_item",
+        "adjust_stock",
+        "create_referral",
+        "set_referral_status",
+    ];
+
+    /// The name the change log records: the wire name, except that an
+    /// administrator's correction in the past says so
+    /// (`book_appointment_correction`, `reschedule_appointment_correction`),
+    /// so the exception is visible in every record's history.
+    pub fn audit_name(&self) -> &'static str {
+        match self {
+            Mutation::BookAppointment(a) if a.correction => "book_appointment_correction",
+            Mutation::RescheduleAppointment(a) if a.correction => {
+                "reschedule_appointment_correction"
+            }
+            other => other.kind(),
+        }
+    }
+
     /// The table and id of the row the mutation is about.
     pub fn target(&self) -> (Table, Uuid) {
         match self {
@@ -530,6 +616,8 @@ impl Mutation {
             Mutation::CreatePatient(a) => (Table::Patients, a.id),
             Mutation::UpdatePatient(a) => (Table::Patients, a.id),
             Mutation::DeletePatient(a) => (Table::Patients, a.id),
+            Mutation::ArchivePatient(a) => (Table::Patients, a.id),
+            Mutation::RestorePatient(a) => (Table::Patients, a.id),
             Mutation::BookAppointment(a) => (Table::Appointments, a.id),
             Mutation::RescheduleAppointment(a) => (Table::Appointments, a.id),
             Mutation::SetAppointmentStatus(a) => (Table::Appointments, a.id),
@@ -556,6 +644,7 @@ impl Mutation {
                 if !validate::is_username(&a.username) {
                     e.add(
                         "username",
+                        FieldCode::NotAUsername,
                         "must be 2 to 40 characters of a-z, 0-9, '.', '_' or '-'",
                     );
                 }
@@ -563,23 +652,33 @@ impl Mutation {
                 validate::password("password", &a.password, &mut e);
             }
             Mutation::UpdatePatient(a) if a.fields == PatientPatch::default() => {
-                e.add("fields", "changes nothing");
+                e.add("fields", FieldCode::NothingChanged, "changes nothing");
             }
             Mutation::UpdateTreatmentRecord(a) if a.fields == TreatmentRecordPatch::default() => {
-                e.add("fields", "changes nothing");
+                e.add("fields", FieldCode::NothingChanged, "changes nothing");
             }
             Mutation::UpdateInventoryItem(a) if a.fields == InventoryItemPatch::default() => {
-                e.add("fields", "changes nothing");
+                e.add("fields", FieldCode::NothingChanged, "changes nothing");
             }
             Mutation::CreateInvoice(a) => validate::invoice_lines(&a.lines, &mut e),
             Mutation::RecordPayment(a) if !(1..=100_000_000).contains(&a.amount_cents) => {
-                e.add("amount_cents", "must be between 1 and 100000000");
+                e.add_bounded(
+                    "amount_cents",
+                    FieldCode::OutOfRange,
+                    (Some(1), Some(100_000_000)),
+                    "must be between 1 and 100000000",
+                );
             }
             Mutation::AdjustStock(a) => {
                 if a.delta == 0 {
-                    e.add("delta", "must not be zero");
+                    e.add("delta", FieldCode::Zero, "must not be zero");
                 } else if a.delta.unsigned_abs() > 1_000_000 {
-                    e.add("delta", "must be between -1000000 and 1000000");
+                    e.add_bounded(
+                        "delta",
+                        FieldCode::OutOfRange,
+                        (Some(-1_000_000), Some(1_000_000)),
+                        "must be between -1000000 and 1000000",
+                    );
                 }
                 if let Some(r) = &a.reason {
                     e.optional_text("reason", r, validate::MAX_TEXT);

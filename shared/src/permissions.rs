@@ -13,13 +13,16 @@
 //! | inventory_items   | rw    | rw     | rw        | –         |
 //! | referrals         | r, status | rw | –         | r, status |
 //!
-//! ¹ doctors register and edit patients but do not delete them.
+//! ¹ doctors register and edit patients but do not archive (or delete) them.
+//!
+//! The desk's copy of this matrix (`ui/src/bindings/permissions.ts`) is
+//! generated from these functions by a test, never written by hand.
 //!
 //! Reception never receives treatment records (clinical content) at all;
 //! assistants see the schedule and move appointments along their status flow
 //! (check-in, in progress) but do not book.
 
-use crate::model::{Role, Table};
+use crate::model::{AppointmentStatus, Role, Table};
 use crate::mutation::Mutation;
 
 /// Whether `role` receives the rows of `table`.
@@ -43,24 +46,53 @@ pub fn readable_tables(role: Role) -> Vec<Table> {
         .collect()
 }
 
-/// Whether `role` may send `mutation` at all (row-level rules come later).
-pub fn can_mutate(role: Role, mutation: &Mutation) -> bool {
-    use Mutation::*;
+/// Whether `role` may send mutations of this kind (a [`Mutation::kind`]
+/// name) at all; row-level rules come later. Unknown kinds: no one.
+pub fn can_send(role: Role, kind: &str) -> bool {
     use Role::*;
-    match mutation {
-        CreateStaff(_) | SetStaffRole(_) | SetStaffActive(_) => role == Admin,
-        CreatePatient(_) | UpdatePatient(_) => matches!(role, Admin | Doctor | Reception),
-        DeletePatient(_) => matches!(role, Admin | Reception),
-        BookAppointment(_) | RescheduleAppointment(_) => matches!(role, Admin | Doctor | Reception),
-        SetAppointmentStatus(_) => true,
-        AddTreatmentRecord(_) | UpdateTreatmentRecord(_) => role == Doctor,
-        CreateInvoice(_) | VoidInvoice(_) | RecordPayment(_) => matches!(role, Admin | Reception),
-        CreateInventoryItem(_) | UpdateInventoryItem(_) | AdjustStock(_) => {
+    match kind {
+        "create_staff" | "set_staff_role" | "set_staff_active" => role == Admin,
+        "create_patient" | "update_patient" => matches!(role, Admin | Doctor | Reception),
+        "delete_patient" | "archive_patient" | "restore_patient" => {
+            matches!(role, Admin | Reception)
+        }
+        "book_appointment" | "reschedule_appointment" => matches!(role, Admin | Doctor | Reception),
+        "set_appointment_status" => true,
+        "add_treatment_record" | "update_treatment_record" => role == Doctor,
+        "create_invoice" | "void_invoice" | "record_payment" => matches!(role, Admin | Reception),
+        "create_inventory_item" | "update_inventory_item" | "adjust_stock" => {
             matches!(role, Admin | Doctor | Assistant)
         }
-        CreateReferral(_) => role == Doctor,
-        SetReferralStatus(_) => matches!(role, Admin | Doctor | Reception),
+        "create_referral" => role == Doctor,
+        "set_referral_status" => matches!(role, Admin | Doctor | Reception),
+        _ => false,
     }
+}
+
+/// Whether `role` may move an appointment to `status`: assistants check
+/// patients in and start treatments, nothing else (not even an undo).
+pub fn can_set_status(role: Role, status: AppointmentStatus) -> bool {
+    role != Role::Assistant
+        || matches!(
+            status,
+            AppointmentStatus::CheckedIn | AppointmentStatus::InProgress
+        )
+}
+
+/// Whether `role` may book or move an appointment into the past, as an
+/// explicit, audited correction (`correction: true`).
+pub fn can_correct_the_past(role: Role) -> bool {
+    role == Role::Admin
+}
+
+/// Whether `role` may send `mutation` at all (row-level rules come later).
+pub fn can_mutate(role: Role, mutation: &Mutation) -> bool {
+    let correction = match mutation {
+        Mutation::BookAppointment(a) => a.correction,
+        Mutation::RescheduleAppointment(a) => a.correction,
+        _ => false,
+    };
+    can_send(role, mutation.kind()) && (!correction || can_correct_the_past(role))
 }
 
 /// Whether `role` may read the change history of `table`'s records.
@@ -68,9 +100,125 @@ pub fn can_read_history(role: Role, table: Table) -> bool {
     matches!(role, Role::Admin | Role::Doctor) && can_read(role, table)
 }
 
+/// The matrix as the desk needs it, as TypeScript: per role, the tables it
+/// receives, the mutation kinds it may send, the tables whose history it may
+/// read, the appointment statuses it may set and whether it may correct the
+/// past. Written to `ui/src/bindings/permissions.ts` by this crate's tests.
+pub fn typescript_matrix() -> String {
+    use std::fmt::Write;
+    let list = |items: Vec<String>| {
+        items
+            .iter()
+            .map(|i| format!("\"{i}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let statuses = [
+        AppointmentStatus::Scheduled,
+        AppointmentStatus::CheckedIn,
+        AppointmentStatus::InProgress,
+        AppointmentStatus::Completed,
+        AppointmentStatus::Cancelled,
+        AppointmentStatus::NoShow,
+    ];
+    let mut out = String::from(
+        "// Generated from clinic_shared::permissions by `cargo test -p clinic-shared`\n\
+         // (permissions::tests::the_desk_matrix_is_generated). Do not edit by hand.\n\
+         import type { AppointmentStatus } from \"./AppointmentStatus\";\n\
+         import type { Mutation } from \"./Mutation\";\n\
+         import type { Role } from \"./Role\";\n\
+         import type { Table } from \"./Table\";\n\n\
+         export interface RolePermissions {\n  \
+         read: readonly Table[];\n  \
+         send: readonly Mutation[\"type\"][];\n  \
+         history: readonly Table[];\n  \
+         appointmentStatuses: readonly AppointmentStatus[];\n  \
+         correctThePast: boolean;\n}\n\n\
+         export const PERMISSIONS: Record<Role, RolePermissions> = {\n",
+    );
+    for role in Role::ALL {
+        let read = readable_tables(role)
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        let send = Mutation::KINDS
+            .iter()
+            .filter(|k| can_send(role, k))
+            .map(|k| (*k).to_owned())
+            .collect();
+        let history = Table::ALL
+            .into_iter()
+            .filter(|t| can_read_history(role, *t))
+            .map(|t| t.to_string())
+            .collect();
+        let steps = statuses
+            .into_iter()
+            .filter(|s| can_set_status(role, *s))
+            .map(|s| s.as_str().to_owned())
+            .collect();
+        // Writing to a String cannot fail.
+        let _ = write!(
+            out,
+            "  {role}: {{\n    read: [{}],\n    send: [{}],\n    history: [{}],\n    appointmentStatuses: [{}],\n    correctThePast: {},\n  }},\n",
+            list(read),
+            list(send),
+            list(history),
+            list(steps),
+            can_correct_the_past(role)
+        );
+    }
+    out.push_str("};\n");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Writes the desk's copy of the matrix next to the ts-rs bindings
+    /// (`TS_RS_EXPORT_DIR`, set in `.cargo/config.toml`), as ts-rs does for
+    /// the types: `scripts/test.sh` fails if the committed file differs.
+    #[test]
+    fn the_desk_matrix_is_generated() {
+        let text = typescript_matrix();
+        assert!(text.contains("reception: {"));
+        assert!(text.contains("\"archive_patient\""));
+        let dir = std::env::var("TS_RS_EXPORT_DIR").unwrap_or_else(|_| {
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../ui/src/bindings").to_owned()
+        });
+        let path = std::path::Path::new(&dir).join("permissions.ts");
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            std::fs::write(&path, text).unwrap();
+        }
+    }
+
+    #[test]
+    fn assistants_do_not_register_patients_or_undo() {
+        assert!(!can_send(Role::Assistant, "create_patient"));
+        assert!(!can_send(Role::Assistant, "update_patient"));
+        assert!(!can_send(Role::Doctor, "archive_patient"));
+        assert!(can_send(Role::Reception, "archive_patient"));
+        assert!(can_set_status(
+            Role::Assistant,
+            AppointmentStatus::CheckedIn
+        ));
+        assert!(!can_set_status(
+            Role::Assistant,
+            AppointmentStatus::Scheduled
+        ));
+        assert!(can_set_status(
+            Role::Reception,
+            AppointmentStatus::Scheduled
+        ));
+        assert!(!can_send(Role::Admin, "no_such_mutation"));
+    }
+
+    #[test]
+    fn every_kind_is_sendable_by_someone() {
+        for kind in Mutation::KINDS {
+            assert!(Role::ALL.into_iter().any(|r| can_send(r, kind)), "{kind}");
+        }
+    }
 
     #[test]
     fn reception_never_reads_clinical_content() {

@@ -145,7 +145,9 @@ pub enum RejectCode {
     AlreadyExists,
     /// A field was changed by someone else since the base version.
     Conflict,
-    /// The doctor already has an appointment at that time.
+    /// The time is taken: the doctor, or the patient (who cannot be in two
+    /// places at once), already has an appointment then. `detail` is the
+    /// `clash` naming that appointment.
     DoubleBooked,
     /// The stock would go below zero.
     InsufficientStock,
@@ -171,6 +173,143 @@ pub struct FieldConflict {
     pub theirs: serde_json::Value,
     /// Whether the field is clinical content (never merged silently).
     pub clinical: bool,
+    /// The value at the base version: what the user saw before either
+    /// change (absent in refusals from older servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub base: Option<serde_json::Value>,
+    /// Who made the latest change to the field (staff id; absent for
+    /// server tools and older servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub changed_by: Option<Uuid>,
+    /// When the server applied that change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub changed_at: Option<Timestamp>,
+}
+
+/// Whose time an existing appointment already holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+#[serde(rename_all = "snake_case")]
+pub enum ClashWith {
+    /// The doctor is booked then (double booking).
+    Doctor,
+    /// The patient is booked then, with this or another doctor.
+    Patient,
+}
+
+/// What is wrong with a record a mutation refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+#[serde(rename_all = "snake_case")]
+pub enum ReferenceProblem {
+    /// No such record.
+    Unknown,
+    /// The record was deleted.
+    Deleted,
+    /// The patient is archived.
+    Archived,
+    /// The staff member is not a doctor.
+    NotADoctor,
+    /// The account is disabled.
+    Disabled,
+    /// The appointment belongs to another patient.
+    OtherPatient,
+}
+
+/// A clinic rule behind a `rule_violation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    /// An administrator cannot remove their own admin role.
+    OwnAdminRole,
+    /// An administrator cannot disable their own account.
+    OwnAccount,
+    /// Only an open invoice without payments can be voided.
+    InvoiceNotVoidable,
+    /// The invoice is paid or void and takes no payments.
+    InvoiceClosed,
+    /// The invoice total overflows.
+    TotalTooLarge,
+    /// The patient is already archived.
+    AlreadyArchived,
+    /// The patient is not archived.
+    NotArchived,
+    /// The patient still has future appointments (see `future_appointments`).
+    HasFutureAppointments,
+    /// A retried mutation whose result is no longer kept.
+    ResultExpired,
+    /// A stored record does not decode (a server fault).
+    Unreadable,
+}
+
+/// Machine-readable facts behind a refusal, so that a front end can say
+/// it in words ("Dr Doyle already has Anna Meyer at 15:30–16:00") in the
+/// clinic's time zone, with the names it knows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RejectionDetail {
+    /// The time is taken (`double_booked`): the appointment that holds it.
+    Clash {
+        /// Whose time it is: the doctor's or the patient's.
+        with: ClashWith,
+        /// The appointment already there.
+        appointment_id: Uuid,
+        /// Its patient.
+        patient_id: Uuid,
+        /// Its doctor.
+        doctor_id: Uuid,
+        /// Its start.
+        start: Timestamp,
+        /// Its end.
+        end: Timestamp,
+    },
+    /// The patient still has future appointments (`rule_violation`,
+    /// `has_future_appointments`): archive with `cancel_future_appointments`.
+    FutureAppointments {
+        /// How many.
+        count: u32,
+        /// Which.
+        appointment_ids: Vec<Uuid>,
+    },
+    /// The status step is not allowed (`invalid_transition`).
+    Transition {
+        /// The status now (wire name).
+        from: String,
+        /// The status asked for.
+        to: String,
+    },
+    /// Not enough stock (`insufficient_stock`).
+    Stock {
+        /// Units in stock.
+        available: i64,
+        /// Units asked for.
+        requested: i64,
+    },
+    /// The payment is larger than what is owed (`rule_violation`).
+    Outstanding {
+        /// Cents still owed.
+        outstanding_cents: i64,
+    },
+    /// A referenced record is unknown or unsuitable (`invalid_reference`,
+    /// `patient_unavailable`, `not_found`).
+    Reference {
+        /// Its table.
+        table: Table,
+        /// Its id.
+        id: Uuid,
+        /// What is wrong with it.
+        problem: ReferenceProblem,
+    },
+    /// Which clinic rule (`rule_violation`).
+    Rule {
+        /// The rule.
+        rule: Rule,
+    },
 }
 
 /// A refused mutation.
@@ -179,7 +318,8 @@ pub struct FieldConflict {
 pub struct Rejection {
     /// Why.
     pub code: RejectCode,
-    /// For a person; may name records by id, never quotes clinical content.
+    /// For a person (English, for logs and the CLI); never quotes clinical
+    /// content. A desk composes its own sentence from `code` and `detail`.
     pub message: String,
     /// Invalid fields, for `validation`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -187,6 +327,10 @@ pub struct Rejection {
     /// Both values of every conflicting field, for `conflict`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conflicts: Vec<FieldConflict>,
+    /// The facts behind the refusal, when there are any beyond the code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional, as = "Option<RejectionDetail>")]
+    pub detail: Option<Box<RejectionDetail>>,
 }
 
 impl Rejection {
@@ -197,17 +341,26 @@ impl Rejection {
             message: message.into(),
             fields: vec![],
             conflicts: vec![],
+            detail: None,
         }
+    }
+    /// With the facts behind it.
+    pub fn with_detail(mut self, detail: RejectionDetail) -> Self {
+        // Boxed: most refusals have none, and a refusal travels in every
+        // planner result (keeps `Result<_, Rejection>` small).
+        self.detail = Some(Box::new(detail));
+        self
     }
     /// A validation rejection naming the fields.
     pub fn validation(fields: Vec<FieldError>) -> Self {
-        let names: Vec<&str> = fields.iter().map(|f| f.field.as_str()).collect();
-        let message = format!("invalid: {}", names.join(", "));
+        let names: Vec<String> = fields.iter().map(|f| f.field.replace('_', " ")).collect();
+        let message = format!("please correct: {}", names.join(", "));
         Rejection {
             code: RejectCode::Validation,
             message,
             fields,
             conflicts: vec![],
+            detail: None,
         }
     }
 }
@@ -267,6 +420,11 @@ pub struct LoginResponse {
     pub expires_at: Timestamp,
     /// The signed-in staff member.
     pub user: Staff,
+    /// The clinic's time zone (IANA name, e.g. `Europe/Berlin`): everything
+    /// a person sees or types is in it. Absent from older servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub time_zone: Option<String>,
     /// The password must be changed (`POST /v1/password`) before any other
     /// request but `GET /v1/me` and `POST /v1/logout` is served.
     #[serde(default)]
@@ -614,6 +772,10 @@ pub enum ServerMessage {
         /// The account's security epoch (see `PullResponse::epoch`).
         #[serde(default)]
         epoch: u64,
+        /// The clinic's time zone (see `LoginResponse::time_zone`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[ts(optional)]
+        time_zone: Option<String>,
     },
     /// Changed rows: catch-up pages, then live batches, in version order.
     Changes {

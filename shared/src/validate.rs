@@ -12,14 +12,107 @@ use crate::model::{
 use chrono::{Datelike, NaiveDate};
 use serde::{Deserialize, Serialize};
 
+/// What is wrong with a field, for a program: a front end turns it into a
+/// sentence in the user's words (with [`FieldError::min`] / [`FieldError::max`]
+/// where the rule has bounds), a script can branch on it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldCode {
+    /// Missing or blank.
+    Required,
+    /// Longer than `max` characters (or bytes, for passwords).
+    TooLong,
+    /// Contains control characters.
+    ControlCharacters,
+    /// Not a phone number.
+    NotAPhone,
+    /// Not an e-mail address.
+    NotAnEmail,
+    /// Not a login name.
+    NotAUsername,
+    /// A date that must not be in the future is.
+    InTheFuture,
+    /// A date before the earliest allowed (`min` is the year).
+    TooEarly,
+    /// The end is not after the start.
+    EndNotAfterStart,
+    /// An appointment longer than `max` seconds.
+    TooLongAppointment,
+    /// A booking that starts before now.
+    InThePast,
+    /// A number outside `[min, max]`.
+    OutOfRange,
+    /// Zero where a change is needed.
+    Zero,
+    /// A list that needs at least one entry is empty.
+    Empty,
+    /// A list with more than `max` entries.
+    TooMany,
+    /// A computed total that does not match.
+    Mismatch,
+    /// Already used by another record.
+    Taken,
+    /// A password shorter than `min` characters.
+    PasswordTooShort,
+    /// A password on the list of common passwords.
+    PasswordCommon,
+    /// An update that changes nothing.
+    NothingChanged,
+    /// A base version newer than the record's.
+    StaleVersion,
+    /// A payment larger than the `max` cents outstanding.
+    ExceedsOutstanding,
+    /// Stored before codes existed, or not otherwise classified: see the message.
+    #[default]
+    Invalid,
+}
+
 /// One invalid field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
 #[ts(export)]
 pub struct FieldError {
     /// Dotted path of the field, e.g. `phone` or `lines.2.quantity`.
     pub field: String,
-    /// What is wrong, for a person.
+    /// What is wrong, for a program (absent in refusals stored by older
+    /// versions: `invalid`).
+    #[serde(default)]
+    pub code: FieldCode,
+    /// What is wrong, for a person (English; a front end composes its own
+    /// sentence from `code`).
     pub message: String,
+    /// The lower bound of the rule, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub min: Option<i64>,
+    /// The upper bound of the rule, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub max: Option<i64>,
+}
+
+impl FieldError {
+    /// An error with a code and a message.
+    pub fn new(field: impl Into<String>, code: FieldCode, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            code,
+            message: message.into(),
+            min: None,
+            max: None,
+        }
+    }
+
+    /// With the rule's bounds.
+    pub fn bounds(mut self, min: Option<i64>, max: Option<i64>) -> Self {
+        self.min = min;
+        self.max = max;
+        self
+    }
+}
+
+fn as_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Maximum length of names and short texts, in characters.
@@ -69,11 +162,19 @@ impl Errors {
         Self::default()
     }
     /// Records that `field` is invalid.
-    pub fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError {
-            field: field.into(),
-            message: message.into(),
-        });
+    pub fn add(&mut self, field: impl Into<String>, code: FieldCode, message: impl Into<String>) {
+        self.0.push(FieldError::new(field, code, message));
+    }
+    /// Records that `field` breaks a rule with bounds.
+    pub fn add_bounded(
+        &mut self,
+        field: impl Into<String>,
+        code: FieldCode,
+        (min, max): (Option<i64>, Option<i64>),
+        message: impl Into<String>,
+    ) {
+        self.0
+            .push(FieldError::new(field, code, message).bounds(min, max));
     }
     /// `Ok` when nothing was recorded.
     pub fn finish(self) -> Result<(), Vec<FieldError>> {
@@ -87,7 +188,7 @@ impl Errors {
     /// A required text: not blank, at most `max` characters, no control characters.
     pub fn text(&mut self, field: &str, value: &str, max: usize) {
         if value.trim().is_empty() {
-            self.add(field, "is required");
+            self.add(field, FieldCode::Required, "is required");
         } else {
             self.optional_text(field, value, max);
         }
@@ -98,15 +199,21 @@ impl Errors {
     pub fn optional_text(&mut self, field: &str, value: &str, max: usize) {
         let len = value.chars().count();
         if len > max {
-            self.add(
+            self.add_bounded(
                 field,
+                FieldCode::TooLong,
+                (None, Some(as_i64(max))),
                 format!("is too long ({len} characters, at most {max})"),
             );
         } else if value
             .chars()
             .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
         {
-            self.add(field, "contains control characters");
+            self.add(
+                field,
+                FieldCode::ControlCharacters,
+                "contains control characters",
+            );
         }
     }
 
@@ -155,6 +262,7 @@ pub fn staff(s: &Staff) -> Result<(), Vec<FieldError>> {
     if !is_username(&s.username) {
         e.add(
             "username",
+            FieldCode::NotAUsername,
             "must be 2 to 40 characters of a-z, 0-9, '.', '_' or '-'",
         );
     }
@@ -168,21 +276,26 @@ pub fn staff(s: &Staff) -> Result<(), Vec<FieldError>> {
 pub fn password(field: &str, password: &str, e: &mut Errors) {
     let chars = password.chars().count();
     if chars < MIN_PASSWORD {
-        e.add(
+        e.add_bounded(
             field,
+            FieldCode::PasswordTooShort,
+            (Some(as_i64(MIN_PASSWORD)), None),
             format!(
                 "must be at least {MIN_PASSWORD} characters (this one has {chars}); \
                  a few unrelated words make a long password that is easy to remember"
             ),
         );
     } else if password.len() > MAX_PASSWORD_BYTES {
-        e.add(
+        e.add_bounded(
             field,
+            FieldCode::TooLong,
+            (None, Some(as_i64(MAX_PASSWORD_BYTES))),
             format!("is too long (at most {MAX_PASSWORD_BYTES} bytes)"),
         );
     } else if is_common_password(password) {
         e.add(
             field,
+            FieldCode::PasswordCommon,
             "is one of the most common passwords and would be guessed quickly; choose another",
         );
     }
@@ -197,11 +310,12 @@ pub fn patient(p: &Patient) -> Result<(), Vec<FieldError>> {
     if p.phone.as_deref().is_some_and(|phone| !is_phone(phone)) {
         e.add(
             "phone",
+            FieldCode::NotAPhone,
             "is not a phone number (5 to 20 digits, optional leading +)",
         );
     }
     if p.email.as_deref().is_some_and(|email| !is_email(email)) {
-        e.add("email", "is not an e-mail address");
+        e.add("email", FieldCode::NotAnEmail, "is not an e-mail address");
     }
     e.opt("address", &p.address, MAX_TEXT);
     e.finish()
@@ -210,9 +324,14 @@ pub fn patient(p: &Patient) -> Result<(), Vec<FieldError>> {
 fn date_of_birth(d: &NaiveDate, e: &mut Errors) {
     let today = chrono::Utc::now().date_naive();
     if *d > today {
-        e.add("date_of_birth", "is in the future");
+        e.add("date_of_birth", FieldCode::InTheFuture, "is in the future");
     } else if d.year() < 1880 {
-        e.add("date_of_birth", "is before 1880");
+        e.add_bounded(
+            "date_of_birth",
+            FieldCode::TooEarly,
+            (Some(1880), None),
+            "is before 1880",
+        );
     }
 }
 
@@ -220,9 +339,14 @@ fn date_of_birth(d: &NaiveDate, e: &mut Errors) {
 pub fn appointment(a: &Appointment) -> Result<(), Vec<FieldError>> {
     let mut e = Errors::new();
     if a.end <= a.start {
-        e.add("end", "must be after start");
+        e.add("end", FieldCode::EndNotAfterStart, "must be after start");
     } else if a.end.unix() - a.start.unix() > MAX_APPOINTMENT_SECS {
-        e.add("end", "makes the appointment longer than 12 hours");
+        e.add_bounded(
+            "end",
+            FieldCode::TooLongAppointment,
+            (None, Some(MAX_APPOINTMENT_SECS)),
+            "makes the appointment longer than 12 hours",
+        );
     }
     e.opt("reason", &a.reason, MAX_TEXT);
     e.finish()
@@ -234,7 +358,12 @@ pub fn treatment_record(r: &TreatmentRecord) -> Result<(), Vec<FieldError>> {
     e.optional_text("notes", &r.notes, MAX_NOTES);
     e.text("diagnosis", &r.diagnosis, MAX_TEXT);
     if r.procedures.len() > MAX_ITEMS {
-        e.add("procedures", format!("has more than {MAX_ITEMS} entries"));
+        e.add_bounded(
+            "procedures",
+            FieldCode::TooMany,
+            (None, Some(as_i64(MAX_ITEMS))),
+            format!("has more than {MAX_ITEMS} entries"),
+        );
     }
     for (i, p) in r.procedures.iter().enumerate() {
         e.text(&format!("procedures.{i}"), p, MAX_NAME * 2);
@@ -245,9 +374,14 @@ pub fn treatment_record(r: &TreatmentRecord) -> Result<(), Vec<FieldError>> {
 /// Validates invoice lines.
 pub fn invoice_lines(lines: &[InvoiceLine], e: &mut Errors) {
     if lines.is_empty() {
-        e.add("lines", "needs at least one line");
+        e.add("lines", FieldCode::Empty, "needs at least one line");
     } else if lines.len() > MAX_ITEMS {
-        e.add("lines", format!("has more than {MAX_ITEMS} lines"));
+        e.add_bounded(
+            "lines",
+            FieldCode::TooMany,
+            (None, Some(as_i64(MAX_ITEMS))),
+            format!("has more than {MAX_ITEMS} lines"),
+        );
     }
     for (i, l) in lines.iter().enumerate() {
         e.text(
@@ -256,11 +390,18 @@ pub fn invoice_lines(lines: &[InvoiceLine], e: &mut Errors) {
             MAX_NAME * 2,
         );
         if l.quantity == 0 || l.quantity > 10_000 {
-            e.add(format!("lines.{i}.quantity"), "must be between 1 and 10000");
+            e.add_bounded(
+                format!("lines.{i}.quantity"),
+                FieldCode::OutOfRange,
+                (Some(1), Some(10_000)),
+                "must be between 1 and 10000",
+            );
         }
         if !(0..=100_000_000).contains(&l.unit_price_cents) {
-            e.add(
+            e.add_bounded(
                 format!("lines.{i}.unit_price_cents"),
+                FieldCode::OutOfRange,
+                (Some(0), Some(100_000_000)),
                 "must be between 0 and 100000000",
             );
         }
@@ -272,10 +413,19 @@ pub fn invoice(inv: &Invoice) -> Result<(), Vec<FieldError>> {
     let mut e = Errors::new();
     invoice_lines(&inv.lines, &mut e);
     if Invoice::total_of(&inv.lines) != Some(inv.total_cents) {
-        e.add("total_cents", "does not equal the sum of the lines");
+        e.add(
+            "total_cents",
+            FieldCode::Mismatch,
+            "does not equal the sum of the lines",
+        );
     }
     if inv.paid_cents < 0 {
-        e.add("paid_cents", "is negative");
+        e.add_bounded(
+            "paid_cents",
+            FieldCode::OutOfRange,
+            (Some(0), None),
+            "is negative",
+        );
     }
     e.finish()
 }
@@ -284,7 +434,12 @@ pub fn invoice(inv: &Invoice) -> Result<(), Vec<FieldError>> {
 pub fn payment(p: &Payment) -> Result<(), Vec<FieldError>> {
     let mut e = Errors::new();
     if !(1..=100_000_000).contains(&p.amount_cents) {
-        e.add("amount_cents", "must be between 1 and 100000000");
+        e.add_bounded(
+            "amount_cents",
+            FieldCode::OutOfRange,
+            (Some(1), Some(100_000_000)),
+            "must be between 1 and 100000000",
+        );
     }
     e.finish()
 }
@@ -295,10 +450,20 @@ pub fn inventory_item(i: &InventoryItem) -> Result<(), Vec<FieldError>> {
     e.text("name", &i.name, MAX_NAME);
     e.text("unit", &i.unit, 20);
     if i.quantity < 0 {
-        e.add("quantity", "cannot be negative");
+        e.add_bounded(
+            "quantity",
+            FieldCode::OutOfRange,
+            (Some(0), None),
+            "cannot be negative",
+        );
     }
     if i.reorder_level < 0 {
-        e.add("reorder_level", "cannot be negative");
+        e.add_bounded(
+            "reorder_level",
+            FieldCode::OutOfRange,
+            (Some(0), None),
+            "cannot be negative",
+        );
     }
     e.finish()
 }
@@ -404,6 +569,7 @@ mod tests {
             phone: Some("call me".into()),
             email: Some("nope".into()),
             address: None,
+            archived_at: None,
         };
         let errs = patient(&p).unwrap_err();
         let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();

@@ -21,23 +21,24 @@ use clinic_shared::model::{
     TreatmentRecord, Urgency,
 };
 use clinic_shared::mutation::{
-    AddTreatmentRecord, AdjustStock, BookAppointment, CreateInventoryItem, CreateInvoice,
-    CreatePatient, CreateReferral, CreateStaff, DeletePatient, InventoryItemPatch, Mutation,
-    PatientPatch, PendingMutation, RecordPayment, RescheduleAppointment, SetAppointmentStatus,
-    SetReferralStatus, SetStaffActive, SetStaffRole, TreatmentRecordPatch, UpdateInventoryItem,
-    UpdatePatient, UpdateTreatmentRecord, VoidInvoice,
+    AddTreatmentRecord, AdjustStock, ArchivePatient, BookAppointment, CreateInventoryItem,
+    CreateInvoice, CreatePatient, CreateReferral, CreateStaff, DeletePatient, InventoryItemPatch,
+    Mutation, PatientPatch, PendingMutation, RecordPayment, RescheduleAppointment, RestorePatient,
+    SetAppointmentStatus, SetReferralStatus, SetStaffActive, SetStaffRole, TreatmentRecordPatch,
+    UpdateInventoryItem, UpdatePatient, UpdateTreatmentRecord, VoidInvoice,
 };
 use clinic_shared::protocol::{
     AccessKind, AccessLogEntry, AccessLogResponse, PasswordChangeRequest, PasswordChangeResponse,
     PasswordResetRequest, SessionsEnded, SignInEvent, SignInEventsResponse, SignInKind,
     SignInOutcome, ViewReport, ViewedRecord, ViewsRecorded,
 };
+use clinic_shared::protocol::{ClashWith, ReferenceProblem, RejectionDetail, Rule};
 use clinic_shared::protocol::{
     ClientMessage, ErrorBody, ErrorCode, FieldConflict, HistoryEntry, HistoryResponse,
     LoginRequest, LoginResponse, MutationOutcome, MutationResult, PROTOCOL_VERSION, PullResponse,
     PushRequest, PushResponse, RejectCode, Rejection, ServerMessage,
 };
-use clinic_shared::validate::FieldError;
+use clinic_shared::validate::{FieldCode, FieldError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -143,6 +144,10 @@ where
 /// serialized `type`.
 fn golden_mutation(name: &str, mutation_id: u64, mutation: Mutation) {
     let kind = mutation.kind();
+    assert!(
+        Mutation::KINDS.contains(&kind),
+        "{kind} is listed in Mutation::KINDS"
+    );
     assert_eq!(
         name,
         format!("mutation_{kind}"),
@@ -216,6 +221,7 @@ fn patient() -> Patient {
         phone: Some("+46 70 123 45 67".into()),
         email: Some("jonas.lindqvist@example.org".into()),
         address: None,
+        archived_at: None,
     }
 }
 
@@ -333,6 +339,7 @@ fn book_appointment() -> Mutation {
         start: ts("2026-11-23T09:30:00Z"),
         end: ts("2026-11-23T10:00:00Z"),
         reason: Some("Persistent cough".into()),
+        correction: false,
     })
 }
 
@@ -378,14 +385,21 @@ fn mutation_results() -> Vec<MutationResult> {
                             yours: json!("Dry cough for three weeks."),
                             theirs: json!("Dry cough for three weeks, worse at night."),
                             clinical: true,
+                            base: Some(json!("Dry cough.")),
+                            changed_by: Some(id(DOCTOR)),
+                            changed_at: Some(ts("2026-11-23T09:40:00Z")),
                         },
                         FieldConflict {
                             field: "procedures".into(),
                             yours: json!(["Auscultation"]),
                             theirs: json!(["Auscultation", "Peak flow test"]),
                             clinical: true,
+                            base: Some(json!([])),
+                            changed_by: Some(id(DOCTOR)),
+                            changed_at: Some(ts("2026-11-23T09:40:00Z")),
                         },
                     ],
+                    detail: None,
                 },
             },
         },
@@ -393,15 +407,31 @@ fn mutation_results() -> Vec<MutationResult> {
             mutation_id: 3,
             outcome: MutationOutcome::Rejected {
                 rejection: Rejection::validation(vec![
-                    FieldError {
-                        field: "lines.1.quantity".into(),
-                        message: "must be between 1 and 10000".into(),
-                    },
-                    FieldError {
-                        field: "email".into(),
-                        message: "is not an e-mail address".into(),
-                    },
+                    FieldError::new(
+                        "lines.1.quantity",
+                        FieldCode::OutOfRange,
+                        "must be between 1 and 10000",
+                    )
+                    .bounds(Some(1), Some(10_000)),
+                    FieldError::new("email", FieldCode::NotAnEmail, "is not an e-mail address"),
                 ]),
+            },
+        },
+        MutationResult {
+            mutation_id: 4,
+            outcome: MutationOutcome::Rejected {
+                rejection: Rejection::new(
+                    RejectCode::DoubleBooked,
+                    "the doctor already has appointment 01936f3e-3c00-7000-8000-000000000020 between 2026-11-23T09:30:00Z and 2026-11-23T10:00:00Z",
+                )
+                .with_detail(RejectionDetail::Clash {
+                    with: ClashWith::Doctor,
+                    appointment_id: id(APPOINTMENT),
+                    patient_id: id(PATIENT),
+                    doctor_id: id(DOCTOR),
+                    start: ts("2026-11-23T09:30:00Z"),
+                    end: ts("2026-11-23T10:00:00Z"),
+                }),
             },
         },
         MutationResult {
@@ -456,6 +486,7 @@ fn server_welcome() {
         user: staff(),
         head: 42,
         epoch: 3,
+        time_zone: Some("Europe/Berlin".into()),
     };
     golden("server_welcome", &msg);
 }
@@ -572,6 +603,71 @@ fn mutation_delete_patient() {
 }
 
 #[test]
+fn mutation_archive_patient() {
+    let m = Mutation::ArchivePatient(ArchivePatient {
+        id: id(PATIENT),
+        cancel_future_appointments: true,
+    });
+    golden_mutation("mutation_archive_patient", 5, m);
+}
+
+#[test]
+fn mutation_restore_patient() {
+    let m = Mutation::RestorePatient(RestorePatient { id: id(PATIENT) });
+    golden_mutation("mutation_restore_patient", 5, m);
+}
+
+/// Every other kind of refusal detail, frozen in one list.
+#[test]
+fn rejection_details() {
+    let details = vec![
+        RejectionDetail::Clash {
+            with: ClashWith::Patient,
+            appointment_id: id(APPOINTMENT),
+            patient_id: id(PATIENT),
+            doctor_id: id(DOCTOR),
+            start: ts("2026-11-23T09:30:00Z"),
+            end: ts("2026-11-23T10:00:00Z"),
+        },
+        RejectionDetail::FutureAppointments {
+            count: 1,
+            appointment_ids: vec![id(APPOINTMENT)],
+        },
+        RejectionDetail::Transition {
+            from: "completed".into(),
+            to: "cancelled".into(),
+        },
+        RejectionDetail::Stock {
+            available: 2,
+            requested: 3,
+        },
+        RejectionDetail::Outstanding {
+            outstanding_cents: 4500,
+        },
+        RejectionDetail::Reference {
+            table: Table::Patients,
+            id: id(PATIENT),
+            problem: ReferenceProblem::Archived,
+        },
+        RejectionDetail::Rule {
+            rule: Rule::HasFutureAppointments,
+        },
+    ];
+    golden("rejection_details", &details);
+}
+
+#[test]
+fn mutation_book_appointment_correction() {
+    let Mutation::BookAppointment(mut a) = book_appointment() else {
+        unreachable!()
+    };
+    a.correction = true;
+    let m = Mutation::BookAppointment(a);
+    assert_eq!(m.audit_name(), "book_appointment_correction");
+    golden("mutation_book_appointment_correction", &pending(6, m));
+}
+
+#[test]
 fn mutation_book_appointment() {
     golden_mutation("mutation_book_appointment", 6, book_appointment());
 }
@@ -584,6 +680,7 @@ fn mutation_reschedule_appointment() {
         start: ts("2026-11-24T14:00:00Z"),
         end: ts("2026-11-24T14:30:00Z"),
         doctor_id: Some(id(OTHER_DOCTOR)),
+        correction: false,
     });
     golden_mutation("mutation_reschedule_appointment", 7, m);
 }
@@ -760,6 +857,7 @@ fn login_response() {
         token: TOKEN.into(),
         expires_at: ts("2026-11-24T09:30:00Z"),
         user: staff(),
+        time_zone: Some("Europe/Berlin".into()),
         must_change_password: false,
     };
     golden("login_response", &body);
@@ -771,6 +869,7 @@ fn login_response_must_change_password() {
         token: TOKEN.into(),
         expires_at: ts("2026-11-24T09:30:00Z"),
         user: staff(),
+        time_zone: None,
         must_change_password: true,
     };
     golden("login_response_must_change_password", &body);
@@ -968,6 +1067,22 @@ fn entity_staff() {
 #[test]
 fn entity_patient() {
     golden("entity_patient", &patient());
+}
+
+#[test]
+fn entity_patient_archived() {
+    let archived = Patient {
+        archived_at: Some(ts("2026-11-30T16:00:00Z")),
+        ..patient()
+    };
+    golden("entity_patient_archived", &archived);
+    // An active patient's row reads exactly as before the field existed.
+    assert!(
+        serde_json::to_value(patient())
+            .unwrap()
+            .get("archived_at")
+            .is_none()
+    );
 }
 
 #[test]

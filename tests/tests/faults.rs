@@ -612,6 +612,7 @@ impl Gen<'_> {
                     start,
                     end,
                     reason: rng.gen_bool(0.5).then(|| words(rng, 3)),
+                    correction: false,
                 })
             }
             Kind::Reschedule => {
@@ -627,6 +628,7 @@ impl Gen<'_> {
                     start,
                     end,
                     doctor_id: None,
+                    correction: false,
                 })
             }
             Kind::SetStatus => {

@@ -500,6 +500,7 @@ async fn refused_changes_roll_back_with_the_servers_reason() {
         start: ts("2032-05-05T10:00:00Z"),
         end: ts("2032-05-05T10:30:00Z"),
         reason: None,
+        correction: false,
     };
     desk_b
         .client

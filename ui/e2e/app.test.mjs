@@ -21,6 +21,12 @@ async function setInput(id, value) {
   if (value !== "") await el.setValue(value);
 }
 
+/** The element's text, or "" while it is not on screen (a form may still be waiting for the server). */
+async function textOf(id) {
+  const el = await byTest(browser, id);
+  return (await el.isExisting()) ? el.getText() : "";
+}
+
 async function connectionText() {
   return (await byTest(browser, "connection")).getText();
 }
@@ -31,9 +37,8 @@ async function searchFor(text) {
 }
 
 async function patientRowsText() {
-  const texts = [];
-  for (const row of await browser.$$('[data-testid="patient-row"]')) texts.push(await row.getText());
-  return texts;
+  // Read in one go: the virtual list may re-render between finding a row and reading it.
+  return browser.execute(() => [...document.querySelectorAll('[data-testid="patient-row"]')].map((r) => r.innerText));
 }
 
 /** Sets a native date/time picker as a user's pick would: value, then an input event. */
@@ -66,6 +71,8 @@ after(async () => {
 
 test("signs in as reception", async () => {
   await until(browser, "the sign-in form", () => byTest(browser, "signin-form").then((e) => e.isExisting()));
+  // CLINIC_SERVER pre-fills the server address (README).
+  await until(browser, "the configured server", async () => (await (await byTest(browser, "signin-server")).getValue()) === proxy.url);
   await screenshot("sign-in");
   await setInput("signin-server", proxy.url);
   await setInput("signin-username", "reception");
@@ -87,7 +94,7 @@ test("creates a patient and sees it in the list", async () => {
   await until(browser, "the inline phone error", () => byTest(browser, "error-phone").then((e) => e.isExisting()));
   await setInput("patient-phone", "+1 555 444 1234");
   await (await byTest(browser, "patient-save")).click();
-  await until(browser, "the chart", async () => (await (await byTest(browser, "chart-name")).getText()) === "Wendeline Okonkwo");
+  await until(browser, "the chart", async () => (await textOf("chart-name")) === "Wendeline Okonkwo");
   await searchFor("Okonkwo");
   await until(browser, "the new patient in the list", async () => (await patientRowsText()).some((t) => t.includes("Okonkwo, Wendeline")));
   await until(browser, "the change to be saved", async () => !(await (await byTest(browser, "pending")).isDisplayed()));
@@ -112,7 +119,7 @@ test("offline: changes queue with a pending count, then sync when the server is 
   await setInput("patient-last_name", "Walkin");
   await setInput("patient-date_of_birth", "1999-12-01");
   await (await byTest(browser, "patient-save")).click();
-  await until(browser, "the pending count", async () => /1 pending/.test(await (await byTest(browser, "pending")).getText()));
+  await until(browser, "the pending count", async () => /1 change waiting/.test(await textOf("pending")));
   await screenshot("offline");
   server = await startServer(serverDir, port);
   await until(browser, "synced again", async () => !(await (await byTest(browser, "pending")).isDisplayed()) && (await connectionText()) === "Live", 45000);
@@ -134,6 +141,7 @@ test("booking a slot another client already took rolls back with the server's re
   await setInput("book-patient-search", "Okonkwo");
   await until(browser, "the patient option", async () => (await browser.$$('[data-testid="book-patient"] option')).length > 1);
   await (await byTest(browser, "book-patient")).selectByIndex(1);
+  await until(browser, "the doctors", async () => (await browser.$$('[data-testid="book-doctor"] option')).length > 0);
   await (await byTest(browser, "book-doctor")).selectByVisibleText("Dr. Dana Doyle");
   await pick("book-time", "10:00");
   await (await byTest(browser, "book-submit")).click();
@@ -146,7 +154,7 @@ test("booking a slot another client already took rolls back with the server's re
   await until(browser, "the rejection", async () => (await (await byTest(browser, "rejected-count")).isDisplayed()), 45000);
   await (await byTest(browser, "rejected-count")).click();
   const reason = await (await byTest(browser, "rejected-reason")).getText();
-  assert.match(reason, /already has appointment/);
+  assert.match(reason, /Dana Doyle already has Wendeline Okonkwo at 10:00( AM)?–10:30( AM)?/);
   await screenshot("rejected");
   await (await byTest(browser, "nav-schedule")).click();
   await pick("schedule-date", day);
@@ -181,7 +189,7 @@ test("a user who signed in here before signs in again while the server is down",
   await setInput("signin-username", "reception");
   await setInput("signin-password", "not-the-password");
   await (await byTest(browser, "signin-submit")).click();
-  await until(browser, "the offline refusal", async () => /checked on this computer/.test(await (await byTest(browser, "signin-error")).getText()));
+  await until(browser, "the offline refusal", async () => /checked on this computer/.test(await textOf("signin-error")));
   await setInput("signin-password", "demo");
   await (await byTest(browser, "signin-submit")).click();
   await until(browser, "the signed-in shell", async () => (await (await byTest(browser, "who")).isExisting()));
@@ -191,7 +199,7 @@ test("a user who signed in here before signs in again while the server is down",
   await setInput("patient-last_name", "Offlinesignin");
   await setInput("patient-date_of_birth", "1988-03-04");
   await (await byTest(browser, "patient-save")).click();
-  await until(browser, "the pending count", async () => /1 pending/.test(await (await byTest(browser, "pending")).getText()));
+  await until(browser, "the pending count", async () => /1 change waiting/.test(await textOf("pending")));
   server = await startServer(serverDir, port);
   await until(browser, "signed in online and synced", async () => !(await (await byTest(browser, "pending")).isDisplayed()) && (await connectionText()) === "Live", 45000);
   cli(["sync"]);

@@ -25,11 +25,11 @@ export const caFile = (dataDir) => path.join(dataDir, "tls", "ca.pem");
  * Starts clinic-server over TLS (a clinic CA from `tls init` on first start);
  * resolves with {url, port, stop(), kill()}.
  */
-export async function startServer(dataDir, port = 0) {
+export async function startServer(dataDir, port = 0, extra = []) {
   if (!existsSync(caFile(dataDir))) {
     execFileSync(bin("clinic-server"), ["--data-dir", dataDir, "tls", "init"], { encoding: "utf8", timeout: 60000 });
   }
-  const child = spawn(bin("clinic-server"), ["--data-dir", dataDir, "serve", "--demo", "--listen", `127.0.0.1:${port}`], {
+  const child = spawn(bin("clinic-server"), ["--data-dir", dataDir, "serve", "--demo", "--listen", `127.0.0.1:${port}`, ...extra], {
     stdio: ["ignore", "pipe", "inherit"],
     env: { ...process.env, RUST_LOG: "warn" },
   });
@@ -98,6 +98,14 @@ export function serverAdmin(dataDir, args, input) {
   });
 }
 
+/** Whether something already listens on the port (another suite's tauri-driver). */
+async function portInUse(port) {
+  return new Promise((resolve) => {
+    const s = net.connect(port, "127.0.0.1", () => { s.destroy(); resolve(true); });
+    s.on("error", () => resolve(false));
+  });
+}
+
 async function waitForPort(port, ms) {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
@@ -111,25 +119,40 @@ async function waitForPort(port, ms) {
   throw new Error(`port ${port} did not open`);
 }
 
-/** Starts tauri-driver and a WebDriver session on the desktop app (trusting `ca`, the clinic CA file IT hands out). */
-export async function startApp({ dataDir, server, ca }) {
+/**
+ * Starts tauri-driver and a WebDriver session on the desktop app, trusting
+ * `ca` (the clinic CA file IT hands out). A second desk at the same time
+ * needs its own driver ports (`port`, `port + 1`); `env` adds to the app's
+ * environment (TZ, CLINIC_LOGIN_USER, …).
+ */
+export async function startApp({ dataDir, server, ca, port = 4444, env = {} }) {
   const driverBin = process.env.TAURI_DRIVER ?? path.join(os.homedir(), ".cargo", "bin", "tauri-driver");
-  const driver = spawn(driverBin, ["--native-driver", "/usr/bin/WebKitWebDriver"], {
+  // A driver already there belongs to another suite: its sessions would run our app with its environment.
+  for (const p of [port, port + 1]) {
+    if (await portInUse(p)) throw new Error(`port ${p} is in use (another WebDriver suite is running?); run the suites one after another`);
+  }
+  const driver = spawn(driverBin, ["--port", String(port), "--native-port", String(port + 1), "--native-driver", "/usr/bin/WebKitWebDriver"], {
     stdio: ["ignore", "ignore", "inherit"],
-    env: { ...process.env, CLINIC_DATA_DIR: dataDir, CLINIC_SERVER: server, ...(ca ? { CLINIC_CA_FILE: ca } : {}) },
+    // Its own process group: stopping it stops WebKitWebDriver and the app with it.
+    detached: true,
+    env: { ...process.env, CLINIC_DATA_DIR: dataDir, CLINIC_SERVER: server, ...(ca ? { CLINIC_CA_FILE: ca } : {}), ...env },
   });
-  await waitForPort(4444, 20000);
+  await waitForPort(port, 20000);
   const browser = await remote({
     hostname: "127.0.0.1",
-    port: 4444,
+    port,
     logLevel: "warn",
     connectionRetryTimeout: 60000,
     capabilities: { "tauri:options": { application: bin("clinic-desktop") } },
   });
   const stop = async () => {
     try { await browser.deleteSession(); } catch { /* the app may already be gone */ }
-    driver.kill("SIGTERM");
-    await new Promise((resolve) => { if (driver.exitCode !== null) resolve(); else driver.once("exit", resolve); });
+    const exited = new Promise((resolve) => { if (driver.exitCode !== null) resolve(); else driver.once("exit", resolve); });
+    try { process.kill(-driver.pid, "SIGTERM"); } catch { /* already gone */ }
+    await exited;
+    // WebKitWebDriver may outlive tauri-driver for a moment: wait until the ports are free again.
+    const deadline = Date.now() + 15000;
+    while (Date.now() < deadline && ((await portInUse(port)) || (await portInUse(port + 1)))) await new Promise((r) => setTimeout(r, 100));
   };
   return { browser, stop };
 }

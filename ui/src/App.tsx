@@ -1,10 +1,13 @@
 import { useQuery, useQueryClient } from "@tanstack/react-query";
-import { useState } from "react";
+import { useEffect, useMemo, useState } from "react";
 import { api } from "./api";
+import { Notifications } from "./components/Notifications";
 import { StatusBar } from "./components/StatusBar";
+import { DeskProvider, useDesk } from "./desk";
 import { LiveProvider, useLive } from "./events";
 import { syncProgress } from "./lib/format";
 import { screensFor, type Screen } from "./lib/roles";
+import { commandFor, type Command } from "./lib/shortcuts";
 import { Billing } from "./screens/Billing";
 import { Inventory } from "./screens/Inventory";
 import { Patients } from "./screens/Patients";
@@ -31,7 +34,9 @@ export function App() {
   return (
     <LiveProvider initial={info.status}>
       {info.identity.signed_in && info.identity.user ? (
-        <Shell user={info.identity.user} />
+        <DeskProvider zone={info.time_zone} user={info.identity.user}>
+          <Shell user={info.identity.user} />
+        </DeskProvider>
       ) : (
         <SignIn defaultServer={info.identity.server_url} previousUser={info.identity.user?.username ?? null} />
       )}
@@ -40,9 +45,37 @@ export function App() {
 }
 
 function Shell({ user }: { user: Staff }) {
-  const screens = screensFor(user.role);
+  const screens = useMemo(() => screensFor(user.role), [user.role]);
   const [screen, setScreen] = useState<Screen>("patients");
+  const [command, setCommand] = useState<Command | null>(null);
   const { status } = useLive();
+  const { clinic } = useDesk();
+  // The keyboard shortcuts (lib/shortcuts.ts): each switches to its screen and hands the command over.
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent) => {
+      const target = e.target as HTMLElement | null;
+      const inField = !!target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA" || target.tagName === "SELECT");
+      const name = commandFor(e, inField);
+      if (!name) return;
+      e.preventDefault();
+      if (name === "undo") {
+        const buttons = document.querySelectorAll<HTMLButtonElement>('[data-testid="toast-undo"]');
+        buttons[buttons.length - 1]?.click();
+        return;
+      }
+      if (name === "search") {
+        document.querySelector<HTMLInputElement>('[data-shortcut="search"]')?.focus();
+        if (!document.querySelector('[data-shortcut="search"]')) setScreen("patients");
+        return;
+      }
+      const target_screen: Screen = name === "new-patient" ? "patients" : "schedule";
+      if (!screens.includes(target_screen)) return;
+      setScreen(target_screen);
+      setCommand((c) => ({ name, seq: (c?.seq ?? 0) + 1 }));
+    };
+    window.addEventListener("keydown", onKey);
+    return () => window.removeEventListener("keydown", onKey);
+  }, [screens]);
   const client = useQueryClient();
   // The role shown is the one the mirror holds; a role change re-reads the session.
   if (status?.connection.state === "signed_out") {
@@ -52,9 +85,9 @@ function Shell({ user }: { user: Staff }) {
     <div className="shell">
       <header className="topbar">
         <span className="brand">Clinic Sync</span>
-        <nav>
+        <nav aria-label="Screens">
           {screens.map((s) => (
-            <button key={s} data-testid={`nav-${s}`} className={s === screen ? "active" : ""} onClick={() => setScreen(s)}>
+            <button key={s} data-testid={`nav-${s}`} className={s === screen ? "active" : ""} aria-current={s === screen ? "page" : undefined} onClick={() => setScreen(s)}>
               {titles[s]}
             </button>
           ))}
@@ -71,15 +104,16 @@ function Shell({ user }: { user: Staff }) {
           </div>
         )}
       </div>
+      <Notifications onReview={() => setScreen("sync")} />
       <main>
-        {screen === "patients" && <Patients user={user} />}
-        {screen === "schedule" && <Schedule user={user} />}
+        {screen === "patients" && <Patients user={user} command={command} />}
+        {screen === "schedule" && <Schedule user={user} command={command} />}
         {screen === "billing" && <Billing />}
         {screen === "inventory" && <Inventory />}
         {screen === "staff" && <StaffScreen user={user} />}
         {screen === "sync" && <SyncPanel />}
       </main>
-      <StatusBar onOpenSync={() => setScreen("sync")} />
+      <StatusBar onOpenSync={() => setScreen("sync")} clinic={clinic} />
     </div>
   );
 }

@@ -10,6 +10,22 @@ import { staleKeys } from "./lib/invalidate";
 
 const HIGHLIGHT_MS = 2500;
 
+// Waiters for the next store event (a form waiting for the server's answer).
+const waiters = new Set<() => void>();
+
+/** Resolves at the next store event, or after `ms` (a bounded wait). */
+export function nextStoreEvent(ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      waiters.delete(done);
+      resolve();
+    };
+    const timer = setTimeout(done, Math.max(0, ms));
+    waiters.add(done);
+  });
+}
+
 interface Live {
   status: SyncStatus | null;
   recent: Set<string>;
@@ -30,6 +46,7 @@ export function LiveProvider({ initial, children }: { initial: SyncStatus | null
     const unlisteners = [
       listen<StoreEvent>("store-changed", ({ payload }) => {
         for (const key of staleKeys(payload)) client.invalidateQueries({ queryKey: key });
+        for (const w of [...waiters]) w();
         if (payload.origin === "remote" && payload.rows.length > 0) {
           const ids = payload.rows.map(([, id]) => id);
           setRecent((old) => new Set([...old, ...ids]));

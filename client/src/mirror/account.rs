@@ -57,6 +57,7 @@ pub(crate) fn sign_in(
     server_url: &str,
     token: &str,
     user: &Staff,
+    time_zone: Option<&str>,
     new_client_id: Uuid,
 ) -> ClientResult<Option<StoreEvent>> {
     let tx = immediate(conn)?;
@@ -74,6 +75,9 @@ pub(crate) fn sign_in(
     meta::set(&tx, &meta::SERVER_URL, &server_url.to_owned())?;
     meta::set(&tx, &meta::TOKEN, &token.to_owned())?;
     meta::set(&tx, &meta::USER, user)?;
+    if let Some(zone) = time_zone {
+        meta::set(&tx, &meta::TIME_ZONE, &zone.to_owned())?;
+    }
     tx.commit()?;
     Ok(switching.then(|| StoreEvent::everything(ChangeOrigin::Session)))
 }

@@ -90,6 +90,9 @@ pub(crate) const CLIENT_ID: Key<Uuid> = key("client_id");
 pub(crate) const SERVER_URL: Key<String> = key("server_url");
 /// The signed-in (or last signed-in) user.
 pub(crate) const USER: Key<Staff> = key("user");
+/// The clinic's time zone (IANA name), as the server last said (sign-in,
+/// `welcome`).
+pub(crate) const TIME_ZONE: Key<String> = key("time_zone");
 /// The bearer token while signed in.
 pub(crate) const TOKEN: Key<String> = key("token");
 /// Before the mirror was encrypted: an Argon2id hash of the password for

@@ -238,13 +238,47 @@ impl Mirror {
         server_url: String,
         token: String,
         user: Staff,
+        time_zone: Option<String>,
     ) -> ClientResult<()> {
         let new_client_id = self.ids.new_id();
         self.write(move |conn, _| {
-            let event = account::sign_in(conn, &server_url, &token, &user, new_client_id)?;
+            let event = account::sign_in(
+                conn,
+                &server_url,
+                &token,
+                &user,
+                time_zone.as_deref(),
+                new_client_id,
+            )?;
             Ok(((), event))
         })
         .await
+    }
+
+    /// The clinic's time zone as the server last said, if it ever did.
+    pub(crate) async fn time_zone(&self) -> ClientResult<Option<String>> {
+        self.read(|c| meta::get(c, &meta::TIME_ZONE)).await
+    }
+
+    /// Remembers the clinic's time zone (from `welcome`).
+    pub(crate) async fn set_time_zone(&self, zone: String) -> ClientResult<()> {
+        self.read(move |c| {
+            if meta::get(c, &meta::TIME_ZONE)?.as_deref() != Some(zone.as_str()) {
+                meta::set(c, &meta::TIME_ZONE, &zone)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// What became of one of this client's mutations (see
+    /// [`outbox::mutation_state`]).
+    pub(crate) async fn mutation_state(
+        &self,
+        mutation_id: u64,
+    ) -> ClientResult<Option<crate::types::Delivery>> {
+        self.read(move |c| outbox::mutation_state(c, mutation_id))
+            .await
     }
 
     /// Forgets the token; queued changes stay.

@@ -48,12 +48,15 @@ pub(crate) fn stored_actor(conn: &Connection) -> ClientResult<Option<Actor>> {
     }))
 }
 
-fn planned(
+/// Plans `mutation` against the visible rows at `now` (see
+/// [`apply::plan`]): the writes, or the refusal. Storage errors are errors.
+pub(crate) fn planned(
     conn: &Connection,
     mutation: &Mutation,
     actor: &Actor,
+    now: Timestamp,
 ) -> ClientResult<Result<Vec<RowWrite>, Rejection>> {
-    match apply::plan(mutation, actor, &mut VisibleSource(conn)) {
+    match apply::plan(mutation, actor, now, &mut VisibleSource(conn)) {
         Ok(writes) => Ok(Ok(writes)),
         Err(PlanError::Rejected(r)) => Ok(Err(r)),
         Err(PlanError::Source(e)) => Err(e),
@@ -71,7 +74,7 @@ pub(crate) fn mutate(
 ) -> ClientResult<(Receipt, StoreEvent)> {
     let tx = immediate(conn)?;
     let actor = stored_actor(&tx)?.ok_or(ClientError::NotSignedIn)?;
-    let writes = match planned(&tx, mutation, &actor)? {
+    let writes = match planned(&tx, mutation, &actor, now)? {
         Ok(w) => w,
         Err(rejection) => return Err(ClientError::Rejected(Box::new(rejection))),
     };
@@ -107,18 +110,24 @@ pub(crate) fn mutate(
 struct OutboxItem {
     mutation_id: u64,
     mutation: Mutation,
+    created_at: Timestamp,
 }
 
 fn load_outbox(conn: &Connection) -> ClientResult<Vec<OutboxItem>> {
-    let raw: Vec<(i64, String)> = conn
-        .prepare_cached("SELECT mutation_id, mutation FROM outbox ORDER BY mutation_id")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+    let raw: Vec<(i64, String, String)> = conn
+        .prepare_cached(
+            "SELECT mutation_id, mutation, created_at FROM outbox ORDER BY mutation_id",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
     raw.into_iter()
-        .map(|(id, m)| {
+        .map(|(id, m, at)| {
             Ok(OutboxItem {
                 mutation_id: to_u64(id),
                 mutation: json(&m)?,
+                created_at: at
+                    .parse()
+                    .map_err(|_| ClientError::corrupt("bad timestamp in the outbox"))?,
             })
         })
         .collect()
@@ -136,7 +145,9 @@ fn all_outbox_rows(conn: &Connection) -> ClientResult<RowSet> {
 
 /// Re-derives the visible rows: the rows in `extra` and every row the outbox
 /// writes go back to their confirmed state, then every pending mutation not
-/// yet acknowledged by the server is replayed in order. All of them, not only
+/// yet acknowledged by the server is replayed in order, each judged at the
+/// time it was made (a booking made for 10:00 at 09:55 stays on screen at
+/// 10:05 until the server, which judges it on arrival, answers). All of them, not only
 /// those writing a changed row: a mutation also reads rows (the patient of an
 /// invoice, a doctor's other appointments), and a change to what it read can
 /// change or cancel its effect. A pending mutation that no longer plans shows
@@ -157,7 +168,7 @@ pub(crate) fn rederive(
             .iter()
             .filter(|i| i.mutation_id > acknowledged)
         {
-            if let Ok(writes) = planned(conn, &item.mutation, actor)? {
+            if let Ok(writes) = planned(conn, &item.mutation, actor, item.created_at)? {
                 write_visible(conn, &writes)?;
             }
         }
@@ -296,6 +307,41 @@ pub(crate) fn rejected(conn: &Connection) -> ClientResult<Vec<RejectedEntry>> {
             })
         })
         .collect()
+}
+
+/// What became of one of this client's mutations, as the mirror knows now:
+/// still queued, refused (not yet dismissed), or confirmed. `None` for an id
+/// this mirror never made.
+pub(crate) fn mutation_state(
+    conn: &Connection,
+    mutation_id: u64,
+) -> ClientResult<Option<crate::types::Delivery>> {
+    use crate::types::Delivery;
+    let id = to_i64(mutation_id);
+    let queued: Option<Option<i64>> = conn
+        .prepare_cached("SELECT applied_seq FROM outbox WHERE mutation_id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    if let Some(applied) = queued {
+        return Ok(Some(Delivery::Queued {
+            reason: if applied.is_some() {
+                "saved on the server; this desk is catching up".into()
+            } else {
+                "not yet answered by the server".into()
+            },
+        }));
+    }
+    let refused: Option<String> = conn
+        .prepare_cached("SELECT rejection FROM rejected WHERE mutation_id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    if let Some(r) = refused {
+        return Ok(Some(Delivery::Rejected {
+            rejection: json(&r)?,
+        }));
+    }
+    let next = meta::get(conn, &meta::NEXT_MUTATION_ID)?.unwrap_or(1);
+    Ok((mutation_id >= 1 && mutation_id < next).then_some(Delivery::Confirmed))
 }
 
 /// Dismisses a rejection (the user has seen it).

@@ -89,6 +89,38 @@ impl RowSource for VisibleSource<'_> {
             .collect()
     }
 
+    fn patient_appointments_starting_between(
+        &mut self,
+        patient_id: Uuid,
+        from: Timestamp,
+        until: Timestamp,
+    ) -> ClientResult<Vec<SlotCandidate>> {
+        // The mirror's index on the patient id narrows this to one
+        // patient's appointments; the time range is filtered after it.
+        let raw: Vec<(String, String)> = self
+            .0
+            .prepare_cached(
+                "SELECT id, data FROM visible
+                 WHERE tbl = 'appointments' AND deleted = 0
+                   AND json_extract(data, '$.patient_id') = ?1
+                   AND json_extract(data, '$.start') >= ?2
+                   AND json_extract(data, '$.start') < ?3",
+            )?
+            .query_map(
+                params![patient_id.to_string(), from.to_string(), until.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?
+            .collect::<Result<_, _>>()?;
+        raw.iter()
+            .map(|(id, data)| {
+                Ok(SlotCandidate {
+                    id: parse_uuid(id)?,
+                    data: json(data)?,
+                })
+            })
+            .collect()
+    }
+
     fn staff_id_by_username(&mut self, username: &str) -> ClientResult<Option<Uuid>> {
         let id: Option<String> = self
             .0

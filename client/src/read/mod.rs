@@ -7,10 +7,17 @@
 
 use crate::db::DbThread;
 use crate::error::{ClientError, ClientResult};
-use crate::mirror::rows::{json, parse_table, parse_uuid, to_u64};
+use crate::mirror::outbox::{planned, stored_actor};
+use crate::mirror::rows::{VisibleSource, json, parse_table, parse_uuid, to_u64};
 use crate::mirror::schema;
-use crate::types::{Chart, Entity, Row};
-use clinic_shared::model::{Appointment, InventoryItem, Patient, Staff, Table, Timestamp};
+use crate::types::{Chart, Entity, FreeSlot, Row, SlotQuery};
+use clinic_shared::apply::{self, PlanError};
+use clinic_shared::model::{
+    Appointment, AppointmentStatus, InventoryItem, Patient, Staff, Table, Timestamp,
+};
+use clinic_shared::mutation::Mutation;
+use clinic_shared::protocol::Rejection;
+use clinic_shared::time::ClinicZone;
 use rusqlite::Connection;
 use serde::de::DeserializeOwned;
 use std::path::Path;
@@ -134,6 +141,97 @@ pub(crate) fn schedule(
     }
 }
 
+/// Whether `mutation` would be accepted on the visible rows now, without
+/// queuing it: the same planner and rules as a real change, so a form can
+/// show every problem (fields and clinic rules) in one round, as the user
+/// types. `None` when it would be accepted.
+pub(crate) fn check(
+    conn: &Connection,
+    mutation: &Mutation,
+    now: Timestamp,
+) -> ClientResult<Option<Rejection>> {
+    let actor = stored_actor(conn)?.ok_or(ClientError::NotSignedIn)?;
+    Ok(planned(conn, mutation, &actor, now)?.err())
+}
+
+/// Where the desk looks for free slots: opening hours in the clinic zone.
+/// A suggestion window, not a rule (bookings outside it are allowed).
+const OPENS: (u32, u32) = (8, 0);
+const CLOSES: (u32, u32) = (18, 0);
+/// Suggestions are on a quarter-hour grid.
+const SLOT_STEP_SECS: i64 = 15 * 60;
+/// How many days ahead suggestions may go.
+const SLOT_DAYS: u64 = 14;
+
+/// Free slots of `query.minutes` for the patient with the doctor, nearest
+/// to the wanted start on its local day first, then on the following days
+/// in order; never before `now`. Free means what the rules check: neither
+/// the doctor nor the patient has an overlapping appointment.
+pub(crate) fn free_slots(
+    conn: &Connection,
+    query: &SlotQuery,
+    zone: &ClinicZone,
+    now: Timestamp,
+) -> ClientResult<Vec<FreeSlot>> {
+    let len = i64::from(query.minutes.clamp(5, 12 * 60)) * 60;
+    let want = query.start.unix();
+    let zone_err = |e: clinic_shared::time::ZoneError| ClientError::Invalid(e.to_string());
+    let first_day = zone.date_of(query.start).map_err(zone_err)?;
+    let mut out = Vec::new();
+    for day in first_day
+        .iter_days()
+        .take(usize::try_from(SLOT_DAYS).unwrap_or(14))
+    {
+        let at = |(h, m): (u32, u32)| -> ClientResult<i64> {
+            let time = chrono::NaiveTime::from_hms_opt(h, m, 0)
+                .ok_or_else(|| ClientError::Invalid("bad opening hours".into()))?;
+            Ok(zone.instant(day, time).map_err(zone_err)?.instant.unix())
+        };
+        let (opens, closes) = (at(OPENS)?, at(CLOSES)?);
+        let mut starts: Vec<i64> = (0..)
+            .map(|i| opens + i * SLOT_STEP_SECS)
+            .take_while(|s| s + len <= closes)
+            .filter(|s| *s >= now.unix())
+            .collect();
+        if day == first_day {
+            starts.sort_by_key(|s| ((s - want).abs(), *s));
+        }
+        for start in starts {
+            if out.len() >= usize::try_from(query.count).unwrap_or(3) {
+                return Ok(out);
+            }
+            let (Some(s), Some(e)) = (
+                Timestamp::from_unix(start),
+                Timestamp::from_unix(start + len),
+            ) else {
+                continue;
+            };
+            let candidate = Appointment {
+                id: query.moving.unwrap_or(Uuid::nil()),
+                patient_id: query.patient_id,
+                doctor_id: query.doctor_id,
+                start: s,
+                end: e,
+                status: AppointmentStatus::Scheduled,
+                reason: None,
+            };
+            let mut src = VisibleSource(conn);
+            let taken = |r: Result<Vec<Uuid>, PlanError<ClientError>>| match r {
+                Ok(ids) => Ok(!ids.is_empty()),
+                Err(PlanError::Source(e)) => Err(e),
+                // An unreadable stored appointment: do not suggest around it.
+                Err(PlanError::Rejected(_)) => Ok(true),
+            };
+            if !taken(apply::clashing_appointments(&mut src, &candidate))?
+                && !taken(apply::patient_clashes(&mut src, &candidate))?
+            {
+                out.push(FreeSlot { start: s, end: e });
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// A patient's chart: what the user may see about them, each newest first.
 fn chart(conn: &Connection, patient: Uuid) -> ClientResult<Option<Chart>> {
     let id = patient.to_string();
@@ -245,6 +343,25 @@ impl Reader {
         limit: usize,
     ) -> ClientResult<Vec<Entity<Patient>>> {
         self.run(move |c| search_patients(c, &query, limit)).await
+    }
+
+    /// Whether a mutation would be accepted now (see [`check`]).
+    pub(crate) async fn check(
+        &self,
+        mutation: Mutation,
+        now: Timestamp,
+    ) -> ClientResult<Option<Rejection>> {
+        self.run(move |c| check(c, &mutation, now)).await
+    }
+
+    /// Free slots near a wanted time (see [`free_slots`]).
+    pub(crate) async fn free_slots(
+        &self,
+        query: SlotQuery,
+        zone: ClinicZone,
+        now: Timestamp,
+    ) -> ClientResult<Vec<FreeSlot>> {
+        self.run(move |c| free_slots(c, &query, &zone, now)).await
     }
 
     /// Appointments starting in `[from, until)`.

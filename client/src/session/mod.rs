@@ -114,10 +114,11 @@ impl Session {
         server_url: &str,
         token: String,
         user: Staff,
+        time_zone: Option<String>,
         must_change_password: bool,
     ) -> ClientResult<()> {
         self.mirror
-            .sign_in(server_url.to_owned(), token, user)
+            .sign_in(server_url.to_owned(), token, user, time_zone)
             .await?;
         self.set_offline(None);
         self.set_must_change_password(must_change_password);
@@ -142,6 +143,7 @@ impl Session {
                     &c.server_url,
                     login.token,
                     login.user,
+                    login.time_zone,
                     login.must_change_password,
                 )
                 .await?;

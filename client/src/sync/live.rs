@@ -47,8 +47,11 @@ impl SyncEngine {
                     last_heard = Instant::now();
                     let Some(msg) = received? else { continue };
                     match msg {
-                        ServerMessage::Welcome { head, .. } => {
+                        ServerMessage::Welcome { head, time_zone, .. } => {
                             welcomed = true;
+                            if let Some(zone) = time_zone {
+                                self.mirror.set_time_zone(zone).await?;
+                            }
                             if first_sync {
                                 self.status.send_modify(|s| s.initial_sync = Some(InitialSync { rows: 0, cursor: start.cursor, head }));
                             }

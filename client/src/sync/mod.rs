@@ -175,6 +175,13 @@ impl SyncEngine {
         let now = self.clock.now();
         self.status.send_modify(|s| {
             if let Some(c) = connection {
+                if matches!(
+                    c,
+                    Connection::Live | Connection::Polling | Connection::Offline { .. }
+                ) {
+                    // Each of these follows an attempt to reach the server.
+                    s.last_attempt_at = Some(now);
+                }
                 s.connection = c;
             }
             if let Ok(stats) = &stats {

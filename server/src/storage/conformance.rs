@@ -68,6 +68,7 @@ pub fn run_all(fresh: &dyn Fn() -> Box<dyn Storage>) -> Result<(), Failed> {
     change_log_chain(fresh().as_ref())?;
     savepoints_undo_security_writes(fresh().as_ref())?;
     access_appends_of_their_own(fresh().as_ref())?;
+    appointment_ranges(fresh().as_ref())?;
     Ok(())
 }
 
@@ -181,6 +182,89 @@ fn access_appends_of_their_own(s: &dyn Storage) -> Result<(), Failed> {
         verify_access(s)? == [1, 2, 3, 4],
         "one chain over both kinds of append"
     );
+    Ok(())
+}
+
+/// The two range scans behind the clinic rules: a doctor's appointments
+/// and a patient's, by start, live rows only, any status.
+fn appointment_ranges(s: &dyn Storage) -> Result<(), Failed> {
+    let (doctor, other_doctor, patient, other_patient) = (
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+    );
+    let appt = |start: &str, doctor: Uuid, patient: Uuid, status: &str| {
+        json!({"id": Uuid::now_v7(), "patient_id": patient, "doctor_id": doctor,
+               "start": start, "end": start, "status": status, "reason": null})
+    };
+    let rows = [
+        (
+            Uuid::now_v7(),
+            appt("2031-03-03T09:00:00Z", doctor, patient, "scheduled"),
+        ),
+        (
+            Uuid::now_v7(),
+            appt("2031-03-03T10:00:00Z", other_doctor, patient, "cancelled"),
+        ),
+        (
+            Uuid::now_v7(),
+            appt("2031-03-03T11:00:00Z", doctor, other_patient, "scheduled"),
+        ),
+        (
+            Uuid::now_v7(),
+            appt("2031-03-04T09:00:00Z", other_doctor, patient, "scheduled"),
+        ),
+        (
+            Uuid::now_v7(),
+            appt("2031-03-03T09:30:00Z", other_doctor, patient, "scheduled"),
+        ),
+    ];
+    st(s.write(&mut |tx| {
+        for (i, (id, data)) in rows.iter().enumerate() {
+            tx.put(&change(
+                i as u64 + 1,
+                Table::Appointments,
+                *id,
+                data.clone(),
+            ))?;
+        }
+        // The last one is deleted: tombstones are not candidates.
+        let mut del = change(6, Table::Appointments, rows[4].0, rows[4].1.clone());
+        del.action = Action::Delete;
+        tx.put(&del)
+    }))?;
+    let ts = |s: &str| {
+        s.parse::<Timestamp>()
+            .map_err(|e| Failed(format!("{s}: {e}")))
+    };
+    let (from, until) = (ts("2031-03-03T00:00:00Z")?, ts("2031-03-04T00:00:00Z")?);
+    let mut by_patient = Vec::new();
+    let mut by_doctor = Vec::new();
+    st(s.write(&mut |tx| {
+        by_patient = tx.patient_appointments_starting_between(patient, from, until)?;
+        by_doctor = tx.appointments_starting_between(doctor, from, until)?;
+        Ok(())
+    }))?;
+    let mut ids: Vec<Uuid> = by_patient.iter().map(|c| c.id).collect();
+    ids.sort();
+    let mut want = vec![rows[0].0, rows[1].0];
+    want.sort();
+    check!(
+        ids == want,
+        "a patient's appointments in the range, any doctor and status, no tombstones: {ids:?}"
+    );
+    check!(
+        by_patient
+            .iter()
+            .all(|c| c.data["patient_id"] == json!(patient)),
+        "candidates carry their entity"
+    );
+    let mut ids: Vec<Uuid> = by_doctor.iter().map(|c| c.id).collect();
+    ids.sort();
+    let mut want = vec![rows[0].0, rows[2].0];
+    want.sort();
+    check!(ids == want, "a doctor's appointments in the range: {ids:?}");
     Ok(())
 }
 
@@ -763,6 +847,7 @@ fn history_and_committed(s: &dyn Storage) -> Result<(), Failed> {
         upd.action = Action::Update;
         upd.before = Some(json!({"v": 1}));
         upd.client_id = Some(client);
+        upd.actor_id = Some(client);
         upd.mutation_id = Some(4);
         tx.put(&upd)
     }))?;
@@ -783,6 +868,11 @@ fn history_and_committed(s: &dyn Storage) -> Result<(), Failed> {
     check!(
         since.len() == 1 && since[0].client_id == Some(client),
         "changes since a version"
+    );
+    check!(
+        since[0].actor_id == Some(client) && since[0].at == Some(t(2)),
+        "a logged change says who made it and when: {:?}",
+        since[0]
     );
     let committed = st(s.committed_between(0, 2))?;
     check!(

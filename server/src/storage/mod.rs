@@ -429,11 +429,23 @@ pub trait WriteTx {
         from: Timestamp,
         until: Timestamp,
     ) -> StorageResult<Vec<SlotCandidate>>;
+    /// The patient's live (not deleted) appointments starting in
+    /// `[from, until)`, any doctor and status (the shared rules pick what
+    /// matters: `clinic_shared::apply::patient_clashes`,
+    /// `clinic_shared::apply::future_appointments`). An index on (patient,
+    /// start) keeps it cheap.
+    fn patient_appointments_starting_between(
+        &mut self,
+        patient_id: Uuid,
+        from: Timestamp,
+        until: Timestamp,
+    ) -> StorageResult<Vec<SlotCandidate>>;
     /// The staff row with this username.
     fn staff_id_by_username(&mut self, username: &str) -> StorageResult<Option<Uuid>>;
     /// Writes the row (version = `change.seq`) and appends the change log.
     fn put(&mut self, change: &Change) -> StorageResult<()>;
-    /// Changes to one row with `seq > after`, oldest first.
+    /// Changes to one row with `seq > after`, oldest first, with who made
+    /// each and when (a conflict names them).
     fn changes_to_row_since(
         &mut self,
         table: Table,

@@ -163,6 +163,14 @@ const MIGRATIONS: &[Migration] = &[
         BEGIN SELECT RAISE(ABORT, 'the sign-in log is append-only'); END;
     "#,
     ),
+    // 5: a patient's appointments by time (a patient cannot be in two
+    // places at once; archiving finds the future ones).
+    Migration::Sql(
+        r#"
+    CREATE INDEX appointments_by_patient ON rows (json_extract(data, '$.patient_id'), json_extract(data, '$.start'))
+        WHERE tbl = 'appointments';
+    "#,
+    ),
 ];
 
 /// Computes the hash chain of change-log entries written before the chain
@@ -644,6 +652,35 @@ impl WriteTx for SqliteTx<'_> {
             .collect()
     }
 
+    fn patient_appointments_starting_between(
+        &mut self,
+        patient_id: Uuid,
+        from: Timestamp,
+        until: Timestamp,
+    ) -> StorageResult<Vec<SlotCandidate>> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT id, data FROM rows
+                 WHERE tbl = 'appointments' AND deleted = 0
+                   AND json_extract(data, '$.patient_id') = ?1
+                   AND json_extract(data, '$.start') >= ?2
+                   AND json_extract(data, '$.start') < ?3",
+        )?;
+        let raw = stmt
+            .query_map(
+                params![patient_id.to_string(), from.to_string(), until.to_string()],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        raw.iter()
+            .map(|(id, data)| {
+                Ok(SlotCandidate {
+                    id: parse_uuid(id)?,
+                    data: parse_json(data)?,
+                })
+            })
+            .collect()
+    }
+
     fn staff_id_by_username(&mut self, username: &str) -> StorageResult<Option<Uuid>> {
         let id: Option<String> = self
             .tx
@@ -717,27 +754,42 @@ impl WriteTx for SqliteTx<'_> {
         after: u64,
     ) -> StorageResult<Vec<LoggedChange>> {
         let mut stmt = self.tx.prepare_cached(
-            "SELECT seq, client_id, before, after FROM changes
+            "SELECT seq, client_id, before, after, actor_id, at FROM changes
                  WHERE tbl = ?1 AND row_id = ?2 AND seq > ?3 ORDER BY seq",
         )?;
+        type Raw = (
+            i64,
+            Option<String>,
+            Option<String>,
+            String,
+            Option<String>,
+            String,
+        );
         let raw = stmt
             .query_map(
                 params![table.as_str(), id.to_string(), to_i64(after)],
-                |r| {
+                |r| -> rusqlite::Result<Raw> {
                     Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, Option<String>>(1)?,
-                        r.get::<_, Option<String>>(2)?,
-                        r.get::<_, String>(3)?,
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
                     ))
                 },
             )?
             .collect::<Result<Vec<_>, _>>()?;
         raw.into_iter()
-            .map(|(seq, client, before, after)| {
+            .map(|(seq, client, before, after, actor, at)| {
                 Ok(LoggedChange {
                     seq: to_u64(seq),
                     client_id: client.as_deref().map(parse_uuid).transpose()?,
+                    actor_id: actor.as_deref().map(parse_uuid).transpose()?,
+                    at: Some(
+                        at.parse()
+                            .map_err(|_| corrupt(format!("bad time `{at}` in the change log")))?,
+                    ),
                     before: before.as_deref().map(parse_json).transpose()?,
                     after: parse_json(&after)?,
                 })

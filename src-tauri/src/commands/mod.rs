@@ -3,12 +3,13 @@
 //! commands (build.rs generates their permissions).
 
 use clinic_client::{
-    Chart, ClientError, ClinicClient, Entity, PendingEntry, Receipt, RejectedEntry, Row,
-    SessionInfo, SignInResult,
+    Chart, ClientError, ClinicClient, Delivery, Entity, FreeSlot, PendingEntry, Receipt,
+    RejectedEntry, Row, SessionInfo, SignInResult, SlotQuery,
 };
 use clinic_shared::model::{Appointment, InventoryItem, Invoice, Patient, Staff, Table};
 use clinic_shared::mutation::Mutation;
-use clinic_shared::protocol::HistoryResponse;
+use clinic_shared::protocol::{HistoryResponse, Rejection};
+use clinic_shared::time::LocalInstant;
 use tauri::State;
 use uuid::Uuid;
 
@@ -115,6 +116,30 @@ async fn mutate(c: Client<'_>, mutation: Mutation) -> Answer<Receipt> {
 }
 
 #[tauri::command]
+async fn check_mutation(c: Client<'_>, mutation: Mutation) -> Answer<Option<Rejection>> {
+    c.check(mutation).await
+}
+
+#[tauri::command]
+async fn mutation_state(c: Client<'_>, mutation_id: u64) -> Answer<Delivery> {
+    c.mutation_state(mutation_id).await
+}
+
+#[tauri::command]
+async fn free_slots(c: Client<'_>, query: SlotQuery) -> Answer<Vec<FreeSlot>> {
+    c.free_slots(query).await
+}
+
+#[tauri::command]
+async fn local_instant(
+    c: Client<'_>,
+    date: chrono::NaiveDate,
+    time: chrono::NaiveTime,
+) -> Answer<LocalInstant> {
+    c.local_instant(date, time).await
+}
+
+#[tauri::command]
 async fn pending_changes(c: Client<'_>) -> Answer<Vec<PendingEntry>> {
     c.pending().await
 }
@@ -153,6 +178,10 @@ pub fn handler() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static 
         low_stock,
         invoices,
         mutate,
+        check_mutation,
+        mutation_state,
+        free_slots,
+        local_instant,
         pending_changes,
         rejected_changes,
         dismiss_rejected,

@@ -4,6 +4,9 @@
  * Where an appointment is in its life.
  *
  * `scheduled → checked_in → in_progress → completed`, or `cancelled` /
- * `no_show` from `scheduled` (and `cancelled` from `checked_in`).
+ * `no_show` from `scheduled` (and `cancelled` from `checked_in`). The desk's
+ * undo steps go back to `scheduled`: from `checked_in` (a check-in made by
+ * mistake), `cancelled` (reinstated; the slot must still be free) and
+ * `no_show` (the patient came after all).
  */
 export type AppointmentStatus = "scheduled" | "checked_in" | "in_progress" | "completed" | "cancelled" | "no_show";

@@ -28,4 +28,10 @@ end: Timestamp,
 /**
  * Why.
  */
-reason: string | null, };
+reason: string | null, 
+/**
+ * An administrator's correction: entered after the fact, so it may
+ * start in the past. Admins only; the change log names it
+ * (`book_appointment_correction`).
+ */
+correction?: boolean, };

@@ -19,6 +19,11 @@ expires_at: Timestamp,
  */
 user: Staff, 
 /**
+ * The clinic's time zone (IANA name, e.g. `Europe/Berlin`): everything
+ * a person sees or types is in it. Absent from older servers.
+ */
+time_zone?: string, 
+/**
  * The password must be changed (`POST /v1/password`) before any other
  * request but `GET /v1/me` and `POST /v1/logout` is served.
  */

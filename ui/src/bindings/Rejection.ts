@@ -2,6 +2,7 @@
 import type { FieldConflict } from "./FieldConflict";
 import type { FieldError } from "./FieldError";
 import type { RejectCode } from "./RejectCode";
+import type { RejectionDetail } from "./RejectionDetail";
 
 /**
  * A refused mutation.
@@ -12,7 +13,8 @@ export type Rejection = {
  */
 code: RejectCode, 
 /**
- * For a person; may name records by id, never quotes clinical content.
+ * For a person (English, for logs and the CLI); never quotes clinical
+ * content. A desk composes its own sentence from `code` and `detail`.
  */
 message: string, 
 /**
@@ -22,4 +24,8 @@ fields?: Array<FieldError>,
 /**
  * Both values of every conflicting field, for `conflict`.
  */
-conflicts?: Array<FieldConflict>, };
+conflicts?: Array<FieldConflict>, 
+/**
+ * The facts behind the refusal, when there are any beyond the code.
+ */
+detail?: RejectionDetail, };

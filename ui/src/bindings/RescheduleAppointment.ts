@@ -24,4 +24,9 @@ end: Timestamp,
 /**
  * New doctor, if the appointment changes doctor.
  */
-doctor_id?: string | null, };
+doctor_id?: string | null, 
+/**
+ * An administrator's correction, which may move it into the past (see
+ * [`BookAppointment::correction`]).
+ */
+correction?: boolean, };

@@ -23,7 +23,11 @@ head: number,
 /**
  * The account's security epoch (see `PullResponse::epoch`).
  */
-epoch: number, } | { "type": "changes", 
+epoch: number, 
+/**
+ * The clinic's time zone (see `LoginResponse::time_zone`).
+ */
+time_zone?: string, } | { "type": "changes", 
 /**
  * Rows with versions in `(previous cursor, cursor]`.
  */

@@ -13,4 +13,10 @@ identity: Identity,
 /**
  * How sync stands.
  */
-status: SyncStatus, };
+status: SyncStatus, 
+/**
+ * The clinic's time zone (IANA name): every time on screen is shown
+ * and typed in it. The server's setting once it was heard from, else
+ * this machine's zone.
+ */
+time_zone: string, };

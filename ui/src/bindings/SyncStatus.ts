@@ -38,4 +38,8 @@ cursor: number,
 /**
  * The last error, for a tooltip.
  */
-last_error: string | null, };
+last_error: string | null, 
+/**
+ * When the client last tried to reach the server (successfully or not).
+ */
+last_attempt_at: Timestamp | null, };

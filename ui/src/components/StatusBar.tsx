@@ -1,25 +1,35 @@
+import { useEffect, useState } from "react";
 import { useLive } from "../events";
-import { connectionLabel, pendingLabel } from "../lib/format";
+import { connectionLabel, lastSyncedLabel, refusedLabel, saveLabel } from "../lib/format";
+import type { Clinic } from "../lib/time";
 
-/** Always on screen: connection, last sync, pending and rejected changes. */
-export function StatusBar({ onOpenSync }: { onOpenSync: () => void }) {
+/** Always on screen, in plain words: connection, whether everything is saved, refused changes. */
+export function StatusBar({ onOpenSync, clinic }: { onOpenSync: () => void; clinic: Clinic }) {
   const { status } = useLive();
+  // "last tried N s ago" moves on by itself.
+  const [now, setNow] = useState(Date.now());
+  useEffect(() => {
+    const timer = setInterval(() => setNow(Date.now()), 1000);
+    return () => clearInterval(timer);
+  }, []);
   if (!status) return <footer className="statusbar">Starting…</footer>;
   const state = status.connection.state;
   return (
-    <footer className="statusbar">
-      <span className={`dot ${state}`} />
+    <footer className="statusbar" role="status" aria-live="polite" aria-label="Sync status">
+      <span className={`dot ${state}`} aria-hidden="true" />
       <span data-testid="connection">{connectionLabel(status.connection)}</span>
-      <span className="muted" data-testid="last-synced">
-        {status.last_synced_at ? `Last synced ${status.last_synced_at.slice(11, 19)} UTC` : "Not synced yet"}
+      <span data-testid="saved" hidden={status.pending > 0}>
+        {saveLabel(status, now)}
       </span>
       <button className="link" data-testid="pending" onClick={onOpenSync} hidden={status.pending === 0}>
-        {pendingLabel(status)}
+        {saveLabel(status, now)}
       </button>
       <button className="link danger" data-testid="rejected-count" onClick={onOpenSync} hidden={status.rejected === 0}>
-        {status.rejected} not saved — review
+        {refusedLabel(status.rejected)}
       </button>
-      {status.last_error && state !== "live" && <span className="muted small">{status.last_error}</span>}
+      <span className="muted" data-testid="last-synced">
+        {lastSyncedLabel(status.last_synced_at, clinic)}
+      </span>
     </footer>
   );
 }

@@ -1,50 +1,67 @@
-// Pure formatting helpers (unit-tested with Vitest).
+// How sync stands, in plain words for the status bar and the Sync panel:
+// no cursors, client ids, URLs or error dumps. Unit-tested (Vitest).
 import type { Connection } from "../bindings/Connection";
 import type { SyncStatus } from "../bindings/SyncStatus";
+import { durationLabel, formatTime, type Clinic } from "./time";
 
-/** The status indicator's words: live / polling / offline / reconnecting in N s. */
+export { durationLabel } from "./time";
+
+/** The connection indicator's words. */
 export function connectionLabel(c: Connection): string {
   switch (c.state) {
     case "live":
       return "Live";
     case "polling":
-      return "Polling";
+      return "Connected";
     case "connecting":
       return "Connecting…";
     case "offline": {
       const secs = Math.max(1, Math.round(c.retry_in_ms / 1000));
-      return `Offline — reconnecting in ${secs} s`;
+      return `Offline — trying again in ${secs} s`;
     }
     case "signed_out":
-      return "Signed out — changes held";
+      return "Signed out — changes kept until you sign in";
     case "stopped":
-      return "Stopped";
+      return "Not syncing";
   }
 }
 
-/** "3 pending (oldest 2 min)" or "" when nothing is pending. */
-export function pendingLabel(s: Pick<SyncStatus, "pending" | "oldest_pending_secs">): string {
-  if (s.pending === 0) return "";
-  const age = s.oldest_pending_secs;
-  const ageText = age == null ? "" : ` (oldest ${durationLabel(age)})`;
-  return `${s.pending} pending${ageText}`;
+/** A sentence on the connection, for the Sync panel. */
+export function syncSentence(c: Connection): string {
+  switch (c.state) {
+    case "live":
+      return "Connected: changes from other desks arrive as they happen.";
+    case "polling":
+      return "Connected through a slower channel: changes still arrive within seconds.";
+    case "connecting":
+      return "Connecting to the server…";
+    case "offline":
+      return "The server cannot be reached. Work goes on; changes are kept on this desk and sent when it answers.";
+    case "signed_out":
+      return "Your sign-in ended. Changes are kept on this desk until you sign in again.";
+    case "stopped":
+      return "Sync is not running; restart the app.";
+  }
 }
 
-export function durationLabel(secs: number): string {
-  if (secs < 60) return `${Math.floor(secs)} s`;
-  if (secs < 3600) return `${Math.floor(secs / 60)} min`;
-  if (secs < 86400) return `${Math.floor(secs / 3600)} h`;
-  return `${Math.floor(secs / 86400)} d`;
+/** "All changes saved", or "3 changes waiting — last tried 10 s ago". */
+export function saveLabel(s: Pick<SyncStatus, "pending" | "last_attempt_at">, now: number = Date.now()): string {
+  if (s.pending === 0) return "All changes saved";
+  const what = s.pending === 1 ? "1 change waiting" : `${s.pending} changes waiting`;
+  if (!s.last_attempt_at) return `${what} — not sent yet`;
+  const ago = Math.max(0, (now - Date.parse(s.last_attempt_at)) / 1000);
+  return `${what} — last tried ${ago < 1 ? "just now" : `${durationLabel(ago)} ago`}`;
 }
 
-/** Time of day of an RFC 3339 UTC timestamp, as HH:MM (UTC). */
-export function timeOfDay(ts: string): string {
-  return ts.slice(11, 16);
+/** "1 change not saved — review" (empty when there is none). */
+export function refusedLabel(rejected: number): string {
+  if (rejected === 0) return "";
+  return rejected === 1 ? "1 change not saved — review" : `${rejected} changes not saved — review`;
 }
 
-/** Cents as money. */
-export function money(cents: number): string {
-  return (cents / 100).toFixed(2);
+/** When the server was last heard from, in the clinic's zone. */
+export function lastSyncedLabel(at: string | null, c: Clinic): string {
+  return at ? `Up to date as of ${formatTime(at, c)}` : "Not synced yet";
 }
 
 /** Initial sync progress as a fraction in [0, 1]. */

@@ -4,12 +4,13 @@
 import type { StoreEvent } from "../bindings/StoreEvent";
 import type { Table } from "../bindings/Table";
 
-export type QueryRoot = "rows" | "search" | "schedule" | "chart" | "lowStock" | "pending" | "rejected" | "session";
+export type QueryRoot = "rows" | "search" | "schedule" | "chart" | "lowStock" | "pending" | "rejected" | "session" | "slots";
 
 const readers: Record<Table, QueryRoot[]> = {
   staff: ["rows", "schedule", "session"],
-  patients: ["rows", "search", "chart", "schedule"],
-  appointments: ["rows", "schedule", "chart"],
+  patients: ["rows", "search", "chart", "schedule", "slots"],
+  // Free-slot suggestions are computed from the appointments this desk holds.
+  appointments: ["rows", "schedule", "chart", "slots"],
   treatment_records: ["rows", "chart"],
   invoices: ["rows", "chart"],
   payments: ["rows", "chart"],

@@ -2,7 +2,9 @@ import { describe, expect, it } from "vitest";
 import type { Patient } from "../bindings/Patient";
 import { nextSteps } from "../screens/Schedule";
 import { rebased } from "../screens/SyncPanel";
-import { connectionLabel, durationLabel, money, pendingLabel, syncProgress, timeOfDay } from "./format";
+import { formatMoney } from "./errors";
+import { connectionLabel, durationLabel, saveLabel, syncProgress } from "./format";
+import { formatTime } from "./time";
 import { staleKeys } from "./invalidate";
 import { fieldErrors, formOf, isEmptyPatch, patientPatch } from "./patch";
 import { screensFor } from "./roles";
@@ -15,26 +17,30 @@ const patient: Patient = {
   phone: "+1 555 010 2030",
   email: null,
   address: "1 Main St",
+  archived_at: undefined,
 };
 
 describe("status labels", () => {
   it("says how the connection stands", () => {
     expect(connectionLabel({ state: "live" })).toBe("Live");
-    expect(connectionLabel({ state: "polling" })).toBe("Polling");
-    expect(connectionLabel({ state: "offline", retry_in_ms: 2600 })).toBe("Offline — reconnecting in 3 s");
-    expect(connectionLabel({ state: "offline", retry_in_ms: 10 })).toBe("Offline — reconnecting in 1 s");
-    expect(connectionLabel({ state: "signed_out" })).toContain("changes held");
+    expect(connectionLabel({ state: "polling" })).toBe("Connected");
+    expect(connectionLabel({ state: "offline", retry_in_ms: 2600 })).toBe("Offline — trying again in 3 s");
+    expect(connectionLabel({ state: "offline", retry_in_ms: 10 })).toBe("Offline — trying again in 1 s");
+    expect(connectionLabel({ state: "signed_out" })).toContain("changes kept");
   });
   it("counts pending changes with the oldest age", () => {
-    expect(pendingLabel({ pending: 0, oldest_pending_secs: null })).toBe("");
-    expect(pendingLabel({ pending: 3, oldest_pending_secs: 125 })).toBe("3 pending (oldest 2 min)");
+    const now = Date.parse("2026-11-23T09:30:10Z");
+    expect(saveLabel({ pending: 0, last_attempt_at: null }, now)).toBe("All changes saved");
+    expect(saveLabel({ pending: 3, last_attempt_at: "2026-11-23T09:30:00Z" }, now)).toBe("3 changes waiting — last tried 10 s ago");
+    expect(saveLabel({ pending: 1, last_attempt_at: "2026-11-23T09:28:00Z" }, now)).toBe("1 change waiting — last tried 2 min ago");
+    expect(saveLabel({ pending: 2, last_attempt_at: null }, now)).toBe("2 changes waiting — not sent yet");
     expect(durationLabel(59)).toBe("59 s");
     expect(durationLabel(7200)).toBe("2 h");
     expect(durationLabel(200000)).toBe("2 d");
   });
   it("formats times, money and progress", () => {
-    expect(timeOfDay("2026-11-23T09:30:00Z")).toBe("09:30");
-    expect(money(6550)).toBe("65.50");
+    expect(formatTime("2026-11-23T09:30:00Z", { zone: "UTC", locale: "en-GB" })).toBe("09:30");
+    expect(formatMoney(6550)).toBe("65.50");
     expect(syncProgress({ cursor: 50, head: 200 })).toBe(0.25);
     expect(syncProgress({ cursor: 10, head: 0 })).toBe(1);
   });
@@ -69,6 +75,9 @@ describe("query invalidation", () => {
   it("patients invalidate search, charts and schedules", () => {
     const keys = staleKeys({ origin: "local", tables: ["patients"] });
     expect(keys).toEqual(expect.arrayContaining([["search"], ["chart"], ["schedule"], ["rows", "patients"], ["pending"]]));
+  });
+  it("appointments refresh free-slot suggestions", () => {
+    expect(staleKeys({ origin: "remote", tables: ["appointments"] })).toContainEqual(["slots"]);
   });
   it("a session change re-reads everything", () => {
     expect(staleKeys({ origin: "session", tables: [] })).toEqual([[]]);

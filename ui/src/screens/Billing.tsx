@@ -4,7 +4,10 @@ import { api, errorMessage, newId } from "../api";
 import type { Invoice } from "../bindings/Invoice";
 import type { PaymentMethod } from "../bindings/PaymentMethod";
 import type { Entity } from "../bindings/Entity";
-import { money } from "../lib/format";
+import { useDesk } from "../desk";
+import { fieldSentences, formatMoney, rejectionSentence } from "../lib/errors";
+import { parseMoney } from "../lib/money";
+import { formatDayOf, nowInstant } from "../lib/time";
 
 export function Billing() {
   const invoices = useQuery({ queryKey: ["rows", "invoices"], queryFn: api.invoices });
@@ -30,40 +33,42 @@ export function Billing() {
 function InvoiceRow({ row, patient }: { row: Entity<Invoice>; patient: string }) {
   const inv = row.data;
   const outstanding = inv.total_cents - inv.paid_cents;
-  const [amount, setAmount] = useState(money(outstanding));
+  const { clinic, names } = useDesk();
+  const [amount, setAmount] = useState(formatMoney(outstanding, clinic.locale));
   const [method, setMethod] = useState<PaymentMethod>("card");
   const [error, setError] = useState<string | null>(null);
   async function pay(e: FormEvent) {
     e.preventDefault();
     setError(null);
     try {
-      const paid_at = new Date().toISOString().slice(0, 19) + "Z";
-      await api.mutate({
-        type: "record_payment",
-        args: { id: newId(), invoice_id: row.id, amount_cents: Math.round(Number(amount) * 100), method, paid_at },
-      });
+      const cents = parseMoney(amount, clinic.locale);
+      if (cents === null) return setError(`Amount is not an amount of money; type it like ${formatMoney(4550, clinic.locale)}.`);
+      const m = { type: "record_payment" as const, args: { id: newId(), invoice_id: row.id, amount_cents: cents, method, paid_at: nowInstant() } };
+      const refusal = await api.checkMutation(m);
+      if (refusal) return setError(Object.values(fieldSentences(refusal.fields, clinic.locale))[0] ?? rejectionSentence(refusal, names));
+      await api.mutate(m);
     } catch (err) {
       setError(errorMessage(err));
     }
   }
   return (
     <tr data-testid="invoice">
-      <td>{inv.issued_at.slice(0, 10)}</td>
+      <td>{formatDayOf(inv.issued_at, clinic)}</td>
       <td>{patient}</td>
       <td>{inv.lines.map((l) => `${l.quantity}× ${l.description}`).join(", ")}</td>
-      <td>{money(inv.total_cents)}</td>
-      <td>{money(inv.paid_cents)}</td>
+      <td>{formatMoney(inv.total_cents, clinic.locale)}</td>
+      <td>{formatMoney(inv.paid_cents, clinic.locale)}</td>
       <td>{inv.status}{row.pending && <span className="badge">saving</span>}</td>
       <td>
         {inv.status === "open" && (
           <form className="inline" onSubmit={pay}>
-            <input className="narrow" value={amount} onChange={(e) => setAmount(e.target.value)} />
-            <select value={method} onChange={(e) => setMethod(e.target.value as PaymentMethod)}>
+            <input className="narrow" aria-label="Amount" data-testid="payment-amount" value={amount} onChange={(e) => setAmount(e.target.value)} aria-invalid={error ? true : undefined} />
+            <select aria-label="Payment method" value={method} onChange={(e) => setMethod(e.target.value as PaymentMethod)}>
               <option value="card">card</option><option value="cash">cash</option>
               <option value="transfer">transfer</option><option value="insurance">insurance</option>
             </select>
-            <button>Record payment</button>
-            {error && <span className="error">{error}</span>}
+            <button data-testid="payment-record">Record payment</button>
+            {error && <span className="error" role="alert" data-testid="payment-error">{error}</span>}
           </form>
         )}
       </td>

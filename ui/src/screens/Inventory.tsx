@@ -28,11 +28,14 @@ export function Inventory() {
 function ItemRow({ row }: { row: Entity<InventoryItem> }) {
   const item = row.data;
   const { recent } = useLive();
-  const [amount, setAmount] = useState(1);
+  const [amount, setAmount] = useState("1");
   const [error, setError] = useState<string | null>(null);
   const low = item.quantity <= item.reorder_level;
-  async function adjust(delta: number) {
+  async function adjust(sign: number) {
     setError(null);
+    const n = Number(amount.trim());
+    if (!Number.isInteger(n) || n < 1 || n > 1_000_000) return setError("Amount must be a whole number between 1 and 1,000,000.");
+    const delta = sign * n;
     try {
       await api.mutate({ type: "adjust_stock", args: { id: row.id, delta, reason: null } });
     } catch (err) {
@@ -45,9 +48,9 @@ function ItemRow({ row }: { row: Entity<InventoryItem> }) {
       <td data-testid="stock-quantity">{item.quantity} {item.unit}{row.pending && <span className="badge">saving</span>}</td>
       <td>{item.reorder_level}</td>
       <td className="actions">
-        <input type="number" min={1} value={amount} onChange={(e) => setAmount(Math.max(1, Number(e.target.value)))} className="narrow" />
-        <button onClick={() => adjust(-amount)} data-testid="stock-take">−</button>
-        <button onClick={() => adjust(amount)} data-testid="stock-add">+</button>
+        <input inputMode="numeric" aria-label={`Amount of ${item.name}`} value={amount} onChange={(e) => setAmount(e.target.value)} className="narrow" />
+        <button onClick={() => adjust(-1)} data-testid="stock-take" aria-label={`Take from stock of ${item.name}`}>−</button>
+        <button onClick={() => adjust(1)} data-testid="stock-add" aria-label={`Add to stock of ${item.name}`}>+</button>
         {error && <span className="error">{error}</span>}
       </td>
     </tr>

@@ -6,10 +6,10 @@ import { TrustServer, type Certificate } from "../components/TrustServer";
 export function SignIn({ defaultServer, previousUser }: { defaultServer: string | null; previousUser: string | null }) {
   const client = useQueryClient();
   const configured = useQuery({ queryKey: ["defaultServer"], queryFn: api.defaultServer });
-  // What the person typed, else the last server used here, else the one IT
-  // configured (CLINIC_SERVER), else the local demo server.
+  // What the person typed, else the one IT configured (CLINIC_SERVER, as the
+  // README says), else the last server used here, else the local demo server.
   const [typed, setServer] = useState<string | null>(null);
-  const server = typed ?? defaultServer ?? configured.data ?? "http://127.0.0.1:8787";
+  const server = typed ?? configured.data ?? defaultServer ?? "http://127.0.0.1:8787";
   const [username, setUsername] = useState(previousUser ?? "");
   const [password, setPassword] = useState("");
   const [error, setError] = useState<string | null>(null);

@@ -69,8 +69,9 @@ fn pending_booking_is_rederived_when_a_remote_booking_takes_the_slot() {
             true,
         )
         .unwrap();
-    let start = Timestamp::from_unix(1_780_000_000).unwrap();
-    let end = Timestamp::from_unix(1_780_001_800).unwrap();
+    // In the future: bookings in the past are refused.
+    let start = Timestamp::from_unix(1_980_000_000).unwrap();
+    let end = Timestamp::from_unix(1_980_001_800).unwrap();
     store
         .mutate(&Mutation::BookAppointment(BookAppointment {
             id: uuid(0x300),
@@ -79,6 +80,7 @@ fn pending_booking_is_rederived_when_a_remote_booking_takes_the_slot() {
             start,
             end,
             reason: None,
+            correction: false,
         }))
         .unwrap();
     let theirs = uuid(0x301);

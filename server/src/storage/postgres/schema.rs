@@ -157,6 +157,14 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         FOR EACH STATEMENT EXECUTE FUNCTION clinic_append_only('sign-in log');
     "#,
     ),
+    // 5: a patient's appointments by start (the front-desk rules: a patient
+    // in two places, future appointments when archiving).
+    Migration::Sql(
+        r#"
+    CREATE INDEX appointments_by_patient ON rows ((data->>'patient_id'), ((data->>'start') COLLATE "C"))
+        WHERE tbl = 'appointments';
+    "#,
+    ),
 ];
 
 /// Computes the hash chain of change-log entries written before the chain

@@ -382,10 +382,72 @@ pub(super) fn insert_changes(
 
 /// Whether an appointment's JSON is the doctor's and starts in
 /// `[from, until)` (ISO-8601 UTC strings order as their bytes).
-fn starts_between(data: &serde_json::Value, doctor: &str, from: &str, until: &str) -> bool {
+fn starts_between(
+    data: &serde_json::Value,
+    key: &str,
+    value: &str,
+    from: &str,
+    until: &str,
+) -> bool {
     let field = |name: &str| data.get(name).and_then(|v| v.as_str()).unwrap_or("");
     let start = field("start");
-    field("doctor_id") == doctor && start >= from && start < until
+    field(key) == value && start >= from && start < until
+}
+
+impl PgTx<'_> {
+    /// Live appointments whose `key` (`doctor_id` or `patient_id`) is `id`
+    /// and that start in `[from, until)`, as this transaction sees them:
+    /// rows written in it are judged by their new state. Each key has its
+    /// own expression index (schema migrations 1 and 5).
+    fn appointments_by(
+        &mut self,
+        key: &'static str,
+        id: Uuid,
+        from: Timestamp,
+        until: Timestamp,
+    ) -> StorageResult<Vec<SlotCandidate>> {
+        let (value, from, until) = (id.to_string(), from.to_string(), until.to_string());
+        let sql = match key {
+            "doctor_id" => {
+                "SELECT id, data::text FROM rows
+                 WHERE tbl = 'appointments' AND deleted = false
+                   AND data->>'doctor_id' = $1
+                   AND (data->>'start') COLLATE \"C\" >= $2
+                   AND (data->>'start') COLLATE \"C\" < $3"
+            }
+            _ => {
+                "SELECT id, data::text FROM rows
+                 WHERE tbl = 'appointments' AND deleted = false
+                   AND data->>'patient_id' = $1
+                   AND (data->>'start') COLLATE \"C\" >= $2
+                   AND (data->>'start') COLLATE \"C\" < $3"
+            }
+        };
+        let rows = self.query(sql, &[&value, &from, &until])?;
+        let mut found = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let id: Uuid = r.get(0);
+            if self.overlay.rows.contains_key(&(Table::Appointments, id)) {
+                continue;
+            }
+            found.push(SlotCandidate {
+                id,
+                data: parse_json(r.get(1))?,
+            });
+        }
+        for ((table, id), row) in &self.overlay.rows {
+            if *table == Table::Appointments
+                && !row.deleted
+                && starts_between(&row.data, key, &value, &from, &until)
+            {
+                found.push(SlotCandidate {
+                    id: *id,
+                    data: row.data.clone(),
+                });
+            }
+        }
+        Ok(found)
+    }
 }
 
 impl WriteTx for PgTx<'_> {
@@ -425,39 +487,16 @@ impl WriteTx for PgTx<'_> {
         from: Timestamp,
         until: Timestamp,
     ) -> StorageResult<Vec<SlotCandidate>> {
-        let (doctor, from, until) = (doctor_id.to_string(), from.to_string(), until.to_string());
-        let rows = self.query(
-            "SELECT id, data::text FROM rows
-             WHERE tbl = 'appointments' AND deleted = false
-               AND data->>'doctor_id' = $1
-               AND (data->>'start') COLLATE \"C\" >= $2
-               AND (data->>'start') COLLATE \"C\" < $3",
-            &[&doctor, &from, &until],
-        )?;
-        let mut found = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let id: Uuid = r.get(0);
-            // Rows written in this transaction are judged by their new state.
-            if self.overlay.rows.contains_key(&(Table::Appointments, id)) {
-                continue;
-            }
-            found.push(SlotCandidate {
-                id,
-                data: parse_json(r.get(1))?,
-            });
-        }
-        for ((table, id), row) in &self.overlay.rows {
-            if *table == Table::Appointments
-                && !row.deleted
-                && starts_between(&row.data, &doctor, &from, &until)
-            {
-                found.push(SlotCandidate {
-                    id: *id,
-                    data: row.data.clone(),
-                });
-            }
-        }
-        Ok(found)
+        self.appointments_by("doctor_id", doctor_id, from, until)
+    }
+
+    fn patient_appointments_starting_between(
+        &mut self,
+        patient_id: Uuid,
+        from: Timestamp,
+        until: Timestamp,
+    ) -> StorageResult<Vec<SlotCandidate>> {
+        self.appointments_by("patient_id", patient_id, from, until)
     }
 
     fn staff_id_by_username(&mut self, username: &str) -> StorageResult<Option<Uuid>> {
@@ -501,7 +540,7 @@ impl WriteTx for PgTx<'_> {
         after: u64,
     ) -> StorageResult<Vec<LoggedChange>> {
         let rows = self.query(
-            "SELECT seq, client_id, before::text, after::text FROM changes
+            "SELECT seq, client_id, before::text, after::text, actor_id, at FROM changes
              WHERE tbl = $1 AND row_id = $2 AND seq > $3 ORDER BY seq",
             &[&table.as_str(), &id, &to_i64(after)],
         )?;
@@ -511,6 +550,10 @@ impl WriteTx for PgTx<'_> {
                 Ok(LoggedChange {
                     seq: to_u64(r.get(0)),
                     client_id: r.get(1),
+                    actor_id: r.get(4),
+                    at: Some(Timestamp::from_datetime(
+                        r.get::<_, chrono::DateTime<chrono::Utc>>(5),
+                    )),
                     before: r.get::<_, Option<&str>>(2).map(parse_json).transpose()?,
                     after: parse_json(r.get(3))?,
                 })
@@ -524,6 +567,8 @@ impl WriteTx for PgTx<'_> {
                 .map(|c| LoggedChange {
                     seq: c.seq,
                     client_id: c.client_id,
+                    actor_id: c.actor_id,
+                    at: Some(c.at),
                     before: c.before.clone(),
                     after: c.after.clone(),
                 }),

@@ -1,0 +1,439 @@
+// A front desk staff can trust (issue 12), end to end in the real app: two
+// desks at once (two tauri-drivers, two app processes, one Xvfb display)
+// against the real server set to the clinic zone Europe/Berlin, the desks'
+// own machines in other zones (America/New_York, Asia/Kolkata), the real
+// `clinic` CLI as a third client, and a proxy that cuts desk A off.
+import assert from "node:assert/strict";
+import path from "node:path";
+import { after, before, test } from "node:test";
+import { byTest, caFile, clinic, root, startApp, startProxy, startServer, tempDir, until } from "./harness.mjs";
+
+const ZONE = "Europe/Berlin";
+let server, proxy, a, b, stopA, stopB, cli, ca;
+const serverDir = tempDir("clinic-desk-server-");
+const cliDir = tempDir("clinic-desk-cli-");
+const shots = path.join(root, "docs", "screenshots");
+const ids = {};
+
+async function screenshot(browser, name) {
+  if (process.env.SCREENSHOTS) await browser.saveScreenshot(path.join(shots, `${name}.png`));
+}
+
+const $ = (browser, id) => byTest(browser, id);
+async function click(browser, id) {
+  const el = await $(browser, id);
+  await el.waitForClickable({ timeout: 15000 });
+  await el.click();
+}
+async function text(browser, id) {
+  const el = await $(browser, id);
+  return (await el.isExisting()) ? el.getText() : "";
+}
+/** The newest of several (toasts stack up). */
+async function lastText(browser, id) {
+  const all = await browser.$$(`[data-testid="${id}"]`);
+  return all.length ? all[all.length - 1].getText() : "";
+}
+async function exists(browser, id) {
+  return (await $(browser, id)).isExisting();
+}
+/** Sets a field as typing would: the value, then an input event (React's onChange). */
+async function type(browser, id, value) {
+  const el = await $(browser, id);
+  await el.waitForExist({ timeout: 15000 });
+  await browser.execute(
+    (testId, v) => {
+      const input = document.querySelector(`[data-testid="${testId}"]`);
+      const setter = Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, "value").set;
+      setter.call(input, v);
+      input.dispatchEvent(new Event("input", { bubbles: true }));
+    },
+    id,
+    value,
+  );
+}
+async function rowsText(browser, id) {
+  // Read in one go: lists re-render as changes arrive.
+  return browser.execute((testId) => [...document.querySelectorAll(`[data-testid="${testId}"]`)].map((r) => r.innerText.trim()), id);
+}
+async function day(browser, date) {
+  await click(browser, "nav-schedule");
+  await type(browser, "schedule-date", date);
+  await until(browser, `the day ${date}`, async () => (await text(browser, "day-title")).includes(date.slice(0, 4)));
+}
+/** Opens the booking form and fills it in; the patient is found by search. */
+async function fillBooking(browser, { patient, doctor = "Dr. Dana Doyle", time, minutes = "30" }) {
+  if (!(await exists(browser, "booking-form"))) await click(browser, "book-open");
+  await type(browser, "book-patient-search", patient);
+  await until(browser, `the patient ${patient}`, async () => (await browser.$$('[data-testid="book-patient"] option')).length > 1);
+  await (await $(browser, "book-patient")).selectByIndex(1);
+  await until(browser, `the doctor ${doctor}`, async () => {
+    for (const o of await browser.$$('[data-testid="book-doctor"] option')) if ((await o.getText()) === doctor) return true;
+    return false;
+  });
+  await (await $(browser, "book-doctor")).selectByVisibleText(doctor);
+  await type(browser, "book-time", time);
+  await type(browser, "book-minutes", minutes);
+}
+async function search(browser, q) {
+  await click(browser, "nav-patients");
+  await type(browser, "patient-search", q);
+}
+async function openPatient(browser, q, name) {
+  await search(browser, q);
+  await until(browser, `${name} in the list`, async () => (await rowsText(browser, "patient-row")).some((t) => t.includes(name)));
+  for (const row of await browser.$$('[data-testid="patient-row"]')) if ((await row.getText()).includes(name)) await row.click();
+  await until(browser, `${name}'s chart`, async () => (await text(browser, "chart-name")) === name.split(", ").reverse().join(" "));
+}
+/** Nothing developer-shaped on screen: ids, wire codes, raw instants, parser messages, cents. */
+async function noDeveloperText(browser) {
+  const body = await browser.execute(() => document.body.innerText);
+  for (const bad of [/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-/, /\d{4}-\d{2}-\d{2}T\d{2}:\d{2}/, /invalid args|out of range|invalid type|expected i64|invalid:|_cents|double_booked|cursor \d|client_id|https?:\/\//]) {
+    assert.doesNotMatch(body, bad);
+  }
+}
+/** Waits until the element's text matches; a timeout says what was there. */
+async function untilText(browser, id, pattern, timeout = 20000) {
+  let last = "";
+  try {
+    await browser.waitUntil(async () => pattern.test((last = await text(browser, id))), { timeout, interval: 100 });
+  } catch {
+    assert.fail(`${id}: ${JSON.stringify(last)} does not match ${pattern}`);
+  }
+}
+const live = (browser) => until(browser, "live sync", async () => (await text(browser, "connection")) === "Live", 30000);
+
+before(async () => {
+  server = await startServer(serverDir, 0, ["--time-zone", ZONE]);
+  proxy = await startProxy(server.port);
+  ca = caFile(serverDir);
+  clinic(cliDir, ["--server", server.url, "login", "--username", "admin", "--password-stdin"], "demo\n", ca);
+  cli = (args) => clinic(cliDir, args, undefined, ca);
+  for (const [key, first, last, dob] of [
+    ["anna", "Anna", "Meyer", "1985-02-14"],
+    ["ben", "Ben", "Roth", "1979-06-01"],
+    ["clara", "Clara", "Vogt", "1990-09-09"],
+    ["dora", "Dora", "Lang", "2001-12-24"],
+  ]) {
+    ids[key] = cli(["patients", "add", "--first-name", first, "--last-name", last, "--date-of-birth", dob, "--phone", "+49 30 1234 5678"]).id;
+  }
+  cli(["sync"]);
+  // Desk A: reception, behind the proxy, on a machine in New York. Desk B: the admin, on a machine in India.
+  ({ browser: a, stop: stopA } = await startApp({
+    ca,
+    dataDir: tempDir("clinic-desk-a-"),
+    server: proxy.url,
+    env: { TZ: "America/New_York", CLINIC_LOGIN_USER: "reception", CLINIC_LOGIN_PASSWORD: "demo" },
+  }));
+  ({ browser: b, stop: stopB } = await startApp({
+    ca,
+    dataDir: tempDir("clinic-desk-b-"),
+    server: server.url,
+    port: 4446,
+    env: { TZ: "Asia/Kolkata", CLINIC_LOGIN_USER: "admin", CLINIC_LOGIN_PASSWORD: "demo" },
+  }));
+  await live(a);
+  await live(b);
+});
+
+after(async () => {
+  await stopA?.();
+  await stopB?.();
+  proxy?.close();
+  await server?.kill();
+});
+
+test("1. two desks book the same slot at once: the loser's form stays open with the refusal in words and free slots", async () => {
+  for (const [desk, patient] of [
+    [a, "Meyer"],
+    [b, "Roth"],
+  ]) {
+    await day(desk, "2031-02-03");
+    await fillBooking(desk, { patient, time: "10:00" });
+  }
+  // Neither desk knows of the other's booking yet: both local checks pass.
+  await until(a, "A's form checked", async () => !(await exists(a, "book-error")));
+  await until(b, "B's form checked", async () => !(await exists(b, "book-error")));
+  await Promise.all([click(a, "book-submit"), click(b, "book-submit")]);
+  let loser, winner;
+  await until(a, "one booking confirmed, one refused", async () => {
+    const [ea, eb] = [await text(a, "book-error"), await text(b, "book-error")];
+    if (/already has/.test(ea) && !(await exists(b, "booking-form"))) [loser, winner] = [a, b];
+    if (/already has/.test(eb) && !(await exists(a, "booking-form"))) [loser, winner] = [b, a];
+    return loser !== undefined;
+  }, 30000);
+  const sentence = await text(loser, "book-error");
+  assert.match(sentence, /^Dr\. Dana Doyle already has (Anna Meyer|Ben Roth) at 10:00 AM–10:30 AM on Mon, Feb 3, 2031\.$/);
+  // The input is kept, and no second notification repeats what the form says.
+  assert.equal(await (await $(loser, "book-time")).getValue(), "10:00");
+  assert.equal((await loser.$$('[data-testid="refusal"]')).length, 0);
+  assert.match(await lastText(winner, "toast-text"), /^Booked: .+ with Dr\. Dana Doyle on Mon, Feb 3, 2031 at 10:00 AM\.$/);
+  const suggestions = await loser.$$('[data-testid="suggestion"]');
+  assert.ok(suggestions.length > 0, "free slots are offered");
+  await screenshot(loser, "refused-in-form");
+  const pickedTime = await suggestions[0].getText();
+  await suggestions[0].click();
+  await until(loser, "the form checked again", async () => !(await exists(loser, "book-error")));
+  await click(loser, "book-submit");
+  await until(loser, "the booking confirmed", async () => !(await exists(loser, "booking-form")));
+  for (const desk of [a, b]) {
+    await until(desk, "both bookings on both desks", async () => {
+      const times = await rowsText(desk, "appointment-time");
+      return times.some((t) => t.startsWith("10:00 AM")) && times.some((t) => t.startsWith(pickedTime));
+    });
+    await noDeveloperText(desk);
+  }
+});
+
+test("1b. a change refused after the form closed is a notification naming the patient, with free slots", async () => {
+  proxy.setUp(false);
+  await until(a, "A offline", async () => (await text(a, "connection")).startsWith("Offline"), 30000);
+  await day(a, "2031-02-03");
+  await fillBooking(a, { patient: "Vogt", time: "11:00" });
+  await click(a, "book-submit");
+  await until(a, "the form to trust the queue", async () => !(await exists(a, "booking-form")), 15000);
+  assert.match(await lastText(a, "toast-text"), /^Booked on this desk: Clara Vogt .+ you will be told if it is refused\.$/);
+  await until(a, "the waiting count", async () => /^1 change waiting — (last tried .+ ago|not sent yet)$/.test(await text(a, "pending")));
+  await screenshot(a, "offline");
+  cli(["sync"]);
+  cli(["appointments", "book", "--patient", ids.dora, "--doctor", "doctor", "--start", "2031-02-03T10:00:00Z", "--end", "2031-02-03T10:30:00Z"]);
+  proxy.setUp(true);
+  await until(a, "the refusal notification", async () => exists(a, "refusal"), 45000);
+  const said = await text(a, "refusal-text");
+  assert.match(said, /^Booking Clara Vogt with Dr\. Dana Doyle on Mon, Feb 3, 2031 at 11:00 AM was refused: Dr\. Dana Doyle already has Dora Lang at 11:00 AM–11:30 AM on Mon, Feb 3, 2031\.$/);
+  // The suggestions follow what this desk holds: wait for the other booking to arrive too.
+  await until(a, "Dora's booking on A", async () => (await rowsText(a, "appointment")).some((r) => r.includes("Dora Lang")));
+  await until(a, "free slots in the notification", async () => (await a.$$('[data-testid="refusal-slot"]')).length > 0);
+  await screenshot(a, "rejected");
+  const slot = (await a.$$('[data-testid="refusal-slot"]'))[0];
+  const offered = (await slot.getText()).replace(/^Book (.+) instead$/, "$1");
+  await slot.click();
+  await until(a, "the notification gone", async () => !(await exists(a, "refusal")));
+  await until(a, "Clara booked at the free slot", async () => {
+    const rows = await rowsText(a, "appointment");
+    return rows.some((r) => r.includes("Clara Vogt") && r.startsWith(offered));
+  });
+  assert.equal(await (await $(a, "rejected-count")).isDisplayed(), false);
+});
+
+test("2. a lost edit is reviewed with who changed it, when, and old → new; keep theirs clears at once", async () => {
+  await live(a);
+  proxy.setUp(false);
+  await until(a, "A offline", async () => (await text(a, "connection")).startsWith("Offline"), 30000);
+  await openPatient(a, "Meyer", "Meyer, Anna");
+  await click(a, "patient-edit");
+  await type(a, "patient-phone", "+1 555 000 1111");
+  await click(a, "patient-save");
+  await until(a, "the edit made on this desk", async () => !(await exists(a, "patient-form")), 15000);
+  cli(["sync"]);
+  cli(["patients", "update", ids.anna, "--phone", "+1 555 000 2222"]);
+  proxy.setUp(true);
+  await until(a, "the refusal notification", async () => exists(a, "refusal"), 45000);
+  assert.match(await text(a, "refusal-text"), /^Editing Anna Meyer was refused: Someone else changed phone meanwhile; review both versions\.$/);
+  await click(a, "refusal-review");
+  const review = await text(a, "conflict-review");
+  assert.match(review, /Phone/);
+  assert.match(review, /\+49 30 1234 5678/, "the value before both changes");
+  assert.match(review, /\+1 555 000 2222/, "theirs");
+  assert.match(review, /\+1 555 000 1111/, "mine");
+  assert.match(await text(a, "conflict-who"), /^Alex Admin, [A-Z][a-z]{2} \d{1,2}, 20\d\d, \d{1,2}:\d{2} (AM|PM)$/);
+  await screenshot(a, "conflict-review");
+  await click(a, "keep-theirs");
+  // Re-read at once, not when some unrelated change arrives.
+  await until(a, "the item gone", async () => (await a.$$('[data-testid="rejected-item"]')).length === 0, 3000);
+  // History (the admin's desk) in words: who, when, old → new.
+  await openPatient(b, "Meyer", "Meyer, Anna");
+  await click(b, "patient-history-toggle");
+  await until(b, "the history", async () => /Phone: \+49 30 1234 5678 → \+1 555 000 2222/.test(await text(b, "history")));
+  assert.match(await text(b, "history"), /Alex Admin/);
+  await screenshot(b, "history");
+  await noDeveloperText(a);
+  await noDeveloperText(b);
+});
+
+test("3. archive asks first and names the count, cancels with undo; check-in, cancel and no-show can be undone", async () => {
+  cli(["sync"]);
+  cli(["appointments", "book", "--patient", ids.ben, "--doctor", "doctor2", "--start", "2031-02-04T08:00:00Z", "--end", "2031-02-04T08:30:00Z"]);
+  await openPatient(a, "Roth", "Roth, Ben");
+  await until(a, "Ben's appointments in the chart", async () => (await text(a, "patient-chart")).includes("Dr. Sam Sato"));
+  await click(a, "patient-archive");
+  assert.match(await text(a, "archive-count"), /^2 future appointments will be cancelled:$|^One future appointment will be cancelled:$/);
+  assert.match(await text(a, "archive-dialog-confirm"), /^Archive and cancel \d appointments?$/);
+  await screenshot(a, "archive");
+  await click(a, "archive-dialog-confirm");
+  await until(a, "the undo toast", async () => /^Ben Roth archived; \d appointment\(s\) cancelled\.$/.test(await lastText(a, "toast-text")));
+  await until(a, "Ben no longer listed", async () => !(await rowsText(a, "patient-row")).some((t) => t.includes("Roth, Ben")));
+  await (await a.$$('[data-testid="toast-undo"]')).at(-1).click();
+  await until(a, "Ben listed again", async () => (await rowsText(a, "patient-row")).some((t) => t.includes("Roth, Ben")));
+  await day(a, "2031-02-04");
+  await until(a, "Ben's visit booked again", async () => (await rowsText(a, "appointment")).some((r) => r.includes("Ben Roth") && r.includes("booked")));
+  // Check-in, then its undo button; cancel and no-show through the undo toast.
+  await click(a, "step-checked_in");
+  await until(a, "checked in", async () => (await text(a, "appointment-status")).startsWith("checked in"));
+  await click(a, "undo-check-in");
+  await until(a, "booked again", async () => (await text(a, "appointment-status")).startsWith("booked"));
+  for (const step of ["step-cancelled", "step-no_show"]) {
+    await click(a, step);
+    await until(a, "the undo offer", async () => exists(a, "toast-undo"));
+    await (await a.$$('[data-testid="toast-undo"]')).at(-1).click();
+    await until(a, "booked again", async () => (await text(a, "appointment-status")).startsWith("booked"), 10000);
+  }
+  // Every undo is an ordinary, audited change: the admin's desk sees archive and restore in the history.
+  await openPatient(b, "Roth", "Roth, Ben");
+  await click(b, "patient-history-toggle");
+  await untilText(b, "history", /Robin Reception[^]*Archived[^]*Robin Reception[^]*Restored/);
+});
+
+test("4. times are the clinic's (Europe/Berlin) on desks in New York and India, across a DST change", async () => {
+  // 30 March 2031: Berlin's clocks jump from 02:00 to 03:00.
+  await day(a, "2031-03-30");
+  await fillBooking(a, { patient: "Meyer", time: "0130" });
+  await until(a, "checked", async () => !(await exists(a, "error-time")));
+  await click(a, "book-submit");
+  await until(a, "booked", async () => !(await exists(a, "booking-form")));
+  await fillBooking(a, { patient: "Vogt", time: "1:45am", minutes: "30", doctor: "Dr. Sam Sato" });
+  await until(a, "checked", async () => !(await exists(a, "error-time")));
+  await click(a, "book-submit");
+  await until(a, "booked", async () => !(await exists(a, "booking-form")));
+  // 02:30 does not exist that night.
+  await fillBooking(a, { patient: "Lang", time: "2:30", doctor: "Dr. Sam Sato" });
+  await untilText(a, "error-time", /^02:30 does not exist on Sun, Mar 30, 2031: the clocks go forward that night\. Choose another time\.$/);
+  await type(a, "book-time", "3:30 PM");
+  await until(a, "checked", async () => !(await exists(a, "error-time")));
+  await click(a, "book-submit");
+  await until(a, "booked", async () => !(await exists(a, "booking-form")));
+  // 01:30 + 30 min is 03:00: the half hour after 01:30 CET ends at 02:00 CET, which is 03:00 CEST.
+  const expected = ["01:30 AM–03:00 AM", "01:45 AM–03:15 AM", "03:30 PM–04:00 PM"];
+  for (const desk of [a, b]) {
+    await day(desk, "2031-03-30");
+    let seen = [];
+    await until(desk, "the day in the clinic's zone", async () => JSON.stringify((seen = await rowsText(desk, "appointment-time"))) === JSON.stringify(expected)).catch(() =>
+      assert.fail(`the day shows ${JSON.stringify(seen)}`),
+    );
+    assert.match(await text(desk, "day-title"), /^Sun, Mar 30, 2031 · times in Europe\/Berlin$/);
+  }
+  await screenshot(b, "schedule-dst");
+  // Stored as UTC instants: 01:30 CET is 00:30Z, 01:45 CET + 30 min ends at 03:15 CEST = 01:15Z, 15:30 CEST is 13:30Z.
+  cli(["sync"]);
+  const stored = cli(["appointments", "list", "--date", "2031-03-30"]).map((e) => `${e.data.start}/${e.data.end}`).sort();
+  assert.deepEqual(stored, ["2031-03-30T00:30:00Z/2031-03-30T01:00:00Z", "2031-03-30T00:45:00Z/2031-03-30T01:15:00Z", "2031-03-30T13:30:00Z/2031-03-30T14:00:00Z"]);
+});
+
+test("5. every error is a sentence at its field, all in one round, each clearing as it is fixed", async () => {
+  await click(a, "nav-patients");
+  await click(a, "patient-new");
+  await type(a, "patient-first_name", "Eva");
+  await type(a, "patient-date_of_birth", "02/30/1985");
+  await type(a, "patient-phone", "call me");
+  await click(a, "patient-save");
+  await until(a, "three errors at once", async () => (await exists(a, "error-last_name")) && (await exists(a, "error-date_of_birth")) && (await exists(a, "error-phone")));
+  assert.equal(await text(a, "error-last_name"), "Last name is needed.");
+  assert.equal(await text(a, "error-date_of_birth"), "Date of birth is not a date; type it like MM/DD/YYYY.");
+  assert.match(await text(a, "error-phone"), /^Phone is not a phone number/);
+  await screenshot(a, "form-errors");
+  await noDeveloperText(a);
+  await type(a, "patient-phone", "+49 30 555 0101");
+  await until(a, "the phone error cleared as it was fixed", async () => !(await exists(a, "error-phone")));
+  assert.ok(await exists(a, "error-last_name"), "the others stay until fixed");
+  await type(a, "patient-date_of_birth", "02/14/1985");
+  await type(a, "patient-last_name", "Kraus");
+  await until(a, "no errors left", async () => !(await exists(a, "error-date_of_birth")) && !(await exists(a, "error-last_name")));
+  await click(a, "patient-save");
+  await until(a, "the chart", async () => (await text(a, "chart-name")) === "Eva Kraus");
+  // Money typed wrong, and a payment larger than what is owed: sentences, never cents.
+  await click(a, "nav-billing");
+  await until(a, "an open invoice", async () => exists(a, "payment-amount"));
+  await type(a, "payment-amount", "abc");
+  await click(a, "payment-record");
+  await until(a, "the amount error", async () => (await text(a, "payment-error")) === "Amount is not an amount of money; type it like 45.50.");
+  await type(a, "payment-amount", "999999");
+  await click(a, "payment-record");
+  await until(a, "the outstanding error", async () => /^Amount is more than the [\d,]+\.\d\d still owed\.$/.test(await text(a, "payment-error")));
+  await noDeveloperText(a);
+});
+
+test("6. booking sanity: not in the past, not in two places at once, times as typed", async () => {
+  const yesterday = new Intl.DateTimeFormat("en-CA", { timeZone: ZONE }).format(new Date(Date.now() - 86400000));
+  await day(a, yesterday);
+  await fillBooking(a, { patient: "Meyer", time: "09:00" });
+  await until(a, "the past refused", async () => (await text(a, "error-time")) === "Time is in the past; choose a later time.");
+  assert.equal(await (await $(a, "book-correction")).isExisting(), false, "only an admin may record a past visit");
+  await click(a, "book-cancel");
+  cli(["sync"]);
+  cli(["appointments", "book", "--patient", ids.dora, "--doctor", "doctor2", "--start", "2031-02-05T13:00:00Z", "--end", "2031-02-05T13:30:00Z"]);
+  cli(["sync"]);
+  await day(a, "2031-02-05");
+  await until(a, "Dora's visit arrived", async () => (await rowsText(a, "appointment")).some((r) => r.includes("Dora Lang")));
+  await fillBooking(a, { patient: "Lang", time: "1415" });
+  await until(a, "the patient in two places refused", async () =>
+    (await text(a, "book-error")) === "Dora Lang already has an appointment with Dr. Sam Sato at 02:00 PM–02:30 PM on Wed, Feb 5, 2031.");
+  await screenshot(a, "booking-clash");
+  await type(a, "book-time", "1430");
+  await until(a, "the problem cleared", async () => !(await exists(a, "book-error")));
+  await click(a, "book-submit");
+  await until(a, "booked at 14:30, as typed", async () => (await rowsText(a, "appointment")).some((r) => r.includes("Dora Lang") && r.startsWith("02:30 PM–03:00 PM")));
+});
+
+test("7. the keyboard: / or Ctrl+F to search, arrows and Enter in lists, Alt+N, Alt+B, Alt+I, Esc; shortcuts in tooltips", async () => {
+  await click(a, "nav-patients");
+  await a.execute(() => document.activeElement?.blur());
+  await a.keys("/");
+  assert.equal(await a.execute(() => document.activeElement?.getAttribute("data-testid")), "patient-search");
+  await a.keys([..."Meyer"]);
+  await until(a, "the match", async () => (await rowsText(a, "patient-row")).length === 1);
+  await a.keys("ArrowDown");
+  assert.equal(await a.execute(() => document.activeElement?.getAttribute("data-testid")), "patient-list");
+  await a.keys("Enter");
+  await until(a, "the chart opened from the keyboard", async () => (await text(a, "chart-name")) === "Anna Meyer");
+  await a.keys(["Alt", "n"]);
+  await until(a, "the new-patient form", async () => exists(a, "patient-form"));
+  assert.equal(await a.execute(() => document.activeElement?.getAttribute("data-testid")), "patient-first_name", "focus starts in the form");
+  await a.keys("Escape");
+  await until(a, "Esc closed it", async () => !(await exists(a, "patient-form")));
+  await a.keys(["Control", "f"]);
+  assert.equal(await a.execute(() => document.activeElement?.getAttribute("data-testid")), "patient-search");
+  assert.match(await (await $(a, "patient-new")).getAttribute("title"), /Alt\+N/);
+  await a.keys(["Alt", "b"]);
+  await until(a, "the booking form", async () => exists(a, "booking-form"));
+  assert.match(await (await $(a, "book-open")).getAttribute("title"), /Alt\+B/);
+  await a.keys("Escape");
+  await until(a, "Esc closed it", async () => !(await exists(a, "booking-form")));
+  await type(a, "schedule-date", "2031-02-04");
+  await until(a, "Ben's visit", async () => exists(a, "step-checked_in"));
+  assert.match(await (await $(a, "step-checked_in")).getAttribute("title"), /Alt\+I/);
+  await a.execute(() => document.querySelector('[data-testid="appointment"]')?.focus());
+  await a.keys(["Alt", "i"]);
+  await until(a, "checked in by Alt+I", async () => (await text(a, "appointment-status")).startsWith("checked in"));
+  await a.keys(["Alt", "z"]);
+  await until(a, "undone by Alt+Z", async () => (await text(a, "appointment-status")).startsWith("booked"));
+  // Screen readers: the list, the rows and the status are named.
+  assert.equal(await a.execute(() => document.querySelector('[aria-label="Sync status"]')?.getAttribute("role")), "status");
+});
+
+test("8. sync in plain words; actions a role may not take are not offered", async () => {
+  await live(a);
+  await until(a, "all saved", async () => (await text(a, "saved")) === "All changes saved");
+  await click(a, "nav-sync");
+  assert.match(await text(a, "sync-summary"), /^All changes saved · Connected: changes from other desks arrive as they happen\.$/);
+  await screenshot(a, "sync");
+  await noDeveloperText(a);
+  // The assistant's desk, in B's place.
+  await stopB();
+  ({ browser: b, stop: stopB } = await startApp({
+    ca,
+    dataDir: tempDir("clinic-desk-assistant-"),
+    server: server.url,
+    port: 4446,
+    env: { TZ: "Asia/Kolkata", CLINIC_LOGIN_USER: "assistant", CLINIC_LOGIN_PASSWORD: "demo" },
+  }));
+  await live(b);
+  await openPatient(b, "Meyer", "Meyer, Anna");
+  assert.equal(await exists(b, "patient-new"), false, "no New patient");
+  assert.equal(await exists(b, "patient-edit"), false, "no Edit");
+  assert.equal(await exists(b, "patient-archive"), false, "no Archive");
+  await day(b, "2031-02-04");
+  await until(b, "Ben's visit", async () => exists(b, "step-checked_in"));
+  assert.equal(await exists(b, "book-open"), false, "no booking");
+  for (const hidden of ["step-cancelled", "step-no_show", "appointment-move"]) assert.equal(await exists(b, hidden), false, hidden);
+  await screenshot(b, "assistant");
+});
