@@ -21,6 +21,10 @@ cargo fmt --all -- --check
 echo "==> cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo test"
+# The end-to-end tests run the real binaries: `cargo test` rebuilds only the
+# binaries of packages with tests of their own, so build every one first (a
+# stale `clinic` would meet a mirror from a newer schema).
+cargo build --workspace --bins --locked
 cargo test --workspace --locked
 echo "==> fuzz (bounded CI run; scripts/fuzz.sh without --ci is the long run)"
 scripts/fuzz.sh --ci

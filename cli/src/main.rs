@@ -79,6 +79,13 @@ enum Command {
         #[arg(long)]
         discard_pending: bool,
     },
+    /// Change your password: the current and the new one are read from
+    /// standard input, one per line. Your other sessions end.
+    Password {
+        /// Read both passwords from standard input (the only way offered).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
     /// Who, where, and how the sync stands.
     Status,
     /// One round: push everything pending, pull until caught up, exit.
@@ -542,14 +549,31 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 bail!("the server at {server} cannot be reached: `clinic login` needs it");
             }
             let user = signed_in.user;
+            let must_change = signed_in.must_change_password;
             done(out.value(&user, || {
-                format!("signed in as {} ({})", user.display_name, user.role)
+                let mut line = format!("signed in as {} ({})", user.display_name, user.role);
+                if must_change {
+                    line.push_str(
+                        "\nchoose a new password before anything else syncs: \
+                         clinic password --password-stdin (current, then new, one per line)",
+                    );
+                }
+                line
             }))
         }
         Command::Logout { discard_pending } => {
             client.sign_out(discard_pending).await?;
             done(out.value(&serde_json::json!({"signed_out": true}), || {
                 "signed out; the local copy of the clinic's data was removed".into()
+            }))
+        }
+        Command::Password { password_stdin: _ } => {
+            let current = read_password()?;
+            let new = read_password()
+                .context("the new password goes on the second line of standard input")?;
+            let answer = client.change_password(&current, &new).await?;
+            done(out.value(&answer, || {
+                "password changed; your other sessions were ended".into()
             }))
         }
         Command::Status => {
@@ -687,6 +711,12 @@ async fn patients(w: &Writer<'_>, command: PatientCommand) -> anyhow::Result<Out
                 .chart(id)
                 .await?
                 .with_context(|| format!("no patient {id} here"))?;
+            // The read audit: this person opened the chart. Queued first, so
+            // a server that cannot be reached now is told next time.
+            client.report_view(Table::Patients, id).await?;
+            if let Err(e) = client.send_views().await {
+                tracing::info!(error = %e, "the chart view is reported at the next sync");
+            }
             out.value(&chart, || {
                 let mut lines = vec![describe_patient(&chart.patient)];
                 lines.extend(

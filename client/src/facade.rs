@@ -241,9 +241,7 @@ impl ClinicClient {
             ));
         }
         match self.inner.users.change_password(current, new).await {
-            Err(ClientError::Server(body))
-                if body.field.as_deref() == Some("current_password") =>
-            {
+            Err(ClientError::Server(body)) if body.field.as_deref() == Some("current_password") => {
                 Err(ClientError::Invalid(
                     "That is not your current password. Type it again (the password you \
                      signed in with today)."
@@ -584,6 +582,13 @@ impl ClinicClient {
         let sync = open.sync.clone();
         tokio::spawn(async move { sync.flush_views_quietly().await });
         Ok(())
+    }
+
+    /// Sends the views [`ClinicClient::report_view`] queued, now (a
+    /// command-line tool that exits right after). An error leaves them
+    /// queued for the next time.
+    pub async fn send_views(&self) -> ClientResult<()> {
+        self.open_user()?.sync.flush_views().await
     }
 
     /// Who received or opened a patient's records, newest first, from the

@@ -277,6 +277,26 @@ pub struct SessionInfo {
     pub time_zone: String,
 }
 
+/// How a desk behaves on this computer, as IT set it up (the desktop app
+/// reads it from its environment).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+pub struct DeskSettings {
+    /// Seconds without a key press or click before the screen locks; 0
+    /// never locks by itself.
+    pub idle_lock_seconds: u32,
+}
+
+impl Default for DeskSettings {
+    fn default() -> DeskSettings {
+        // Ten minutes: long enough for a consultation at the desk, short
+        // enough that a desk left in a busy waiting room hides its charts.
+        DeskSettings {
+            idle_lock_seconds: 600,
+        }
+    }
+}
+
 /// A request for free slots near a wanted time, for a patient with a doctor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
 #[ts(export)]

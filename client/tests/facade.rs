@@ -151,7 +151,12 @@ impl Transport for InProcess {
         report: &'a ViewReport,
     ) -> BoxFuture<'a, ClientResult<ViewsRecorded>> {
         let body = serde_json::to_string(report).unwrap();
-        Box::pin(self.call(Method::POST, "/v1/audit/views".into(), Some(token), Some(body)))
+        Box::pin(self.call(
+            Method::POST,
+            "/v1/audit/views".into(),
+            Some(token),
+            Some(body),
+        ))
     }
     fn access_log<'a>(
         &'a self,
@@ -626,5 +631,138 @@ async fn the_desk_works_in_the_clinic_zone_and_checks_before_queuing() {
     let first = a.client.mutation_state(1).await.unwrap();
     assert_eq!(first, Delivery::Confirmed);
     assert!(a.client.mutation_state(999).await.is_err());
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn an_administrators_reset_holds_the_desk_until_the_person_chooses_a_password() {
+    let world = World::new();
+    let desk = world.desk("reception").await;
+    let anna = desk.client.patients().await.unwrap()[0].id;
+    clinic_server::admin::set_password(
+        world.storage.as_ref(),
+        "reception",
+        "temporary pass 4711",
+        &world.server_clock,
+    )
+    .unwrap();
+    // The reset ended the desk's session: the next round finds out, the
+    // change made meanwhile stays queued.
+    desk.client
+        .mutate(Mutation::UpdatePatient(UpdatePatient {
+            id: anna,
+            base_version: desk.patient(anna).await.unwrap().version,
+            fields: PatientPatch {
+                phone: Some(Some("+49 30 5550 1000".into())),
+                ..PatientPatch::default()
+            },
+        }))
+        .await
+        .unwrap();
+    let _ = desk.client.sync_once().await;
+    assert_eq!(desk.client.pending().await.unwrap().len(), 1);
+    let again = desk
+        .client
+        .sign_in("http://in-process", "reception", "temporary pass 4711")
+        .await
+        .unwrap();
+    assert!(again.must_change_password, "the server asks for a new one");
+    assert!(desk.client.identity().await.unwrap().must_change_password);
+    // Nothing syncs until then: the queued change waits, it is not lost.
+    let _ = desk.client.sync_once().await;
+    assert_eq!(desk.client.pending().await.unwrap().len(), 1);
+    // Too short: refused here, in words, before the server is asked.
+    match desk
+        .client
+        .change_password("temporary pass 4711", "short")
+        .await
+    {
+        Err(ClientError::Invalid(m)) => assert!(m.contains("12"), "{m}"),
+        other => panic!("a short password must be refused: {other:?}"),
+    }
+    // The wrong current password: the server refuses, the sentence says which.
+    match desk
+        .client
+        .change_password("not the temporary one", "a much better passphrase")
+        .await
+    {
+        Err(e) => assert!(
+            e.to_string().to_lowercase().contains("current password"),
+            "{e}"
+        ),
+        Ok(_) => panic!("the wrong current password must be refused"),
+    }
+    desk.client
+        .change_password("temporary pass 4711", "a much better passphrase")
+        .await
+        .unwrap();
+    assert!(!desk.client.identity().await.unwrap().must_change_password);
+    desk.client.sync_once().await.unwrap();
+    assert!(
+        desk.client.pending().await.unwrap().is_empty(),
+        "the queued change went out under the new password"
+    );
+    // The new password opens this computer's copy offline (the key file was
+    // re-wrapped); the old one does not.
+    desk.client.lock();
+    desk.set_offline(true);
+    assert!(desk.client.unlock("temporary pass 4711").await.is_err());
+    desk.client
+        .unlock("a much better passphrase")
+        .await
+        .unwrap();
+    desk.set_offline(false);
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn chart_views_reach_the_access_log_also_when_opened_offline() {
+    use clinic_shared::protocol::AccessKind;
+    let world = World::new();
+    let reception = world.desk("reception").await;
+    let admin = world.desk("admin").await;
+    let anna = reception.client.patients().await.unwrap()[0].id;
+    // Opened offline: kept on the desk, reported when the server answers.
+    reception.set_offline(true);
+    reception.client.chart(anna).await.unwrap().unwrap();
+    reception
+        .client
+        .report_view(Table::Patients, anna)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            reception.client.send_views().await,
+            Err(ClientError::Offline { .. })
+        ),
+        "the view stays queued while the server cannot be reached"
+    );
+    let views = |log: &AccessLogResponse| {
+        log.entries
+            .iter()
+            .filter(|e| {
+                e.kind == AccessKind::View && e.user_name.as_deref() == Some("Robin Reception")
+            })
+            .count()
+    };
+    let before = admin.client.access_log(anna).await.unwrap();
+    assert_eq!(
+        views(&before),
+        0,
+        "nothing reached the server while offline"
+    );
+    reception.set_offline(false);
+    reception.client.sync_once().await.unwrap();
+    let after = admin.client.access_log(anna).await.unwrap();
+    assert_eq!(
+        views(&after),
+        1,
+        "the offline view was reported once: {after:?}"
+    );
+    // Only administrators read the access log.
+    match reception.client.access_log(anna).await {
+        Err(ClientError::Server(body)) => assert_eq!(body.code, ErrorCode::Forbidden),
+        other => panic!("reception must not read the access log: {other:?}"),
+    }
     world.stop().await;
 }

@@ -864,7 +864,12 @@ async fn access_log(
     caller: Caller,
     query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> ApiResult<Json<AccessLogResponse>> {
-    require_admin(&caller, "read the access log")?;
+    if !clinic_shared::permissions::can_read_audit(caller.user.role) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "only administrators may read the access log",
+        ));
+    }
     let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
     let limit = audit_limit(q.limit)?;
     let Some(patient) = q.patient else {
@@ -893,7 +898,12 @@ async fn sign_ins(
     caller: Caller,
     query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> ApiResult<Json<SignInEventsResponse>> {
-    require_admin(&caller, "read the sign-in log")?;
+    if !clinic_shared::permissions::can_read_audit(caller.user.role) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "only administrators may read the sign-in log",
+        ));
+    }
     let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
     let limit = audit_limit(q.limit)?;
     if q.patient.is_some() {

@@ -100,6 +100,12 @@ pub fn can_read_history(role: Role, table: Table) -> bool {
     matches!(role, Role::Admin | Role::Doctor) && can_read(role, table)
 }
 
+/// Whether `role` may read the audit logs: who accessed a patient's
+/// records, sign-ins (an administrator's job, never a colleague's).
+pub fn can_read_audit(role: Role) -> bool {
+    role == Role::Admin
+}
+
 /// The matrix as the desk needs it, as TypeScript: per role, the tables it
 /// receives, the mutation kinds it may send, the tables whose history it may
 /// read, the appointment statuses it may set and whether it may correct the
@@ -133,7 +139,8 @@ pub fn typescript_matrix() -> String {
          send: readonly Mutation[\"type\"][];\n  \
          history: readonly Table[];\n  \
          appointmentStatuses: readonly AppointmentStatus[];\n  \
-         correctThePast: boolean;\n}\n\n\
+         correctThePast: boolean;\n  \
+         readAudit: boolean;\n}\n\n\
          export const PERMISSIONS: Record<Role, RolePermissions> = {\n",
     );
     for role in Role::ALL {
@@ -159,12 +166,13 @@ pub fn typescript_matrix() -> String {
         // Writing to a String cannot fail.
         let _ = write!(
             out,
-            "  {role}: {{\n    read: [{}],\n    send: [{}],\n    history: [{}],\n    appointmentStatuses: [{}],\n    correctThePast: {},\n  }},\n",
+            "  {role}: {{\n    read: [{}],\n    send: [{}],\n    history: [{}],\n    appointmentStatuses: [{}],\n    correctThePast: {},\n    readAudit: {},\n  }},\n",
             list(read),
             list(send),
             list(history),
             list(steps),
-            can_correct_the_past(role)
+            can_correct_the_past(role),
+            can_read_audit(role)
         );
     }
     out.push_str("};\n");

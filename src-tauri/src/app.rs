@@ -2,7 +2,7 @@
 //! the environment when asked (demo, tests), start sync and the event
 //! forwarding, register the commands.
 
-use clinic_client::{ClientConfig, ClinicClient};
+use clinic_client::{ClientConfig, ClinicClient, DeskSettings};
 use tauri::Manager;
 
 /// What the setup needs from the environment.
@@ -28,6 +28,7 @@ fn setup(app: &mut tauri::App) -> Result<(), Box<dyn std::error::Error>> {
     app.manage(client.clone());
     app.manage(crate::commands::Defaults {
         server: std::env::var("CLINIC_SERVER").ok(),
+        desk: desk_settings(),
     });
     let startup = Startup {
         server: std::env::var("CLINIC_SERVER").ok(),
@@ -45,6 +46,28 @@ fn setup(app: &mut tauri::App) -> Result<(), Box<dyn std::error::Error>> {
 
 /// Signs in from the environment when nobody is signed in here (demo and
 /// tests); a failure is logged and the sign-in screen shows.
+/// The desk's settings from its environment: `CLINIC_IDLE_LOCK_MINUTES`
+/// (0 never locks by itself; decimals allowed, e.g. 0.5). A value that is
+/// not a number of minutes is logged and the default kept: a typo must not
+/// leave a desk unlocked.
+fn desk_settings() -> DeskSettings {
+    let mut settings = DeskSettings::default();
+    if let Ok(value) = std::env::var("CLINIC_IDLE_LOCK_MINUTES") {
+        match value.trim().parse::<f64>() {
+            // At most a day: a longer lock is no lock.
+            Ok(minutes) if minutes.is_finite() && (0.0..=1440.0).contains(&minutes) => {
+                settings.idle_lock_seconds = (minutes * 60.0).round() as u32;
+            }
+            _ => tracing::warn!(
+                value = %value,
+                default_seconds = settings.idle_lock_seconds,
+                "CLINIC_IDLE_LOCK_MINUTES is not a number of minutes between 0 and 1440; the default is used"
+            ),
+        }
+    }
+    settings
+}
+
 async fn auto_sign_in(client: &ClinicClient, startup: Startup) {
     let Ok(identity) = client.identity().await else {
         return;

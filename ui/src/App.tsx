@@ -1,6 +1,7 @@
 import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { useEffect, useMemo, useState } from "react";
 import { api } from "./api";
+import { AccountMenu, ChangePassword, LockScreen, useIdleLock } from "./components/Account";
 import { Notifications } from "./components/Notifications";
 import { StatusBar } from "./components/StatusBar";
 import { DeskProvider, useDesk } from "./desk";
@@ -27,29 +28,48 @@ const titles: Record<Screen, string> = {
 };
 
 export function App() {
+  const client = useQueryClient();
   const session = useQuery({ queryKey: ["session"], queryFn: api.sessionInfo });
   if (session.isPending) return <div className="splash">Opening…</div>;
   if (session.isError) return <div className="splash error">Could not open the local database: {String(session.error)}</div>;
   const info = session.data;
+  const { identity } = info;
   return (
     <LiveProvider initial={info.status}>
-      {info.identity.signed_in && info.identity.user ? (
-        <DeskProvider zone={info.time_zone} user={info.identity.user}>
-          <Shell user={info.identity.user} />
+      {identity.locked && identity.user ? (
+        <Locked user={identity.user} server={identity.server_url} />
+      ) : identity.signed_in && identity.user && identity.must_change_password ? (
+        <div className="signin">
+          <ChangePassword required onDone={() => void client.invalidateQueries({ queryKey: ["session"] })} />
+        </div>
+      ) : identity.signed_in && identity.user ? (
+        <DeskProvider zone={info.time_zone} user={identity.user}>
+          <Shell user={identity.user} />
         </DeskProvider>
       ) : (
-        <SignIn defaultServer={info.identity.server_url} previousUser={info.identity.user?.username ?? null} />
+        <SignIn defaultServer={identity.server_url} previousUser={identity.user?.username ?? null} />
       )}
     </LiveProvider>
   );
+}
+
+/** A locked desk: the same person unlocks, or someone else signs in with their own account (their own local copy). */
+function Locked({ user, server }: { user: Staff; server: string | null }) {
+  const [switching, setSwitching] = useState(false);
+  if (!switching) return <LockScreen user={user} onSwitch={() => setSwitching(true)} />;
+  return <SignIn defaultServer={server} previousUser={null} onCancel={() => setSwitching(false)} cancelLabel={`Back to ${user.display_name}'s locked screen`} />;
 }
 
 function Shell({ user }: { user: Staff }) {
   const screens = useMemo(() => screensFor(user.role), [user.role]);
   const [screen, setScreen] = useState<Screen>("patients");
   const [command, setCommand] = useState<Command | null>(null);
+  const client = useQueryClient();
   const { status } = useLive();
   const { clinic } = useDesk();
+  const [changingPassword, setChangingPassword] = useState(false);
+  const settings = useQuery({ queryKey: ["deskSettings"], queryFn: api.deskSettings, staleTime: Infinity });
+  useIdleLock(settings.data?.idle_lock_seconds ?? null);
   // The keyboard shortcuts (lib/shortcuts.ts): each switches to its screen and hands the command over.
   useEffect(() => {
     const onKey = (e: KeyboardEvent) => {
@@ -58,6 +78,10 @@ function Shell({ user }: { user: Staff }) {
       const name = commandFor(e, inField);
       if (!name) return;
       e.preventDefault();
+      if (name === "lock") {
+        void api.lock().then(() => client.invalidateQueries({ queryKey: ["session"] }));
+        return;
+      }
       if (name === "undo") {
         const buttons = document.querySelectorAll<HTMLButtonElement>('[data-testid="toast-undo"]');
         buttons[buttons.length - 1]?.click();
@@ -75,8 +99,7 @@ function Shell({ user }: { user: Staff }) {
     };
     window.addEventListener("keydown", onKey);
     return () => window.removeEventListener("keydown", onKey);
-  }, [screens]);
-  const client = useQueryClient();
+  }, [screens, client]);
   // The role shown is the one the mirror holds; a role change re-reads the session.
   if (status?.connection.state === "signed_out") {
     client.invalidateQueries({ queryKey: ["session"] });
@@ -92,10 +115,13 @@ function Shell({ user }: { user: Staff }) {
             </button>
           ))}
         </nav>
-        <span className="who" data-testid="who">
-          {user.display_name} · {user.role}
-        </span>
+        <AccountMenu user={user} onChangePassword={() => setChangingPassword(true)} />
       </header>
+      {changingPassword && (
+        <div className="overlay-form">
+          <ChangePassword required={false} onDone={() => setChangingPassword(false)} />
+        </div>
+      )}
       <div className="progress-slot">
         {status?.initial_sync && (
           <div className="progress" data-testid="initial-sync">

@@ -6,6 +6,7 @@ import { errorSentence } from "./lib/errors";
 import type { Appointment } from "./bindings/Appointment";
 import type { Chart } from "./bindings/Chart";
 import type { Delivery } from "./bindings/Delivery";
+import type { DeskSettings } from "./bindings/DeskSettings";
 import type { Entity } from "./bindings/Entity";
 import type { FreeSlot } from "./bindings/FreeSlot";
 import type { HistoryResponse } from "./bindings/HistoryResponse";
@@ -24,12 +25,6 @@ import type { SignInResult } from "./bindings/SignInResult";
 import type { SlotQuery } from "./bindings/SlotQuery";
 import type { Staff } from "./bindings/Staff";
 import type { Table } from "./bindings/Table";
-
-/** Settings of this desk (from its environment). */
-export interface DeskSettings {
-  /** Minutes without input before the screen locks (0: never). */
-  idle_lock_minutes: number;
-}
 
 /** The error every command returns: `{code, message, retryable}`. */
 export interface AppError {

@@ -295,7 +295,11 @@ impl Mirror {
     // ---- views to report ----
 
     /// Queues "the person opened this record" for the access log.
-    pub(crate) async fn queue_view(&self, table: clinic_shared::model::Table, id: uuid::Uuid) -> ClientResult<()> {
+    pub(crate) async fn queue_view(
+        &self,
+        table: clinic_shared::model::Table,
+        id: uuid::Uuid,
+    ) -> ClientResult<()> {
         self.read(move |c| {
             c.prepare_cached("INSERT INTO views (tbl, id) VALUES (?1, ?2)")?
                 .execute(rusqlite::params![table.as_str(), id.to_string()])?;

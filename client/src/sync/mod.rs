@@ -115,7 +115,12 @@ fn with_jitter(d: Duration) -> Duration {
 
 /// `3` from the field `views[3].id`.
 fn view_index(field: &str) -> Option<usize> {
-    field.strip_prefix("views[")?.split(']').next()?.parse().ok()
+    field
+        .strip_prefix("views[")?
+        .split(']')
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn millis(d: Duration) -> u64 {

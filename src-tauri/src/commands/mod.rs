@@ -3,12 +3,12 @@
 //! commands (build.rs generates their permissions).
 
 use clinic_client::{
-    Chart, ClientError, ClinicClient, Delivery, Entity, FreeSlot, PendingEntry, Receipt,
-    RejectedEntry, Row, SessionInfo, SignInResult, SlotQuery,
+    Chart, ClientError, ClinicClient, Delivery, DeskSettings, Entity, FreeSlot, PendingEntry,
+    Receipt, RejectedEntry, Row, SessionInfo, SignInResult, SlotQuery,
 };
 use clinic_shared::model::{Appointment, InventoryItem, Invoice, Patient, Staff, Table};
 use clinic_shared::mutation::Mutation;
-use clinic_shared::protocol::{HistoryResponse, Rejection};
+use clinic_shared::protocol::{AccessLogResponse, HistoryResponse, Rejection};
 use clinic_shared::time::LocalInstant;
 use tauri::State;
 use uuid::Uuid;
@@ -20,6 +20,8 @@ type Client<'a> = State<'a, ClinicClient>;
 pub struct Defaults {
     /// `CLINIC_SERVER`: the server address the sign-in screen starts with.
     pub server: Option<String>,
+    /// `CLINIC_IDLE_LOCK_MINUTES` and the like.
+    pub desk: DeskSettings,
 }
 
 #[tauri::command]
@@ -50,6 +52,42 @@ fn trust_server(c: Client<'_>, server_url: String, fingerprint: String) -> Answe
 #[tauri::command]
 async fn sign_out(c: Client<'_>, discard_pending: bool) -> Answer<()> {
     c.sign_out(discard_pending).await
+}
+
+#[tauri::command]
+fn desk_settings(d: State<'_, Defaults>) -> DeskSettings {
+    d.desk.clone()
+}
+
+#[tauri::command]
+fn lock(c: Client<'_>) {
+    c.lock()
+}
+
+#[tauri::command]
+async fn unlock(c: Client<'_>, password: String) -> Answer<()> {
+    c.unlock(&password).await
+}
+
+#[tauri::command]
+async fn change_password(
+    c: Client<'_>,
+    current_password: String,
+    new_password: String,
+) -> Answer<()> {
+    c.change_password(&current_password, &new_password)
+        .await
+        .map(|_| ())
+}
+
+#[tauri::command]
+async fn report_view(c: Client<'_>, table: Table, id: Uuid) -> Answer<()> {
+    c.report_view(table, id).await
+}
+
+#[tauri::command]
+async fn access_log(c: Client<'_>, patient_id: Uuid) -> Answer<AccessLogResponse> {
+    c.access_log(patient_id).await
 }
 
 #[tauri::command]
@@ -167,6 +205,12 @@ pub fn handler() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static 
         sign_in,
         trust_server,
         sign_out,
+        desk_settings,
+        lock,
+        unlock,
+        change_password,
+        report_view,
+        access_log,
         sync_now,
         row,
         patients,

@@ -31,4 +31,10 @@ offline: boolean,
  * The screen is locked: the user's data is hidden until their password
  * is entered again.
  */
-locked: boolean, };
+locked: boolean, 
+/**
+ * The server asks this user for a new password before anything else
+ * (an administrator's reset, or one below the policy): nothing syncs
+ * until [`crate::ClinicClient::change_password`].
+ */
+must_change_password: boolean, };

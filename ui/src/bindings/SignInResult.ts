@@ -13,4 +13,9 @@ user: Staff,
  * Checked against this machine's verifier because the server could not
  * be reached: work goes on locally, the server is asked later.
  */
-offline: boolean, };
+offline: boolean, 
+/**
+ * The server asks for a new password before anything else
+ * ([`ClinicClient::change_password`]).
+ */
+must_change_password: boolean, };

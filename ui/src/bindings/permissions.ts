@@ -11,6 +11,7 @@ export interface RolePermissions {
   history: readonly Table[];
   appointmentStatuses: readonly AppointmentStatus[];
   correctThePast: boolean;
+  readAudit: boolean;
 }
 
 export const PERMISSIONS: Record<Role, RolePermissions> = {
@@ -20,6 +21,7 @@ export const PERMISSIONS: Record<Role, RolePermissions> = {
     history: ["staff", "patients", "appointments", "treatment_records", "invoices", "payments", "inventory_items", "referrals"],
     appointmentStatuses: ["scheduled", "checked_in", "in_progress", "completed", "cancelled", "no_show"],
     correctThePast: true,
+    readAudit: true,
   },
   doctor: {
     read: ["staff", "patients", "appointments", "treatment_records", "inventory_items", "referrals"],
@@ -27,6 +29,7 @@ export const PERMISSIONS: Record<Role, RolePermissions> = {
     history: ["staff", "patients", "appointments", "treatment_records", "inventory_items", "referrals"],
     appointmentStatuses: ["scheduled", "checked_in", "in_progress", "completed", "cancelled", "no_show"],
     correctThePast: false,
+    readAudit: false,
   },
   assistant: {
     read: ["staff", "patients", "appointments", "inventory_items"],
@@ -34,6 +37,7 @@ export const PERMISSIONS: Record<Role, RolePermissions> = {
     history: [],
     appointmentStatuses: ["checked_in", "in_progress"],
     correctThePast: false,
+    readAudit: false,
   },
   reception: {
     read: ["staff", "patients", "appointments", "invoices", "payments", "referrals"],
@@ -41,5 +45,6 @@ export const PERMISSIONS: Record<Role, RolePermissions> = {
     history: [],
     appointmentStatuses: ["scheduled", "checked_in", "in_progress", "completed", "cancelled", "no_show"],
     correctThePast: false,
+    readAudit: false,
   },
 };

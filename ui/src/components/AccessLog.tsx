@@ -2,6 +2,8 @@
 // server's access log (needs a connection; the log is not mirrored).
 import { useQuery } from "@tanstack/react-query";
 import { api, errorMessage } from "../api";
+import { useDesk } from "../desk";
+import { formatInstant } from "../lib/time";
 
 const how: Record<string, string> = {
   view: "opened it",
@@ -13,6 +15,7 @@ const how: Record<string, string> = {
 };
 
 export function AccessLog({ patientId }: { patientId: string }) {
+  const { clinic } = useDesk();
   const log = useQuery({ queryKey: ["access", patientId], queryFn: () => api.accessLog(patientId), staleTime: 0 });
   if (log.isError) return <p className="muted">The access log needs a connection to the server: {errorMessage(log.error)}</p>;
   if (!log.data) return <p className="muted">Loading who accessed this record…</p>;
@@ -23,7 +26,7 @@ export function AccessLog({ patientId }: { patientId: string }) {
       <tbody>
         {log.data.entries.map((e) => (
           <tr key={e.seq}>
-            <td>{new Date(e.at).toLocaleString()}</td>
+            <td>{formatInstant(e.at, clinic)}</td>
             <td>{e.user_name ?? "—"}</td>
             <td>{e.table.replace(/_/g, " ")}{e.row_ids.length > 1 ? ` (${e.row_ids.length})` : ""}</td>
             <td>{how[e.kind] ?? e.kind}</td>

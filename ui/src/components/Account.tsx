@@ -7,18 +7,18 @@ import { useEffect, useRef, useState, type FormEvent } from "react";
 import { api, errorMessage, isAppError } from "../api";
 import type { Staff } from "../bindings/Staff";
 
-/** Locks the screen after `minutes` without a key press, click or touch. */
-export function useIdleLock(minutes: number | null) {
+/** Locks the screen after `seconds` without a key press, click or touch (0 or null: never). */
+export function useIdleLock(seconds: number | null) {
   const client = useQueryClient();
   const timer = useRef<number | undefined>(undefined);
   useEffect(() => {
-    if (!minutes || minutes <= 0) return;
+    if (!seconds || seconds <= 0) return;
     const lock = () => {
       void api.lock().then(() => client.invalidateQueries({ queryKey: ["session"] }));
     };
     const reset = () => {
       window.clearTimeout(timer.current);
-      timer.current = window.setTimeout(lock, minutes * 60_000);
+      timer.current = window.setTimeout(lock, seconds * 1000);
     };
     const events = ["keydown", "mousedown", "mousemove", "touchstart", "wheel"];
     for (const e of events) window.addEventListener(e, reset, { passive: true });
@@ -27,7 +27,7 @@ export function useIdleLock(minutes: number | null) {
       window.clearTimeout(timer.current);
       for (const e of events) window.removeEventListener(e, reset);
     };
-  }, [minutes, client]);
+  }, [seconds, client]);
 }
 
 /** Shown instead of the clinic's data while the screen is locked. */

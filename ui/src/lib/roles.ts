@@ -34,3 +34,4 @@ export const canReadHistory = (role: Role) => PERMISSIONS[role].history.includes
 export const canEditPatients = (role: Role) => can(role, "update_patient");
 export const canRegisterPatients = (role: Role) => can(role, "create_patient");
 export const canArchive = (role: Role) => can(role, "archive_patient");
+export const canReadAudit = (role: Role) => PERMISSIONS[role].readAudit;

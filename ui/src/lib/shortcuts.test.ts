@@ -14,4 +14,10 @@ describe("keyboard shortcuts", () => {
     expect(commandFor(key("z", { altKey: true }), false)).toBe("undo");
     expect(commandFor(key("n"), false)).toBeNull();
   });
+  it("locks with Ctrl+L, also from inside a field", () => {
+    expect(commandFor(key("l", { ctrlKey: true }), true)).toBe("lock");
+    expect(commandFor(key("l", { metaKey: true }), false)).toBe("lock");
+    expect(commandFor(key("l"), false)).toBeNull();
+    expect(commandFor(key("l", { ctrlKey: true, altKey: true }), false)).toBeNull();
+  });
 });

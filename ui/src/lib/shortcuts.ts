@@ -24,7 +24,7 @@ export function take(command: Command | null, name: CommandName): boolean {
 }
 
 export interface Shortcut {
-  name: CommandName | "undo";
+  name: CommandName | "undo" | "lock";
   /** Shown in tooltips and aria-keyshortcuts. */
   keys: string;
   label: string;
@@ -36,13 +36,16 @@ export const SHORTCUTS: Shortcut[] = [
   { name: "book", keys: "Alt+B", label: "Book an appointment" },
   { name: "check-in", keys: "Alt+I", label: "Check in the selected appointment" },
   { name: "undo", keys: "Alt+Z", label: "Undo the last action (while offered)" },
+  { name: "lock", keys: "Ctrl+L", label: "Lock the screen" },
 ];
 
 /** The command a key press means, if any. Typing `/` into a field types a slash. */
-export function commandFor(e: Pick<KeyboardEvent, "key" | "altKey" | "ctrlKey" | "metaKey" | "code">, inField: boolean): CommandName | "undo" | null {
+export function commandFor(e: Pick<KeyboardEvent, "key" | "altKey" | "ctrlKey" | "metaKey" | "code">, inField: boolean): CommandName | "undo" | "lock" | null {
   const key = e.key.toLowerCase();
   const code = e.code ?? "";
   if ((e.ctrlKey || e.metaKey) && !e.altKey && key === "f") return "search";
+  // Works in fields too: someone called away mid-form locks at once.
+  if ((e.ctrlKey || e.metaKey) && !e.altKey && (key === "l" || code === "KeyL")) return "lock";
   if (!e.altKey && !e.ctrlKey && !e.metaKey && e.key === "/" && !inField) return "search";
   if (e.altKey && !e.ctrlKey && !e.metaKey) {
     // `code` as well as `key`: Alt+letter types other characters on some layouts.

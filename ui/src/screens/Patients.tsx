@@ -17,7 +17,8 @@ import { useDesk } from "../desk";
 import { useLive } from "../events";
 import { fieldLabel, fieldSentences, formatMoney, rejectionSentence, statusWords, type Names } from "../lib/errors";
 import { formOf, isEmptyPatch, patientPatch, type PatientForm } from "../lib/patch";
-import { canArchive, canEditPatients, canReadHistory, canRegisterPatients, canSeeRecords, canWriteRecords } from "../lib/roles";
+import { AccessLog } from "../components/AccessLog";
+import { canArchive, canEditPatients, canReadAudit, canReadHistory, canRegisterPatients, canSeeRecords, canWriteRecords } from "../lib/roles";
 import { release, send, type Sent } from "../lib/submit";
 import { datePattern, formatDate, formatDayOf, formatInstant, formatTimeRange, nowInstant, parseDate, type Clinic } from "../lib/time";
 import { take, type Command } from "../lib/shortcuts";
@@ -382,7 +383,17 @@ function PatientChart({ id, user, onClosed }: { id: string; user: Staff; onClose
   const [editing, setEditing] = useState(false);
   const [archiving, setArchiving] = useState(false);
   const [showHistory, setShowHistory] = useState(false);
+  const [showAccess, setShowAccess] = useState(false);
   const [error, setError] = useState<string | null>(null);
+  const opened = !!chart.data;
+  // The read audit: opening a chart is recorded on the server (queued here
+  // when offline, sent when it answers), once per opening.
+  useEffect(() => {
+    if (!opened) return;
+    api.reportView("patients", id).catch(() =>
+      toast({ text: "This computer could not record that this chart was opened. Tell IT: the access record may be incomplete." }),
+    );
+  }, [opened, id, toast]);
   if (!chart.data) return <p className="muted">{chart.isPending ? "Loading…" : "This patient no longer exists."}</p>;
   const { patient, appointments, treatment_records, invoices } = chart.data;
   const p = patient.data;
@@ -461,6 +472,11 @@ function PatientChart({ id, user, onClosed }: { id: string; user: Staff; onClose
               History
             </button>
           )}
+          {canReadAudit(user.role) && (
+            <button onClick={() => setShowAccess(!showAccess)} data-testid="patient-access-toggle" aria-expanded={showAccess}>
+              Who opened this chart
+            </button>
+          )}
         </div>
         {error && (
           <p className="error" role="alert">
@@ -468,6 +484,7 @@ function PatientChart({ id, user, onClosed }: { id: string; user: Staff; onClose
           </p>
         )}
         {showHistory && <History table="patients" id={id} />}
+        {showAccess && <AccessLog patientId={id} />}
       </div>
       {archiving && (
         <Dialog

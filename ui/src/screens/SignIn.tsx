@@ -3,7 +3,18 @@ import { useState, type FormEvent } from "react";
 import { api, errorMessage, isAppError } from "../api";
 import { TrustServer, type Certificate } from "../components/TrustServer";
 
-export function SignIn({ defaultServer, previousUser }: { defaultServer: string | null; previousUser: string | null }) {
+export function SignIn({
+  defaultServer,
+  previousUser,
+  onCancel,
+  cancelLabel,
+}: {
+  defaultServer: string | null;
+  previousUser: string | null;
+  /** Offered when signing in is a choice (switching user on a locked desk). */
+  onCancel?: () => void;
+  cancelLabel?: string;
+}) {
   const client = useQueryClient();
   const configured = useQuery({ queryKey: ["defaultServer"], queryFn: api.defaultServer });
   // What the person typed, else the one IT configured (CLINIC_SERVER, as the
@@ -64,6 +75,11 @@ export function SignIn({ defaultServer, previousUser }: { defaultServer: string 
         <button data-testid="signin-submit" disabled={busy || !username || !password}>
           {busy ? "Signing in…" : "Sign in"}
         </button>
+        {onCancel && (
+          <button type="button" className="link" data-testid="signin-cancel" onClick={onCancel}>
+            {cancelLabel ?? "Cancel"}
+          </button>
+        )}
       </form>
     </div>
   );
