@@ -520,6 +520,9 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         deliver,
     };
     let done = |r: anyhow::Result<()>| r.map(|()| Outcome::Done);
+    // Every connection is closed before the process exits, whatever the
+    // outcome: SQLCipher's exit handler must not run while one is closing.
+    let outcome = async {
     match cli.command {
         Command::Login {
             username,
@@ -612,7 +615,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 )
             }))
         }
-        Command::Watch => done(watch(client).await),
+        Command::Watch => done(watch(client.clone()).await),
         Command::Patients { command } => patients(&writer, command).await,
         Command::Appointments { command } => appointments(&writer, command).await,
         Command::Records { command } => records(&writer, command).await,
@@ -675,6 +678,10 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             }))
         }
     }
+    }
+    .await;
+    client.close().await;
+    outcome
 }
 
 async fn patients(w: &Writer<'_>, command: PatientCommand) -> anyhow::Result<Outcome> {

@@ -426,6 +426,16 @@ impl ClinicClient {
         }
     }
 
+    /// Stops sync and closes this computer's database connections, waiting
+    /// until they are closed; call it before the process exits (a
+    /// connection still closing while the process exits can crash it in
+    /// SQLCipher's exit handler). Afterwards the client is signed out in
+    /// memory; the next [`ClinicClient::open`] reopens the data.
+    pub async fn close(&self) {
+        self.stop().await;
+        self.inner.users.close().await;
+    }
+
     /// Asks the sync loop to push and pull now.
     pub fn sync_now(&self) {
         if let Some(open) = self.inner.users.current() {

@@ -735,6 +735,21 @@ impl Users {
     }
 
     /// Stops [`Users::run`].
+    /// Stops sync and closes the open mirror's connections, waiting until
+    /// they are closed. The process may exit after this: SQLCipher's exit
+    /// handler frees what a connection still closing would use.
+    pub(crate) async fn close(&self) {
+        self.stop();
+        let open = self
+            .current
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(open) = open {
+            open.close().await;
+        }
+    }
+
     pub(crate) fn stop(&self) {
         let _control = self.control.lock().unwrap_or_else(|p| p.into_inner());
         self.stopped.store(true, Ordering::SeqCst);

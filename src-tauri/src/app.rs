@@ -83,8 +83,19 @@ async fn auto_sign_in(client: &ClinicClient, startup: Startup) {
 
 /// Builds and runs the app until its window closes.
 pub fn run_app() -> tauri::Result<()> {
-    tauri::Builder::default()
+    let app = tauri::Builder::default()
         .setup(setup)
         .invoke_handler(crate::commands::handler())
-        .run(tauri::generate_context!())
+        .build(tauri::generate_context!())?;
+    app.run(|handle, event| {
+        // The local database is closed before the process exits: SQLCipher's
+        // exit handler must not run while a connection is still closing.
+        if let tauri::RunEvent::Exit = event
+            && let Some(client) = handle.try_state::<ClinicClient>()
+        {
+            let client = client.inner().clone();
+            tauri::async_runtime::block_on(client.close());
+        }
+    });
+    Ok(())
 }
