@@ -426,6 +426,9 @@ impl Users {
                 self.switch_to(user.id, key).await?
             }
         };
+        // Unlocked now, before the slow part (wrapping the key): a lock the
+        // person asks for while it runs must stay.
+        self.locked.store(false, Ordering::SeqCst);
         open.session
             .signed_in(
                 server_url,
@@ -437,7 +440,7 @@ impl Users {
             .await?;
         self.keep_key(user.id, &open.key, password).await?;
         self.remember(&user, server_url)?;
-        self.locked.store(false, Ordering::SeqCst);
+        tracing::info!(user = %user.id, "signed in");
         open.sync.wake();
         self.changed.notify_waiters();
         Ok(SignedIn {
@@ -493,6 +496,8 @@ impl Users {
             ));
         };
         let open = self.switch_to(user, key).await?;
+        // Unlocked as soon as this user's data is the open one (see `sign_in`).
+        self.locked.store(false, Ordering::SeqCst);
         open.session.set_offline(Some(Credentials {
             server_url: server_url.to_owned(),
             username: username.to_owned(),
@@ -504,7 +509,6 @@ impl Users {
                 u.failed_offline = 0;
             }
         })?;
-        self.locked.store(false, Ordering::SeqCst);
         tracing::info!("signed in offline; the server will be asked for a token when it answers");
         open.sync.wake();
         self.changed.notify_waiters();
@@ -632,6 +636,7 @@ impl Users {
     /// sign-in) opens it again.
     pub(crate) fn lock(&self) {
         if self.current().is_some() && !self.locked.swap(true, Ordering::SeqCst) {
+            tracing::info!("screen locked");
             let _ = self
                 .events
                 .send(StoreEvent::everything(ChangeOrigin::Session));
@@ -662,6 +667,7 @@ impl Users {
             }
         }
         self.locked.store(false, Ordering::SeqCst);
+        tracing::info!("screen unlocked");
         let _ = self
             .events
             .send(StoreEvent::everything(ChangeOrigin::Session));

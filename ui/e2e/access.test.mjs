@@ -51,8 +51,8 @@ before(async () => {
   ca = caFile(serverDir);
   clinic(cliDir, ["--server", server.url, "login", "--username", "admin", "--password-stdin"], "demo\n", ca);
   cli = (args) => clinic(cliDir, args, undefined, ca);
-  // Six seconds without input locks the screen (IT sets minutes; decimals are for tests).
-  ({ browser, stop } = await startApp({ dataDir: appDir, server: proxy.url, ca, env: { CLINIC_IDLE_LOCK_MINUTES: "0.1" } }));
+  // A desk that does not lock by itself (0), so the waits below cannot lock it.
+  ({ browser, stop } = await startApp({ dataDir: appDir, server: proxy.url, ca, env: { CLINIC_IDLE_LOCK_MINUTES: "0" } }));
 });
 
 after(async () => {
@@ -61,28 +61,7 @@ after(async () => {
   await server?.kill();
 });
 
-test("an idle desk locks and hides patient data until the same password is entered", async () => {
-  await signIn("reception", "demo");
-  await until(browser, "the signed-in shell", () => exists("who"), 30000);
-  await until(browser, "the patient list", async () => (await patientRows()) > 0, 30000);
-  // Nobody touches the desk: it locks by itself.
-  await until(browser, "the lock screen", () => exists("lock-screen"), 30000);
-  assert.equal(await patientRows(), 0, "no patient is on screen while locked");
-  assert.equal(await exists("patient-chart"), false);
-  assert.match(await textOf("lock-screen"), /Robin Reception's session is locked/);
-  await setInput("unlock-password", "not the password");
-  await click("unlock-submit");
-  await until(browser, "the refusal", async () => (await textOf("unlock-error")) !== "");
-  assert.equal(await exists("lock-screen"), true, "a wrong password does not open it");
-  await setInput("unlock-password", "demo");
-  await click("unlock-submit");
-  await until(browser, "the shell again", async () => (await exists("who")) && (await patientRows()) > 0, 20000);
-});
-
 test("another person signs in from the lock screen; each user's queued changes stay theirs", async () => {
-  // A desk that does not lock by itself (0), so the waits below cannot lock it.
-  await stop();
-  ({ browser, stop } = await startApp({ dataDir: tempDir("clinic-access-app2-"), server: proxy.url, ca, env: { CLINIC_IDLE_LOCK_MINUTES: "0" } }));
   await signIn("reception", "demo");
   await until(browser, "reception's shell", async () => /Robin Reception/.test(await textOf("who")), 30000);
   // The doctor signs in here once (online), so this computer holds a copy for them too.
@@ -133,3 +112,29 @@ test("a disabled account cannot sign in offline once the desk has heard of it", 
   proxy.setUp(true);
   serverAdmin(serverDir, ["user", "enable", "reception"]);
 });
+
+test("an idle desk locks and hides patient data until the same password is entered", async () => {
+  // A desk that locks after six seconds without input (IT sets minutes; decimals are for tests).
+  await stop();
+  ({ browser, stop } = await startApp({
+    dataDir: tempDir("clinic-access-idle-"),
+    server: proxy.url,
+    ca,
+    env: { CLINIC_IDLE_LOCK_MINUTES: "0.1", CLINIC_LOGIN_USER: "reception", CLINIC_LOGIN_PASSWORD: "demo" },
+  }));
+  await until(browser, "the signed-in shell", () => exists("who"), 30000);
+  await until(browser, "the patient list", async () => (await patientRows()) > 0, 30000);
+  // Nobody touches the desk: it locks by itself.
+  await until(browser, "the lock screen", () => exists("lock-screen"), 30000);
+  assert.equal(await patientRows(), 0, "no patient is on screen while locked");
+  assert.equal(await exists("patient-chart"), false);
+  assert.match(await textOf("lock-screen"), /Robin Reception's session is locked/);
+  await setInput("unlock-password", "not the password");
+  await click("unlock-submit");
+  await until(browser, "the refusal", async () => (await textOf("unlock-error")) !== "");
+  assert.equal(await exists("lock-screen"), true, "a wrong password does not open it");
+  await setInput("unlock-password", "demo");
+  await click("unlock-submit");
+  await until(browser, "the shell again", async () => (await exists("who")) && (await patientRows()) > 0, 20000);
+});
+

@@ -143,7 +143,7 @@ export async function startApp({ dataDir, server, ca, port = 4444, env = {} }) {
     port,
     logLevel: "warn",
     connectionRetryTimeout: 60000,
-    capabilities: { "tauri:options": { application: bin("clinic-desktop") } },
+    capabilities: { "tauri:options": { application: process.env.CLINIC_DESKTOP_BIN ?? bin("clinic-desktop") } },
   });
   const stop = async () => {
     try { await browser.deleteSession(); } catch { /* the app may already be gone */ }

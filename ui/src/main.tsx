@@ -2,6 +2,7 @@ import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
 import { StrictMode } from "react";
 import { createRoot } from "react-dom/client";
 import { App } from "./App";
+import { CrashScreen } from "./components/Crash";
 import "./styles.css";
 
 // Reads are local and cheap; freshness comes from store events, not timers.
@@ -14,7 +15,9 @@ if (root) {
   createRoot(root).render(
     <StrictMode>
       <QueryClientProvider client={client}>
-        <App />
+        <CrashScreen>
+          <App />
+        </CrashScreen>
       </QueryClientProvider>
     </StrictMode>,
   );
