@@ -404,6 +404,7 @@ pub fn describe_mutation(m: &Mutation) -> String {
         }
         Mutation::AddTreatmentRecord(_) => "a new treatment record".into(),
         Mutation::UpdateTreatmentRecord(_) => "a change to a treatment record".into(),
+        Mutation::HandOverTreatmentRecord(_) => "handing a treatment record over".into(),
         Mutation::CreateInvoice(_) => "a new invoice".into(),
         Mutation::VoidInvoice(_) => "voiding an invoice".into(),
         Mutation::RecordPayment(a) => format!(

@@ -31,6 +31,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use clinic_shared::codec;
+use clinic_shared::field_access;
 use clinic_shared::model::{Role, Staff, Table, Timestamp};
 use clinic_shared::permissions;
 use clinic_shared::protocol::{
@@ -696,7 +697,9 @@ async fn pull(
     let tables = permissions::readable_tables(caller.user.role);
     let storage = state.storage.clone();
     let (cursor, client) = (q.cursor, q.client_id);
-    let page = blocking(move || storage.changes_page(&tables, cursor, limit, client)).await?;
+    let mut page = blocking(move || storage.changes_page(&tables, cursor, limit, client)).await?;
+    // Only the fields the role may read leave the server.
+    field_access::redact_rows(caller.user.role, &mut page.rows);
     // On record before it is delivered.
     let entries = audit::deliveries(
         caller.user.id,
@@ -741,7 +744,7 @@ async fn history(
         ));
     }
     let storage = state.storage.clone();
-    let entries = blocking(move || storage.history(table, id)).await?;
+    let mut entries = blocking(move || storage.history(table, id)).await?;
     let Some(latest) = entries.last() else {
         return Err(ApiError::new(
             ErrorCode::NotFound,
@@ -764,6 +767,8 @@ async fn history(
         row_ids: vec![id],
     };
     state.audit.record_durable(vec![entry]).await?;
+    // Before and after values: only the fields the role may read.
+    field_access::redact_history(caller.user.role, table, &mut entries);
     Ok(Json(HistoryResponse { table, id, entries }))
 }
 

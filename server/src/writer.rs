@@ -14,8 +14,9 @@ use crate::engine::{self, PreparedMutation, PushRefused, SeqAllocator};
 use crate::feed::Feed;
 use crate::revocation::Revocations;
 use crate::storage::{Change, Storage, StorageError};
+use clinic_shared::field_access;
 use clinic_shared::model::Table;
-use clinic_shared::protocol::{Actor, ErrorBody, ErrorCode, MutationResult};
+use clinic_shared::protocol::{Actor, ErrorBody, ErrorCode, MutationOutcome, MutationResult};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -52,6 +53,11 @@ impl WriterHandle {
         mutations: Vec<PreparedMutation>,
     ) -> Result<Vec<MutationResult>, ErrorBody> {
         let (reply, answer) = oneshot::channel();
+        let tables: std::collections::HashMap<u64, Table> = mutations
+            .iter()
+            .map(|m| (m.pending.mutation_id, m.pending.mutation.target().0))
+            .collect();
+        let role = actor.role;
         let job = PushJob {
             actor,
             client_id,
@@ -60,7 +66,16 @@ impl WriterHandle {
         };
         let unavailable = || ErrorBody::new(ErrorCode::Unavailable, "the server is shutting down");
         self.jobs.send(job).await.map_err(|_| unavailable())?;
-        answer.await.map_err(|_| unavailable())?
+        let mut results = answer.await.map_err(|_| unavailable())??;
+        // Conflict details carry row values: only what the role may read.
+        for r in &mut results {
+            if let (MutationOutcome::Rejected { rejection }, Some(table)) =
+                (&mut r.outcome, tables.get(&r.mutation_id))
+            {
+                field_access::redact_rejection(role, *table, rejection);
+            }
+        }
+        Ok(results)
     }
 }
 

@@ -27,6 +27,7 @@ use crate::session::{self, Caller, authenticate, prepare_push};
 use crate::storage::SecurityEvent;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use clinic_shared::codec;
+use clinic_shared::field_access;
 use clinic_shared::model::{Staff, SyncRow, Table};
 use clinic_shared::permissions;
 use clinic_shared::protocol::{
@@ -299,7 +300,7 @@ impl Session {
         loop {
             let storage = self.state.storage.clone();
             let (tables, cursor, client) = (self.tables.clone(), self.cursor, self.client_id);
-            let page = blocking(move || {
+            let mut page = blocking(move || {
                 storage.changes_page(&tables, cursor, limits::DEFAULT_PAGE_ROWS, Some(client))
             })
             .await
@@ -309,6 +310,7 @@ impl Session {
             if let Some(reason) = self.account_changed(&page.rows) {
                 return self.end(ErrorCode::SessionChanged, reason).await;
             }
+            field_access::redact_rows(self.caller.user.role, &mut page.rows);
             self.audit(AccessKind::WsCatchUp, &page.rows).await;
             self.cursor = page.cursor;
             if !page.rows.is_empty() || page.last_mutation_id.is_some() || !page.more {
@@ -407,12 +409,14 @@ impl Session {
         if let Some(reason) = self.account_changed(&batch.rows) {
             return self.end(ErrorCode::SessionChanged, reason).await;
         }
-        let rows: Vec<SyncRow> = batch
+        let mut rows: Vec<SyncRow> = batch
             .rows
             .iter()
             .filter(|r| r.version > self.cursor && self.tables.contains(&r.table))
             .cloned()
             .collect();
+        // The batch is shared by every subscriber; each gets its role's fields.
+        field_access::redact_rows(self.caller.user.role, &mut rows);
         let ack = batch.ack_for(self.client_id);
         self.audit(AccessKind::WsLive, &rows).await;
         self.cursor = batch.last_seq;

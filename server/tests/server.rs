@@ -568,9 +568,10 @@ async fn concurrent_edits_merge_by_field_and_conflicts_carry_both_values() {
     assert_eq!(stale.code, RejectCode::Conflict);
     assert_eq!(stale.conflicts[0].field, "phone");
 
-    // Clinical content: two doctors edit the same note.
+    // Clinical content: the same note edited from two of its doctor's desks
+    // (a doctor edits only their own records, so this is the conflict).
     let mut d1 = Api::login(&server, "doctor").await;
-    let mut d2 = Api::login(&server, "doctor2").await;
+    let mut d2 = Api::login(&server, "doctor").await;
     let record = AddTreatmentRecord {
         id: Uuid::now_v7(),
         patient_id: patient,

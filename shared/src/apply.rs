@@ -12,6 +12,7 @@
 //! [`RowWrite::conflict_check`]; the rule itself is [`crate::conflict`]), and
 //! credential handling for new staff.
 
+use crate::field_access;
 use crate::model::{
     Appointment, AppointmentStatus, InventoryItem, Invoice, InvoiceStatus, Patient, Payment,
     Referral, ReferralStatus, Role, Staff, Table, Timestamp, TreatmentRecord,
@@ -560,6 +561,76 @@ pub fn plan<S: RowSource>(
     now: Timestamp,
     src: &mut S,
 ) -> Plan<S::Error> {
+    let writes = plan_writes(mutation, actor, now, src)?;
+    ensure_fields_writable(actor, &writes)?;
+    Ok(writes)
+}
+
+/// A role may not write a field it may not read ([`field_access`]): the
+/// refusal names the first such field.
+fn ensure_fields_writable(actor: &Actor, writes: &[RowWrite]) -> Result<(), Rejection> {
+    for w in writes {
+        if let Some(field) =
+            field_access::unreadable_written_field(actor.role, w.table, w.before.as_ref(), &w.after)
+        {
+            return Err(Rejection::new(
+                RejectCode::Forbidden,
+                format!(
+                    "role {} may not write the {} of {}: it is withheld from that role",
+                    actor.role,
+                    field.replace('_', " "),
+                    w.table.as_str().replace('_', " ")
+                ),
+            )
+            .with_detail(RejectionDetail::WithheldField {
+                table: w.table,
+                field: field.to_owned(),
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// The name to tell a person for a staff member: the display name if the
+/// row is there, else the id.
+fn staff_name<S: RowSource>(src: &mut S, id: Uuid) -> Result<String, PlanError<S::Error>> {
+    let row = src.row(Table::Staff, id).map_err(PlanError::Source)?;
+    Ok(row
+        .and_then(|r| serde_json::from_value::<Staff>(r.data).ok())
+        .map_or_else(|| format!("staff {id}"), |s| s.display_name))
+}
+
+/// A doctor edits only the treatment records they are responsible for
+/// (`doctor_id`: the author, or the doctor an admin handed the record to).
+fn ensure_own_record<S: RowSource>(
+    src: &mut S,
+    actor: &Actor,
+    record: &TreatmentRecord,
+) -> Result<(), PlanError<S::Error>> {
+    if record.doctor_id == actor.user_id {
+        return Ok(());
+    }
+    let name = staff_name(src, record.doctor_id)?;
+    Err(PlanError::Rejected(
+        Rejection::new(
+            RejectCode::Forbidden,
+            format!(
+                "this treatment record is {name}'s: only the doctor responsible for a record \
+                 may edit it (an admin can hand it over to you)"
+            ),
+        )
+        .with_detail(RejectionDetail::RecordOwner {
+            doctor_id: record.doctor_id,
+        }),
+    ))
+}
+
+fn plan_writes<S: RowSource>(
+    mutation: &Mutation,
+    actor: &Actor,
+    now: Timestamp,
+    src: &mut S,
+) -> Plan<S::Error> {
     if !permissions::can_mutate(actor.role, mutation) {
         return reject(
             RejectCode::Forbidden,
@@ -807,6 +878,8 @@ pub fn plan<S: RowSource>(
         }
         Mutation::UpdateTreatmentRecord(a) => {
             let row = live(src, Table::TreatmentRecords, a.id)?;
+            let record: TreatmentRecord = decode(Table::TreatmentRecords, &row.data)?;
+            ensure_own_record(src, actor, &record)?;
             let fields = fields_of(&a.fields);
             let mut write = patched::<TreatmentRecord>(
                 Table::TreatmentRecords,
@@ -821,6 +894,13 @@ pub fn plan<S: RowSource>(
                 whole_row: false,
             });
             Ok(vec![write])
+        }
+        Mutation::HandOverTreatmentRecord(a) => {
+            let row = live(src, Table::TreatmentRecords, a.id)?;
+            let mut record: TreatmentRecord = decode(Table::TreatmentRecords, &row.data)?;
+            ensure_doctor(src, a.doctor_id)?;
+            record.doctor_id = a.doctor_id;
+            Ok(vec![update(Table::TreatmentRecords, a.id, &row, &record)])
         }
         Mutation::CreateInvoice(a) => {
             ensure_absent(src, Table::Invoices, a.id)?;
@@ -1539,5 +1619,119 @@ mod tests {
                 to: "completed".into()
             })
         );
+    }
+
+    fn plan_as(rows: &mut Rows, m: &Mutation, who: Actor) -> Result<Vec<RowWrite>, Rejection> {
+        match plan(m, &who, ts(NOW), rows) {
+            Ok(w) => {
+                rows.apply(&w);
+                Ok(w)
+            }
+            Err(PlanError::Rejected(r)) => Err(r),
+            Err(PlanError::Source(e)) => match e {},
+        }
+    }
+
+    #[test]
+    fn a_doctor_edits_only_their_own_records_until_an_admin_hands_one_over() {
+        use crate::mutation::{
+            AddTreatmentRecord, HandOverTreatmentRecord, TreatmentRecordPatch,
+            UpdateTreatmentRecord,
+        };
+        let mut rows = clinic();
+        let doyle = Actor {
+            user_id: id(DOYLE),
+            role: Role::Doctor,
+        };
+        let lee = Actor {
+            user_id: id(LEE),
+            role: Role::Doctor,
+        };
+        let admin = actor(Role::Admin);
+        plan_as(
+            &mut rows,
+            &Mutation::AddTreatmentRecord(AddTreatmentRecord {
+                id: id(300),
+                patient_id: id(ANNA),
+                appointment_id: None,
+                notes: "n".into(),
+                diagnosis: "d".into(),
+                procedures: vec![],
+                recorded_at: ts(NOW),
+            }),
+            doyle,
+        )
+        .unwrap();
+        let edit = Mutation::UpdateTreatmentRecord(UpdateTreatmentRecord {
+            id: id(300),
+            base_version: 0,
+            fields: TreatmentRecordPatch {
+                notes: Some("amended".into()),
+                ..Default::default()
+            },
+        });
+        // The author may; another doctor is refused, told whose it is.
+        plan_as(&mut rows, &edit, doyle).unwrap();
+        let refused = plan_as(&mut rows, &edit, lee).unwrap_err();
+        assert_eq!(refused.code, RejectCode::Forbidden);
+        assert!(refused.message.contains("doyle's"), "{}", refused.message);
+        assert_eq!(
+            refused.detail.as_deref(),
+            Some(&RejectionDetail::RecordOwner {
+                doctor_id: id(DOYLE)
+            })
+        );
+        // Only an admin hands a record over, and only to an active doctor.
+        let hand_over = |to: u128| {
+            Mutation::HandOverTreatmentRecord(HandOverTreatmentRecord {
+                id: id(300),
+                doctor_id: id(to),
+            })
+        };
+        let r = plan_as(&mut rows, &hand_over(LEE), doyle).unwrap_err();
+        assert_eq!(r.code, RejectCode::Forbidden);
+        let r = plan_as(&mut rows, &hand_over(ANNA), admin).unwrap_err();
+        assert_eq!(r.code, RejectCode::InvalidReference);
+        let writes = plan_as(&mut rows, &hand_over(LEE), admin).unwrap();
+        assert_eq!(writes.len(), 1);
+        assert_eq!(writes[0].after["doctor_id"], json_id(LEE));
+        assert_eq!(writes[0].after["notes"], "amended", "content untouched");
+        // Now Lee may edit it, and Doyle no longer.
+        plan_as(&mut rows, &edit, lee).unwrap();
+        let r = plan_as(&mut rows, &edit, doyle).unwrap_err();
+        assert!(r.message.contains("lee's"), "{}", r.message);
+    }
+
+    fn json_id(n: u128) -> Value {
+        Value::String(id(n).to_string())
+    }
+
+    #[test]
+    fn the_planner_refuses_a_write_of_a_withheld_field_by_name() {
+        let mut writes = vec![RowWrite {
+            table: Table::Referrals,
+            id: id(5),
+            action: Action::Create,
+            before: None,
+            after: serde_json::json!({"id": id(5), "reason": "chest pain", "status": "draft"}),
+            conflict_check: None,
+        }];
+        let r = ensure_fields_writable(&actor(Role::Reception), &writes).unwrap_err();
+        assert_eq!(r.code, RejectCode::Forbidden);
+        assert_eq!(
+            r.message,
+            "role reception may not write the reason of referrals: it is withheld from that role"
+        );
+        assert_eq!(
+            r.detail.as_deref(),
+            Some(&RejectionDetail::WithheldField {
+                table: Table::Referrals,
+                field: "reason".into()
+            })
+        );
+        ensure_fields_writable(&actor(Role::Doctor), &writes).unwrap();
+        // Without the field (the desk's redacted row, planned back): fine.
+        writes[0].after = serde_json::json!({"id": id(5), "status": "draft"});
+        ensure_fields_writable(&actor(Role::Reception), &writes).unwrap();
     }
 }

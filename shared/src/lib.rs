@@ -7,6 +7,7 @@
 //! - [`mutation`]: the intents clients send.
 //! - [`validate`]: field rules; every error names its field.
 //! - [`permissions`]: the role matrix.
+//! - [`field_access`]: the field-level read matrix and the redaction of rows.
 //! - [`apply`]: from an intent and current rows to row writes, with the
 //!   clinic rules (shared by server and client).
 //! - [`conflict`]: the field-conflict rule for updates based on an old version.
@@ -20,6 +21,7 @@
 pub mod apply;
 pub mod codec;
 pub mod conflict;
+pub mod field_access;
 pub mod fingerprint;
 pub mod logging;
 pub mod model;

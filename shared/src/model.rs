@@ -352,7 +352,9 @@ pub struct TreatmentRecord {
     pub id: Uuid,
     /// The patient.
     pub patient_id: Uuid,
-    /// The doctor who wrote it.
+    /// The doctor responsible for it, the only one who may edit it: the
+    /// doctor who wrote it, unless an admin handed it over
+    /// (`hand_over_treatment_record`; the change log keeps the author).
     pub doctor_id: Uuid,
     /// The visit it belongs to, if any.
     #[serde(default)]
@@ -537,7 +539,10 @@ pub struct Referral {
     pub referring_doctor_id: Uuid,
     /// Who the patient is referred to (specialty, clinic or person).
     pub referred_to: String,
-    /// Clinical reason.
+    /// Clinical reason. Withheld from roles that may not read it (absent
+    /// from the row they receive, see [`crate::field_access`]), so it
+    /// decodes as empty there.
+    #[serde(default)]
     pub reason: String,
     /// How soon.
     pub urgency: Urgency,

@@ -72,8 +72,12 @@ pub enum Mutation {
     SetAppointmentStatus(SetAppointmentStatus),
     /// Doctor: write a treatment record.
     AddTreatmentRecord(AddTreatmentRecord),
-    /// Doctor: edit a treatment record.
+    /// Doctor: edit a treatment record (their own: see
+    /// [`Mutation::HandOverTreatmentRecord`]).
     UpdateTreatmentRecord(UpdateTreatmentRecord),
+    /// Admin: make another doctor responsible for a treatment record, so
+    /// that they may edit it (a doctor edits only their own records).
+    HandOverTreatmentRecord(HandOverTreatmentRecord),
     /// Issue an invoice.
     CreateInvoice(CreateInvoice),
     /// Void an open invoice with no payments.
@@ -355,6 +359,17 @@ pub struct UpdateTreatmentRecord {
     pub fields: TreatmentRecordPatch,
 }
 
+/// Arguments of [`Mutation::HandOverTreatmentRecord`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+#[serde(deny_unknown_fields)]
+pub struct HandOverTreatmentRecord {
+    /// Record row.
+    pub id: Uuid,
+    /// The doctor who becomes responsible for it (an active doctor).
+    pub doctor_id: Uuid,
+}
+
 /// Arguments of [`Mutation::CreateInvoice`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
 #[ts(export)]
@@ -556,6 +571,7 @@ impl Mutation {
             Mutation::SetAppointmentStatus(_) => "set_appointment_status",
             Mutation::AddTreatmentRecord(_) => "add_treatment_record",
             Mutation::UpdateTreatmentRecord(_) => "update_treatment_record",
+            Mutation::HandOverTreatmentRecord(_) => "hand_over_treatment_record",
             Mutation::CreateInvoice(_) => "create_invoice",
             Mutation::VoidInvoice(_) => "void_invoice",
             Mutation::RecordPayment(_) => "record_payment",
@@ -569,7 +585,7 @@ impl Mutation {
 
     /// Every mutation's wire name, in declaration order (the permission
     /// matrix the UI uses is generated over this list).
-    pub const KINDS: [&'static str; 21] = [
+    pub const KINDS: [&'static str; 22] = [
         "create_staff",
         "set_staff_role",
         "set_staff_active",
@@ -583,6 +599,7 @@ impl Mutation {
         "set_appointment_status",
         "add_treatment_record",
         "update_treatment_record",
+        "hand_over_treatment_record",
         "create_invoice",
         "void_invoice",
         "record_payment",
@@ -623,6 +640,7 @@ impl Mutation {
             Mutation::SetAppointmentStatus(a) => (Table::Appointments, a.id),
             Mutation::AddTreatmentRecord(a) => (Table::TreatmentRecords, a.id),
             Mutation::UpdateTreatmentRecord(a) => (Table::TreatmentRecords, a.id),
+            Mutation::HandOverTreatmentRecord(a) => (Table::TreatmentRecords, a.id),
             Mutation::CreateInvoice(a) => (Table::Invoices, a.id),
             Mutation::VoidInvoice(a) => (Table::Invoices, a.id),
             Mutation::RecordPayment(a) => (Table::Payments, a.id),

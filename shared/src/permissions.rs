@@ -7,13 +7,19 @@
 //! | staff             | rw    | r      | r         | r         |
 //! | patients          | rw    | rw¹    | r         | rw        |
 //! | appointments      | rw    | rw     | r, status | rw        |
-//! | treatment_records | r     | rw     | –         | –         |
+//! | treatment_records | r, hand over² | rw³ | –    | –         |
 //! | invoices          | rw    | –      | –         | rw        |
 //! | payments          | rw    | –      | –         | rw        |
 //! | inventory_items   | rw    | rw     | rw        | –         |
 //! | referrals         | r, status | rw | –         | r, status |
 //!
 //! ¹ doctors register and edit patients but do not archive (or delete) them.
+//! ² an admin hands a record over to another doctor (the one grant there is).
+//! ³ a doctor edits only the records they are responsible for: their own, or
+//!   one handed over to them (the planner's rule, [`crate::apply`]).
+//!
+//! Within a table, [`crate::field_access`] decides field by field what each
+//! role receives (reception gets referrals without their clinical reason).
 //!
 //! The desk's copy of this matrix (`ui/src/bindings/permissions.ts`) is
 //! generated from these functions by a test, never written by hand.
@@ -59,6 +65,7 @@ pub fn can_send(role: Role, kind: &str) -> bool {
         "book_appointment" | "reschedule_appointment" => matches!(role, Admin | Doctor | Reception),
         "set_appointment_status" => true,
         "add_treatment_record" | "update_treatment_record" => role == Doctor,
+        "hand_over_treatment_record" => role == Admin,
         "create_invoice" | "void_invoice" | "record_payment" => matches!(role, Admin | Reception),
         "create_inventory_item" | "update_inventory_item" | "adjust_stock" => {
             matches!(role, Admin | Doctor | Assistant)

@@ -305,6 +305,22 @@ pub enum RejectionDetail {
         /// What is wrong with it.
         problem: ReferenceProblem,
     },
+    /// The treatment record is another doctor's (`forbidden`): a doctor
+    /// edits only the records they are responsible for, unless an admin
+    /// hands the record over (`hand_over_treatment_record`).
+    RecordOwner {
+        /// The doctor responsible for the record (its author, unless an
+        /// admin handed it over).
+        doctor_id: Uuid,
+    },
+    /// A field the role may not read, so may not write either
+    /// (`forbidden`); see `clinic_shared::field_access`.
+    WithheldField {
+        /// Its table.
+        table: Table,
+        /// The field.
+        field: String,
+    },
     /// Which clinic rule (`rule_violation`).
     Rule {
         /// The rule.

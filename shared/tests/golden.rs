@@ -22,10 +22,11 @@ use clinic_shared::model::{
 };
 use clinic_shared::mutation::{
     AddTreatmentRecord, AdjustStock, ArchivePatient, BookAppointment, CreateInventoryItem,
-    CreateInvoice, CreatePatient, CreateReferral, CreateStaff, DeletePatient, InventoryItemPatch,
-    Mutation, PatientPatch, PendingMutation, RecordPayment, RescheduleAppointment, RestorePatient,
-    SetAppointmentStatus, SetReferralStatus, SetStaffActive, SetStaffRole, TreatmentRecordPatch,
-    UpdateInventoryItem, UpdatePatient, UpdateTreatmentRecord, VoidInvoice,
+    CreateInvoice, CreatePatient, CreateReferral, CreateStaff, DeletePatient,
+    HandOverTreatmentRecord, InventoryItemPatch, Mutation, PatientPatch, PendingMutation,
+    RecordPayment, RescheduleAppointment, RestorePatient, SetAppointmentStatus, SetReferralStatus,
+    SetStaffActive, SetStaffRole, TreatmentRecordPatch, UpdateInventoryItem, UpdatePatient,
+    UpdateTreatmentRecord, VoidInvoice,
 };
 use clinic_shared::protocol::{
     AccessKind, AccessLogEntry, AccessLogResponse, PasswordChangeRequest, PasswordChangeResponse,
@@ -652,6 +653,13 @@ fn rejection_details() {
         RejectionDetail::Rule {
             rule: Rule::HasFutureAppointments,
         },
+        RejectionDetail::RecordOwner {
+            doctor_id: id(OTHER_DOCTOR),
+        },
+        RejectionDetail::WithheldField {
+            table: Table::Referrals,
+            field: "reason".into(),
+        },
     ];
     golden("rejection_details", &details);
 }
@@ -719,6 +727,15 @@ fn mutation_update_treatment_record() {
         },
     });
     golden_mutation("mutation_update_treatment_record", 10, m);
+}
+
+#[test]
+fn mutation_hand_over_treatment_record() {
+    let m = Mutation::HandOverTreatmentRecord(HandOverTreatmentRecord {
+        id: id(TREATMENT),
+        doctor_id: id(OTHER_DOCTOR),
+    });
+    golden_mutation("mutation_hand_over_treatment_record", 10, m);
 }
 
 #[test]
@@ -1113,6 +1130,28 @@ fn entity_inventory_item() {
 #[test]
 fn entity_referral() {
     golden("entity_referral", &referral());
+}
+
+/// A referral as reception receives it: the clinical reason is absent
+/// (clinic_shared::field_access), and the row still decodes as a referral.
+#[test]
+fn sync_row_referral_for_reception() {
+    let mut data = serde_json::to_value(referral()).expect("serializes");
+    assert!(clinic_shared::field_access::redact(
+        Role::Reception,
+        Table::Referrals,
+        &mut data
+    ));
+    let decoded: Referral = serde_json::from_value(data.clone()).expect("decodes");
+    assert_eq!(decoded.reason, "");
+    let row = SyncRow {
+        table: Table::Referrals,
+        id: id(REFERRAL),
+        version: 57,
+        deleted: false,
+        data: Some(data),
+    };
+    golden("sync_row_referral_for_reception", &row);
 }
 
 // ---------------------------------------------------------------------------

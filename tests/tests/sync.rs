@@ -537,9 +537,10 @@ async fn refused_changes_roll_back_with_the_servers_reason() {
     desk_a.wait_for("no pending", |d| d.pending() == 0).await;
     desk_a.stop().await;
 
-    // 2. A clinical note edited by two doctors from the same version.
+    // 2. A clinical note edited from the same version on two desks of its
+    //    doctor (a doctor edits only their own records).
     let d1 = Desk::new(&server.base, "doctor").await;
-    let mut d2 = Desk::new(&server.base, "doctor2").await;
+    let mut d2 = Desk::new(&server.base, "doctor").await;
     d1.client.sync_once().await.unwrap();
     let record = AddTreatmentRecord {
         id: Uuid::now_v7(),
@@ -978,6 +979,98 @@ async fn a_role_change_removes_what_the_user_may_no_longer_see() {
         !desk.client.rows(Table::Invoices).await.unwrap().is_empty(),
         "and it now sees billing"
     );
+    desk.stop().await;
+}
+
+/// Issue 11, item 4: a doctor's desk on the HTTP fallback (no WebSocket)
+/// is demoted to reception; the long-poll answer's role makes the desk purge
+/// what the new role may not read, field by field (the same
+/// `clinic_shared::field_access::redact` the server sends by), in its
+/// confirmed and its visible rows.
+#[tokio::test]
+async fn a_role_change_over_long_poll_leaves_no_withheld_field_in_the_mirror() {
+    use clinic_shared::field_access;
+    use clinic_shared::model::{Role, Urgency};
+    const REASON: &str = "Recurrent syncope, exclude arrhythmia (e2e-5d1)";
+    let server = Server::start_tls();
+    let proxy = Proxy::start_tls(&server).await;
+    proxy.block_websocket(true);
+    let mut desk = Desk::new(&proxy.url(), "doctor2").await;
+    desk.start();
+    desk.wait_for("polling", |d| {
+        d.connection() == Connection::Polling && d.synced_once
+    })
+    .await;
+    let patient = desk.client.rows(Table::Patients).await.unwrap()[0].id;
+    let referral = CreateReferral {
+        id: Uuid::now_v7(),
+        patient_id: patient,
+        referred_to: "Cardiology, City Hospital".into(),
+        reason: REASON.into(),
+        urgency: Urgency::Urgent,
+        created_at: ts("2026-11-23T09:58:00Z"),
+    };
+    let id = referral.id;
+    desk.client
+        .mutate(Mutation::CreateReferral(referral))
+        .await
+        .unwrap();
+    desk.wait_for("the referral confirmed", |d| {
+        d.pending() == 0 && d.has(Table::Referrals, id)
+    })
+    .await;
+    let held = |rows: &[clinic_client::DumpRow]| {
+        rows.iter()
+            .find(|r| r.0 == Table::Referrals && r.1 == id)
+            .and_then(|r| r.4.clone())
+            .expect("the referral is in the mirror")
+    };
+    assert_eq!(
+        held(&desk.client.dump(false).await.unwrap())["reason"],
+        REASON
+    );
+
+    let out = server.admin(
+        &["user", "set-role", "doctor2", "--role", "reception"],
+        None,
+    );
+    assert!(out.status.success());
+    desk.wait_for("the desk to sync again as reception", |d| {
+        d.role == Some(Role::Reception) && d.synced_once
+    })
+    .await;
+    assert_ne!(
+        desk.snap().await.connection(),
+        Connection::Live,
+        "the role change came over long-poll"
+    );
+    for visible in [false, true] {
+        let rows = desk.client.dump(visible).await.unwrap();
+        for (table, row_id, _, _, data) in &rows {
+            let Some(data) = data.as_ref().and_then(Value::as_object) else {
+                continue;
+            };
+            assert!(
+                *table != Table::TreatmentRecords,
+                "no treatment records (visible: {visible})"
+            );
+            for field in data.keys() {
+                assert!(
+                    field_access::can_read_field(Role::Reception, *table, field),
+                    "{table}.{field} of {row_id} left in the mirror (visible: {visible})"
+                );
+            }
+        }
+        let referral = held(&rows);
+        assert!(referral.get("reason").is_none(), "{referral}");
+        assert_eq!(referral["referred_to"], "Cardiology, City Hospital");
+        assert!(
+            !rows
+                .iter()
+                .any(|r| r.4.as_ref().is_some_and(|d| d.to_string().contains(REASON))),
+            "no trace of the reason (visible: {visible})"
+        );
+    }
     desk.stop().await;
 }
 

@@ -5,9 +5,10 @@
 
 use super::meta;
 use super::outbox::{immediate, outbox_len};
-use super::rows::{clear_search, drop_table};
+use super::rows::{clear_search, drop_table, redact_table};
 use crate::error::{ClientError, ClientResult};
 use crate::types::{ChangeOrigin, StoreEvent};
+use clinic_shared::field_access;
 use clinic_shared::model::{Staff, Table};
 use clinic_shared::permissions;
 use rusqlite::Connection;
@@ -89,7 +90,9 @@ pub(crate) fn drop_token(conn: &Connection) -> ClientResult<()> {
 }
 
 /// The user's role changed: rows the new role may not read are removed,
-/// and the mirror re-syncs from the start (the new role may see more).
+/// fields it may not read are removed from the rows it keeps (by the same
+/// rule the server sends by, [`field_access::redact`]), and the mirror
+/// re-syncs from the start (the new role may see more).
 pub(crate) fn change_role(conn: &mut Connection, user: &Staff) -> ClientResult<StoreEvent> {
     let tx = immediate(conn)?;
     for table in Table::ALL
@@ -97,6 +100,11 @@ pub(crate) fn change_role(conn: &mut Connection, user: &Staff) -> ClientResult<S
         .filter(|t| !permissions::can_read(user.role, *t))
     {
         drop_table(&tx, table)?;
+    }
+    for table in Table::ALL {
+        if !field_access::withheld_fields(user.role, table).is_empty() {
+            redact_table(&tx, user.role, table)?;
+        }
     }
     meta::set(&tx, &meta::USER, user)?;
     meta::set(&tx, &meta::CURSOR, &0)?;

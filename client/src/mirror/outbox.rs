@@ -10,6 +10,7 @@ use super::rows::{
 use crate::error::{ClientError, ClientResult};
 use crate::types::{ChangeOrigin, PendingEntry, QueueStats, Receipt, RejectedEntry, StoreEvent};
 use clinic_shared::apply::{self, PlanError, RowWrite};
+use clinic_shared::field_access;
 use clinic_shared::model::{Table, Timestamp};
 use clinic_shared::mutation::{Mutation, PendingMutation};
 use clinic_shared::protocol::{Actor, MutationOutcome, MutationResult, Rejection};
@@ -57,7 +58,16 @@ pub(crate) fn planned(
     now: Timestamp,
 ) -> ClientResult<Result<Vec<RowWrite>, Rejection>> {
     match apply::plan(mutation, actor, now, &mut VisibleSource(conn)) {
-        Ok(writes) => Ok(Ok(writes)),
+        Ok(mut writes) => {
+            // The optimistic rows hold what the server will send this role:
+            // a field the role may not read (planned back from a row that
+            // lacks it) is not kept.
+            for w in &mut writes {
+                field_access::redact(actor.role, w.table, &mut w.after);
+                field_access::redact_opt(actor.role, w.table, w.before.as_mut());
+            }
+            Ok(Ok(writes))
+        }
         Err(PlanError::Rejected(r)) => Ok(Err(r)),
         Err(PlanError::Source(e)) => Err(e),
     }

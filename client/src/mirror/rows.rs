@@ -3,7 +3,8 @@
 
 use crate::error::{ClientError, ClientResult};
 use clinic_shared::apply::{Action, CurrentRow, RowSource, RowWrite, SlotCandidate};
-use clinic_shared::model::{Table, Timestamp};
+use clinic_shared::field_access;
+use clinic_shared::model::{Role, Table, Timestamp};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 use uuid::Uuid;
@@ -309,6 +310,29 @@ pub(crate) fn drop_table(conn: &Connection, table: Table) -> ClientResult<()> {
     conn.execute("DELETE FROM visible WHERE tbl = ?1", [table.as_str()])?;
     if table == Table::Patients {
         clear_search(conn)?;
+    }
+    Ok(())
+}
+
+/// Removes from every confirmed and visible row of `table` the fields
+/// `role` may not read ([`field_access::redact`]; a role change).
+pub(crate) fn redact_table(conn: &Connection, role: Role, table: Table) -> ClientResult<()> {
+    for store in ["confirmed", "visible"] {
+        let rows: Vec<(String, String)> = conn
+            .prepare(&format!(
+                "SELECT id, data FROM {store} WHERE tbl = ?1 AND data IS NOT NULL"
+            ))?
+            .query_map([table.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut update = conn.prepare(&format!(
+            "UPDATE {store} SET data = ?3 WHERE tbl = ?1 AND id = ?2"
+        ))?;
+        for (id, data) in rows {
+            let mut value: Value = json(&data)?;
+            if field_access::redact(role, table, &mut value) {
+                update.execute(params![table.as_str(), id, value.to_string()])?;
+            }
+        }
     }
     Ok(())
 }

@@ -24,7 +24,9 @@ referring_doctor_id: string,
  */
 referred_to: string, 
 /**
- * Clinical reason.
+ * Clinical reason. Withheld from roles that may not read it (absent
+ * from the row they receive, see [`crate::field_access`]), so it
+ * decodes as empty there.
  */
 reason: string, 
 /**

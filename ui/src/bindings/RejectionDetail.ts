@@ -74,7 +74,20 @@ id: string,
 /**
  * What is wrong with it.
  */
-problem: ReferenceProblem, } | { "kind": "rule", 
+problem: ReferenceProblem, } | { "kind": "record_owner", 
+/**
+ * The doctor responsible for the record (its author, unless an
+ * admin handed it over).
+ */
+doctor_id: string, } | { "kind": "withheld_field", 
+/**
+ * Its table.
+ */
+table: Table, 
+/**
+ * The field.
+ */
+field: string, } | { "kind": "rule", 
 /**
  * The rule.
  */

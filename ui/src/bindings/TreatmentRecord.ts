@@ -14,7 +14,9 @@ id: string,
  */
 patient_id: string, 
 /**
- * The doctor who wrote it.
+ * The doctor responsible for it, the only one who may edit it: the
+ * doctor who wrote it, unless an admin handed it over
+ * (`hand_over_treatment_record`; the change log keeps the author).
  */
 doctor_id: string, 
 /**

@@ -248,3 +248,97 @@ fn a_new_user_does_not_inherit_the_previous_clients_acknowledgement() {
         "the new user's pending patient is shown"
     );
 }
+
+/// A doctor's desk demoted to reception: the referral it holds loses its
+/// clinical reason (the field the new role may not read), in the confirmed
+/// and the visible rows, by the same rule the server sends by; a status
+/// change planned on the redacted row keeps it out of the visible row too.
+#[test]
+fn a_role_change_removes_the_fields_the_new_role_may_not_read() {
+    use clinic_shared::field_access;
+    use clinic_shared::model::ReferralStatus;
+    use clinic_shared::mutation::SetReferralStatus;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let mut me = Staff {
+        id: uuid(0xD0),
+        username: "dr".into(),
+        display_name: "Dr".into(),
+        role: Role::Doctor,
+        active: true,
+    };
+    store.sign_in("http://test", "token", &me).unwrap();
+    let (patient, referral) = (uuid(0x100), uuid(0x200));
+    let referral_json = json!({"id": referral, "patient_id": patient,
+        "referring_doctor_id": me.id, "referred_to": "Cardiology",
+        "reason": "Chest pain on exertion", "urgency": "urgent",
+        "status": "draft", "created_at": "2031-03-03T08:00:00Z"});
+    store
+        .apply_remote(
+            &[
+                Server::sync_row(
+                    Table::Staff,
+                    me.id,
+                    1,
+                    false,
+                    &serde_json::to_value(&me).unwrap(),
+                ),
+                Server::sync_row(
+                    Table::Patients,
+                    patient,
+                    2,
+                    false,
+                    &patient_json(patient, "Ann", None),
+                ),
+                Server::sync_row(Table::Referrals, referral, 3, false, &referral_json),
+            ],
+            3,
+            None,
+            true,
+        )
+        .unwrap();
+    assert_eq!(
+        store.get(Table::Referrals, referral).unwrap().unwrap().data["reason"],
+        "Chest pain on exertion"
+    );
+
+    me.role = Role::Reception;
+    store.change_role(&me).unwrap();
+    let withheld = field_access::withheld_fields(Role::Reception, Table::Referrals);
+    assert_eq!(withheld, ["reason"]);
+    for visible in [false, true] {
+        let rows = store.dump(visible).unwrap();
+        let (_, _, _, _, data) = rows
+            .iter()
+            .find(|r| r.0 == Table::Referrals && r.1 == referral)
+            .expect("the referral stays: reception reads referrals");
+        let data = data.as_ref().unwrap();
+        for field in &withheld {
+            assert!(
+                data.get(*field).is_none(),
+                "{field} left (visible: {visible})"
+            );
+        }
+        assert_eq!(data["referred_to"], "Cardiology");
+        assert!(
+            !rows.iter().any(|r| r
+                .4
+                .as_ref()
+                .is_some_and(|d| d.to_string().contains("Chest pain"))),
+            "no trace of the reason (visible: {visible})"
+        );
+    }
+
+    // Reception sends the referral: planned on the redacted row, the
+    // optimistic row still has no reason.
+    store
+        .mutate(&Mutation::SetReferralStatus(SetReferralStatus {
+            id: referral,
+            status: ReferralStatus::Sent,
+        }))
+        .unwrap();
+    let shown = store.get(Table::Referrals, referral).unwrap().unwrap();
+    assert!(shown.pending);
+    assert_eq!(shown.data["status"], "sent");
+    assert!(shown.data.get("reason").is_none(), "{}", shown.data);
+}
