@@ -57,6 +57,11 @@ const clash = (w: "doctor" | "patient"): Rejection => ({
 });
 
 describe("refusals as sentences", () => {
+  it("names the doctor whose record it is", () => {
+    expect(rejectionSentence({ code: "forbidden", message: "x", detail: { kind: "record_owner", doctor_id: DOYLE } }, names)).toBe(
+      "This treatment record is Dr Doyle's; only they can change it, or an administrator can hand it over to you.",
+    );
+  });
   it("says a double booking in words, in the clinic's zone", () => {
     expect(rejectionSentence(clash("doctor"), names)).toBe("Dr Doyle already has Ben Roth at 15:30–16:00 on Mon, 3 Feb 2031.");
     expect(rejectionSentence(clash("patient"), names)).toBe("Anna Meyer already has an appointment with Dr Doyle at 15:30–16:00 on Mon, 3 Feb 2031.");
@@ -79,6 +84,8 @@ describe("refusals as sentences", () => {
       ),
       { code: "conflict", message: raw, conflicts: [{ field: "phone", yours: "1", theirs: "2", clinical: false }] },
       { code: "validation", message: "invalid: date_of_birth", fields: [{ field: "date_of_birth", code: "in_the_future", message: "is in the future" }] },
+      { code: "forbidden", message: raw, detail: { kind: "record_owner", doctor_id: DOYLE } },
+      { code: "forbidden", message: raw, detail: { kind: "withheld_field", table: "referrals", field: "reason" } },
     ];
     for (const r of details) clean(rejectionSentence(r, names));
     expect(rejectionSentence(details[0], names)).toBe("2 future appointments are still booked; cancel them to archive.");

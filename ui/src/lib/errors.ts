@@ -224,6 +224,8 @@ export function describeMutation(m: Mutation, n: Names): string {
       return `Referring ${patientName(n, m.args.patient_id)}`;
     case "set_referral_status":
       return "Updating a referral";
+    case "hand_over_treatment_record":
+      return `Handing a treatment record over to ${staffName(n, m.args.doctor_id)}`;
     default:
       return unreachable(m);
   }
@@ -239,6 +241,9 @@ export function rejectionSentence(r: Rejection, n: Names): string {
       return first ? fieldSentence(first, c.locale) : "Some details are missing or not valid.";
     }
     case "forbidden":
+      if (d?.kind === "record_owner")
+        return `This treatment record is ${staffName(n, d.doctor_id)}'s; only they can change it, or an administrator can hand it over to you.`;
+      if (d?.kind === "withheld_field") return `Your role may not see or set the ${fieldLabel(d.field).toLowerCase()} of a ${TABLE_WORDS[d.table]}.`;
       return "Your role does not allow this change. Ask a colleague who may make it.";
     case "not_found":
       return d?.kind === "reference" && d.problem === "deleted"
