@@ -466,7 +466,11 @@ impl Users {
         else {
             return Ok(None);
         };
-        if !known.offline_allowed {
+        // A revocation still being applied counts as applied.
+        let revoking = self
+            .current()
+            .is_some_and(|o| o.user == user && o.session.revoked());
+        if !known.offline_allowed || revoking {
             return Err(ClientError::Auth(
                 "your sessions were ended on the server: signing in needs the server this time"
                     .into(),

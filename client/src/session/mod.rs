@@ -56,6 +56,9 @@ pub(crate) struct Session {
     /// The server signed this user in on condition that they change their
     /// password first: nothing syncs until they do.
     must_change: std::sync::atomic::AtomicBool,
+    /// The server revoked this session (set before the token is dropped, so
+    /// no offline sign-in slips in while the revocation is being applied).
+    revoked: std::sync::atomic::AtomicBool,
 }
 
 impl Session {
@@ -65,6 +68,7 @@ impl Session {
             transport,
             offline: Mutex::new(None),
             must_change: std::sync::atomic::AtomicBool::new(false),
+            revoked: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -94,6 +98,17 @@ impl Session {
             .store(must, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Whether the server revoked the session (until the next online sign-in).
+    pub(crate) fn revoked(&self) -> bool {
+        self.revoked.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Marks the session revoked: no offline sign-in for this user from now.
+    pub(crate) fn set_revoked(&self) {
+        self.revoked
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// The server and token of the current session, if there is one.
     pub(crate) async fn credentials(&self) -> ClientResult<Option<(String, String)>> {
         let stored = self.mirror.identity().await?;
@@ -121,6 +136,8 @@ impl Session {
             .sign_in(server_url.to_owned(), token, user, time_zone)
             .await?;
         self.set_offline(None);
+        self.revoked
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         self.set_must_change_password(must_change_password);
         Ok(())
     }

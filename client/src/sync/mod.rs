@@ -286,6 +286,9 @@ impl SyncEngine {
             _ => return None,
         };
         tracing::info!("the server ended the session; holding changes");
+        if matches!(end, SessionEnd::Revoked(_)) {
+            self.session.set_revoked();
+        }
         if let Err(e) = self.session.drop_token().await {
             tracing::warn!(error = %e, "could not forget the refused token");
         }
@@ -324,7 +327,10 @@ impl SyncEngine {
                             _ = shutdown.changed() => {}
                         }
                     }
-                    Err(ClientError::Auth(m)) => break RunEnd::Revoked(m),
+                    Err(ClientError::Auth(m)) => {
+                        self.session.set_revoked();
+                        break RunEnd::Revoked(m);
+                    }
                     Err(ClientError::Server(body))
                         if body.code == clinic_shared::protocol::ErrorCode::Forbidden =>
                     {
