@@ -10,8 +10,8 @@ import type { Mutation } from "../bindings/Mutation";
 import type { Rejection } from "../bindings/Rejection";
 import { awaitOutcome } from "./outcome";
 
-/** How long an open form waits for the server's answer before it trusts the queue. */
-export const ANSWER_WAIT_MS = 3000;
+/** How long an open form waits for the server's answer before it trusts the queue (six seconds: a busy server on a small machine still answers two desks booking at once within it). */
+export const ANSWER_WAIT_MS = 6000;
 
 export type Sent =
   | { state: "refused"; rejection: Rejection; mutationId: number | null }
