@@ -14,21 +14,32 @@ if [ -z "${CLINIC_KEYRING_READY:-}" ]; then
   exec scripts/with-keyring.sh "$0" "$@"
 fi
 
-echo "==> UI: type-check and build"
+# Each stage says how long it took, so a slow CI run shows where time went.
+stage_name="" stage_start=$SECONDS
+stage() {
+  if [ -n "$stage_name" ]; then
+    echo "==> ($stage_name: $((SECONDS - stage_start)) s)"
+  fi
+  stage_name=$1 stage_start=$SECONDS
+  [ -n "$1" ] && echo "==> $1"
+  return 0
+}
+
+stage "UI: type-check and build"
 scripts/build-ui.sh
-echo "==> cargo fmt --check"
+stage "cargo fmt --check"
 cargo fmt --all -- --check
-echo "==> cargo clippy -D warnings"
+stage "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "==> cargo test"
+stage "cargo test"
 # The end-to-end tests run the real binaries: `cargo test` rebuilds only the
 # binaries of packages with tests of their own, so build every one first (a
 # stale `clinic` would meet a mirror from a newer schema).
 cargo build --workspace --bins --locked
 cargo test --workspace --locked
-echo "==> fuzz (bounded CI run; scripts/fuzz.sh without --ci is the long run)"
+stage "fuzz (bounded CI run; scripts/fuzz.sh without --ci is the long run)"
 scripts/fuzz.sh --ci
-echo "==> benchmark smoke run (keeps clinic-bench working; judges no speed)"
+stage "benchmark smoke run (keeps clinic-bench working; judges no speed)"
 cargo build --locked -p clinic-server -p clinic-bench
 cargo run --locked -p clinic-bench -- --smoke
 if git rev-parse --git-dir >/dev/null 2>&1 && ! git diff --quiet -- ui/src/bindings; then
@@ -36,8 +47,10 @@ if git rev-parse --git-dir >/dev/null 2>&1 && ! git diff --quiet -- ui/src/bindi
   git diff --stat -- ui/src/bindings >&2
   exit 1
 fi
-echo "==> UI unit tests (Vitest)"
+stage "UI unit tests (Vitest)"
 (cd ui && npx --no-install vitest run)
-echo "==> desktop app end to end (WebDriver, Xvfb)"
+stage "desktop app end to end (WebDriver, Xvfb)"
 cargo build --locked -p clinic-desktop -p clinic-server -p clinic-cli
 (cd ui && xvfb-run -a timeout 900 node --test --test-concurrency=1 e2e/)
+stage ""
+echo "==> all tests passed in $SECONDS s"

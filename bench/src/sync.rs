@@ -85,6 +85,9 @@ pub(crate) fn child_sync(
         let _ = tokio::time::timeout(Duration::from_secs(10), client.stop()).await;
         let counts = client.counts().await?;
         let cursor = client.sync_state().await?.cursor;
+        let db_bytes = harness::db_bytes(&client.database_file()?);
+        // Closed before the process exits, as every front end does.
+        client.close().await;
         Ok(ChildReport {
             open_secs,
             sync_secs,
@@ -96,7 +99,7 @@ pub(crate) fn child_sync(
                 .into_iter()
                 .map(|(t, n)| (t.as_str().to_owned(), n))
                 .collect(),
-            db_bytes: harness::db_bytes(&client.database_file()?),
+            db_bytes,
         })
     })
 }

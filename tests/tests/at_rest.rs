@@ -325,3 +325,37 @@ where
         }
     }
 }
+
+/// A desk dropped without `close()` has closed its database when the drop
+/// returns (SQLite removes the WAL with the last connection). A program
+/// that then returns from `main` must not have a connection still closing
+/// on another thread: SQLCipher's exit handler frees the memory that close
+/// frees (a benchmark child died of "double free or corruption" that way).
+#[tokio::test]
+async fn a_dropped_desk_has_closed_its_database_when_the_drop_returns() {
+    let server = Server::start_tls();
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("desk");
+    let client = desk(&server, &dir).await;
+    client
+        .sign_in(&server.base, "doctor", "demo")
+        .await
+        .unwrap();
+    client.sync_once().await.unwrap();
+    let db = client.database_file().unwrap();
+    let side = |suffix: &str| {
+        let mut name = db.file_name().unwrap().to_os_string();
+        name.push(suffix);
+        db.with_file_name(name)
+    };
+    assert!(side("-wal").exists(), "the synced desk has no WAL to check");
+    drop(client);
+    assert!(
+        !side("-wal").exists(),
+        "a connection was still open after the drop"
+    );
+    assert!(
+        !side("-shm").exists(),
+        "a connection was still open after the drop"
+    );
+}

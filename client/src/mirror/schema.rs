@@ -168,7 +168,8 @@ pub(crate) fn migrate(conn: &mut Connection) -> ClientResult<()> {
 /// milliseconds, every hundred or so commits. Instead a thread with its own
 /// connection runs a passive checkpoint every second, which never blocks a
 /// commit, and leaves commits only the remainder, rarely (see
-/// [`WAL_PAGES_BEFORE_COMMIT_CHECKPOINTS`]). It stops when dropped.
+/// [`WAL_PAGES_BEFORE_COMMIT_CHECKPOINTS`]). It stops when dropped, and the
+/// drop waits until its connection is closed.
 pub(crate) struct Checkpointer {
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -219,7 +220,8 @@ impl Checkpointer {
 
 impl Drop for Checkpointer {
     fn drop(&mut self) {
-        // Without waiting: dropping the sender ends the thread's loop.
-        self.stop.take();
+        // Waits, like the last `DbThread` handle: a connection still
+        // closing when the process exits races SQLCipher's exit handler.
+        self.finish();
     }
 }
