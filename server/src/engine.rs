@@ -2,7 +2,8 @@
 //! authority.
 //!
 //! For each mutation, in the client's order: a retry returns the stored
-//! outcome and writes nothing; a gap in the ids defers the rest; otherwise,
+//! outcome and writes nothing (a "retry" whose contents differ from the
+//! first push of that id is refused: see [`fingerprint`]); a gap in the ids defers the rest; otherwise,
 //! in a savepoint, plan it (role, validation, clinic rules, from
 //! `clinic_shared::apply`), check its fields for conflicts with changes made
 //! by others since its base version, write the rows with fresh sequence
@@ -21,6 +22,37 @@ use clinic_shared::protocol::{
     Actor, ErrorBody, ErrorCode, MutationOutcome, MutationResult, RejectCode, Rejection,
 };
 use uuid::Uuid;
+
+/// The fingerprint kept with a processed mutation: SHA-256 (hex) of its
+/// canonical JSON (decoded and re-encoded with sorted keys, so spacing and
+/// key order of the client's text do not matter). A new account's password
+/// is left out: it is never stored, and a fast hash of it would be.
+pub fn fingerprint(mutation: &Mutation) -> String {
+    use sha2::{Digest, Sha256};
+    fn sorted(value: serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Object(map) => {
+                let mut entries: Vec<_> = map.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                serde_json::Value::Object(
+                    entries.into_iter().map(|(k, v)| (k, sorted(v))).collect(),
+                )
+            }
+            serde_json::Value::Array(items) => {
+                serde_json::Value::Array(items.into_iter().map(sorted).collect())
+            }
+            other => other,
+        }
+    }
+    let mut value = serde_json::to_value(mutation).unwrap_or(serde_json::Value::Null);
+    if let Mutation::CreateStaff(_) = mutation
+        && let Some(args) = value.get_mut("args").and_then(|a| a.as_object_mut())
+    {
+        args.remove("password");
+    }
+    let bytes = serde_json::to_vec(&sorted(value)).unwrap_or_default();
+    hex::encode(Sha256::digest(&bytes))
+}
 
 /// A mutation ready to apply, with anything the server prepared outside the
 /// transaction (the password hash of a new account: hashing is slow and must
@@ -155,9 +187,26 @@ pub fn apply_push(
             continue;
         }
         if mutation_id <= last {
-            // A retry: answer as the first time, change nothing.
+            // A retry: answer as the first time, change nothing; unless it
+            // is not the same change, which would be lost in silence.
             let outcome = match tx.stored_outcome(client_id, mutation_id)? {
-                Some(outcome) => outcome,
+                Some(stored)
+                    if stored
+                        .fingerprint
+                        .as_deref()
+                        .is_some_and(|first| first != fingerprint(&prepared.pending.mutation)) =>
+                {
+                    MutationOutcome::Rejected {
+                        rejection: Rejection::new(
+                            RejectCode::MutationIdReused,
+                            format!(
+                                "mutation {mutation_id} was already processed with different \
+                                 contents; send a new change under a new mutation id"
+                            ),
+                        ),
+                    }
+                }
+                Some(stored) => stored.outcome,
                 None => MutationOutcome::Rejected {
                     rejection: Rejection::new(
                         RejectCode::RuleViolation,
@@ -189,7 +238,12 @@ pub fn apply_push(
             continue;
         }
         let outcome = apply_one(tx, seqs, actor, client_id, prepared, now, changes)?;
-        tx.store_outcome(client_id, mutation_id, &outcome)?;
+        tx.store_outcome(
+            client_id,
+            mutation_id,
+            &outcome,
+            &fingerprint(&prepared.pending.mutation),
+        )?;
         results.push(MutationResult {
             mutation_id,
             outcome,

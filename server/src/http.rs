@@ -174,18 +174,21 @@ fn bearer(parts: &Parts) -> ApiResult<&str> {
             "missing Authorization: Bearer <token> header",
         )
     })?;
-    header
-        .to_str()
-        .ok()
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::Unauthorized,
-                "the Authorization header must be `Bearer <token>`",
-            )
-        })
+    header.to_str().ok().and_then(bearer_token).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Unauthorized,
+            "the Authorization header must be `Bearer <token>`",
+        )
+    })
+}
+
+/// The token of `Bearer <token>`. The scheme is matched without regard to
+/// case and may be followed by several spaces (RFC 9110 §11.1, §11.4).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' '))
+        .then_some(token)
 }
 
 impl FromRequestParts<AppState> for SignedIn {
@@ -1001,4 +1004,32 @@ async fn websocket(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> 
             let tracker = state.sockets.clone();
             tracker.track_future(ws::serve(socket, state))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_scheme_is_matched_without_regard_to_case() {
+        for ok in [
+            "Bearer abc",
+            "bearer abc",
+            "BEARER abc",
+            "Bearer   abc ",
+            " bEaReR abc",
+        ] {
+            assert_eq!(bearer_token(ok), Some("abc"), "{ok:?}");
+        }
+        for bad in [
+            "Bearer",
+            "Bearer ",
+            "Basic abc",
+            "Bearerabc",
+            "Bearer a b",
+            "Token abc",
+        ] {
+            assert_eq!(bearer_token(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -249,6 +249,81 @@ async fn a_retried_push_is_applied_exactly_once() {
 }
 
 #[tokio::test]
+async fn a_mutation_id_reused_for_other_contents_is_refused_and_the_first_stands() {
+    let server = Server::start();
+    let mut api = Api::login(&server, "assistant").await;
+    let stock = api.table(Table::InventoryItems).await;
+    let (item, row) = stock.iter().next().unwrap();
+    let before = row.data.as_ref().unwrap()["quantity"].as_i64().unwrap();
+    let adjust = |delta| {
+        Mutation::AdjustStock(AdjustStock {
+            id: *item,
+            delta,
+            reason: None,
+        })
+    };
+    let original = api.number(vec![adjust(5)]);
+    let first = api.push_pending(original.clone()).await;
+    assert!(
+        matches!(first[0].outcome, MutationOutcome::Applied { .. }),
+        "{first:?}"
+    );
+    // A client bug: the same id, another change.
+    let mut reused = original.clone();
+    reused[0].mutation = adjust(40);
+    let refused = api.push_pending(reused).await;
+    match &refused[0].outcome {
+        MutationOutcome::Rejected { rejection } => {
+            assert_eq!(
+                rejection.code,
+                RejectCode::MutationIdReused,
+                "{rejection:?}"
+            );
+            assert!(
+                rejection.message.contains("different contents"),
+                "{rejection:?}"
+            );
+        }
+        other => panic!("a reused id was answered {other:?}"),
+    }
+    // The true retry still gets the first answer; only the first applied.
+    assert_eq!(api.push_pending(original).await, first);
+    let after = api.table(Table::InventoryItems).await[item]
+        .data
+        .as_ref()
+        .unwrap()["quantity"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(after, before + 5);
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_accepted_in_any_case() {
+    let server = Server::start();
+    let api = Api::login(&server, "reception").await;
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let status = api
+            .http
+            .get(format!("{}/v1/me", api.base))
+            .header("Authorization", format!("{scheme}  {}", api.token))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200, "{scheme}");
+    }
+    let status = api
+        .http
+        .get(format!("{}/v1/me", api.base))
+        .header("Authorization", format!("Basic {}", api.token))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
 async fn mutations_apply_in_order_and_a_gap_is_deferred() {
     let server = Server::start();
     let mut api = Api::login(&server, "reception").await;
@@ -970,10 +1045,15 @@ async fn acknowledged_changes_survive_a_server_kill() {
     let mut server = Server::start();
     let mut api = Api::login(&server, "reception").await;
     let mut acked = Vec::new();
-    for i in 0..50 {
+    for i in 0..49 {
         let (id, seq) = create_patient(&mut api, &format!("Durable{i}")).await;
         acked.push((id, seq));
     }
+    let last = new_patient("Durable49");
+    let last_id = last.id;
+    let last_pending = api.number(vec![Mutation::CreatePatient(last)]);
+    let pushed = api.push_pending(last_pending.clone()).await;
+    acked.push((last_id, applied_seq(&pushed[0].outcome)));
     server.kill_and_restart();
     api.rebase(&server);
     let patients = api.table(Table::Patients).await;
@@ -984,15 +1064,18 @@ async fn acknowledged_changes_survive_a_server_kill() {
             "acknowledged patient {id} survived"
         );
     }
-    // The client's mutation counter survived too: a retry of the last one is
-    // recognised, the next one applies.
-    let replay = api
-        .push_pending(vec![clinic_shared::mutation::PendingMutation {
-            mutation_id: api.next_mutation - 1,
-            mutation: Mutation::CreatePatient(new_patient("Ignored")),
-        }])
-        .await;
+    // The client's mutation counter and fingerprints survived too: a retry
+    // of the last one is recognised, other contents under its id are
+    // refused, the next one applies.
+    let replay = api.push_pending(last_pending.clone()).await;
     assert_eq!(applied_seq(&replay[0].outcome), acked.last().unwrap().1);
+    let mut other = last_pending;
+    other[0].mutation = Mutation::CreatePatient(new_patient("Other"));
+    let refused = api.push_pending(other).await;
+    assert_eq!(
+        rejection(&refused[0].outcome).code,
+        RejectCode::MutationIdReused
+    );
     create_patient(&mut api, "AfterRestart").await;
     let db = rusqlite::Connection::open(server.db_path()).unwrap();
     let check: String = db

@@ -52,16 +52,27 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ErrorBody> {
             serde_json::error::Category::Eof => "truncated JSON",
             serde_json::error::Category::Data => "invalid value",
         };
-        bad_request(format!("{kind}: {inner}"), path)
+        bad_request(prefixed(kind, &inner), path)
     })?;
     de.end()
         .map_err(|e| bad_request(format!("trailing data: {e}"), String::new()))?;
     Ok(value)
 }
 
+/// `kind: error`, but serde's own "invalid value: …" (an unknown key of a
+/// tagged enum) is not prefixed twice.
+fn prefixed(kind: &str, inner: &serde_json::Error) -> String {
+    let text = inner.to_string();
+    if text.starts_with(kind) {
+        text
+    } else {
+        format!("{kind}: {text}")
+    }
+}
+
 fn path_error(e: serde_path_to_error::Error<serde_json::Error>) -> ErrorBody {
     let path = e.path().to_string();
-    bad_request(format!("invalid value: {}", e.into_inner()), path)
+    bad_request(prefixed("invalid value", &e.into_inner()), path)
 }
 
 #[derive(Deserialize)]

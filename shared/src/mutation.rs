@@ -44,7 +44,14 @@ pub struct PendingMutation {
 /// Every intent a client can send.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
 #[ts(export)]
-#[serde(tag = "type", content = "args", rename_all = "snake_case")]
+// Nothing but `type` and `args` in the envelope: a field a client thinks
+// means something must not be dropped in silence.
+#[serde(
+    tag = "type",
+    content = "args",
+    rename_all = "snake_case",
+    deny_unknown_fields
+)]
 pub enum Mutation {
     /// Admin: add a staff account.
     CreateStaff(CreateStaff),

@@ -159,6 +159,10 @@ pub enum RejectCode {
     InvalidTransition,
     /// The request breaks another clinic rule (e.g. paying a void invoice).
     RuleViolation,
+    /// The mutation id was already processed with different contents: a
+    /// client must never reuse an id for another change. Nothing of this
+    /// one was applied; the first one's outcome stands.
+    MutationIdReused,
 }
 
 /// A field changed by someone else since the base version.

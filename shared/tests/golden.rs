@@ -1187,6 +1187,19 @@ fn rejects_unknown_field_in_mutation_args() {
 }
 
 #[test]
+fn rejects_unknown_field_in_mutation_envelope() {
+    let body = push_of(&format!(
+        r#"{{"type":"create_patient","args":{{"id":"{PATIENT}","first_name":"Jonas",
+            "last_name":"Lindqvist","date_of_birth":"1984-03-17"}},"extra":42}}"#
+    ));
+    assert_rejected::<PushRequest>(
+        &body,
+        "mutations[0].mutation.extra",
+        "invalid value: string \"extra\", expected \"type\" or \"args\"",
+    );
+}
+
+#[test]
 fn rejects_unknown_field_in_patch() {
     let body = push_of(&format!(
         r#"{{"type":"update_patient","args":{{"id":"{PATIENT}","base_version":41,

@@ -759,7 +759,7 @@ fn clients_and_outcomes(s: &dyn Storage) -> Result<(), Failed> {
                 last_mutation_id: 1,
             },
         )?;
-        tx.store_outcome(client, 1, &outcome)
+        tx.store_outcome(client, 1, &outcome, "f1")
     }))?;
     let rec = st(s.client(client))?;
     check!(
@@ -780,7 +780,14 @@ fn clients_and_outcomes(s: &dyn Storage) -> Result<(), Failed> {
             },
         )
     }))?;
-    check!(stored == Some(outcome), "outcome stored");
+    check!(
+        stored
+            == Some(super::StoredOutcome {
+                outcome,
+                fingerprint: Some("f1".into())
+            }),
+        "outcome and fingerprint stored: {stored:?}"
+    );
     check!(
         st(s.client(client))?.map(|c| c.last_mutation_id) == Some(2),
         "client advanced"

@@ -192,6 +192,16 @@ impl Change {
 /// input type).
 pub use clinic_shared::conflict::PastChange as LoggedChange;
 
+/// A processed mutation's answer, as kept for retries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredOutcome {
+    /// What the mutation's first processing answered.
+    pub outcome: MutationOutcome,
+    /// SHA-256 (hex) of the mutation as first pushed: a retry must carry
+    /// the same. `None` for results stored before fingerprints were kept.
+    pub fingerprint: Option<String>,
+}
+
 /// A client installation's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientRecord {
@@ -456,18 +466,21 @@ pub trait WriteTx {
     fn client(&mut self, client_id: Uuid) -> StorageResult<Option<ClientRecord>>;
     /// Creates or updates a client's state.
     fn set_client(&mut self, client_id: Uuid, record: ClientRecord) -> StorageResult<()>;
-    /// The stored outcome of a processed mutation.
+    /// The stored outcome of a processed mutation, with the fingerprint of
+    /// what was pushed under its id.
     fn stored_outcome(
         &mut self,
         client_id: Uuid,
         mutation_id: u64,
-    ) -> StorageResult<Option<MutationOutcome>>;
-    /// Stores a mutation's outcome.
+    ) -> StorageResult<Option<StoredOutcome>>;
+    /// Stores a mutation's outcome and its fingerprint
+    /// ([`crate::engine::fingerprint`]).
     fn store_outcome(
         &mut self,
         client_id: Uuid,
         mutation_id: u64,
         outcome: &MutationOutcome,
+        fingerprint: &str,
     ) -> StorageResult<()>;
     /// Sets a user's password hash (PHC string).
     fn set_password_hash(&mut self, user_id: Uuid, hash: &str) -> StorageResult<()>;

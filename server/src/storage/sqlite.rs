@@ -18,7 +18,7 @@ use super::transfer::{Chunk, StoredRow};
 use super::{
     AccessRecord, AccountSecurity, ChainLink, Change, ChangesPage, ClientRecord, LoggedChange,
     NewAccess, NewSignInEvent, SecurityEvent, SecurityKind, Session, SessionAccount, Storage,
-    StorageError, StorageResult, Throttle, WriteTx, WriteWork, chain,
+    StorageError, StorageResult, StoredOutcome, Throttle, WriteTx, WriteWork, chain,
 };
 use clinic_shared::apply::{Action, CurrentRow, SlotCandidate};
 use clinic_shared::model::{Staff, SyncRow, Table, Timestamp};
@@ -169,6 +169,13 @@ const MIGRATIONS: &[Migration] = &[
         r#"
     CREATE INDEX appointments_by_patient ON rows (json_extract(data, '$.patient_id'), json_extract(data, '$.start'))
         WHERE tbl = 'appointments';
+    "#,
+    ),
+    // 6: the fingerprint of each processed mutation (a reused id with other
+    // contents is refused); results stored before it have none.
+    Migration::Sql(
+        r#"
+    ALTER TABLE mutation_results ADD COLUMN fingerprint TEXT;
     "#,
     ),
 ];
@@ -454,7 +461,8 @@ impl SqliteStorage {
             )?;
             stream(
                 &tx,
-                "SELECT client_id, mutation_id, outcome FROM mutation_results ORDER BY client_id, mutation_id",
+                "SELECT client_id, mutation_id, outcome, fingerprint FROM mutation_results
+                 ORDER BY client_id, mutation_id",
                 chunk,
                 sink,
                 Chunk::Results,
@@ -463,6 +471,7 @@ impl SqliteStorage {
                         parse_uuid(&r.get::<_, String>(0)?)?,
                         to_u64(r.get(1)?),
                         r.get(2)?,
+                        r.get(3)?,
                     ))
                 },
             )?;
@@ -819,19 +828,24 @@ impl WriteTx for SqliteTx<'_> {
         &mut self,
         client_id: Uuid,
         mutation_id: u64,
-    ) -> StorageResult<Option<MutationOutcome>> {
-        let raw: Option<String> = self
+    ) -> StorageResult<Option<StoredOutcome>> {
+        let raw: Option<(String, Option<String>)> = self
             .tx
             .prepare_cached(
-                "SELECT outcome FROM mutation_results WHERE client_id = ?1 AND mutation_id = ?2",
+                "SELECT outcome, fingerprint FROM mutation_results
+                 WHERE client_id = ?1 AND mutation_id = ?2",
             )?
             .query_row(params![client_id.to_string(), to_i64(mutation_id)], |r| {
-                r.get(0)
+                Ok((r.get(0)?, r.get(1)?))
             })
             .optional()?;
-        raw.map(|s| {
-            serde_json::from_str(&s)
-                .map_err(|e| corrupt(format!("stored outcome: {}", json_error(&e))))
+        raw.map(|(s, fingerprint)| {
+            let outcome = serde_json::from_str(&s)
+                .map_err(|e| corrupt(format!("stored outcome: {}", json_error(&e))))?;
+            Ok(StoredOutcome {
+                outcome,
+                fingerprint,
+            })
         })
         .transpose()
     }
@@ -841,14 +855,21 @@ impl WriteTx for SqliteTx<'_> {
         client_id: Uuid,
         mutation_id: u64,
         outcome: &MutationOutcome,
+        fingerprint: &str,
     ) -> StorageResult<()> {
         let json =
             serde_json::to_string(outcome).map_err(|e| StorageError::Database(e.to_string()))?;
         self.tx
             .prepare_cached(
-                "INSERT INTO mutation_results (client_id, mutation_id, outcome) VALUES (?1, ?2, ?3)",
+                "INSERT INTO mutation_results (client_id, mutation_id, outcome, fingerprint)
+                 VALUES (?1, ?2, ?3, ?4)",
             )?
-            .execute(params![client_id.to_string(), to_i64(mutation_id), json])?;
+            .execute(params![
+                client_id.to_string(),
+                to_i64(mutation_id),
+                json,
+                fingerprint
+            ])?;
         Ok(())
     }
 

@@ -58,7 +58,7 @@ pub enum Chunk {
     /// `(client, record)`.
     Clients(Vec<(Uuid, ClientRecord)>),
     /// `(client, mutation id, outcome JSON text)`.
-    Results(Vec<(Uuid, u64, String)>),
+    Results(Vec<(Uuid, u64, String, Option<String>)>),
     /// `(user, epoch and forced change)`.
     AccountSecurity(Vec<(Uuid, AccountSecurity)>),
     /// Security events, by id.
@@ -265,7 +265,7 @@ mod tests {
                         last_mutation_id: 3,
                     },
                 )?;
-                tx.store_outcome(client, 3, &outcome)?;
+                tx.store_outcome(client, 3, &outcome, "fingerprint-3")?;
                 tx.record_security_event(doctor, SecurityKind::RoleChanged, None, at)?;
                 tx.record_security_event(doctor, SecurityKind::SignedOut, Some("gone"), at)?;
                 tx.set_must_change_password(doctor, true)?;
@@ -373,7 +373,13 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        assert_eq!(stored, Some(outcome));
+        assert_eq!(
+            stored,
+            Some(crate::storage::StoredOutcome {
+                outcome,
+                fingerprint: Some("fingerprint-3".into())
+            })
+        );
         // Access control state and logs, as they were.
         assert_eq!(
             pg.account_security(staff.id).unwrap(),

@@ -4,4 +4,4 @@
  * Why a mutation was refused. Refusals are final: retrying the same
  * mutation gets the same answer.
  */
-export type RejectCode = "validation" | "forbidden" | "not_found" | "already_exists" | "conflict" | "double_booked" | "insufficient_stock" | "patient_unavailable" | "invalid_reference" | "invalid_transition" | "rule_violation";
+export type RejectCode = "validation" | "forbidden" | "not_found" | "already_exists" | "conflict" | "double_booked" | "insufficient_stock" | "patient_unavailable" | "invalid_reference" | "invalid_transition" | "rule_violation" | "mutation_id_reused";

@@ -67,7 +67,7 @@ describe("refusals as sentences", () => {
     expect(rejectionSentence(clash("patient"), names)).toBe("Anna Meyer already has an appointment with Dr Doyle at 15:30–16:00 on Mon, 3 Feb 2031.");
   });
   it("has a sentence for every refusal code and rule, with or without detail", () => {
-    const codes: RejectCode[] = ["validation", "forbidden", "not_found", "already_exists", "conflict", "double_booked", "insufficient_stock", "patient_unavailable", "invalid_reference", "invalid_transition", "rule_violation"];
+    const codes: RejectCode[] = ["validation", "forbidden", "not_found", "already_exists", "conflict", "double_booked", "insufficient_stock", "patient_unavailable", "invalid_reference", "invalid_transition", "rule_violation", "mutation_id_reused"];
     const rules: Rule[] = ["own_admin_role", "own_account", "invoice_not_voidable", "invoice_closed", "total_too_large", "already_archived", "not_archived", "has_future_appointments", "result_expired", "unreadable"];
     const raw = "raw message with id 0190a5d0-0000-7000-8000-00000000e004";
     for (const code of codes) clean(rejectionSentence({ code, message: raw }, names));

@@ -323,6 +323,8 @@ export function rejectionSentence(r: Rejection, n: Names): string {
           return unreachable(d.rule);
       }
     }
+    case "mutation_id_reused":
+      return "This desk sent two different changes under one number, so the second was not saved. Make the change again; if this keeps happening, tell IT.";
     default:
       return unreachable(r.code);
   }

@@ -67,7 +67,12 @@ pub(crate) fn import_chunk(tx: &mut postgres::Transaction<'_>, chunk: &Chunk) ->
             let clients: Vec<Uuid> = results.iter().map(|r| r.0).collect();
             let ids: Vec<i64> = results.iter().map(|r| to_i64(r.1)).collect();
             let outcomes: Vec<&str> = results.iter().map(|r| r.2.as_str()).collect();
-            run(tx, INSERT_RESULTS, &[&clients, &ids, &outcomes])
+            let fingerprints: Vec<Option<&str>> = results.iter().map(|r| r.3.as_deref()).collect();
+            run(
+                tx,
+                INSERT_RESULTS,
+                &[&clients, &ids, &outcomes, &fingerprints],
+            )
         }
         Chunk::AccountSecurity(accounts) => {
             let users: Vec<Uuid> = accounts.iter().map(|a| a.0).collect();

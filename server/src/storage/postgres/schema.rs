@@ -165,6 +165,13 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         WHERE tbl = 'appointments';
     "#,
     ),
+    // 6: the fingerprint of each processed mutation (a reused id with other
+    // contents is refused); results stored before it have none.
+    Migration::Sql(
+        r#"
+    ALTER TABLE mutation_results ADD COLUMN fingerprint text;
+    "#,
+    ),
 ];
 
 /// Computes the hash chain of change-log entries written before the chain

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::storage::{
     Change, ClientRecord, LoggedChange, NewAccess, NewSignInEvent, SecurityEvent, SecurityKind,
-    StorageError, StorageResult, Throttle, WriteTx, chain,
+    StorageError, StorageResult, StoredOutcome, Throttle, WriteTx, chain,
 };
 use clinic_shared::apply::{Action, CurrentRow, SlotCandidate};
 use clinic_shared::model::{Table, Timestamp};
@@ -39,8 +39,8 @@ pub(super) const INSERT_ACCESS: &str = "INSERT INTO access_log (seq, at, user_id
                  FROM unnest($1::int8[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::text[],
                              $6::uuid[], $7::text[], $8::text[], $9::text[])
                       AS x(s, w, u, c, k, p, t, r, h)";
-pub(super) const INSERT_RESULTS: &str = "INSERT INTO mutation_results (client_id, mutation_id, outcome)
-                 SELECT c, m, o::json FROM unnest($1::uuid[], $2::int8[], $3::text[]) AS u(c, m, o)";
+pub(super) const INSERT_RESULTS: &str = "INSERT INTO mutation_results (client_id, mutation_id, outcome, fingerprint)
+                 SELECT c, m, o::json, f FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::text[]) AS u(c, m, o, f)";
 pub(super) const UPSERT_CLIENTS: &str = "INSERT INTO clients (client_id, user_id, last_mutation_id)
                  SELECT c, u, l FROM unnest($1::uuid[], $2::uuid[], $3::int8[]) AS x(c, u, l)
                  ON CONFLICT (client_id) DO UPDATE SET last_mutation_id = excluded.last_mutation_id";
@@ -56,7 +56,7 @@ pub(super) struct Overlay {
     rows: HashMap<(Table, Uuid), CurrentRow>,
     changes: Vec<Change>,
     clients: HashMap<Uuid, ClientRecord>,
-    outcomes: HashMap<(Uuid, u64), MutationOutcome>,
+    outcomes: HashMap<(Uuid, u64), (MutationOutcome, String)>,
     passwords: HashMap<Uuid, String>,
     undo: Vec<Undo>,
     marks: Vec<Mark>,
@@ -211,14 +211,19 @@ impl PgTx<'_> {
             let mut client = Vec::with_capacity(overlay.outcomes.len());
             let mut mutation = Vec::with_capacity(overlay.outcomes.len());
             let mut outcome = Vec::with_capacity(overlay.outcomes.len());
-            for ((c, m), o) in &overlay.outcomes {
+            let mut fingerprint = Vec::with_capacity(overlay.outcomes.len());
+            for ((c, m), (o, f)) in &overlay.outcomes {
                 client.push(*c);
                 mutation.push(to_i64(*m));
                 outcome.push(
                     serde_json::to_string(o).map_err(|e| StorageError::Database(e.to_string()))?,
                 );
+                fingerprint.push(Some(f.as_str()));
             }
-            self.execute(INSERT_RESULTS, &[&client, &mutation, &outcome])?;
+            self.execute(
+                INSERT_RESULTS,
+                &[&client, &mutation, &outcome, &fingerprint],
+            )?;
         }
         if !overlay.clients.is_empty() {
             let mut client = Vec::with_capacity(overlay.clients.len());
@@ -604,18 +609,26 @@ impl WriteTx for PgTx<'_> {
         &mut self,
         client_id: Uuid,
         mutation_id: u64,
-    ) -> StorageResult<Option<MutationOutcome>> {
-        if let Some(o) = self.overlay.outcomes.get(&(client_id, mutation_id)) {
-            return Ok(Some(o.clone()));
+    ) -> StorageResult<Option<StoredOutcome>> {
+        if let Some((outcome, fingerprint)) = self.overlay.outcomes.get(&(client_id, mutation_id)) {
+            return Ok(Some(StoredOutcome {
+                outcome: outcome.clone(),
+                fingerprint: Some(fingerprint.clone()),
+            }));
         }
         let rows = self.query(
-            "SELECT outcome::text FROM mutation_results WHERE client_id = $1 AND mutation_id = $2",
+            "SELECT outcome::text, fingerprint FROM mutation_results
+             WHERE client_id = $1 AND mutation_id = $2",
             &[&client_id, &to_i64(mutation_id)],
         )?;
         rows.first()
             .map(|r| {
-                serde_json::from_str(r.get(0))
-                    .map_err(|e| corrupt(format!("bad stored outcome: {}", json_error(&e))))
+                let outcome = serde_json::from_str(r.get(0))
+                    .map_err(|e| corrupt(format!("bad stored outcome: {}", json_error(&e))))?;
+                Ok(StoredOutcome {
+                    outcome,
+                    fingerprint: r.get(1),
+                })
             })
             .transpose()
     }
@@ -625,6 +638,7 @@ impl WriteTx for PgTx<'_> {
         client_id: Uuid,
         mutation_id: u64,
         outcome: &MutationOutcome,
+        fingerprint: &str,
     ) -> StorageResult<()> {
         let key = (client_id, mutation_id);
         if self.overlay.outcomes.contains_key(&key) {
@@ -632,7 +646,9 @@ impl WriteTx for PgTx<'_> {
                 "outcome of mutation {mutation_id} of client {client_id} stored twice"
             )));
         }
-        self.overlay.outcomes.insert(key, outcome.clone());
+        self.overlay
+            .outcomes
+            .insert(key, (outcome.clone(), fingerprint.to_owned()));
         self.overlay.undo.push(Undo::Outcome(key));
         Ok(())
     }
