@@ -569,6 +569,15 @@ impl ClinicClient {
         Ok(found)
     }
 
+    /// The person has read that the server was restored from a backup
+    /// ([`SyncStatus::server_restored`]); it is not shown again.
+    pub async fn dismiss_server_restored(&self) -> ClientResult<()> {
+        let open = self.open_user()?;
+        open.mirror.dismiss_restore_notice().await?;
+        open.sync.refresh_status(None).await;
+        Ok(())
+    }
+
     /// Queue counts.
     pub async fn queue_stats(&self) -> ClientResult<QueueStats> {
         self.open_user()?.mirror.stats().await

@@ -175,6 +175,18 @@ pub struct Identity {
     pub must_change_password: bool,
 }
 
+/// The server was restored from a backup since this desk last synced: it
+/// started over from the restored data and sent its queued changes again.
+/// Shown once, until dismissed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+pub struct ServerRestored {
+    /// When this desk noticed.
+    pub noticed_at: Timestamp,
+    /// Changes of this desk that were sent again.
+    pub resent: u64,
+}
+
 /// Counts for the status line.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ts_rs::TS)]
 #[ts(export)]
@@ -233,6 +245,9 @@ pub struct SyncStatus {
     pub last_error: Option<String>,
     /// When the client last tried to reach the server (successfully or not).
     pub last_attempt_at: Option<Timestamp>,
+    /// The server was restored from a backup (until the person dismisses
+    /// the notice).
+    pub server_restored: Option<ServerRestored>,
 }
 
 impl Default for SyncStatus {
@@ -247,6 +262,7 @@ impl Default for SyncStatus {
             cursor: 0,
             last_error: None,
             last_attempt_at: None,
+            server_restored: None,
         }
     }
 }

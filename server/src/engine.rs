@@ -222,6 +222,19 @@ pub fn apply_push(
             });
             continue;
         }
+        // A restore takes the server back to before this client's latest
+        // acknowledged mutations, which the client no longer holds: its
+        // next pending one follows a gap that will never fill. Accepted once
+        // per client in a restored database (PROTOCOL.md, restore).
+        if mutation_id > last + 1 && tx.resume_after_restore(client_id)? {
+            tracing::info!(
+                client = %client_id,
+                expected = last + 1,
+                got = mutation_id,
+                "a client resumed after a restore"
+            );
+            last = mutation_id - 1;
+        }
         if mutation_id != last + 1 {
             let error = ErrorBody::new(
                 ErrorCode::OutOfOrder,

@@ -586,7 +586,10 @@ async fn push(
         .writer
         .push(caller.actor(), request.client_id, prepared)
         .await?;
-    Ok(Json(PushResponse { results }))
+    Ok(Json(PushResponse {
+        results,
+        server_epoch: state.server_epoch.to_string(),
+    }))
 }
 
 /// Refuses a client id bound to another user.
@@ -721,6 +724,8 @@ async fn pull(
         last_mutation_id: page.last_mutation_id,
         role: caller.user.role,
         epoch: caller.epoch,
+        head: page.head,
+        server_epoch: state.server_epoch.to_string(),
     }))
 }
 

@@ -154,6 +154,9 @@ pub struct AppState {
     pub live_sessions: Arc<std::sync::atomic::AtomicUsize>,
     /// Long-polls waiting for a change, for `/healthz`.
     pub waiting_pulls: Arc<std::sync::atomic::AtomicUsize>,
+    /// The database's server epoch, read at start: a restore, which makes a
+    /// new one, happens with every server stopped.
+    pub server_epoch: Arc<str>,
 }
 
 /// A failure that stops the server.
@@ -184,12 +187,13 @@ impl App {
         // The two reads at start run on a thread of their own: storage calls
         // block, and PostgreSQL's blocking client panics on a thread that is
         // inside a tokio runtime (this one may be an async worker).
-        let (feed, revocations) = std::thread::scope(|scope| {
+        let (feed, revocations, server_epoch) = std::thread::scope(|scope| {
             scope
                 .spawn(|| -> Result<_, ServerError> {
                     Ok((
                         Feed::new(storage.clone(), config.feed_capacity)?,
                         revocation::Revocations::new(storage.clone())?,
+                        storage.server_epoch()?,
                     ))
                 })
                 .join()
@@ -216,6 +220,7 @@ impl App {
             sockets: TaskTracker::new(),
             live_sessions: Arc::default(),
             waiting_pulls: Arc::default(),
+            server_epoch: server_epoch.into(),
         };
         let mut pollers = cluster::start(
             storage.clone(),

@@ -119,6 +119,28 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Write a consistent copy of the clinic's SQLite database to FILE while
+    /// the server runs (on PostgreSQL, use pg_dump or your provider's
+    /// backups, then `epoch new` after restoring).
+    Backup {
+        /// The file to write (must not exist yet).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Replace the clinic's SQLite database with a backup made by `backup`.
+    /// Stop the server first. The current database is kept beside it as
+    /// `clinic.db.before-restore-<time>`; the restored one gets a new server
+    /// epoch, so every desk re-syncs and re-sends what it had not seen
+    /// confirmed.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+    },
+    /// The server epoch, which tells desks the database was restored.
+    Epoch {
+        #[command(subcommand)]
+        command: EpochCommand,
+    },
     /// Copy a clinic from SQLite into an empty PostgreSQL database, with its
     /// sequence, versions, audit trail and hash chains, access and sign-in
     /// logs, security state, clients' results and sessions (desks continue
@@ -131,6 +153,16 @@ enum Command {
         #[arg(long)]
         to: String,
     },
+}
+
+#[derive(Subcommand)]
+enum EpochCommand {
+    /// Print the server epoch.
+    Show,
+    /// Make a new server epoch after restoring the database by other means
+    /// (pg_restore, a file copy, a VM snapshot), with every server stopped:
+    /// desks then re-sync instead of missing changes.
+    New,
 }
 
 #[derive(Subcommand)]
@@ -279,28 +311,38 @@ fn main() -> anyhow::Result<()> {
     let command = match cli.command {
         Command::Tls { command } => return tls_command(command, &dir),
         Command::Migrate { from, to } => return migrate(&from, &to, cli.database_connections),
+        Command::Restore { file } => {
+            if cli.database_url.is_some() {
+                bail!(
+                    "restore replaces the SQLite database; on PostgreSQL restore with pg_restore \
+                     (or your provider's tools), then run `clinic-server epoch new`"
+                );
+            }
+            return restore(&file, &dir);
+        }
         other => other,
     };
-    let storage: Arc<dyn Storage> = match &cli.database_url {
-        Some(url) => {
-            if !pg::is_postgres_url(url) {
-                bail!("--database-url must start with postgres:// or postgresql://");
+    let (storage, sqlite_storage): (Arc<dyn Storage>, Option<Arc<SqliteStorage>>) =
+        match &cli.database_url {
+            Some(url) => {
+                if !pg::is_postgres_url(url) {
+                    bail!("--database-url must start with postgres:// or postgresql://");
+                }
+                let shown = pg::redact_url(url);
+                let pg = PgStorage::open(url, cli.database_connections)
+                    .with_context(|| format!("opening the database {shown}"))?;
+                (Arc::new(pg), None)
             }
-            let shown = pg::redact_url(url);
-            Arc::new(
-                PgStorage::open(url, cli.database_connections)
-                    .with_context(|| format!("opening the database {shown}"))?,
-            )
-        }
-        None => {
-            let db_path = dir.join("clinic.db");
-            let sqlite = SqliteStorage::open(&db_path)
-                .with_context(|| format!("opening the database {}", db_path.display()))?;
-            // Opening made the -wal and -shm files if they were missing.
-            secure_data_dir(&dir)?;
-            Arc::new(sqlite)
-        }
-    };
+            None => {
+                let db_path = dir.join("clinic.db");
+                let sqlite = SqliteStorage::open(&db_path)
+                    .with_context(|| format!("opening the database {}", db_path.display()))?;
+                // Opening made the -wal and -shm files if they were missing.
+                secure_data_dir(&dir)?;
+                let sqlite = Arc::new(sqlite);
+                (sqlite.clone(), Some(sqlite))
+            }
+        };
     let storage_ref = storage.as_ref();
     let clock = system_clock();
     match command {
@@ -345,8 +387,38 @@ fn main() -> anyhow::Result<()> {
             serve(storage, &listen, config, &dir, tls, insecure_http)
         }
         Command::Audit { command } => audit_command(storage_ref, command),
+        Command::Backup { out } => {
+            let Some(sqlite) = sqlite_storage.as_ref() else {
+                bail!(
+                    "backup copies the SQLite database; on PostgreSQL use pg_dump (or your \
+                     provider's backups), and after restoring run `clinic-server epoch new`"
+                );
+            };
+            let started = std::time::Instant::now();
+            let head = sqlite
+                .backup_to(&out)
+                .with_context(|| format!("backing up to {}", out.display()))?;
+            eprintln!(
+                "backed up the clinic up to change {head} to {} in {:.1}s",
+                out.display(),
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::Epoch { command } => match command {
+            EpochCommand::Show => {
+                println!("{}", storage_ref.server_epoch()?);
+                Ok(())
+            }
+            EpochCommand::New => {
+                let epoch = storage_ref.start_new_epoch(clock())?;
+                eprintln!("new server epoch {epoch}: desks will re-sync when they next connect");
+                println!("{epoch}");
+                Ok(())
+            }
+        },
         // Handled before the database was opened.
-        Command::Tls { .. } | Command::Migrate { .. } => Ok(()),
+        Command::Tls { .. } | Command::Migrate { .. } | Command::Restore { .. } => Ok(()),
         Command::User { command } => {
             let staff = match command {
                 UserCommand::Add {
@@ -438,6 +510,24 @@ fn audit_command(storage: &dyn Storage, command: AuditCommand) -> anyhow::Result
 }
 
 /// `clinic-server migrate --from sqlite:PATH --to postgres://…`.
+fn restore(file: &Path, dir: &Path) -> anyhow::Result<()> {
+    if !file.exists() {
+        bail!("{} does not exist", file.display());
+    }
+    let db = dir.join("clinic.db");
+    let restored = clinic_server::storage::sqlite::restore_from(file, &db, system_clock()())
+        .with_context(|| format!("restoring {} from {}", db.display(), file.display()))?;
+    secure_data_dir(dir)?;
+    if let Some(previous) = &restored.previous {
+        eprintln!("the database it replaced is kept as {}", previous.display());
+    }
+    eprintln!(
+        "restored the clinic up to change {} with the new server epoch {}: desks re-sync when they next connect and re-send what they had not seen confirmed",
+        restored.head, restored.epoch
+    );
+    Ok(())
+}
+
 fn migrate(from: &str, to: &str, connections: usize) -> anyhow::Result<()> {
     let Some(path) = from.strip_prefix("sqlite:") else {
         bail!("--from must be sqlite:PATH (the clinic.db file to copy)");

@@ -225,6 +225,7 @@ impl Session {
             user: self.caller.user.clone(),
             head,
             epoch: self.caller.epoch,
+            server_epoch: self.state.server_epoch.to_string(),
             time_zone: Some(self.state.config.time_zone.clone()),
         };
         if let Err(stop) = self.send(&welcome).await {

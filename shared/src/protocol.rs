@@ -511,6 +511,10 @@ pub struct PushRequest {
 pub struct PushResponse {
     /// Results, same order as the request.
     pub results: Vec<MutationResult>,
+    /// The server epoch (see `PullResponse::server_epoch`): a client checks
+    /// it before it applies the results, which a restored server computed.
+    #[serde(default)]
+    pub server_epoch: String,
 }
 
 /// `GET /v1/pull` answer: a page of changed rows.
@@ -533,6 +537,15 @@ pub struct PullResponse {
     /// The account's security epoch: it rises with every password change,
     /// disable or enable, role change and "end all sessions".
     pub epoch: u64,
+    /// The highest committed sequence number when this page was read. A
+    /// requested cursor above it means the database is older than the
+    /// client's copy (restored from a backup): re-sync from 0.
+    #[serde(default)]
+    pub head: u64,
+    /// The server epoch: made with the database and anew by every restore.
+    /// A client that sees it change re-syncs from 0 (PROTOCOL.md §7.8).
+    #[serde(default)]
+    pub server_epoch: String,
 }
 
 /// One entry of a record's audit trail.
@@ -792,6 +805,9 @@ pub enum ServerMessage {
         /// The account's security epoch (see `PullResponse::epoch`).
         #[serde(default)]
         epoch: u64,
+        /// The server epoch (see `PullResponse::server_epoch`).
+        #[serde(default)]
+        server_epoch: String,
         /// The clinic's time zone (see `LoginResponse::time_zone`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[ts(optional)]

@@ -487,6 +487,7 @@ fn server_welcome() {
         user: staff(),
         head: 42,
         epoch: 3,
+        server_epoch: "5f0c8e2a9b7d4c31a6e0f2b8d9c4a7e1".into(),
         time_zone: Some("Europe/Berlin".into()),
     };
     golden("server_welcome", &msg);
@@ -842,6 +843,7 @@ fn push_request() {
 fn push_response() {
     let body = PushResponse {
         results: mutation_results(),
+        server_epoch: "5f0c8e2a9b7d4c31a6e0f2b8d9c4a7e1".into(),
     };
     golden("push_response", &body);
 }
@@ -855,6 +857,8 @@ fn pull_response() {
         last_mutation_id: Some(2),
         role: Role::Doctor,
         epoch: 3,
+        head: 57,
+        server_epoch: "5f0c8e2a9b7d4c31a6e0f2b8d9c4a7e1".into(),
     };
     golden("pull_response", &body);
 }

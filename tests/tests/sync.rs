@@ -10,7 +10,7 @@ use clinic_client::{
 use clinic_e2e::*;
 use clinic_shared::model::Table;
 use clinic_shared::mutation::*;
-use clinic_shared::protocol::RejectCode;
+use clinic_shared::protocol::{HistoryResponse, RejectCode};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -1239,4 +1239,110 @@ async fn a_cli_write_is_sent_before_the_command_exits() {
         1
     );
     assert_eq!(clinic_ok(writer.path(), &["sync"])["pending"], 0);
+}
+
+/// A backup, more work, the server restored from the backup: the desk
+/// notices (new server epoch, over long-poll or over the WebSocket), drops
+/// what the restored server no longer has, keeps and re-sends its queue,
+/// ends with exactly the server's rows, and says so once.
+async fn a_restore_is_noticed_and_the_desk_converges(live: bool) {
+    let mut server = Server::start_tls();
+    let mut desk = Desk::new(&server.base, "reception").await;
+    let mut other = Api::login(&server, "doctor").await;
+    let create = async |desk: &Desk, first: &str| {
+        let p = new_patient(first);
+        let id = p.id;
+        desk.client
+            .mutate(Mutation::CreatePatient(p))
+            .await
+            .unwrap();
+        id
+    };
+    let kept = create(&desk, "InTheBackup").await;
+    desk.client.sync_once().await.unwrap();
+    let backup = server.dir.path().join("before.db");
+    let out = server.admin(&["backup", "--out", backup.to_str().unwrap()], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // After the backup: one change of this desk and one of another reach
+    // the server (and will be lost by the restore); one more of this desk
+    // is still queued when the server goes down.
+    let lost = create(&desk, "AfterTheBackup").await;
+    desk.client.sync_once().await.unwrap();
+    let theirs = new_patient("OtherDesk");
+    let theirs_id = theirs.id;
+    applied_seq(&other.push_one(Mutation::CreatePatient(theirs)).await);
+    server.kill();
+    let queued = create(&desk, "QueuedOffline").await;
+    assert!(desk.client.sync_once().await.is_err(), "the server is down");
+    let out = server.admin(&["restore", backup.to_str().unwrap()], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.start_again();
+    other.rebase(&server);
+
+    if live {
+        desk.start();
+        desk.wait_for("the desk is live again with nothing pending", |d| {
+            d.connection() == Connection::Live && d.synced_once && d.pending == 0
+        })
+        .await;
+        desk.stop().await;
+    } else {
+        // The first round sends the queued change and then learns of the
+        // restore; the second re-sends it (answered from the stored
+        // result) and settles.
+        desk.client.sync_once().await.unwrap();
+        let report = desk.client.sync_once().await.unwrap();
+        assert_eq!(report.pending, 0, "{report:?}");
+    }
+    let server_now = server_rows(&Api::login(&server, "reception").await).await;
+    assert_eq!(desk_rows(&desk, false).await, server_now, "confirmed rows");
+    assert_eq!(
+        desk_rows(&desk, true).await,
+        server_now,
+        "what the desk shows"
+    );
+    let patients: Vec<Uuid> = server_now
+        .keys()
+        .filter(|(t, _)| *t == Table::Patients)
+        .map(|(_, id)| *id)
+        .collect();
+    assert!(patients.contains(&kept), "the backup's patient is there");
+    assert!(patients.contains(&queued), "the queued change was sent");
+    assert!(!patients.contains(&lost) && !patients.contains(&theirs_id));
+    // Applied once, though sent twice.
+    let history: HistoryResponse = other
+        .get(&format!("/v1/history/patients/{queued}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history.entries.len(), 1, "{history:?}");
+    // Told once, until dismissed.
+    let notice = desk.client.status_now().server_restored.expect("a notice");
+    eprintln!("NOTICE {notice:?} live={live}");
+    assert_eq!(notice.resent, 1);
+    desk.client.dismiss_server_restored().await.unwrap();
+    assert_eq!(desk.client.status_now().server_restored, None);
+    desk.client.sync_once().await.unwrap();
+    assert_eq!(desk.client.status_now().server_restored, None);
+}
+
+#[tokio::test]
+async fn a_restore_is_noticed_over_long_poll_and_the_desk_converges() {
+    a_restore_is_noticed_and_the_desk_converges(false).await;
+}
+
+#[tokio::test]
+async fn a_restore_is_noticed_over_the_websocket_and_the_desk_converges() {
+    a_restore_is_noticed_and_the_desk_converges(true).await;
 }

@@ -3,6 +3,7 @@ import { useEffect, useMemo, useState } from "react";
 import { api } from "./api";
 import { AccountMenu, ChangePassword, LockScreen, useIdleLock } from "./components/Account";
 import { Notifications } from "./components/Notifications";
+import { RestoredNotice } from "./components/RestoredNotice";
 import { StatusBar } from "./components/StatusBar";
 import { DeskProvider, useDesk } from "./desk";
 import { LiveProvider, useLive } from "./events";
@@ -130,6 +131,7 @@ function Shell({ user }: { user: Staff }) {
           </div>
         )}
       </div>
+      <RestoredNotice clinic={clinic} />
       <Notifications onReview={() => setScreen("sync")} />
       <main>
         {screen === "patients" && <Patients user={user} command={command} />}

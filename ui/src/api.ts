@@ -79,5 +79,6 @@ export const api = {
   pendingChanges: () => invoke<PendingEntry[]>("pending_changes"),
   rejectedChanges: () => invoke<RejectedEntry[]>("rejected_changes"),
   dismissRejected: (mutationId: number) => invoke<boolean>("dismiss_rejected", { mutationId }),
+  dismissServerRestored: () => invoke<null>("dismiss_server_restored"),
   recordHistory: (table: Table, id: string) => invoke<HistoryResponse>("record_history", { table, id }),
 };

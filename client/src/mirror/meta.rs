@@ -3,6 +3,7 @@
 //! spread over the code.
 
 use crate::error::ClientResult;
+use crate::types::ServerRestored;
 use clinic_shared::model::{Staff, Timestamp};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::marker::PhantomData;
@@ -71,6 +72,15 @@ impl MetaValue for Staff {
     }
 }
 
+impl MetaValue for ServerRestored {
+    fn encode(&self) -> ClientResult<String> {
+        Ok(serde_json::to_string(self)?)
+    }
+    fn decode(text: &str) -> ClientResult<Self> {
+        Ok(serde_json::from_str(text)?)
+    }
+}
+
 /// A key of the `meta` table with the type of its value.
 pub(crate) struct Key<T> {
     pub name: &'static str,
@@ -113,17 +123,24 @@ pub(crate) const SERVER_ACK: Key<u64> = key("server_ack");
 /// of them): an applied mutation leaves the outbox only when its sequence
 /// number is at or below this, so a pending row never flickers back.
 pub(crate) const SETTLED: Key<u64> = key("settled");
+/// The server epoch the mirror's rows came from (see
+/// [`super::restore::server_restored`]).
+pub(crate) const SERVER_EPOCH: Key<String> = key("server_epoch");
+/// The notice of a server restore, until the person has read it.
+pub(crate) const RESTORE_NOTICE: Key<ServerRestored> = key("restore_notice");
 
 /// Keys that belong to one client id's sync session with the server: a new
 /// client id starts without them (a stale acknowledgement would hide the new
 /// client's first mutations).
-pub(crate) const SESSION_KEYS: [&str; 6] = [
+pub(crate) const SESSION_KEYS: [&str; 8] = [
     CURSOR.name,
     NEXT_MUTATION_ID.name,
     LAST_SYNCED_AT.name,
     SYNCED_ONCE.name,
     SERVER_ACK.name,
     SETTLED.name,
+    SERVER_EPOCH.name,
+    RESTORE_NOTICE.name,
 ];
 
 /// Reads a key.

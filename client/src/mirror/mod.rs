@@ -23,6 +23,7 @@ pub(crate) mod account;
 mod meta;
 pub(crate) mod outbox;
 pub(crate) mod remote;
+pub(crate) mod restore;
 pub(crate) mod rows;
 pub(crate) mod schema;
 #[cfg(test)]
@@ -32,7 +33,8 @@ use crate::clock::{Clock, IdSource};
 use crate::db::DbThread;
 use crate::error::{ClientError, ClientResult};
 use crate::types::{
-    DumpRow, PendingEntry, QueueStats, Receipt, RejectedEntry, StoreEvent, SyncState,
+    DumpRow, PendingEntry, QueueStats, Receipt, RejectedEntry, ServerRestored, StoreEvent,
+    SyncState,
 };
 use account::StoredIdentity;
 use clinic_shared::model::{Staff, SyncRow, Timestamp};
@@ -191,6 +193,30 @@ impl Mirror {
             Ok((event.clone(), Some(event)))
         })
         .await
+    }
+
+    /// Whether the server was restored since the mirror synced with it; if
+    /// so the mirror has started over (see [`restore::check_server`]).
+    pub(crate) async fn check_server(
+        &self,
+        epoch: String,
+        cursor_above_head: bool,
+    ) -> ClientResult<bool> {
+        self.write(move |conn, now| {
+            let event = restore::check_server(conn, &epoch, cursor_above_head, now)?;
+            Ok((event.is_some(), event))
+        })
+        .await
+    }
+
+    /// The restore notice not yet dismissed.
+    pub(crate) async fn restore_notice(&self) -> ClientResult<Option<ServerRestored>> {
+        self.read(restore::notice).await
+    }
+
+    /// Dismisses the restore notice.
+    pub(crate) async fn dismiss_restore_notice(&self) -> ClientResult<()> {
+        self.read(restore::dismiss).await
     }
 
     /// Records push results (see [`outbox::apply_results`]).

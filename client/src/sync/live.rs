@@ -47,7 +47,14 @@ impl SyncEngine {
                     last_heard = Instant::now();
                     let Some(msg) = received? else { continue };
                     match msg {
-                        ServerMessage::Welcome { head, time_zone, .. } => {
+                        ServerMessage::Welcome { head, time_zone, server_epoch, .. } => {
+                            // Only the epoch here: the head of a welcome is
+                            // the instance's, which may trail the database.
+                            if self.mirror.check_server(server_epoch, false).await? {
+                                link.close().await;
+                                self.refresh_status(None).await;
+                                return Ok(SessionEnd::Reconnect);
+                            }
                             welcomed = true;
                             if let Some(zone) = time_zone {
                                 self.mirror.set_time_zone(zone).await?;

@@ -177,6 +177,7 @@ impl SyncEngine {
     pub(crate) async fn refresh_status(&self, connection: Option<Connection>) {
         let stats = self.mirror.stats().await;
         let last = self.mirror.last_synced_at().await;
+        let restored = self.mirror.restore_notice().await;
         let now = self.clock.now();
         self.status.send_modify(|s| {
             if let Some(c) = connection {
@@ -199,6 +200,9 @@ impl SyncEngine {
             }
             if let Ok(last) = last {
                 s.last_synced_at = last;
+            }
+            if let Ok(restored) = restored {
+                s.server_restored = restored;
             }
         });
     }

@@ -99,6 +99,16 @@ impl SyncEngine {
                 mutations,
             };
             let pushed = self.transport.push(url, token, &request).await?;
+            // Results of a restored server are applied only after the
+            // mirror has started over (stale sync marks would drop them).
+            if self
+                .mirror
+                .check_server(pushed.server_epoch.clone(), false)
+                .await?
+            {
+                self.mirror.apply_results(pushed.results).await?;
+                return Ok((applied, rejected));
+            }
             let mut retry = false;
             for r in &pushed.results {
                 match r.outcome {
@@ -115,10 +125,10 @@ impl SyncEngine {
     }
 
     /// Pulls one page from the mirror's cursor and applies it. `None` when
-    /// the page says the account's role changed: the mirror has dropped what
-    /// the new role may not read and starts over from cursor 0, so the page
-    /// (computed for the new role from the old cursor) is not applied; pull
-    /// again.
+    /// the page says the account's role changed (the mirror has dropped what
+    /// the new role may not read) or the server was restored from a backup
+    /// (the mirror dropped its rows): it starts over from cursor 0, so the
+    /// page (computed from the old cursor) is not applied; pull again.
     async fn pull_http(
         &self,
         url: &str,
@@ -133,6 +143,13 @@ impl SyncEngine {
             client_id: identity.client_id,
         };
         let page = self.transport.pull(url, token, query).await?;
+        if self
+            .mirror
+            .check_server(page.server_epoch.clone(), cursor > page.head)
+            .await?
+        {
+            return Ok(None);
+        }
         if identity.user.as_ref().is_some_and(|u| u.role != page.role) {
             self.session.refresh_account().await?;
             return Ok(None);
@@ -160,12 +177,13 @@ impl SyncEngine {
         let mut restarts = 0;
         loop {
             let Some(page) = self.pull_http(&url, &token, 0).await? else {
-                // The role changed: from the start again (a role that keeps
-                // changing under us is the server's trouble, not a loop).
+                // The role changed, or the server was restored: from the
+                // start again (a server that keeps changing under us is its
+                // trouble, not a loop).
                 restarts += 1;
                 if restarts > 3 {
                     return Err(ClientError::Protocol(
-                        "the account's role keeps changing; try again".into(),
+                        "the server's answers keep changing (role or restore); try again".into(),
                     ));
                 }
                 continue;

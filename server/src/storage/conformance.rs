@@ -69,6 +69,72 @@ pub fn run_all(fresh: &dyn Fn() -> Box<dyn Storage>) -> Result<(), Failed> {
     savepoints_undo_security_writes(fresh().as_ref())?;
     access_appends_of_their_own(fresh().as_ref())?;
     appointment_ranges(fresh().as_ref())?;
+    server_epochs_and_restores(fresh().as_ref())?;
+    Ok(())
+}
+
+/// A database has a server epoch from the start; a new one after a
+/// restore, which also lets each client resume past a gap exactly once (and
+/// not before any restore); a savepoint rolled back takes the resume back.
+/// Pages carry the head of their snapshot, below a cursor from the future.
+fn server_epochs_and_restores(s: &dyn Storage) -> Result<(), Failed> {
+    let first = st(s.server_epoch())?;
+    check!(
+        first.len() == 32 && first.chars().all(|c| c.is_ascii_hexdigit()),
+        "an epoch of 32 hex digits: {first:?}"
+    );
+    check!(st(s.server_epoch())? == first, "the epoch is stable");
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut resumed = Vec::new();
+    st(s.write(&mut |tx| {
+        resumed.push(tx.resume_after_restore(a)?);
+        Ok(())
+    }))?;
+    check!(
+        resumed == [false],
+        "no resume before a restore: {resumed:?}"
+    );
+    st(s.write(&mut |tx| tx.put(&change(1, Table::Patients, Uuid::now_v7(), json!({})))))?;
+    let page = st(s.changes_page(&[Table::Patients], 40, 10, None))?;
+    check!(
+        page.head == 1 && page.rows.is_empty(),
+        "a page read from cursor 40 says head 1: {:?}",
+        (page.head, page.cursor)
+    );
+    let second = st(s.start_new_epoch(t(5)))?;
+    check!(second != first, "a restore makes a new epoch");
+    check!(st(s.server_epoch())? == second, "the new epoch is kept");
+    resumed.clear();
+    st(s.write(&mut |tx| {
+        tx.savepoint()?;
+        resumed.push(tx.resume_after_restore(a)?);
+        tx.rollback_to_savepoint()?;
+        resumed.push(tx.resume_after_restore(a)?);
+        resumed.push(tx.resume_after_restore(a)?);
+        resumed.push(tx.resume_after_restore(b)?);
+        Ok(())
+    }))?;
+    check!(
+        resumed == [true, true, false, true],
+        "once per client, undone with its savepoint: {resumed:?}"
+    );
+    resumed.clear();
+    st(s.write(&mut |tx| {
+        resumed.push(tx.resume_after_restore(a)?);
+        Ok(())
+    }))?;
+    check!(resumed == [false], "a resume is kept: {resumed:?}");
+    let third = st(s.start_new_epoch(t(9)))?;
+    check!(third != second, "every restore makes a new epoch");
+    resumed.clear();
+    st(s.write(&mut |tx| {
+        resumed.push(tx.resume_after_restore(a)?);
+        Ok(())
+    }))?;
+    check!(
+        resumed == [true],
+        "the next restore allows one more: {resumed:?}"
+    );
     Ok(())
 }
 

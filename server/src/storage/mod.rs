@@ -414,6 +414,10 @@ pub struct ChangesPage {
     pub rows: Vec<SyncRow>,
     /// Cursor after these rows.
     pub cursor: u64,
+    /// The highest committed sequence number in the same snapshot (below
+    /// the requested cursor only if the database is older than the
+    /// client's copy: restored from a backup).
+    pub head: u64,
     /// More rows wait past `cursor`.
     pub more: bool,
     /// Highest processed mutation id of the client asked about, given only
@@ -464,6 +468,12 @@ pub trait WriteTx {
     ) -> StorageResult<Vec<LoggedChange>>;
     /// A client's state.
     fn client(&mut self, client_id: Uuid) -> StorageResult<Option<ClientRecord>>;
+    /// Whether a gap in this client's mutation ids is the one a restore
+    /// leaves (its acknowledged mutations after the backup are gone), so
+    /// its next pending mutation is accepted: true only in a restored
+    /// database, and only once per client (the first time it is asked, which
+    /// it records in this transaction).
+    fn resume_after_restore(&mut self, client_id: Uuid) -> StorageResult<bool>;
     /// Creates or updates a client's state.
     fn set_client(&mut self, client_id: Uuid, record: ClientRecord) -> StorageResult<()>;
     /// The stored outcome of a processed mutation, with the fingerprint of
@@ -540,6 +550,15 @@ pub trait Storage: Send + Sync + 'static {
     fn write(&self, work: &mut WriteWork<'_>) -> StorageResult<()>;
     /// Highest committed sequence number.
     fn head(&self) -> StorageResult<u64>;
+    /// The server epoch: a random id made with the database and made anew
+    /// by [`Storage::start_new_epoch`]. Clients that see it change know the
+    /// database is not the one they synced with (a restore) and re-sync.
+    fn server_epoch(&self) -> StorageResult<String>;
+    /// After a restore (run with every server stopped): a new server epoch,
+    /// the database marked as restored at `at`, and no client counted as
+    /// resumed yet (see [`WriteTx::resume_after_restore`]). Returns the new
+    /// epoch.
+    fn start_new_epoch(&self, at: Timestamp) -> StorageResult<String>;
     /// Up to `limit` rows of `tables` with `after < version`, by version,
     /// and, for `client`, its last processed mutation id when caught up.
     fn changes_page(

@@ -178,6 +178,20 @@ const MIGRATIONS: &[Migration] = &[
     ALTER TABLE mutation_results ADD COLUMN fingerprint TEXT;
     "#,
     ),
+    // 7: the server epoch (new on restore) and the clients that have pushed
+    // since the last restore.
+    Migration::Sql(
+        r#"
+    CREATE TABLE server_meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO server_meta (key, value) VALUES ('epoch', lower(hex(randomblob(16))));
+    CREATE TABLE resumed_clients (
+        client_id TEXT PRIMARY KEY
+    ) WITHOUT ROWID;
+    "#,
+    ),
 ];
 
 /// Computes the hash chain of change-log entries written before the chain
@@ -334,6 +348,89 @@ fn migrate(conn: &mut Connection) -> StorageResult<()> {
     Ok(tx.commit()?)
 }
 
+/// `FILE.partial`: where a copy is written before it is renamed into place.
+fn partial_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".partial");
+    std::path::PathBuf::from(name)
+}
+
+/// Checks that `path` is a whole clinic database (integrity check, the
+/// change log present); returns its head.
+fn check_copy(path: &Path) -> StorageResult<u64> {
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+    if check != "ok" {
+        return Err(StorageError::Corrupt(format!(
+            "{} fails its integrity check: {check}",
+            path.display()
+        )));
+    }
+    let head: Option<i64> = conn
+        .query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(|_| {
+            StorageError::Corrupt(format!("{} is not a Clinic Sync database", path.display()))
+        })?;
+    Ok(to_u64(head.unwrap_or(0)))
+}
+
+/// What [`restore_from`] did.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    /// Where the database that was replaced now is (kept, not deleted).
+    pub previous: Option<std::path::PathBuf>,
+    /// The restored database's head.
+    pub head: u64,
+    /// Its new server epoch.
+    pub epoch: String,
+}
+
+/// Replaces the database at `db` with the backup `backup` (run with the
+/// server stopped): the backup is checked first, the current database and
+/// its WAL are moved aside to `<db>.before-restore-<time>` (nothing is
+/// deleted), the copy is renamed into place, its schema brought up to date,
+/// and it gets a new server epoch, so desks notice and re-sync.
+pub fn restore_from(backup: &Path, db: &Path, at: Timestamp) -> StorageResult<Restored> {
+    check_copy(backup)?;
+    let io = |what: &str, e: std::io::Error| StorageError::Database(format!("{what}: {e}"));
+    let partial = partial_path(db);
+    std::fs::copy(backup, &partial).map_err(|e| io("copying the backup", e))?;
+    std::fs::File::open(&partial)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io("copying the backup", e))?;
+    let previous = if db.exists() {
+        let stamp = at.to_string().replace([':', '-'], "");
+        let mut aside = db.as_os_str().to_owned();
+        aside.push(format!(".before-restore-{stamp}"));
+        let aside = std::path::PathBuf::from(aside);
+        for suffix in ["", "-wal", "-shm"] {
+            let mut from = db.as_os_str().to_owned();
+            from.push(suffix);
+            let mut to = aside.as_os_str().to_owned();
+            to.push(suffix);
+            if Path::new(&from).exists() {
+                std::fs::rename(&from, &to)
+                    .map_err(|e| io("moving the current database aside", e))?;
+            }
+        }
+        Some(aside)
+    } else {
+        None
+    };
+    std::fs::rename(&partial, db).map_err(|e| io("putting the backup in place", e))?;
+    let storage = SqliteStorage::open(db)?;
+    let epoch = storage.start_new_epoch(at)?;
+    let head = storage.head()?;
+    Ok(Restored {
+        previous,
+        head,
+        epoch,
+    })
+}
+
 impl SqliteStorage {
     /// Opens (creating if needed) the database at `path` and brings its
     /// schema up to date.
@@ -355,6 +452,41 @@ impl SqliteStorage {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Writes a consistent copy of the database to `out` while it serves
+    /// (`VACUUM INTO` reads one snapshot; writers go on meanwhile), checks
+    /// the copy, and returns its head. The copy is written beside `out` and
+    /// renamed into place, so `out` is either whole or absent.
+    pub fn backup_to(&self, out: &Path) -> StorageResult<u64> {
+        if out.exists() {
+            return Err(StorageError::Database(format!(
+                "{} already exists; choose a new file name",
+                out.display()
+            )));
+        }
+        let partial = partial_path(out);
+        let _ = std::fs::remove_file(&partial);
+        let target = partial.to_string_lossy().into_owned();
+        if let Err(e) = self.read(|c| {
+            c.execute("VACUUM INTO ?1", [&target])?;
+            Ok(())
+        }) {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+        let head = match check_copy(&partial) {
+            Ok(head) => head,
+            Err(e) => {
+                let _ = std::fs::remove_file(&partial);
+                return Err(e);
+            }
+        };
+        std::fs::File::open(&partial)
+            .and_then(|f| f.sync_all())
+            .and_then(|()| std::fs::rename(&partial, out))
+            .map_err(|e| StorageError::Database(format!("writing {}: {e}", out.display())))?;
+        Ok(head)
     }
 
     /// Runs `f` on a reader connection from the pool.
@@ -810,6 +942,22 @@ impl WriteTx for SqliteTx<'_> {
         client_record(&self.tx, client_id)
     }
 
+    fn resume_after_restore(&mut self, client_id: Uuid) -> StorageResult<bool> {
+        let restored: bool = self.tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM server_meta WHERE key = 'restored_at')",
+            [],
+            |r| r.get(0),
+        )?;
+        if !restored {
+            return Ok(false);
+        }
+        let first = self.tx.execute(
+            "INSERT INTO resumed_clients (client_id) VALUES (?1) ON CONFLICT DO NOTHING",
+            [client_id.to_string()],
+        )?;
+        Ok(first == 1)
+    }
+
     fn set_client(&mut self, client_id: Uuid, record: ClientRecord) -> StorageResult<()> {
         self.tx
             .prepare_cached(
@@ -1241,6 +1389,35 @@ impl Storage for SqliteStorage {
         })
     }
 
+    fn server_epoch(&self) -> StorageResult<String> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT value FROM server_meta WHERE key = 'epoch'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| corrupt("the database has no server epoch".to_owned()))
+        })
+    }
+
+    fn start_new_epoch(&self, at: Timestamp) -> StorageResult<String> {
+        let mut conn = self
+            .writer
+            .lock()
+            .map_err(|_| corrupt("writer connection poisoned"))?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let epoch: String = tx.query_row("SELECT lower(hex(randomblob(16)))", [], |r| r.get(0))?;
+        tx.execute(
+            "INSERT INTO server_meta (key, value) VALUES ('epoch', ?1), ('restored_at', ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![epoch, at.to_string()],
+        )?;
+        tx.execute("DELETE FROM resumed_clients", [])?;
+        tx.commit()?;
+        Ok(epoch)
+    }
+
     fn changes_page(
         &self,
         tables: &[Table],
@@ -1297,6 +1474,7 @@ impl Storage for SqliteStorage {
             Ok(ChangesPage {
                 rows,
                 cursor,
+                head,
                 more,
                 last_mutation_id,
             })

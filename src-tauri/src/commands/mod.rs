@@ -193,6 +193,11 @@ async fn dismiss_rejected(c: Client<'_>, mutation_id: u64) -> Answer<bool> {
 }
 
 #[tauri::command]
+async fn dismiss_server_restored(c: Client<'_>) -> Answer<()> {
+    c.dismiss_server_restored().await
+}
+
+#[tauri::command]
 async fn record_history(c: Client<'_>, table: Table, id: Uuid) -> Answer<HistoryResponse> {
     c.history(table, id).await
 }
@@ -229,6 +234,7 @@ pub fn handler() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static 
         pending_changes,
         rejected_changes,
         dismiss_rejected,
+        dismiss_server_restored,
         record_history,
     ]
 }

@@ -32,4 +32,15 @@ role: Role,
  * The account's security epoch: it rises with every password change,
  * disable or enable, role change and "end all sessions".
  */
-epoch: number, };
+epoch: number, 
+/**
+ * The highest committed sequence number when this page was read. A
+ * requested cursor above it means the database is older than the
+ * client's copy (restored from a backup): re-sync from 0.
+ */
+head: number, 
+/**
+ * The server epoch: made with the database and anew by every restore.
+ * A client that sees it change re-syncs from 0 (PROTOCOL.md §7.8).
+ */
+server_epoch: string, };

@@ -8,4 +8,9 @@ export type PushResponse = {
 /**
  * Results, same order as the request.
  */
-results: Array<MutationResult>, };
+results: Array<MutationResult>, 
+/**
+ * The server epoch (see `PullResponse::server_epoch`): a client checks
+ * it before it applies the results, which a restored server computed.
+ */
+server_epoch: string, };

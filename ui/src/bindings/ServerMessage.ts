@@ -25,6 +25,10 @@ head: number,
  */
 epoch: number, 
 /**
+ * The server epoch (see `PullResponse::server_epoch`).
+ */
+server_epoch: string, 
+/**
  * The clinic's time zone (see `LoginResponse::time_zone`).
  */
 time_zone?: string, } | { "type": "changes", 

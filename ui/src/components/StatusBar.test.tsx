@@ -22,6 +22,7 @@ const base: SyncStatus = {
   cursor: 42,
   last_error: null,
   last_attempt_at: null,
+  server_restored: null,
 };
 
 describe("StatusBar", () => {

@@ -1,8 +1,9 @@
 // How sync stands, in plain words for the status bar and the Sync panel:
 // no cursors, client ids, URLs or error dumps. Unit-tested (Vitest).
 import type { Connection } from "../bindings/Connection";
+import type { ServerRestored } from "../bindings/ServerRestored";
 import type { SyncStatus } from "../bindings/SyncStatus";
-import { durationLabel, formatTime, type Clinic } from "./time";
+import { durationLabel, formatInstant, formatTime, type Clinic } from "./time";
 
 export { durationLabel } from "./time";
 
@@ -57,6 +58,17 @@ export function saveLabel(s: Pick<SyncStatus, "pending" | "last_attempt_at">, no
 export function refusedLabel(rejected: number): string {
   if (rejected === 0) return "";
   return rejected === 1 ? "1 change not saved — review" : `${rejected} changes not saved — review`;
+}
+
+/** The notice after the clinic's server was restored from a backup: what happened, what the desk did, what to check. */
+export function restoredSentence(r: ServerRestored, c: Clinic): string {
+  const resent =
+    r.resent === 0 ? "" : r.resent === 1 ? " and sent its 1 unconfirmed change again" : ` and sent its ${r.resent} unconfirmed changes again`;
+  return (
+    `The clinic's server was restored from a backup (noticed ${formatInstant(r.noticed_at, c)}). ` +
+    `This desk has reloaded the clinic's data${resent}. ` +
+    "Work saved after that backup may be missing: please check today's bookings, records and payments."
+  );
 }
 
 /** When the server was last heard from, in the clinic's zone. */

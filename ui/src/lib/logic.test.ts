@@ -3,7 +3,7 @@ import type { Patient } from "../bindings/Patient";
 import { nextSteps } from "../screens/Schedule";
 import { rebased } from "../screens/SyncPanel";
 import { formatMoney } from "./errors";
-import { connectionLabel, durationLabel, saveLabel, syncProgress } from "./format";
+import { connectionLabel, durationLabel, restoredSentence, saveLabel, syncProgress } from "./format";
 import { formatTime } from "./time";
 import { staleKeys } from "./invalidate";
 import { fieldErrors, formOf, isEmptyPatch, patientPatch } from "./patch";
@@ -101,5 +101,16 @@ describe("roles and flows", () => {
     expect(rebased(m, 9)).toEqual({ ...m, args: { ...m.args, base_version: 9 } });
     const create = { type: "void_invoice" as const, args: { id: patient.id } };
     expect(rebased(create, 9)).toBe(create);
+  });
+});
+
+describe("restoredSentence", () => {
+  const berlin = { zone: "Europe/Berlin", locale: "en-GB" };
+  it("says what happened, in the clinic's time, what the desk did and what to check", () => {
+    expect(restoredSentence({ noticed_at: "2026-11-23T09:30:00Z", resent: 2 }, berlin)).toBe(
+      "The clinic's server was restored from a backup (noticed 23 Nov 2026, 10:30). This desk has reloaded the clinic's data and sent its 2 unconfirmed changes again. Work saved after that backup may be missing: please check today's bookings, records and payments.",
+    );
+    expect(restoredSentence({ noticed_at: "2026-11-23T09:30:00Z", resent: 1 }, berlin)).toContain("sent its 1 unconfirmed change again.");
+    expect(restoredSentence({ noticed_at: "2026-11-23T09:30:00Z", resent: 0 }, berlin)).toContain("reloaded the clinic's data. Work saved");
   });
 });

@@ -584,6 +584,45 @@ impl Storage for PgStorage {
         })
     }
 
+    fn server_epoch(&self) -> StorageResult<String> {
+        self.read(|c| {
+            let rows = c
+                .query("SELECT value FROM server_meta WHERE key = 'epoch'", &[])
+                .map_err(db_err)?;
+            rows.first()
+                .map(|r| r.get::<_, String>(0))
+                .ok_or_else(|| corrupt("the database has no server epoch"))
+        })
+    }
+
+    fn start_new_epoch(&self, at: Timestamp) -> StorageResult<String> {
+        let mut conn = self.pool.get()?;
+        let mut tx = conn.client.transaction().map_err(db_err)?;
+        let rows = tx
+            .query(
+                "INSERT INTO server_meta (key, value)
+                 VALUES ('epoch', replace(gen_random_uuid()::text, '-', ''))
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value
+                 RETURNING value",
+                &[],
+            )
+            .map_err(db_err)?;
+        let epoch: String = rows
+            .first()
+            .map(|r| r.get(0))
+            .ok_or_else(|| corrupt("no server epoch was made"))?;
+        tx.execute(
+            "INSERT INTO server_meta (key, value) VALUES ('restored_at', $1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&at.to_string()],
+        )
+        .map_err(db_err)?;
+        tx.execute("DELETE FROM resumed_clients", &[])
+            .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        Ok(epoch)
+    }
+
     fn changes_page(
         &self,
         tables: &[Table],
@@ -642,6 +681,7 @@ impl Storage for PgStorage {
             Ok(ChangesPage {
                 rows,
                 cursor,
+                head,
                 more,
                 last_mutation_id: if more || client.is_none() { None } else { ack },
             })

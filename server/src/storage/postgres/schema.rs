@@ -172,6 +172,20 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     ALTER TABLE mutation_results ADD COLUMN fingerprint text;
     "#,
     ),
+    // 7: the server epoch (new on restore) and the clients that have pushed
+    // since the last restore.
+    Migration::Sql(
+        r#"
+    CREATE TABLE server_meta (
+        key text PRIMARY KEY,
+        value text NOT NULL
+    );
+    INSERT INTO server_meta (key, value) VALUES ('epoch', replace(gen_random_uuid()::text, '-', ''));
+    CREATE TABLE resumed_clients (
+        client_id uuid PRIMARY KEY
+    );
+    "#,
+    ),
 ];
 
 /// Computes the hash chain of change-log entries written before the chain

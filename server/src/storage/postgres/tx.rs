@@ -588,6 +588,19 @@ impl WriteTx for PgTx<'_> {
         self.db_client(client_id)
     }
 
+    fn resume_after_restore(&mut self, client_id: Uuid) -> StorageResult<bool> {
+        let restored = self.query("SELECT 1 FROM server_meta WHERE key = 'restored_at'", &[])?;
+        if restored.is_empty() {
+            return Ok(false);
+        }
+        self.direct()?;
+        let first = self.execute(
+            "INSERT INTO resumed_clients (client_id) VALUES ($1) ON CONFLICT DO NOTHING",
+            &[&client_id],
+        )?;
+        Ok(first == 1)
+    }
+
     fn set_client(&mut self, client_id: Uuid, record: ClientRecord) -> StorageResult<()> {
         // As an upsert that keeps the user a client is bound to.
         let user_id = match self.client(client_id)? {
