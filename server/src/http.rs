@@ -22,9 +22,9 @@ use crate::{AppState, admin, auth, ws};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{
-    ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, Query, State, WebSocketUpgrade,
+    ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, State, WebSocketUpgrade,
 };
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -95,6 +95,56 @@ impl From<admin::AdminError> for ApiError {
             }
         }
     }
+}
+
+/// A query string decoded like the JSON bodies are: a value that does not
+/// fit is a `400` whose `field` names the parameter (axum's own `Query`
+/// only puts the name inside its English message).
+pub struct StrictQuery<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for StrictQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        decode_query(parts.uri.query().unwrap_or("")).map(StrictQuery)
+    }
+}
+
+/// Decodes a URL query string into `T`, naming the parameter on error.
+pub fn decode_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let pairs = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(pairs).map_err(|e| {
+        let mut field = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // A missing or repeated parameter is reported on the whole query
+        // (path "."), with the name between backticks in serde's message.
+        if field == "."
+            && let Some(name) = inner.split('`').nth(1)
+        {
+            field = name.to_owned();
+        }
+        let message = if field == "." {
+            format!("the query string is not valid: {inner}")
+        } else if inner.starts_with("missing field") {
+            format!("query parameter {field} is required")
+        } else if inner.starts_with("duplicate field") {
+            format!("query parameter {field} is given more than once")
+        } else {
+            format!("query parameter {field}: {inner}")
+        };
+        let mut body = ErrorBody::new(ErrorCode::BadRequest, message);
+        if field != "." {
+            body = body.with_field(field);
+        }
+        ApiError(body)
+    })
 }
 
 /// Seconds a client is asked to wait before retrying after a `503`
@@ -454,9 +504,8 @@ pub struct LogoutQuery {
 async fn logout(
     State(state): State<AppState>,
     SignedIn(caller): SignedIn,
-    query: Result<Query<LogoutQuery>, QueryRejection>,
+    StrictQuery(q): StrictQuery<LogoutQuery>,
 ) -> ApiResult<Response> {
-    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
     let storage = state.storage.clone();
     let user_id = caller.user.id;
     if q.everywhere {
@@ -643,9 +692,8 @@ pub struct PullQuery {
 async fn pull(
     State(state): State<AppState>,
     caller: Caller,
-    query: Result<Query<PullQuery>, QueryRejection>,
+    StrictQuery(q): StrictQuery<PullQuery>,
 ) -> ApiResult<Json<PullResponse>> {
-    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
     let limit = q.limit.unwrap_or(limits::DEFAULT_PAGE_ROWS);
     if limit == 0 || limit > limits::MAX_PAGE_ROWS {
         return Err(ApiError(
@@ -875,7 +923,7 @@ fn audit_limit(limit: Option<usize>) -> ApiResult<usize> {
 async fn access_log(
     State(state): State<AppState>,
     caller: Caller,
-    query: Result<Query<AuditQuery>, QueryRejection>,
+    StrictQuery(q): StrictQuery<AuditQuery>,
 ) -> ApiResult<Json<AccessLogResponse>> {
     if !clinic_shared::permissions::can_read_audit(caller.user.role) {
         return Err(ApiError::new(
@@ -883,7 +931,6 @@ async fn access_log(
             "only administrators may read the access log",
         ));
     }
-    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
     let limit = audit_limit(q.limit)?;
     let Some(patient) = q.patient else {
         return Err(ApiError(
@@ -909,7 +956,7 @@ async fn access_log(
 async fn sign_ins(
     State(state): State<AppState>,
     caller: Caller,
-    query: Result<Query<AuditQuery>, QueryRejection>,
+    StrictQuery(q): StrictQuery<AuditQuery>,
 ) -> ApiResult<Json<SignInEventsResponse>> {
     if !clinic_shared::permissions::can_read_audit(caller.user.role) {
         return Err(ApiError::new(
@@ -917,7 +964,6 @@ async fn sign_ins(
             "only administrators may read the sign-in log",
         ));
     }
-    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
     let limit = audit_limit(q.limit)?;
     if q.patient.is_some() {
         return Err(ApiError(

@@ -37,9 +37,7 @@ pub mod ws;
 
 use clinic_shared::model::Timestamp;
 use feed::Feed;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::sync::Arc;
@@ -232,6 +230,12 @@ impl App {
         pollers.push(tokio::spawn(
             revocations.clone().run(config.security_poll, token.clone()),
         ));
+        pollers.push(tokio::spawn(session::purge_expired_sessions(
+            storage.clone(),
+            config.clock.clone(),
+            session::SESSION_PURGE_EVERY,
+            token.clone(),
+        )));
         Ok(App {
             state,
             writer_thread,
@@ -297,7 +301,11 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let server = App::start(storage, config.clone())?;
     let app = server.router();
-    let graceful = GracefulShutdown::new();
+    // Every connection task, so that shutdown can wait for in-flight
+    // requests; `closing` asks each connection to finish its current
+    // request and close.
+    let connections = TaskTracker::new();
+    let closing = CancellationToken::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
@@ -320,9 +328,9 @@ pub async fn run(
                     }),
                 );
                 let header_read_timeout = config.header_read_timeout;
-                let watcher = graceful.watcher();
+                let closing = closing.clone();
                 let tls = config.tls.clone();
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     // A connection that sends nothing at all is closed like
                     // one whose request head is slow: hyper's header read
                     // timeout only starts with the first byte.
@@ -337,15 +345,25 @@ pub async fn run(
                     let Some(stream) = tls::wrap(stream, first[0], tls, header_read_timeout, peer).await else {
                         return;
                     };
-                    let mut builder = auto::Builder::new(TokioExecutor::new());
-                    builder
-                        .http1()
+                    // HTTP/1.1 only. The protocol is HTTP/1.1 (PROTOCOL §7.9):
+                    // an HTTP/2 connection would bypass the header-read and
+                    // idle timeouts below, so its preface is refused as a bad
+                    // request line instead of being served.
+                    let conn = hyper::server::conn::http1::Builder::new()
                         .timer(TokioTimer::new())
-                        .header_read_timeout(header_read_timeout);
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
+                        .header_read_timeout(header_read_timeout)
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades();
+                    let mut conn = std::pin::pin!(conn);
+                    let ended = tokio::select! {
+                        ended = conn.as_mut() => ended,
+                        () = closing.cancelled() => {
+                            // Finish the request in flight, then close.
+                            conn.as_mut().graceful_shutdown();
+                            conn.await
+                        }
+                    };
+                    if let Err(e) = ended {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });
@@ -357,7 +375,9 @@ pub async fn run(
     drop(listener);
     // New requests are refused from here; in-flight ones finish.
     server.state().shutdown.cancel();
-    if tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
+    closing.cancel();
+    connections.close();
+    if tokio::time::timeout(config.shutdown_grace, connections.wait())
         .await
         .is_err()
     {

@@ -659,8 +659,8 @@ fn serve(
                 tracing::info!(patients = summary.patients, appointments = summary.appointments, "demo clinic seeded");
             }
         }
-        let (s, now) = (storage.clone(), (config.clock)());
-        let purged = tokio::task::spawn_blocking(move || s.purge_expired_sessions(now)).await??;
+        let (s, cutoff) = (storage.clone(), clinic_server::session::purge_cutoff((config.clock)()));
+        let purged = tokio::task::spawn_blocking(move || s.purge_expired_sessions(cutoff)).await??;
         if purged > 0 {
             tracing::info!(purged, "expired sessions removed");
         }

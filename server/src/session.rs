@@ -476,6 +476,49 @@ pub async fn verify_credentials(
     Ok((user, security))
 }
 
+/// How often [`purge_expired_sessions`] removes sessions long expired.
+pub const SESSION_PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// How long an expired session is kept: until then its token is answered
+/// `token_expired` ("sign in again"), after it `unauthorized` like any
+/// unknown token. A desk back from weeks offline still hears "expired".
+pub const KEEP_EXPIRED_SESSIONS: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The cut-off for [`crate::storage::Storage::purge_expired_sessions`] at
+/// `now`: sessions that expired [`KEEP_EXPIRED_SESSIONS`] before it.
+pub fn purge_cutoff(now: clinic_shared::model::Timestamp) -> clinic_shared::model::Timestamp {
+    let keep = i64::try_from(KEEP_EXPIRED_SESSIONS.as_secs()).unwrap_or(i64::MAX);
+    clinic_shared::model::Timestamp::from_unix(now.unix().saturating_sub(keep)).unwrap_or(now)
+}
+
+/// Removes long-expired sessions every `every` until `stop`: they are
+/// refused anyway, but a server that runs for months should not keep every
+/// session it ever issued.
+pub async fn purge_expired_sessions(
+    storage: std::sync::Arc<dyn crate::storage::Storage>,
+    clock: crate::Clock,
+    every: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate: the server's start already purged.
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let (s, cutoff) = (storage.clone(), purge_cutoff(clock()));
+        match blocking(move || s.purge_expired_sessions(cutoff)).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "expired sessions removed"),
+            // Retried at the next tick; nothing depends on it meanwhile.
+            Err(e) => tracing::warn!(error = %e.message, "removing expired sessions failed"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

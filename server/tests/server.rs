@@ -8,7 +8,7 @@ use clinic_shared::model::{Table, Timestamp};
 use clinic_shared::mutation::*;
 use clinic_shared::protocol::{
     ClientMessage, ErrorBody, ErrorCode, HistoryResponse, MutationOutcome, RejectCode,
-    ServerMessage,
+    ServerMessage, limits,
 };
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -918,8 +918,31 @@ async fn malformed_and_oversized_input_is_answered_and_the_server_keeps_serving(
             assert_eq!(got.field.as_deref(), Some(field), "{name}");
         }
     }
-    let bad_query = api.get("/v1/pull?cursor=minus-one").send().await.unwrap();
-    assert_eq!(error_body(bad_query).await.0, 400);
+    // Query parameters are named like body fields: a value that does not
+    // fit its type (u64 cursor one past the maximum), a missing one, a
+    // repeated one.
+    for (query, field, says) in [
+        ("cursor=minus-one", "cursor", "invalid digit"),
+        ("cursor=18446744073709551616", "cursor", "too large"),
+        ("cursor=0&limit=many", "limit", "invalid digit"),
+        ("cursor=0&client_id=zz", "client_id", "UUID"),
+        ("limit=5", "cursor", "is required"),
+        ("cursor=1&cursor=2", "cursor", "more than once"),
+    ] {
+        let (status, body) =
+            error_body(api.get(&format!("/v1/pull?{query}")).send().await.unwrap()).await;
+        assert_eq!((status, body.code), (400, ErrorCode::BadRequest), "{query}");
+        assert_eq!(body.field.as_deref(), Some(field), "{query}");
+        assert!(body.message.contains(says), "{query}: {}", body.message);
+    }
+    // The largest cursor is a valid one (a desk's cursor above the head is
+    // how a restore is noticed): answered, with the head.
+    let top = api
+        .get(&format!("/v1/pull?cursor={}&wait=0", u64::MAX))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(top.status(), 200);
     let (status, body) = error_body(api.get("/v1/nope").send().await.unwrap()).await;
     assert_eq!((status, body.code), (404, ErrorCode::NotFound));
 
@@ -1623,4 +1646,170 @@ async fn the_front_desk_rules_and_the_clinic_zone_hold_on_the_real_server() {
             }))
             .await,
     );
+}
+
+/// Every integer schema of `value`, with its JSON path.
+fn integer_schemas<'a>(
+    value: &'a serde_json::Value,
+    path: String,
+    out: &mut Vec<(String, &'a serde_json::Value)>,
+) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if map.get("type").and_then(|t| t.as_str()) == Some("integer") {
+                out.push((path.clone(), value));
+            }
+            for (k, v) in map {
+                integer_schemas(v, format!("{path}/{k}"), out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                integer_schemas(v, format!("{path}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_bounds_every_integer_and_describes_the_websocket_upgrade() {
+    let server = Server::start();
+    let doc: serde_json::Value = http()
+        .get(format!("{}/v1/openapi.json", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    let mut integers = Vec::new();
+    integer_schemas(&doc, String::new(), &mut integers);
+    assert!(integers.len() > 50, "found {} integers", integers.len());
+    for (path, schema) in &integers {
+        let bound =
+            |v: &serde_json::Value| v.as_i64().map(i128::from).or(v.as_u64().map(i128::from));
+        let min = bound(&schema["minimum"]);
+        let max = bound(&schema["maximum"]);
+        let (Some(min), Some(max)) = (min, max) else {
+            panic!("{path}: an integer without minimum and maximum: {schema}");
+        };
+        assert!(min <= max, "{path}: {schema}");
+        assert!(
+            min >= i128::from(i64::MIN) && max <= i128::from(u64::MAX),
+            "{path}: beyond what the server decodes: {schema}"
+        );
+    }
+    // The bounds the server enforces are the ones published.
+    let param = |path: &str, name: &str| -> serde_json::Value {
+        doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{path} has no parameter {name}"))["schema"]
+            .clone()
+    };
+    assert_eq!(param("/v1/pull", "limit")["maximum"], limits::MAX_PAGE_ROWS);
+    assert_eq!(
+        param("/v1/pull", "wait")["maximum"],
+        limits::MAX_WAIT_SECONDS
+    );
+    assert_eq!(param("/v1/pull", "cursor")["maximum"], u64::MAX);
+    assert_eq!(
+        param("/v1/audit/access", "limit")["maximum"],
+        limits::MAX_AUDIT_PAGE
+    );
+    assert_eq!(
+        doc["components"]["responses"]["RateLimited"]["headers"]["Retry-After"]["schema"]["maximum"],
+        clinic_server::session::ThrottlePolicy::default()
+            .cap
+            .as_secs()
+    );
+    let mut api = Api::login(&server, "reception").await;
+    let (status, _) = error_body(
+        api.get(&format!(
+            "/v1/pull?cursor=0&limit={}",
+            limits::MAX_PAGE_ROWS + 1
+        ))
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 422);
+    create_patient(&mut api, "Bounded").await;
+
+    // The WebSocket upgrade: the four request headers are declared, and a
+    // handshake made of exactly those (raw, no WebSocket library) is
+    // answered 101 with the declared answer headers; without the key it is
+    // refused.
+    let ws = &doc["paths"]["/v1/ws"]["get"];
+    let declared: Vec<&str> = ws["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["in"] == "header" && p["required"] == true)
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        declared,
+        [
+            "Connection",
+            "Upgrade",
+            "Sec-WebSocket-Version",
+            "Sec-WebSocket-Key"
+        ]
+    );
+    let handshake = |key: Option<&str>| {
+        let mut request = format!(
+            "GET /v1/ws HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n",
+            server.addr()
+        );
+        if let Some(key) = key {
+            request.push_str(&format!("Sec-WebSocket-Key: {key}\r\n"));
+        }
+        request.push_str("\r\n");
+        request
+    };
+    let addr = server.addr();
+    let answer_head = |request: String| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            let n = tokio::time::timeout(WAIT, s.read(&mut byte))
+                .await
+                .expect("answered in time")
+                .unwrap();
+            assert_eq!(n, 1, "closed before the end of the answer head");
+            head.push(byte[0]);
+        }
+        String::from_utf8(head).unwrap()
+    };
+    // The RFC 6455 §1.3 example key and its accept value.
+    let head = answer_head(handshake(Some("dGhlIHNhbXBsZSBub25jZQ=="))).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.contains("upgrade: websocket"), "{head}");
+    assert!(lower.contains("connection: upgrade"), "{head}");
+    assert!(
+        head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        "accept derived from the key: {head}"
+    );
+    for declared in ws["responses"]["101"]["headers"]
+        .as_object()
+        .unwrap()
+        .keys()
+    {
+        assert!(
+            lower.contains(&format!("{}:", declared.to_ascii_lowercase())),
+            "declared answer header {declared} missing: {head}"
+        );
+    }
+    let head = answer_head(handshake(None)).await;
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
 }

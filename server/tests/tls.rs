@@ -577,3 +577,60 @@ fn tls_show_prints_the_fingerprint_openssl_computes_and_init_will_not_overwrite(
         "names kept: {renew_out}"
     );
 }
+
+/// Sends the HTTP/2 connection preface (and an empty SETTINGS frame) and
+/// reads what comes back until the server closes. HTTP/2 would be served
+/// without the header-read and idle timeouts, so the server speaks
+/// HTTP/1.1 only: the preface gets an HTTP/1.1 error (or nothing) and the
+/// connection is closed, never an HTTP/2 SETTINGS frame.
+async fn answer_to_the_http2_preface<S>(mut stream: S) -> Vec<u8>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    stream.write_all(&hello).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("the server closes an HTTP/2 connection at once")
+        .ok();
+    answer
+}
+
+fn assert_not_http2(answer: &[u8]) {
+    // An HTTP/2 server's first frame is SETTINGS: type 4 at byte 3.
+    assert!(
+        answer.is_empty() || answer.starts_with(b"HTTP/1.1 "),
+        "not an HTTP/1.1 answer: {:?}",
+        String::from_utf8_lossy(answer)
+    );
+}
+
+#[tokio::test]
+async fn http2_is_refused_on_plain_and_tls_ports_and_http1_keeps_serving() {
+    let plain = Server::start();
+    let tcp = tokio::net::TcpStream::connect(plain.addr()).await.unwrap();
+    assert_not_http2(&answer_to_the_http2_preface(tcp).await);
+    let health = http()
+        .get(format!("{}/healthz", plain.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+
+    // Over TLS with HTTP/2 asked for by prior knowledge (no ALPN needed).
+    let server = Server::start_tls();
+    let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(clinic_e2e::trusting_tls_config());
+    let name = rustls::pki_types::ServerName::IpAddress(server.addr().ip().into());
+    let tls = connector.connect(name, tcp).await.unwrap();
+    assert_not_http2(&answer_to_the_http2_preface(tls).await);
+    let health = http()
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}
