@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 packages=(build-essential pkg-config file libssl-dev
   libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev)
 if [ "${1:-}" = "--test" ]; then
-  packages+=(xvfb xauth webkit2gtk-driver dbus gnome-keyring openssl sqlite3)
+  # poppler-utils: pdftotext reads the printed PDFs back in the tests.
+  packages+=(xvfb xauth webkit2gtk-driver dbus gnome-keyring openssl sqlite3 poppler-utils)
   # PostgreSQL server binaries: the scale-out tests and benchmarks start a
   # throwaway cluster of their own (tests/src/pg.rs), never a system one.
   if ! command -v initdb >/dev/null 2>&1 && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then

@@ -112,6 +112,12 @@ enum Command {
         #[command(subcommand)]
         command: StockCommand,
     },
+    /// Print to PDF from what this computer holds (works offline): a day
+    /// sheet before an outage, a receipt for a patient.
+    Print {
+        #[command(subcommand)]
+        command: PrintCommand,
+    },
     /// Changes not yet confirmed by the server.
     Pending,
     /// Changes the server refused, with the reason.
@@ -119,6 +125,30 @@ enum Command {
         /// Dismiss this rejection (mutation id) after reading it.
         #[arg(long)]
         dismiss: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PrintCommand {
+    /// A day's appointments (default tomorrow, the day to print before an
+    /// outage): one doctor's with --doctor, else the whole clinic's, one
+    /// section per doctor; times in the clinic's time zone.
+    DaySheet {
+        #[arg(long)]
+        date: Option<chrono::NaiveDate>,
+        /// Username or id.
+        #[arg(long)]
+        doctor: Option<String>,
+        /// The PDF file to write (readable by you only).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// An invoice with its payments ("Receipt" once paid in full).
+    Invoice {
+        id: Uuid,
+        /// The PDF file to write (readable by you only).
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -354,6 +384,26 @@ fn read_password() -> anyhow::Result<String> {
 
 fn now() -> Timestamp {
     Timestamp::from_datetime(chrono::Utc::now())
+}
+
+/// Writes `bytes` to `path` readable by the user only (a printout names
+/// patients), through a temporary file beside it so that a failed write
+/// leaves no half a PDF.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".clinic-print-")
+        .tempfile_in(&dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }
 
 /// Resolves a doctor given by id or username from the local mirror.
@@ -631,6 +681,34 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                     .await
             }
         },
+        Command::Print { command } => {
+            let (pdf, what, out_file) = match command {
+                PrintCommand::DaySheet { date, doctor, out } => {
+                    let date = match date {
+                        Some(d) => d,
+                        None => client
+                            .today()
+                            .await?
+                            .succ_opt()
+                            .context("no day after today")?,
+                    };
+                    let doctor = match doctor {
+                        Some(d) => Some(doctor_id(&client, &d).await?),
+                        None => None,
+                    };
+                    let pdf = client.print_day_sheet(date, doctor).await?;
+                    (pdf, format!("day sheet for {date}"), out)
+                }
+                PrintCommand::Invoice { id, out } => {
+                    (client.print_invoice(id).await?, "invoice".to_owned(), out)
+                }
+            };
+            write_private(&out_file, &pdf)?;
+            done(out.value(
+                &serde_json::json!({"file": out_file, "bytes": pdf.len()}),
+                || format!("wrote the {what} to {}", out_file.display()),
+            ))
+        }
         Command::Pending => {
             let pending = client.pending().await?;
             done(out.value(&pending, || {

@@ -101,6 +101,9 @@ pub enum ClientError {
     /// A part of the client stopped (its thread ended); restart the app.
     #[error("the local store has stopped: {0}")]
     Stopped(&'static str),
+    /// A document could not be made for printing.
+    #[error("the document could not be made for printing")]
+    Print(#[source] clinic_print::PrintError),
 }
 
 fn disabled_message(lost: &[String]) -> String {
@@ -182,6 +185,7 @@ impl ClientError {
             ClientError::Protocol(_) => "protocol_error",
             ClientError::Invalid(_) => "invalid_input",
             ClientError::Stopped(_) => "stopped",
+            ClientError::Print(_) => "print_failed",
         }
     }
 

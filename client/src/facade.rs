@@ -379,6 +379,11 @@ impl ClinicClient {
             .map_err(|e| ClientError::Invalid(e.to_string()))
     }
 
+    /// Now, by this client's clock (the injected one in tests).
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
     /// Today's date in the clinic's zone (by the injected clock).
     pub async fn today(&self) -> ClientResult<chrono::NaiveDate> {
         self.clinic_zone()

@@ -1,0 +1,282 @@
+//! Printing, for the downtime procedure: the facade's `print_*` methods
+//! compose a document from what this desk holds (so it works offline), in
+//! the clinic's words and time zone, and `clinic_print` lays it out as PDF.
+//!
+//! Nothing here reads clinical content: a day sheet carries the visit type
+//! (`appointments.reason`, which reception reads too) and a receipt the
+//! invoice's lines; both are what the signed-in person already sees.
+
+use crate::error::{ClientError, ClientResult};
+use crate::facade::ClinicClient;
+use crate::types::Entity;
+use chrono::NaiveDate;
+use clinic_print::{DaySheet, Receipt, ReceiptLine, ReceiptPayment, SheetRow, SheetSection};
+use clinic_shared::model::{
+    AppointmentStatus, Invoice, InvoiceStatus, Patient, Payment, PaymentMethod, Role, Staff, Table,
+    Timestamp,
+};
+use clinic_shared::time::ClinicZone;
+use std::collections::HashMap;
+use uuid::Uuid;
+
+impl From<clinic_print::PrintError> for ClientError {
+    fn from(e: clinic_print::PrintError) -> ClientError {
+        ClientError::Print(e)
+    }
+}
+
+/// How the desk names an appointment's state.
+pub fn status_label(status: AppointmentStatus) -> &'static str {
+    match status {
+        AppointmentStatus::Scheduled => "Booked",
+        AppointmentStatus::CheckedIn => "Checked in",
+        AppointmentStatus::InProgress => "With doctor",
+        AppointmentStatus::Completed => "Done",
+        AppointmentStatus::Cancelled => "Cancelled",
+        AppointmentStatus::NoShow => "No-show",
+    }
+}
+
+fn method_label(method: PaymentMethod) -> &'static str {
+    match method {
+        PaymentMethod::Cash => "Cash",
+        PaymentMethod::Card => "Card",
+        PaymentMethod::Transfer => "Bank transfer",
+        PaymentMethod::Insurance => "Insurance",
+    }
+}
+
+/// "Thursday 3 December 2026".
+fn long_date(date: NaiveDate) -> String {
+    date.format("%A %-d %B %Y").to_string()
+}
+
+/// "3 December 2026 at 09:41" in the clinic's zone (UTC if the instant
+/// cannot be placed, said so).
+fn when(zone: &ClinicZone, t: Timestamp) -> String {
+    match zone.local(t) {
+        Ok((date, time)) => format!("{} at {}", date.format("%-d %B %Y"), time.format("%H:%M")),
+        Err(_) => format!("{} UTC", t.as_datetime().format("%-d %B %Y at %H:%M")),
+    }
+}
+
+fn clock_time(zone: &ClinicZone, t: Timestamp) -> String {
+    zone.local(t)
+        .map(|(_, time)| time.format("%H:%M").to_string())
+        .unwrap_or_else(|_| t.as_datetime().format("%H:%M UTC").to_string())
+}
+
+fn patient_name(patient: Option<&Patient>) -> String {
+    match patient {
+        Some(p) => format!("{}, {}", p.last_name, p.first_name),
+        // A row this desk does not hold (not yet synced): say so rather
+        // than print an id.
+        None => "(patient not on this computer yet)".to_owned(),
+    }
+}
+
+fn zone_note(zone: &ClinicZone) -> String {
+    format!("Times are in the clinic's time zone, {}.", zone.name())
+}
+
+impl ClinicClient {
+    /// The time by this desk's clock (the injected one, in tests).
+    async fn printed_line(&self, zone: &ClinicZone) -> ClientResult<String> {
+        let who = self
+            .identity()
+            .await?
+            .user
+            .map(|u| format!(" by {}", u.display_name))
+            .unwrap_or_default();
+        Ok(format!("Printed {}{who}", when(zone, self.now())))
+    }
+
+    /// A day sheet as PDF: one doctor's appointments on `date` (in the
+    /// clinic's zone), or with `doctor` `None` the whole clinic's, one
+    /// section per doctor (every active doctor, so an empty day shows as
+    /// empty rather than missing). Cancelled appointments are listed as
+    /// such, since a patient may still turn up.
+    pub async fn print_day_sheet(
+        &self,
+        date: NaiveDate,
+        doctor: Option<Uuid>,
+    ) -> ClientResult<Vec<u8>> {
+        let zone = self.clinic_zone().await?;
+        let appointments = self.day_schedule(date, doctor).await?;
+        let staff: HashMap<Uuid, Staff> = self
+            .staff()
+            .await?
+            .into_iter()
+            .map(|e| (e.id, e.data))
+            .collect();
+        let patients: HashMap<Uuid, Patient> = self
+            .patients()
+            .await?
+            .into_iter()
+            .map(|e| (e.id, e.data))
+            .collect();
+        let doctor_name = |id: Uuid| {
+            staff
+                .get(&id)
+                .map(|s| s.display_name.clone())
+                .unwrap_or_else(|| "(a doctor not on this computer yet)".to_owned())
+        };
+        // Which doctors get a section, in name order.
+        let mut doctors: Vec<Uuid> = match doctor {
+            Some(d) => {
+                if !staff.contains_key(&d) {
+                    return Err(ClientError::Invalid(
+                        "that doctor is not in this computer's staff list".into(),
+                    ));
+                }
+                vec![d]
+            }
+            None => staff
+                .iter()
+                .filter(|(_, s)| s.role == Role::Doctor && s.active)
+                .map(|(id, _)| *id)
+                .collect(),
+        };
+        for a in &appointments {
+            if !doctors.contains(&a.data.doctor_id) {
+                doctors.push(a.data.doctor_id);
+            }
+        }
+        doctors.sort_by_key(|id| doctor_name(*id));
+        let sections = doctors
+            .iter()
+            .map(|&d| {
+                let mut mine: Vec<_> = appointments
+                    .iter()
+                    .filter(|a| a.data.doctor_id == d)
+                    .collect();
+                mine.sort_by_key(|a| (a.data.start, a.data.end));
+                let booked = mine
+                    .iter()
+                    .filter(|a| a.data.status != AppointmentStatus::Cancelled)
+                    .count();
+                let heading = match booked {
+                    0 => format!("{} (no appointments)", doctor_name(d)),
+                    1 => format!("{} (1 appointment)", doctor_name(d)),
+                    n => format!("{} ({n} appointments)", doctor_name(d)),
+                };
+                let rows = mine
+                    .iter()
+                    .map(|a| {
+                        let patient = patients.get(&a.data.patient_id);
+                        SheetRow {
+                            time: format!(
+                                "{}–{}",
+                                clock_time(&zone, a.data.start),
+                                clock_time(&zone, a.data.end)
+                            ),
+                            patient: patient_name(patient),
+                            born: patient
+                                .map(|p| p.date_of_birth.format("%-d %b %Y").to_string())
+                                .unwrap_or_default(),
+                            phone: patient.and_then(|p| p.phone.clone()).unwrap_or_default(),
+                            visit: a.data.reason.clone().unwrap_or_default(),
+                            status: status_label(a.data.status).to_owned(),
+                        }
+                    })
+                    .collect();
+                SheetSection { heading, rows }
+            })
+            .collect();
+        let title = match doctor {
+            Some(d) => format!("Day sheet: {}", doctor_name(d)),
+            None => "Schedule: whole clinic".to_owned(),
+        };
+        let sheet = DaySheet {
+            title,
+            date: long_date(date),
+            zone_note: zone_note(&zone),
+            printed: self.printed_line(&zone).await?,
+            sections,
+        };
+        Ok(clinic_print::day_sheet_pdf(&sheet)?)
+    }
+
+    /// An invoice as PDF, with the payments recorded against it: titled
+    /// "Receipt" once paid in full, "Invoice" while open.
+    pub async fn print_invoice(&self, invoice: Uuid) -> ClientResult<Vec<u8>> {
+        let zone = self.clinic_zone().await?;
+        let Some(Entity { data: inv, .. }) =
+            self.entity::<Invoice>(Table::Invoices, invoice).await?
+        else {
+            return Err(ClientError::Invalid(
+                "there is no such invoice on this computer".into(),
+            ));
+        };
+        let patient = self
+            .entity::<Patient>(Table::Patients, inv.patient_id)
+            .await?
+            .map(|e| e.data);
+        let mut payments: Vec<Payment> = self
+            .rows(Table::Payments)
+            .await?
+            .into_iter()
+            .filter_map(|row| serde_json::from_value::<Payment>(row.data).ok())
+            .filter(|p| p.invoice_id == invoice)
+            .collect();
+        payments.sort_by_key(|p| p.paid_at);
+        let paid: i64 = payments.iter().map(|p| p.amount_cents).sum();
+        let balance = inv.total_cents.saturating_sub(paid);
+        let (title, status) = match inv.status {
+            InvoiceStatus::Void => (
+                "Invoice",
+                "Void: nothing is owed on this invoice".to_owned(),
+            ),
+            _ if balance <= 0 => ("Receipt", "Paid in full. Thank you.".to_owned()),
+            _ => (
+                "Invoice",
+                format!("Open: {} to pay", clinic_print::money(balance)),
+            ),
+        };
+        let receipt = Receipt {
+            title: title.to_owned(),
+            // The id's first and last groups: short enough to read out,
+            // unique enough within a clinic to find it again.
+            number: short_number(invoice),
+            issued: format!("Issued {}", when(&zone, inv.issued_at)),
+            patient: patient
+                .as_ref()
+                .map(|p| format!("{} {}", p.first_name, p.last_name))
+                .unwrap_or_else(|| patient_name(None)),
+            born: patient
+                .as_ref()
+                .map(|p| p.date_of_birth.format("%-d %B %Y").to_string())
+                .unwrap_or_default(),
+            address: patient.as_ref().and_then(|p| p.address.clone()),
+            lines: inv
+                .lines
+                .iter()
+                .map(|l| ReceiptLine {
+                    description: l.description.clone(),
+                    quantity: l.quantity,
+                    unit_price_cents: l.unit_price_cents,
+                })
+                .collect(),
+            total_cents: inv.total_cents,
+            payments: payments
+                .iter()
+                .map(|p| ReceiptPayment {
+                    when: when(&zone, p.paid_at),
+                    method: method_label(p.method).to_owned(),
+                    amount_cents: p.amount_cents,
+                })
+                .collect(),
+            paid_cents: paid,
+            status,
+            zone_note: zone_note(&zone),
+            printed: self.printed_line(&zone).await?,
+        };
+        Ok(clinic_print::receipt_pdf(&receipt)?)
+    }
+}
+
+/// `0193f3a2-…-8c21d4e5f6a7` → `0193F3A2-F6A7`.
+fn short_number(id: Uuid) -> String {
+    let hex = id.simple().to_string().to_uppercase();
+    format!("{}-{}", &hex[..8], &hex[hex.len() - 4..])
+}
