@@ -29,6 +29,7 @@ stage "UI: type-check and build"
 scripts/build-ui.sh
 stage "cargo fmt --check"
 cargo fmt --all -- --check
+scripts/check-commands.sh
 stage "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 stage "cargo test"

@@ -34,6 +34,9 @@ fn main() {
         "rejected_changes",
         "dismiss_rejected",
         "record_history",
+        "dismiss_server_restored",
+        "print_day_sheet",
+        "print_invoice",
     ];
     let attributes = tauri_build::Attributes::new()
         .app_manifest(tauri_build::AppManifest::new().commands(commands));

@@ -143,6 +143,15 @@ enum PrintCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// A summary for the patient (doctors and admins): details, treatment
+    /// records, referrals and visits. Recorded in the access log like
+    /// opening the chart.
+    Summary {
+        patient: Uuid,
+        /// The PDF file to write (readable by you only).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// An invoice with its payments ("Receipt" once paid in full).
     Invoice {
         id: Uuid,
@@ -701,6 +710,15 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 }
                 PrintCommand::Invoice { id, out } => {
                     (client.print_invoice(id).await?, "invoice".to_owned(), out)
+                }
+                PrintCommand::Summary { patient, out } => {
+                    let pdf = client.print_patient_summary(patient).await?;
+                    // The view is queued in the mirror; send it now if the
+                    // server answers (else the next sync does).
+                    if deliver.is_some() && client.send_views().await.is_err() {
+                        eprintln!("the server was not reached: this print is recorded at the next sync");
+                    }
+                    (pdf, "patient summary".to_owned(), out)
                 }
             };
             write_private(&out_file, &pdf)?;

@@ -379,6 +379,21 @@ impl ClinicClient {
             .map_err(|e| ClientError::Invalid(e.to_string()))
     }
 
+    /// Keeps a printout (`name`: a file name such as `day-sheet-2026-12-03.pdf`)
+    /// for the desk to open with the system's PDF viewer, which prints it:
+    /// in the signed-in user's own folder (0700; the file 0600), removed
+    /// with their data at sign-out. Printouts older than a day are removed
+    /// first, so that patient names do not pile up on a shared computer.
+    pub async fn save_printout(&self, name: &str, pdf: &[u8]) -> ClientResult<PathBuf> {
+        let user = self
+            .identity()
+            .await?
+            .user
+            .ok_or(ClientError::NotSignedIn)?;
+        let dir = self.inner.users.user_dir(user.id).join("printouts");
+        crate::printing::save(&dir, name, pdf)
+    }
+
     /// Now, by this client's clock (the injected one in tests).
     pub fn now(&self) -> Timestamp {
         self.inner.clock.now()

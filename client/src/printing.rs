@@ -2,18 +2,24 @@
 //! compose a document from what this desk holds (so it works offline), in
 //! the clinic's words and time zone, and `clinic_print` lays it out as PDF.
 //!
-//! Nothing here reads clinical content: a day sheet carries the visit type
-//! (`appointments.reason`, which reception reads too) and a receipt the
-//! invoice's lines; both are what the signed-in person already sees.
+//! A day sheet carries the visit type (`appointments.reason`, which
+//! reception reads too) and a receipt the invoice's lines: what the signed-in
+//! person already sees. A patient summary carries clinical content: only a
+//! role that reads treatment records prints one, it holds only what this
+//! desk holds for that person (fields withheld from them are not on it),
+//! and printing it is reported to the access log like opening the chart.
 
 use crate::error::{ClientError, ClientResult};
 use crate::facade::ClinicClient;
 use crate::types::Entity;
 use chrono::NaiveDate;
-use clinic_print::{DaySheet, Receipt, ReceiptLine, ReceiptPayment, SheetRow, SheetSection};
+use clinic_print::{
+    DaySheet, Receipt, ReceiptLine, ReceiptPayment, SheetRow, SheetSection, Summary, SummaryEntry,
+    SummarySection,
+};
 use clinic_shared::model::{
-    AppointmentStatus, Invoice, InvoiceStatus, Patient, Payment, PaymentMethod, Role, Staff, Table,
-    Timestamp,
+    AppointmentStatus, Invoice, InvoiceStatus, Patient, Payment, PaymentMethod, ReferralStatus,
+    Role, Staff, Table, Timestamp, Urgency,
 };
 use clinic_shared::time::ClinicZone;
 use std::collections::HashMap;
@@ -273,10 +279,202 @@ impl ClinicClient {
         };
         Ok(clinic_print::receipt_pdf(&receipt)?)
     }
+    /// A summary for the patient, printed by a doctor (or an admin): the
+    /// patient's details, their visits, treatment records and referrals,
+    /// newest first. Reported to the access log as a view of the chart
+    /// (queued while offline, like every view).
+    pub async fn print_patient_summary(&self, patient: Uuid) -> ClientResult<Vec<u8>> {
+        let me = self
+            .identity()
+            .await?
+            .user
+            .ok_or(ClientError::NotSignedIn)?;
+        if !clinic_shared::permissions::can_read(me.role, Table::TreatmentRecords) {
+            return Err(ClientError::Invalid(
+                "a patient summary holds treatment records: a doctor prints it".into(),
+            ));
+        }
+        let zone = self.clinic_zone().await?;
+        let Some(chart) = self.chart(patient).await? else {
+            return Err(ClientError::Invalid(
+                "there is no such patient on this computer".into(),
+            ));
+        };
+        let staff: HashMap<Uuid, Staff> = self
+            .staff()
+            .await?
+            .into_iter()
+            .map(|e| (e.id, e.data))
+            .collect();
+        let name_of = |id: Uuid| {
+            staff
+                .get(&id)
+                .map(|s| s.display_name.clone())
+                .unwrap_or_else(|| "a doctor not on this computer yet".to_owned())
+        };
+        let p = &chart.patient.data;
+        let mut details = Vec::new();
+        for (label, value) in [
+            ("Phone", p.phone.clone()),
+            ("E-mail", p.email.clone()),
+            ("Address", p.address.clone()),
+        ] {
+            if let Some(v) = value.filter(|v| !v.trim().is_empty()) {
+                details.push((label.to_owned(), v));
+            }
+        }
+        let visits = chart
+            .appointments
+            .iter()
+            .map(|a| SummaryEntry {
+                heading: format!(
+                    "{}, {}–{} with {}: {}",
+                    zone.local(a.data.start)
+                        .map(|(d, _)| d.format("%-d %B %Y").to_string())
+                        .unwrap_or_default(),
+                    clock_time(&zone, a.data.start),
+                    clock_time(&zone, a.data.end),
+                    name_of(a.data.doctor_id),
+                    status_label(a.data.status)
+                ),
+                paragraphs: a
+                    .data
+                    .reason
+                    .iter()
+                    .filter(|r| !r.trim().is_empty())
+                    .map(|r| format!("Visit: {r}"))
+                    .collect(),
+            })
+            .collect();
+        let records = chart
+            .treatment_records
+            .iter()
+            .map(|r| {
+                let mut paragraphs = Vec::new();
+                if !r.data.diagnosis.trim().is_empty() {
+                    paragraphs.push(format!("Diagnosis: {}", r.data.diagnosis));
+                }
+                if !r.data.procedures.is_empty() {
+                    paragraphs.push(format!("Procedures: {}", r.data.procedures.join("; ")));
+                }
+                if !r.data.notes.trim().is_empty() {
+                    paragraphs.push(format!("Notes: {}", r.data.notes));
+                }
+                if paragraphs.is_empty() {
+                    paragraphs.push("(Nothing written, or not shown to you.)".to_owned());
+                }
+                SummaryEntry {
+                    heading: format!(
+                        "{}, {}",
+                        when(&zone, r.data.recorded_at),
+                        name_of(r.data.doctor_id)
+                    ),
+                    paragraphs,
+                }
+            })
+            .collect();
+        let referrals = chart
+            .referrals
+            .iter()
+            .map(|r| SummaryEntry {
+                heading: format!(
+                    "{}: to {} ({}, {})",
+                    when(&zone, r.data.created_at),
+                    r.data.referred_to,
+                    match r.data.urgency {
+                        Urgency::Routine => "routine",
+                        Urgency::Urgent => "urgent",
+                    },
+                    match r.data.status {
+                        ReferralStatus::Draft => "not sent yet",
+                        ReferralStatus::Sent => "sent",
+                        ReferralStatus::Accepted => "accepted",
+                        ReferralStatus::Completed => "seen",
+                        ReferralStatus::Cancelled => "withdrawn",
+                    }
+                ),
+                paragraphs: [&r.data.reason]
+                    .into_iter()
+                    .filter(|t| !t.trim().is_empty())
+                    .map(|t| format!("Reason: {t}"))
+                    .collect(),
+            })
+            .collect();
+        let summary = Summary {
+            title: format!("Patient summary: {} {}", p.first_name, p.last_name),
+            subtitle: format!("Born {}", p.date_of_birth.format("%-d %B %Y")),
+            zone_note: zone_note(&zone),
+            printed: self.printed_line(&zone).await?,
+            details,
+            sections: vec![
+                SummarySection {
+                    heading: "Treatment records".into(),
+                    empty: "No treatment records.".into(),
+                    entries: records,
+                },
+                SummarySection {
+                    heading: "Referrals".into(),
+                    empty: "No referrals.".into(),
+                    entries: referrals,
+                },
+                SummarySection {
+                    heading: "Visits".into(),
+                    empty: "No visits.".into(),
+                    entries: visits,
+                },
+            ],
+        };
+        let pdf = clinic_print::summary_pdf(&summary)?;
+        // Printed is read: on the record before the file leaves the desk.
+        self.report_view(Table::Patients, patient).await?;
+        Ok(pdf)
+    }
 }
 
 /// `0193f3a2-…-8c21d4e5f6a7` → `0193F3A2-F6A7`.
 fn short_number(id: Uuid) -> String {
     let hex = id.simple().to_string().to_uppercase();
     format!("{}-{}", &hex[..8], &hex[hex.len() - 4..])
+}
+
+/// How long a printout stays in the user's folder.
+const KEEP_PRINTOUTS: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Writes `pdf` as `dir/name` (private), after removing printouts there
+/// older than [`KEEP_PRINTOUTS`].
+pub(crate) fn save(
+    dir: &std::path::Path,
+    name: &str,
+    pdf: &[u8],
+) -> ClientResult<std::path::PathBuf> {
+    // A name from the desk, not a path: nothing outside the folder.
+    let safe = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name.ends_with(".pdf")
+        && !name.starts_with('.');
+    if !safe {
+        return Err(ClientError::Invalid(format!(
+            "{name:?} is not a printout file name"
+        )));
+    }
+    crate::files::private_dir(dir)?;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > KEEP_PRINTOUTS);
+            if old {
+                // Best effort: a file that cannot be removed now is tried
+                // again at the next printout.
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    let path = dir.join(name);
+    crate::files::write_private(&path, pdf)?;
+    Ok(path)
 }

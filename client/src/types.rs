@@ -279,6 +279,17 @@ pub struct InitialSync {
     pub head: u64,
 }
 
+/// A document saved for printing, and whether the system's PDF viewer
+/// was asked to open it (where the person prints it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+pub struct Printout {
+    /// Where the PDF is (the signed-in user's own folder).
+    pub path: String,
+    /// Whether a PDF viewer was started on it.
+    pub opened: bool,
+}
+
 /// The signed-in identity and the sync status.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
 #[ts(export)]

@@ -80,6 +80,11 @@ fn blocking_error(_: tokio::task::JoinError) -> ClientError {
 }
 
 impl Users {
+    /// The folder of `user`'s files on this desk (removed with their data).
+    pub(crate) fn user_dir(&self, user: Uuid) -> std::path::PathBuf {
+        desk::user_dir(&self.data_dir, user)
+    }
+
     /// Reads `desk.json`, migrates a mirror from before encryption, and
     /// opens the last user's mirror when the key store has its key.
     pub(crate) async fn start(

@@ -1,6 +1,7 @@
 //! Printing for the clinic's downtime procedure: a day sheet (one doctor's
-//! day, or the whole clinic's, one section per doctor) and an invoice /
-//! receipt, as PDF.
+//! day, or the whole clinic's, one section per doctor), an invoice /
+//! receipt, and a patient summary (printed by a doctor for the patient), as
+//! PDF.
 //!
 //! Made in Rust with one bundled font (DejaVu Sans, `fonts/`), so a sheet
 //! prints the same on every desk and needs neither the network nor the
@@ -121,6 +122,44 @@ pub struct ReceiptPayment {
     pub method: String,
     /// Amount in cents.
     pub amount_cents: i64,
+}
+
+/// A patient summary: who the patient is, and entries (visits, records,
+/// referrals), each with a heading and paragraphs wrapped to the page.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// "Patient summary: Zoë Müller".
+    pub title: String,
+    /// "Born 2 March 1984".
+    pub subtitle: String,
+    /// "Times are in …".
+    pub zone_note: String,
+    /// "Printed … by …".
+    pub printed: String,
+    /// Label and value pairs (phone, address…), in order.
+    pub details: Vec<(String, String)>,
+    /// The sections, in order.
+    pub sections: Vec<SummarySection>,
+}
+
+/// One part of a summary ("Treatment records", "Referrals"…).
+#[derive(Debug, Clone, Default)]
+pub struct SummarySection {
+    /// Its heading.
+    pub heading: String,
+    /// Said when there are no entries ("No treatment records.").
+    pub empty: String,
+    /// The entries, in order.
+    pub entries: Vec<SummaryEntry>,
+}
+
+/// One entry of a summary section.
+#[derive(Debug, Clone, Default)]
+pub struct SummaryEntry {
+    /// "3 March 2031, Dr. Dana Doyle".
+    pub heading: String,
+    /// Paragraphs ("Diagnosis: …"), each wrapped to the page width.
+    pub paragraphs: Vec<String>,
 }
 
 /// `12345` → `"123.45"`, `-5` → `"-0.05"`: the desk's money format.
@@ -265,6 +304,36 @@ pub fn receipt_pdf(receipt: &Receipt) -> Result<Vec<u8>, PrintError> {
     page.finish(&receipt.printed)
 }
 
+/// The patient summary as a PDF.
+pub fn summary_pdf(summary: &Summary) -> Result<Vec<u8>, PrintError> {
+    let mut page = Pages::new(&summary.title)?;
+    page.title(&summary.title, &summary.subtitle);
+    page.small(&summary.zone_note);
+    page.gap(3.0);
+    let details = [Column::left("", 0.0, 35.0), Column::left("", 35.0, 145.0)];
+    for (label, value) in &summary.details {
+        for (i, line) in value.lines().enumerate() {
+            page.row(&details, &[if i == 0 { label } else { "" }, line]);
+        }
+    }
+    for section in &summary.sections {
+        page.gap(3.0);
+        page.heading(&section.heading);
+        if section.entries.is_empty() {
+            page.text(&section.empty);
+        }
+        for entry in &section.entries {
+            page.need(2.0 * LINE);
+            page.gap(1.0);
+            page.text(&entry.heading);
+            for paragraph in &entry.paragraphs {
+                page.paragraph(paragraph, 6.0);
+            }
+        }
+    }
+    page.finish(&summary.printed)
+}
+
 // A4 portrait, in millimetres.
 const WIDTH: f32 = 210.0;
 const HEIGHT: f32 = 297.0;
@@ -328,6 +397,41 @@ impl Metrics {
             })
             .sum();
         advance / units * size / POINTS_PER_MM
+    }
+
+    /// `text` broken into lines of at most `width` mm at `size` points, at
+    /// spaces where it can, inside a word where a word alone is too long;
+    /// its own line breaks are kept.
+    fn wrap(&self, text: &str, size: f32, width: f32) -> Vec<String> {
+        let mut lines = Vec::new();
+        for source in text.lines() {
+            let mut line = String::new();
+            for word in source.split_whitespace() {
+                let candidate = if line.is_empty() {
+                    word.to_owned()
+                } else {
+                    format!("{line} {word}")
+                };
+                if self.width(&candidate, size) <= width {
+                    line = candidate;
+                    continue;
+                }
+                if !line.is_empty() {
+                    lines.push(std::mem::take(&mut line));
+                }
+                // A word wider than the line: cut it where it must.
+                for c in word.chars() {
+                    line.push(c);
+                    if self.width(&line, size) > width {
+                        line.pop();
+                        lines.push(std::mem::take(&mut line));
+                        line.push(c);
+                    }
+                }
+            }
+            lines.push(line);
+        }
+        lines
     }
 
     /// `text` cut (with "…") to fit `width` mm at `size` points.
@@ -435,6 +539,16 @@ impl Pages {
         self.put(&fitted, BODY, 0.0);
     }
 
+    /// Wrapped text, indented by `indent` mm, over pages as needed.
+    fn paragraph(&mut self, text: &str, indent: f32) {
+        let width = WIDTH - 2.0 * MARGIN - indent;
+        for line in self.metrics.wrap(text, BODY, width) {
+            self.need(5.0);
+            self.advance(5.0);
+            self.put(&line, BODY, indent);
+        }
+    }
+
     fn small(&mut self, text: &str) {
         self.need(LINE);
         self.advance(5.0);
@@ -523,5 +637,25 @@ mod tests {
         assert!(cut.ends_with('…') && cut.len() < long.len(), "{cut}");
         assert!(m.width(&cut, BODY) <= 40.0);
         assert_eq!(m.fit("two\nlines", BODY, 80.0), "two lines");
+    }
+
+    #[test]
+    fn paragraphs_wrap_at_spaces_and_keep_every_character() {
+        let face = ttf_parser::Face::parse(FONT, 0).unwrap_or_else(|e| panic!("{e}"));
+        let m = Metrics { face };
+        let text = "Mild sprain of the left ankle after a fall on ice; rest, ice and \
+                    compression for a week.\nReview in ten days. Pneumonoultramicroscopicsilicovolcanoconiosis";
+        let lines = m.wrap(text, BODY, 40.0);
+        assert!(lines.len() > 4, "{lines:?}");
+        for line in &lines {
+            assert!(m.width(line, BODY) <= 40.0, "{line:?} is too wide");
+        }
+        let joined: String = lines.concat().split_whitespace().collect();
+        let original: String = text.split_whitespace().collect();
+        assert_eq!(joined, original, "nothing lost or added");
+        assert!(
+            lines.iter().any(|l| l == "Review in ten days."),
+            "{lines:?}"
+        );
     }
 }

@@ -8,13 +8,16 @@
 //! Environment (for IT and the demo): `CLINIC_DATA_DIR` puts the local
 //! database elsewhere (a second instance needs its own); `CLINIC_SERVER`
 //! pre-fills the server address; `CLINIC_LOGIN_USER` / `CLINIC_LOGIN_PASSWORD`
-//! sign in at start when no session is stored (demo and tests).
+//! sign in at start when no session is stored (demo and tests);
+//! `CLINIC_PDF_OPENER` is the program printouts are opened with (default the
+//! system's PDF viewer).
 
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
 mod app;
 mod commands;
 mod events;
+mod opener;
 
 /// stderr logging: `RUST_LOG` (default `warn`) and, whatever it says, the
 /// dependency caps of `clinic_shared::logging` (no tokens, keys or records

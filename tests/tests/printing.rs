@@ -322,3 +322,151 @@ async fn the_cli_prints_a_day_sheet_and_a_receipt_in_the_clinic_zone_even_offlin
         .collect();
     assert!(leftovers.is_empty(), "temporary files left behind");
 }
+
+#[tokio::test]
+async fn a_doctor_prints_a_patient_summary_which_is_in_the_access_log_and_reception_may_not() {
+    use clinic_shared::protocol::{AccessKind, AccessLogResponse};
+    let server = Server::start_tls_with(&["--time-zone", "Europe/Berlin"]);
+    let mut reception = Api::login(&server, "reception").await;
+    let mut doctor = Api::login(&server, "doctor").await;
+    let admin = Api::login(&server, "admin").await;
+    let doyle = staff_id(&reception, "doctor").await;
+    let zoe = patient("Zoë", "Müller", "+49 30 1234");
+    let zoe_id = zoe.id;
+    applied_seq(&reception.push_one(Mutation::CreatePatient(zoe)).await);
+    applied_seq(
+        &reception
+            .push_one(Mutation::BookAppointment(book(
+                zoe_id,
+                doyle,
+                "2031-03-03T08:00:00Z",
+                "2031-03-03T08:30:00Z",
+                "Check-up",
+            )))
+            .await,
+    );
+    let notes = "Fell on ice two days ago. Swelling over the lateral malleolus, \
+                 no bony tenderness (Ottawa rules negative), full weight bearing. \
+                 Rest, ice, compression and elevation for a week; review in ten days \
+                 or sooner if the pain gets worse.";
+    applied_seq(
+        &doctor
+            .push_one(Mutation::AddTreatmentRecord(AddTreatmentRecord {
+                id: Uuid::now_v7(),
+                patient_id: zoe_id,
+                appointment_id: None,
+                notes: notes.into(),
+                diagnosis: "Sprain of the left ankle".into(),
+                procedures: vec!["Compression bandage".into()],
+                recorded_at: ts("2031-03-03T08:20:00Z"),
+            }))
+            .await,
+    );
+
+    let work = tempfile::tempdir().unwrap();
+    let login = |desk: &Path, user: &str| {
+        let out = clinic(
+            desk,
+            &[
+                "--server",
+                &server.base,
+                "login",
+                "--username",
+                user,
+                "--password-stdin",
+            ],
+            Some("demo\n"),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        clinic_ok(desk, &["sync"]);
+    };
+    let doctor_desk = work.path().join("doctor");
+    login(&doctor_desk, "doctor");
+    let file = work.path().join("summary.pdf");
+    let zoe_arg = zoe_id.to_string();
+    clinic_ok(
+        &doctor_desk,
+        &[
+            "print",
+            "summary",
+            &zoe_arg,
+            "--out",
+            file.to_str().unwrap(),
+        ],
+    );
+    let text = pdf_text(&file);
+    for expected in [
+        "Patient summary: Zoë Müller",
+        "Born 2 March 1984",
+        "Hauptstraße 5",
+        "Treatment records",
+        "3 March 2031 at 09:20",
+        "Diagnosis: Sprain of the left ankle",
+        "Procedures: Compression bandage",
+        "Notes: Fell on ice",
+        "if the pain gets worse.",
+        "Visits",
+        "09:00–09:30",
+        "No referrals.",
+        "Europe/Berlin",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from:\n{text}"
+        );
+    }
+    // The long notes are wrapped over several lines, every word kept.
+    let words: String = text.split_whitespace().collect();
+    let wanted: String = notes.split_whitespace().collect();
+    assert!(words.contains(&wanted), "the notes are all there:\n{text}");
+
+    // The print is on the record, as the doctor's view of the chart.
+    let views = |log: &AccessLogResponse| {
+        log.entries
+            .iter()
+            .filter(|e| e.kind == AccessKind::View && e.user_name.as_deref().is_some())
+            .count()
+    };
+    let mut seen = 0;
+    for _ in 0..200 {
+        clinic_ok(&doctor_desk, &["sync"]);
+        let log: AccessLogResponse = admin
+            .get(&format!("/v1/audit/access?patient={zoe_id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        seen = views(&log);
+        if seen > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, 1, "one view recorded for the printed summary");
+
+    // Reception prints no clinical summary: a sentence, no file.
+    let reception_desk = work.path().join("reception");
+    login(&reception_desk, "reception");
+    let refused = work.path().join("refused.pdf");
+    let out = clinic(
+        &reception_desk,
+        &[
+            "print",
+            "summary",
+            &zoe_arg,
+            "--out",
+            refused.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("a doctor prints it"), "{err}");
+    assert!(!refused.exists());
+}

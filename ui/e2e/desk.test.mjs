@@ -4,6 +4,8 @@
 // own machines in other zones (America/New_York, Asia/Kolkata), the real
 // `clinic` CLI as a third client, and a proxy that cuts desk A off.
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { byTest, caFile, clinic, root, startApp, startProxy, startServer, tempDir, until } from "./harness.mjs";
@@ -14,6 +16,19 @@ const serverDir = tempDir("clinic-desk-server-");
 const cliDir = tempDir("clinic-desk-cli-");
 const shots = path.join(root, "docs", "screenshots");
 const ids = {};
+// The "PDF viewer" of desk A: a script that records which file it was given
+// (CLINIC_PDF_OPENER), so the test can read the printout back.
+const printed = tempDir("clinic-desk-printed-");
+const opener = path.join(printed, "open-pdf.sh");
+writeFileSync(opener, `#!/bin/sh\nset -e\nn=$(ls "${printed}" | wc -l)\ncp "$1" "${printed}/printout-$n.pdf"\necho "${printed}/printout-$n.pdf" >> "${printed}/opened.txt"\n`);
+chmodSync(opener, 0o755);
+/** The text of the last printout desk A handed to its viewer, read with poppler's pdftotext. */
+function lastPrintout() {
+  const list = path.join(printed, "opened.txt");
+  if (!existsSync(list)) return "";
+  const files = readFileSync(list, "utf8").trim().split("\n");
+  return execFileSync("pdftotext", ["-layout", "-enc", "UTF-8", files[files.length - 1], "-"], { encoding: "utf8" });
+}
 
 async function screenshot(browser, name) {
   if (process.env.SCREENSHOTS) await browser.saveScreenshot(path.join(shots, `${name}.png`));
@@ -123,7 +138,7 @@ before(async () => {
     ca,
     dataDir: tempDir("clinic-desk-a-"),
     server: proxy.url,
-    env: { TZ: "America/New_York", CLINIC_LOGIN_USER: "reception", CLINIC_LOGIN_PASSWORD: "demo" },
+    env: { TZ: "America/New_York", CLINIC_LOGIN_USER: "reception", CLINIC_LOGIN_PASSWORD: "demo", CLINIC_PDF_OPENER: opener },
   }));
   ({ browser: b, stop: stopB } = await startApp({
     ca,
@@ -445,4 +460,39 @@ test("8. sync in plain words; actions a role may not take are not offered", asyn
   assert.equal(await exists(b, "book-open"), false, "no booking");
   for (const hidden of ["step-cancelled", "step-no_show", "appointment-move"]) assert.equal(await exists(b, hidden), false, hidden);
   await screenshot(b, "assistant");
+});
+
+test("9. printing for downtime: the schedule and a receipt are made on the desk, offline too, in the clinic's zone", async () => {
+  // Cut off from the server: the printout needs only what the desk holds.
+  proxy.setUp(false);
+  await until(a, "A offline", async () => (await text(a, "connection")).startsWith("Offline"), 30000);
+  await day(a, "2031-02-03");
+  await until(a, "the day's bookings", async () => (await rowsText(a, "appointment-time")).some((t) => t.startsWith("10:00 AM")));
+  await click(a, "print-day");
+  await untilText(a, "print-day-note", /^The schedule for .+ opened in your PDF viewer: print it from there\.$/);
+  let sheet = "";
+  await until(a, "the schedule handed to the viewer", async () => (sheet = lastPrintout()).includes("Schedule: whole clinic"));
+  for (const expected of ["Monday 3 February 2031", "Europe/Berlin", "Dr. Dana Doyle", "10:00–10:30", "Page 1 of 1"]) {
+    assert.ok(sheet.includes(expected), `${expected} missing from the schedule:\n${sheet}`);
+  }
+  assert.match(sheet, /Meyer, Anna|Roth, Ben/);
+  await noDeveloperText(a);
+
+  // A receipt from Billing: the demo clinic's first open invoice.
+  await click(a, "nav-billing");
+  await until(a, "an invoice", async () => exists(a, "print-invoice"));
+  const row = (await rowsText(a, "invoice"))[0];
+  await click(a, "print-invoice");
+  await untilText(a, "print-invoice-note", /^The (invoice|receipt) for .+ opened in your PDF viewer: print it from there\.$/);
+  let bill = "";
+  await until(a, "the invoice handed to the viewer", async () => /^\s*(Invoice|Receipt) [0-9A-F]{8}-[0-9A-F]{4}/m.test((bill = lastPrintout())));
+  const patient = row.split("\t")[1] ?? "";
+  const [last, first] = patient.split(", ");
+  assert.ok(bill.includes(`Patient: ${first} ${last}`), `the patient (${patient}) is named:\n${bill}`);
+  assert.match(bill, /Total\s+[\d,]+\.\d\d/);
+  assert.match(bill, /Open: [\d,]+\.\d\d to pay|Paid in full/);
+  await screenshot(a, "printed");
+  await noDeveloperText(a);
+  proxy.setUp(true);
+  await live(a);
 });

@@ -16,6 +16,7 @@ import type { LocalInstant } from "./bindings/LocalInstant";
 import type { Mutation } from "./bindings/Mutation";
 import type { Patient } from "./bindings/Patient";
 import type { PendingEntry } from "./bindings/PendingEntry";
+import type { Printout } from "./bindings/Printout";
 import type { Receipt } from "./bindings/Receipt";
 import type { RejectedEntry } from "./bindings/RejectedEntry";
 import type { Rejection } from "./bindings/Rejection";
@@ -81,4 +82,8 @@ export const api = {
   dismissRejected: (mutationId: number) => invoke<boolean>("dismiss_rejected", { mutationId }),
   dismissServerRestored: () => invoke<null>("dismiss_server_restored"),
   recordHistory: (table: Table, id: string) => invoke<HistoryResponse>("record_history", { table, id }),
+  /** A day sheet (one doctor's day, or the whole clinic's with `doctor` null) opened in the PDF viewer. */
+  printDaySheet: (date: string, doctor: string | null) => invoke<Printout>("print_day_sheet", { date, doctor }),
+  /** An invoice (a receipt once paid) opened in the PDF viewer. */
+  printInvoice: (id: string) => invoke<Printout>("print_invoice", { id }),
 };

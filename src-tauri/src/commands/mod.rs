@@ -4,7 +4,7 @@
 
 use clinic_client::{
     Chart, ClientError, ClinicClient, Delivery, DeskSettings, Entity, FreeSlot, PendingEntry,
-    Receipt, RejectedEntry, Row, SessionInfo, SignInResult, SlotQuery,
+    Printout, Receipt, RejectedEntry, Row, SessionInfo, SignInResult, SlotQuery,
 };
 use clinic_shared::model::{Appointment, InventoryItem, Invoice, Patient, Staff, Table};
 use clinic_shared::mutation::Mutation;
@@ -202,6 +202,28 @@ async fn record_history(c: Client<'_>, table: Table, id: Uuid) -> Answer<History
     c.history(table, id).await
 }
 
+#[tauri::command]
+async fn print_day_sheet(
+    c: Client<'_>,
+    date: chrono::NaiveDate,
+    doctor: Option<Uuid>,
+) -> Answer<Printout> {
+    let pdf = c.print_day_sheet(date, doctor).await?;
+    let path = c
+        .save_printout(&format!("day-sheet-{date}.pdf"), &pdf)
+        .await?;
+    Ok(crate::opener::open(path))
+}
+
+#[tauri::command]
+async fn print_invoice(c: Client<'_>, id: Uuid) -> Answer<Printout> {
+    let pdf = c.print_invoice(id).await?;
+    let path = c
+        .save_printout(&format!("invoice-{}.pdf", id.simple()), &pdf)
+        .await?;
+    Ok(crate::opener::open(path))
+}
+
 /// Every command, for the builder.
 pub fn handler() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static {
     tauri::generate_handler![
@@ -236,5 +258,7 @@ pub fn handler() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static 
         dismiss_rejected,
         dismiss_server_restored,
         record_history,
+        print_day_sheet,
+        print_invoice,
     ]
 }

@@ -102,7 +102,7 @@ describe("refusals as sentences", () => {
 
 describe("engine errors as sentences", () => {
   it("never shows the parser's or the engine's words", () => {
-    for (const code of ["database_busy", "database_corrupt", "database_error", "io_error", "not_signed_in", "pending_changes", "offline", "server_error", "protocol_error", "invalid_input", "stopped", "something_new"])
+    for (const code of ["database_busy", "database_corrupt", "database_error", "io_error", "not_signed_in", "pending_changes", "offline", "server_error", "protocol_error", "invalid_input", "stopped", "print_failed", "something_new"])
       clean(errorSentence({ code, message: "cannot reach the server: error sending request for url (http://127.0.0.1:1/v1/pull?cursor=4)", retryable: true }, names));
     // What Tauri says when an argument does not decode.
     clean(errorSentence("invalid args `mutation` for command `mutate`: input is out of range", names));

@@ -370,6 +370,8 @@ export function errorSentence(e: unknown, n: Names | null): string {
       return "That value cannot be used here.";
     case "stopped":
       return "Part of the app stopped; restart Clinic Sync.";
+    case "print_failed":
+      return "The document could not be made on this computer; try again, and tell IT if it keeps failing.";
     default:
       return "Something went wrong; try again.";
   }

@@ -4,6 +4,7 @@ import { api, errorMessage, newId } from "../api";
 import type { Invoice } from "../bindings/Invoice";
 import type { PaymentMethod } from "../bindings/PaymentMethod";
 import type { Entity } from "../bindings/Entity";
+import { PrintButton } from "../components/PrintButton";
 import { useDesk } from "../desk";
 import { fieldSentences, formatMoney, rejectionSentence } from "../lib/errors";
 import { parseMoney } from "../lib/money";
@@ -23,7 +24,7 @@ export function Billing() {
         <label className="check"><input type="checkbox" checked={openOnly} onChange={(e) => setOpenOnly(e.target.checked)} /> Only open invoices</label>
       </div>
       <table data-testid="invoices">
-        <thead><tr><th>Issued</th><th>Patient</th><th>Lines</th><th>Total</th><th>Paid</th><th>Status</th><th>Payment</th></tr></thead>
+        <thead><tr><th>Issued</th><th>Patient</th><th>Lines</th><th>Total</th><th>Paid</th><th>Status</th><th>Payment</th><th><span className="sr-only">Print</span></th></tr></thead>
         <tbody>{rows.map((r) => <InvoiceRow key={r.id} row={r} patient={nameOf.get(r.data.patient_id) ?? "…"} />)}</tbody>
       </table>
     </div>
@@ -71,6 +72,14 @@ function InvoiceRow({ row, patient }: { row: Entity<Invoice>; patient: string })
             {error && <span className="error" role="alert" data-testid="payment-error">{error}</span>}
           </form>
         )}
+      </td>
+      <td>
+        <PrintButton
+          label={inv.status === "paid" ? "Print receipt" : "Print invoice"}
+          what={`the ${inv.status === "paid" ? "receipt" : "invoice"} for ${patient}`}
+          testid="print-invoice"
+          print={() => api.printInvoice(row.id)}
+        />
       </td>
     </tr>
   );

@@ -1,5 +1,6 @@
 import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { useEffect, useRef, useState, type FormEvent, type KeyboardEvent } from "react";
+import { PrintButton } from "../components/PrintButton";
 import { api, errorMessage, newId } from "../api";
 import type { Appointment } from "../bindings/Appointment";
 import type { AppointmentStatus } from "../bindings/AppointmentStatus";
@@ -131,6 +132,12 @@ export function Schedule({ user, command }: { user: Staff; command: Command | nu
             </option>
           ))}
         </select>
+        <PrintButton
+          label={doctor ? "Print day sheet" : "Print schedule"}
+          what={`the ${doctor ? "day sheet" : "schedule"} for ${formatDay(date, clinic)}`}
+          testid="print-day"
+          print={() => api.printDaySheet(date, doctor || null)}
+        />
         {canBook(user.role) && (
           <button data-testid="book-open" title="Book an appointment (Alt+B)" aria-keyshortcuts="Alt+B" onClick={() => setBooking(!booking)} aria-expanded={booking}>
             Book appointment
