@@ -159,6 +159,7 @@ pub(crate) fn seed_clinic(
             reason: Some(
                 ["Check-up", "Follow-up", "Vaccination", "Blood test"][(r % 4) as usize].into(),
             ),
+            checked_in_at: None,
         };
         batch.push(ToolWrite {
             table: Table::Appointments,

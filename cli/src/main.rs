@@ -931,6 +931,9 @@ async fn appointments(w: &Writer<'_>, command: AppointmentCommand) -> anyhow::Re
             let m = SetAppointmentStatus {
                 id,
                 status: status_of(&status)?,
+                // The arrival time a check-in records: now, by this
+                // computer's clock, even if it is sent later.
+                at: Some(client.now()),
             };
             w.write(Mutation::SetAppointmentStatus(m), id).await
         }

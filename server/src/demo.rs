@@ -223,6 +223,12 @@ pub fn seed_if_empty(
                     end,
                     status,
                     reason: Some(REASONS[(slot as usize + d) % REASONS.len()].into()),
+                    // Past visits took place: the patient arrived a few
+                    // minutes early (not drawn from `rng`, so the rest of
+                    // the demo stays as it was).
+                    checked_in_at: (status == AppointmentStatus::Completed)
+                        .then(|| Timestamp::from_unix(start.unix() - 60 * (2 + slot % 13)))
+                        .flatten(),
                 };
                 appointments += 1;
                 rows.push(ToolWrite {

@@ -514,6 +514,7 @@ async fn clinic_rules_are_enforced_with_clear_reasons() {
     let skip = SetAppointmentStatus {
         id: appt_id,
         status: clinic_shared::model::AppointmentStatus::Completed,
+        at: None,
     };
     assert_eq!(
         rejection(
@@ -1643,6 +1644,7 @@ async fn the_front_desk_rules_and_the_clinic_zone_hold_on_the_real_server() {
             .push_one(Mutation::SetAppointmentStatus(SetAppointmentStatus {
                 id: first_id,
                 status: clinic_shared::model::AppointmentStatus::Scheduled,
+                at: None,
             }))
             .await,
     );

@@ -782,6 +782,7 @@ fn plan_writes<S: RowSource>(
                 end: a.end,
                 status: AppointmentStatus::Scheduled,
                 reason: a.reason.clone(),
+                checked_in_at: None,
             };
             validated(validate::appointment, &appt)?;
             ensure_not_past(a.start, now, a.correction)?;
@@ -851,6 +852,17 @@ fn plan_writes<S: RowSource>(
                 // the past, and only while the slot is still free. (A
                 // no-show's slot has passed; undoing it books nothing new.)
                 ensure_not_past(appt.start, now, false)?;
+            }
+            match a.status {
+                // Arrival: the desk's time when it says, else ours; never
+                // later than now (a desk clock running fast would make
+                // the wait negative).
+                AppointmentStatus::CheckedIn if appt.status == AppointmentStatus::Scheduled => {
+                    appt.checked_in_at = Some(a.at.map_or(now, |at| at.min(now)));
+                }
+                // Check-in undone: not arrived after all.
+                AppointmentStatus::Scheduled => appt.checked_in_at = None,
+                _ => {}
             }
             appt.status = a.status;
             if reinstated {
@@ -1267,9 +1279,85 @@ mod tests {
             &Mutation::SetAppointmentStatus(SetAppointmentStatus {
                 id: id(appt),
                 status: to,
+                at: None,
             }),
             role,
         )
+    }
+
+    #[test]
+    fn a_check_in_records_the_arrival_which_an_undo_clears_and_the_visit_keeps() {
+        let mut rows = clinic();
+        run(
+            &mut rows,
+            &book(
+                100,
+                ANNA,
+                DOYLE,
+                "2031-03-03T09:00:00Z",
+                "2031-03-03T09:30:00Z",
+            ),
+            Role::Reception,
+        )
+        .unwrap();
+        let arrived = |rows: &Rows| -> Option<Timestamp> {
+            let row = &rows.0[&(Table::Appointments, id(100))];
+            serde_json::from_value::<Appointment>(row.data.clone())
+                .unwrap()
+                .checked_in_at
+        };
+        assert_eq!(arrived(&rows), None, "not arrived when booked");
+        let check_in = |at: &str| {
+            Mutation::SetAppointmentStatus(SetAppointmentStatus {
+                id: id(100),
+                status: AppointmentStatus::CheckedIn,
+                at: Some(ts(at)),
+            })
+        };
+        // Checked in offline a while ago: the desk's time is the arrival.
+        run(
+            &mut rows,
+            &check_in("2031-03-03T07:52:00Z"),
+            Role::Reception,
+        )
+        .unwrap();
+        assert_eq!(arrived(&rows), Some(ts("2031-03-03T07:52:00Z")));
+        // Undone: not arrived after all.
+        status(
+            &mut rows,
+            100,
+            AppointmentStatus::Scheduled,
+            Role::Reception,
+        )
+        .unwrap();
+        assert_eq!(arrived(&rows), None);
+        // A desk clock ahead of ours: never later than now.
+        run(
+            &mut rows,
+            &check_in("2031-03-03T09:15:00Z"),
+            Role::Reception,
+        )
+        .unwrap();
+        assert_eq!(arrived(&rows), Some(ts(NOW)));
+        // Without a time: now. Kept through the visit.
+        status(
+            &mut rows,
+            100,
+            AppointmentStatus::Scheduled,
+            Role::Reception,
+        )
+        .unwrap();
+        status(
+            &mut rows,
+            100,
+            AppointmentStatus::CheckedIn,
+            Role::Assistant,
+        )
+        .unwrap();
+        assert_eq!(arrived(&rows), Some(ts(NOW)));
+        status(&mut rows, 100, AppointmentStatus::InProgress, Role::Doctor).unwrap();
+        status(&mut rows, 100, AppointmentStatus::Completed, Role::Doctor).unwrap();
+        assert_eq!(arrived(&rows), Some(ts(NOW)), "the visit keeps its arrival");
     }
 
     #[test]

@@ -107,6 +107,10 @@ const APPOINTMENTS: &[FieldRule] = &[
     all("end"),
     all("status"),
     all_because(
+        "checked_in_at",
+        "when the patient arrived: the waiting room that reception, assistants and doctors work from",
+    ),
+    all_because(
         "reason",
         "the visit type the desk types when it books (\"check-up\", \"filling\") and assistants \
          prepare for; reception writes it, so it reads it. Clinical findings belong in treatment \
@@ -399,8 +403,10 @@ mod tests {
                     doctor_id: id,
                     start: ts(),
                     end: ts(),
-                    status: AppointmentStatus::Scheduled,
+                    status: AppointmentStatus::CheckedIn,
                     reason: Some("check-up".into()),
+                    // Every optional field set, so that each one is seen.
+                    checked_in_at: Some(ts()),
                 })),
             ),
             (

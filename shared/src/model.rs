@@ -341,6 +341,13 @@ pub struct Appointment {
     /// Why the patient comes, short free text.
     #[serde(default)]
     pub reason: Option<String>,
+    /// When the patient arrived (checked in), by the clock of the desk that
+    /// checked them in: the waiting room's "waiting since". Kept through
+    /// the visit; cleared when the check-in is undone. Absent before
+    /// arrival (so rows read as before this field existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub checked_in_at: Option<Timestamp>,
 }
 
 /// A doctor's record of a treatment: clinical content.

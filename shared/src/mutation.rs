@@ -312,6 +312,12 @@ pub struct SetAppointmentStatus {
     pub id: Uuid,
     /// Next status; must be an allowed step from the current one.
     pub status: AppointmentStatus,
+    /// When it happened, by the desk's clock (a check-in made offline
+    /// keeps its real arrival time). Used for `checked_in`: it becomes the
+    /// appointment's `checked_in_at`. Omitted: the applying side's time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub at: Option<Timestamp>,
 }
 
 /// Arguments of [`Mutation::AddTreatmentRecord`].

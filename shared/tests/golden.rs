@@ -235,6 +235,7 @@ fn appointment() -> Appointment {
         end: ts("2026-11-23T10:00:00Z"),
         status: AppointmentStatus::CheckedIn,
         reason: Some("Persistent cough".into()),
+        checked_in_at: Some(ts("2026-11-23T09:24:00Z")),
     }
 }
 
@@ -699,6 +700,7 @@ fn mutation_set_appointment_status() {
     let m = Mutation::SetAppointmentStatus(SetAppointmentStatus {
         id: id(APPOINTMENT),
         status: AppointmentStatus::NoShow,
+        at: None,
     });
     golden_mutation("mutation_set_appointment_status", 8, m);
 }

@@ -647,7 +647,11 @@ impl Gen<'_> {
                 } else {
                     allowed[rng.gen_range(0..allowed.len())]
                 };
-                Mutation::SetAppointmentStatus(SetAppointmentStatus { id: row.id, status })
+                Mutation::SetAppointmentStatus(SetAppointmentStatus {
+                    id: row.id,
+                    status,
+                    at: None,
+                })
             }
             Kind::AddRecord => {
                 let rows = rows(Table::Patients);

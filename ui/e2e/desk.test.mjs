@@ -496,3 +496,39 @@ test("9. printing for downtime: the schedule and a receipt are made on the desk,
   proxy.setUp(true);
   await live(a);
 });
+
+test("10. the waiting room: a check-in at reception shows on another desk with its arrival time, and the patient is called in", async () => {
+  // Today, in a few minutes (the clinic's day: Europe/Berlin). Dora with Dr. Doyle.
+  const start = new Date(Date.now() + 10 * 60000);
+  start.setUTCSeconds(0, 0);
+  const end = new Date(start.getTime() + 30 * 60000);
+  const booked = cli(["appointments", "book", "--patient", ids.dora, "--doctor", "doctor", "--start", start.toISOString().replace(".000", ""), "--end", end.toISOString().replace(".000", "")]);
+  await live(a);
+  await click(a, "nav-schedule");
+  await click(a, "day-today");
+  const checkIn = `[data-id="${booked.id}"] [data-testid="step-checked_in"]`;
+  await until(a, "Dora's visit today", async () => (await a.$(checkIn)).isExisting(), 30000);
+  const before = Date.now();
+  await (await a.$(checkIn)).click();
+  // The assistant's desk (B, in India; the clinic is in Berlin) sees her arrive.
+  await click(b, "nav-waiting");
+  await until(b, "Dora in the waiting room", async () => (await rowsText(b, "waiting-name")).some((t) => t.startsWith("Dora Lang")), 30000);
+  const row = (await rowsText(b, "waiting-patient")).find((t) => t.startsWith("Dora Lang"));
+  const berlin = (ms) => new Intl.DateTimeFormat("en-US", { timeZone: ZONE, hour: "numeric", minute: "2-digit" }).format(ms);
+  // Arrived at the check-in's time in Berlin (the minute may tick over between click and check).
+  assert.ok([berlin(before), berlin(Date.now())].some((t) => row.includes(t)), `arrival in Berlin time: ${row}`);
+  assert.match(row, /just arrived|\d+ min/);
+  assert.match(await text(b, "waiting-title"), /^Waiting room · .+ · times in Europe\/Berlin$/);
+  await screenshot(b, "waiting-room");
+  await noDeveloperText(b);
+  // Called in: off the waiting list, with the doctor, on both desks.
+  const call = (await b.$$(`[data-testid="waiting-patient"][data-id="${booked.id}"] [data-testid="waiting-call"]`))[0];
+  await call.click();
+  await until(b, "Dora called in", async () => !(await rowsText(b, "waiting-name")).some((t) => t.startsWith("Dora Lang")));
+  await click(a, "nav-waiting");
+  await until(a, "A sees her with the doctor", async () => {
+    for (const s of await rowsText(a, "waiting-doctor")) if (s.startsWith("Dr. Dana Doyle") && s.includes("with the doctor: Dora Lang")) return true;
+    return false;
+  }, 30000);
+  await noDeveloperText(a);
+});

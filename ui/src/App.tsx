@@ -17,11 +17,13 @@ import { Schedule } from "./screens/Schedule";
 import { SignIn } from "./screens/SignIn";
 import { StaffScreen } from "./screens/Staff";
 import { SyncPanel } from "./screens/SyncPanel";
+import { WaitingRoom } from "./screens/WaitingRoom";
 import type { Staff } from "./bindings/Staff";
 
 const titles: Record<Screen, string> = {
   patients: "Patients",
   schedule: "Schedule",
+  waiting: "Waiting room",
   billing: "Billing",
   inventory: "Inventory",
   staff: "Staff",
@@ -136,6 +138,7 @@ function Shell({ user }: { user: Staff }) {
       <main>
         {screen === "patients" && <Patients user={user} command={command} />}
         {screen === "schedule" && <Schedule user={user} command={command} />}
+        {screen === "waiting" && <WaitingRoom user={user} />}
         {screen === "billing" && <Billing />}
         {screen === "inventory" && <Inventory />}
         {screen === "staff" && <StaffScreen user={user} />}

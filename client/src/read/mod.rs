@@ -214,6 +214,7 @@ pub(crate) fn free_slots(
                 end: e,
                 status: AppointmentStatus::Scheduled,
                 reason: None,
+                checked_in_at: None,
             };
             let mut src = VisibleSource(conn);
             let taken = |r: Result<Vec<Uuid>, PlanError<ClientError>>| match r {

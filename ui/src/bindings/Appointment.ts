@@ -33,4 +33,11 @@ status: AppointmentStatus,
 /**
  * Why the patient comes, short free text.
  */
-reason: string | null, };
+reason: string | null, 
+/**
+ * When the patient arrived (checked in), by the clock of the desk that
+ * checked them in: the waiting room's "waiting since". Kept through
+ * the visit; cleared when the check-in is undone. Absent before
+ * arrival (so rows read as before this field existed).
+ */
+checked_in_at?: Timestamp, };

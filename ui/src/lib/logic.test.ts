@@ -86,8 +86,8 @@ describe("query invalidation", () => {
 
 describe("roles and flows", () => {
   it("shows each role only its screens", () => {
-    expect(screensFor("reception")).toEqual(["patients", "schedule", "billing", "sync"]);
-    expect(screensFor("doctor")).toEqual(["patients", "schedule", "inventory", "sync"]);
+    expect(screensFor("reception")).toEqual(["patients", "schedule", "waiting", "billing", "sync"]);
+    expect(screensFor("doctor")).toEqual(["patients", "schedule", "waiting", "inventory", "sync"]);
     expect(screensFor("admin")).toContain("staff");
     expect(screensFor("assistant")).not.toContain("billing");
   });
@@ -112,5 +112,17 @@ describe("restoredSentence", () => {
     );
     expect(restoredSentence({ noticed_at: "2026-11-23T09:30:00Z", resent: 1 }, berlin)).toContain("sent its 1 unconfirmed change again.");
     expect(restoredSentence({ noticed_at: "2026-11-23T09:30:00Z", resent: 0 }, berlin)).toContain("reloaded the clinic's data. Work saved");
+  });
+});
+
+describe("the waiting room", () => {
+  it("says how long a patient has waited in words", async () => {
+    const { waitLabel } = await import("../screens/WaitingRoom");
+    const t = Date.parse("2031-03-03T09:00:00Z");
+    expect(waitLabel(t, t + 20_000)).toBe("just arrived");
+    expect(waitLabel(t, t + 4 * 60_000 + 59_000)).toBe("4 min");
+    expect(waitLabel(t, t + 65 * 60_000)).toBe("1 h 05 min");
+    // A desk clock behind the one that checked the patient in: never negative.
+    expect(waitLabel(t, t - 90_000)).toBe("just arrived");
   });
 });

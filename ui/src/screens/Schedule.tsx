@@ -29,6 +29,7 @@ import {
   localDateOf,
   localTimeOf,
   minutesBetween,
+  nowInstant,
   parseDate,
   parseTime,
   timeText,
@@ -187,7 +188,9 @@ function AppointmentRow({ row, user, active, onFocus }: { row: Entity<Appointmen
   async function step(status: AppointmentStatus) {
     setError(null);
     try {
-      await api.mutate({ type: "set_appointment_status", args: { id: row.id, status } });
+      // A check-in records the arrival time by this desk's clock, so one
+      // made while offline keeps when the patient really came.
+      await api.mutate({ type: "set_appointment_status", args: { id: row.id, status, ...(status === "checked_in" ? { at: nowInstant() } : {}) } });
       if (undoable.includes(status)) {
         const who = patientName ?? "The patient";
         const words = status === "checked_in" ? `${who} checked in` : status === "cancelled" ? `${who}'s appointment cancelled` : `${who} marked as no-show`;
