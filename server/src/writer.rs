@@ -17,7 +17,9 @@ use crate::revocation::Revocations;
 use crate::storage::{Change, Storage, StorageError};
 use clinic_shared::field_access;
 use clinic_shared::model::Table;
-use clinic_shared::protocol::{Actor, ErrorBody, ErrorCode, MutationOutcome, MutationResult};
+use clinic_shared::protocol::{
+    Actor, ErrorBody, ErrorCode, MutationOutcome, MutationResult, RejectCode,
+};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -240,6 +242,13 @@ fn count_outcomes(
         for r in results {
             let how = match &r.outcome {
                 MutationOutcome::Retry { .. } => MutationCount::Retry,
+                // A processed id sent again with other contents is refused,
+                // not answered as a duplicate.
+                MutationOutcome::Rejected { rejection }
+                    if rejection.code == RejectCode::MutationIdReused =>
+                {
+                    MutationCount::Rejected
+                }
                 _ if r.mutation_id <= *before => MutationCount::Duplicate,
                 MutationOutcome::Applied { .. } => MutationCount::Applied,
                 MutationOutcome::Rejected { .. } => MutationCount::Rejected,

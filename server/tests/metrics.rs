@@ -8,6 +8,7 @@
 
 use clinic_e2e::*;
 use clinic_shared::mutation::{CreatePatient, Mutation};
+use clinic_shared::protocol::RejectCode;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -300,13 +301,28 @@ async fn the_metrics_follow_pushes_sockets_sign_ins_and_the_database() {
     // The same mutation again is a duplicate, not a second application.
     let pending = reception.number(vec![patient("Again", "Twice")]);
     reception.push_pending(pending.clone()).await;
-    reception.push_pending(pending).await;
+    reception.push_pending(pending.clone()).await;
     let again = scrape(&server).await;
     assert_eq!(again.mutations("applied"), after.mutations("applied") + 1.0);
     assert_eq!(
         again.mutations("duplicate"),
         after.mutations("duplicate") + 1.0
     );
+    // That id with other contents is refused: a rejection, not a duplicate.
+    let mut reused = pending;
+    reused[0].mutation = patient("Other", "Contents");
+    let results = reception.push_pending(reused).await;
+    assert_eq!(
+        rejection(&results[0].outcome).code,
+        RejectCode::MutationIdReused
+    );
+    let reused = scrape(&server).await;
+    assert_eq!(
+        reused.mutations("rejected"),
+        again.mutations("rejected") + 1.0
+    );
+    assert_eq!(reused.mutations("duplicate"), again.mutations("duplicate"));
+    let again = reused;
 
     // A WebSocket subscriber is counted while it is open; its live frames
     // are timed from the commit.
