@@ -578,3 +578,85 @@ async fn status_prints_the_figures_and_says_when_the_server_is_down() {
     assert!(stderr.contains(&addr), "{stderr}");
     assert!(down.stdout.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_sign_ins_are_counted_apart_from_failures() {
+    let server = Server::start_with(&[
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--signin-free-failures",
+        "1",
+        "--signin-backoff-ms",
+        "60000",
+    ]);
+    let throttled = |s: &Scrape| s.get("clinic_sign_in_throttled_total", &[]);
+    let failures = |s: &Scrape| {
+        s.get(
+            "clinic_sign_in_failures_total",
+            &[("reason", "wrong_credentials")],
+        )
+    };
+    let before = scrape(&server).await;
+    assert_eq!((failures(&before), throttled(&before)), (0.0, 0.0));
+    // The free failure, then the one that locks the name for a minute.
+    for _ in 0..2 {
+        assert_eq!(
+            login_raw(&server.base, "doctor", "wrong").await.status(),
+            401
+        );
+    }
+    // Locked: refused without a password check, even the right one.
+    assert_eq!(
+        login_raw(&server.base, "doctor", "demo").await.status(),
+        429
+    );
+    let after = scrape(&server).await;
+    assert_eq!(failures(&after), 2.0);
+    assert_eq!(throttled(&after), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_falls_behind_the_feed_is_counted_as_lagged() {
+    // One batch of room per subscriber: a session busy with its own pushes
+    // while two commits land has lagged.
+    let server = Server::start_with(&["--metrics-listen", "127.0.0.1:0", "--feed-capacity", "1"]);
+    let mut reception = Api::login(&server, "reception").await;
+    let mut ws = Ws::hello(&server, &reception, 0).await;
+    ws.until_caught_up().await;
+    let lagged = |s: &Scrape| s.get("clinic_subscribers_cut_off_total", &[("reason", "lagged")]);
+    assert_eq!(lagged(&scrape(&server).await), 0.0);
+    // Pushes pipelined on the socket: after each commit the session has
+    // both the next push and the commit's batch to handle, and takes
+    // either first, so it misses batches all but certainly (each of the
+    // 29 choices would have to go the batch's way).
+    const PUSHES: u64 = 30;
+    for request_id in 0..PUSHES {
+        let pending = reception.number(vec![patient(&format!("Lag{request_id}"), "Behind")]);
+        ws.send(&clinic_shared::protocol::ClientMessage::Push {
+            request_id,
+            mutations: pending,
+        })
+        .await;
+    }
+    let mut answered = 0;
+    while answered < PUSHES {
+        match ws.next().await {
+            Some(clinic_shared::protocol::ServerMessage::PushResult { results, .. }) => {
+                applied_seq(&results[0].outcome);
+                answered += 1;
+            }
+            Some(_) => {}
+            None => panic!("the socket closed"),
+        }
+    }
+    let s = scrape_until(&server, "a lagged subscriber", |s| lagged(s) >= 1.0).await;
+    // It caught up from the database on the same connection: still open.
+    assert_eq!(s.connections("websocket"), 1.0);
+    assert_eq!(
+        s.get(
+            "clinic_subscribers_cut_off_total",
+            &[("reason", "too_slow")]
+        ),
+        0.0
+    );
+}
