@@ -709,7 +709,7 @@ pub async fn serve(
     request_timeout: Duration,
     shutdown: CancellationToken,
 ) {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::rt::{TokioIo, TokioTimer};
     let service = hyper_util::service::TowerToHyperService::new(router(metrics, request_timeout));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
@@ -724,17 +724,23 @@ pub async fn serve(
             },
             () = shutdown.cancelled() => break,
         };
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout);
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service.clone())
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let service = service.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            // As on the main listener: a connection that sends nothing is
+            // closed (hyper's header timeout starts with the first byte),
+            // and HTTP/1.1 only, so every request head has a deadline.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(header_read_timeout, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %e, "metrics connection ended with an error");
             }
         });

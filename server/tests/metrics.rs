@@ -422,6 +422,29 @@ async fn the_main_listener_serves_metrics_to_administrators_only() {
         .await
         .unwrap();
     assert_eq!(other.status(), 404);
+    // HTTP/1.1 only, as the main listener: an HTTP/2 preface is answered
+    // and the connection closed, not held open past every timeout.
+    let addr = server
+        .metrics_url
+        .as_ref()
+        .unwrap()
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_owned();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, conn.read_to_end(&mut answer))
+        .await
+        .expect("the connection is closed")
+        .ok();
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("clinic_build_info"),
+        "no metrics over HTTP/2"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
