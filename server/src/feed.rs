@@ -35,6 +35,9 @@ pub struct Batch {
     pub acks: Vec<(Uuid, u64)>,
     /// Highest sequence number in the batch.
     pub last_seq: u64,
+    /// When it was published (right after its commit): the start of the
+    /// fan-out lag the metrics report.
+    pub published: std::time::Instant,
 }
 
 impl Batch {
@@ -52,6 +55,7 @@ impl Batch {
             rows: changes.iter().map(Change::to_sync_row).collect(),
             acks,
             last_seq,
+            published: std::time::Instant::now(),
         })
     }
 

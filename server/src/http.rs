@@ -338,6 +338,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/staff/{id}/end-sessions", post(staff_end_sessions))
         .route("/v1/staff/{id}/password", post(staff_reset_password))
         .route("/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
@@ -351,6 +352,10 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits::MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(refuse_declared_oversize))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            crate::metrics::count_in_flight,
+        ))
         .with_state(state)
 }
 
@@ -419,6 +424,13 @@ async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
         "ws_sessions": sessions,
         "waiting_pulls": waiting,
     }))
+}
+
+/// `GET /metrics` on the main listener, for administrators (the
+/// `--metrics-listen` address serves the same without a sign-in).
+async fn metrics(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    require_admin(&caller, "read the server's metrics")?;
+    Ok(crate::metrics::answer(&state.metrics).await)
 }
 
 async fn openapi() -> impl IntoResponse {

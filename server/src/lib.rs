@@ -15,7 +15,8 @@
 //! in what other processes on the same database commit (and wakes the
 //! revocation reader when they record security events); [`blocking`] runs
 //! storage calls off the async workers; [`datadir`] keeps the data directory
-//! private and [`logging`] keeps secrets out of the logs.
+//! private and [`logging`] keeps secrets out of the logs; [`metrics`]
+//! counts what operators watch (`GET /metrics`).
 
 pub mod admin;
 pub mod audit;
@@ -28,8 +29,10 @@ pub mod engine;
 pub mod feed;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod revocation;
 pub mod session;
+pub mod status;
 pub mod storage;
 pub mod tls;
 pub mod writer;
@@ -103,6 +106,9 @@ pub struct Config {
     /// TLS for every connection (`None`: plain HTTP, loopback only unless
     /// the operator insisted).
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// How long the metrics keep the figures that cost a storage query
+    /// (database size, open sessions) before reading them again.
+    pub metrics_refresh: Duration,
 }
 
 impl Default for Config {
@@ -123,6 +129,7 @@ impl Default for Config {
             time_zone: system_time_zone(),
             clock: system_clock(),
             tls: None,
+            metrics_refresh: Duration::from_secs(5),
         }
     }
 }
@@ -155,6 +162,8 @@ pub struct AppState {
     /// The database's server epoch, read at start: a restore, which makes a
     /// new one, happens with every server stopped.
     pub server_epoch: Arc<str>,
+    /// What `GET /metrics` reports.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// A failure that stops the server.
@@ -198,11 +207,21 @@ impl App {
                 .map_err(|_| std::io::Error::other("reading the storage at start panicked"))?
         })?;
         let (feed, revocations) = (Arc::new(feed), Arc::new(revocations));
+        let server_epoch: Arc<str> = server_epoch.into();
+        let waiting_pulls = Arc::<std::sync::atomic::AtomicUsize>::default();
+        let metrics = Arc::new(metrics::Metrics::new(
+            storage.clone(),
+            config.clock.clone(),
+            server_epoch.clone(),
+            waiting_pulls.clone(),
+            config.metrics_refresh,
+        ));
         let (writer, writer_thread) = writer::spawn(
             storage.clone(),
             feed.clone(),
             revocations.clone(),
             config.clock.clone(),
+            metrics.clone(),
         )?;
         let (audit, audit_thread) = audit::spawn(storage.clone())?;
         let token = CancellationToken::new();
@@ -217,8 +236,9 @@ impl App {
             login_permits: Arc::new(tokio::sync::Semaphore::new(config.concurrent_logins.max(1))),
             sockets: TaskTracker::new(),
             live_sessions: Arc::default(),
-            waiting_pulls: Arc::default(),
-            server_epoch: server_epoch.into(),
+            waiting_pulls,
+            server_epoch,
+            metrics,
         };
         let mut pollers = cluster::start(
             storage.clone(),
@@ -299,8 +319,29 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    run_with_metrics(listener, None, storage, config, shutdown).await
+}
+
+/// [`run`], also serving `GET /metrics` in plain HTTP on
+/// `metrics_listener` (the `--metrics-listen` address) when given.
+pub async fn run_with_metrics(
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    storage: Arc<dyn Storage>,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
     let server = App::start(storage, config.clone())?;
     let app = server.router();
+    let metrics_server = metrics_listener.map(|listener| {
+        tokio::spawn(metrics::serve(
+            listener,
+            server.state().metrics.clone(),
+            config.header_read_timeout,
+            config.request_timeout,
+            server.state().shutdown.clone(),
+        ))
+    });
     // Every connection task, so that shutdown can wait for in-flight
     // requests; `closing` asks each connection to finish its current
     // request and close.
@@ -384,6 +425,9 @@ pub async fn run(
         tracing::warn!("some HTTP connections did not finish in time");
     }
     drop(app);
+    if let Some(task) = metrics_server {
+        let _ = task.await;
+    }
     server.stop().await;
     tracing::info!("stopped");
     Ok(())

@@ -103,6 +103,30 @@ enum Command {
         /// show and take every time in it (default: this machine's zone).
         #[arg(long, env = "CLINIC_TIME_ZONE")]
         time_zone: Option<String>,
+        /// Also serve `GET /metrics` (Prometheus text format) in plain HTTP
+        /// on this address, without a sign-in: it carries no patient data,
+        /// but bind it to localhost or the monitoring network only (port 0
+        /// picks a free port). Administrators can read the same on the main
+        /// listener with their token.
+        #[arg(long, env = "CLINIC_METRICS_LISTEN")]
+        metrics_listen: Option<String>,
+        /// How long the metrics keep the database size and session count
+        /// before reading them again, in ms.
+        #[arg(long, default_value_t = 5000, hide = true)]
+        metrics_refresh_ms: u64,
+    },
+    /// Print a running server's figures for a person (uptime, connections,
+    /// mutations, commit latency, database size, sessions, sign-in
+    /// failures), read from its metrics listener (`serve --metrics-listen`).
+    Status {
+        /// The metrics listener to read: `HOST:PORT` or
+        /// `http://HOST:PORT/metrics`.
+        #[arg(long)]
+        url: Option<String>,
+        /// Without --url: the address given to `serve --metrics-listen`
+        /// (read from the same environment variable the server reads).
+        #[arg(long, env = "CLINIC_METRICS_LISTEN")]
+        metrics_listen: Option<String>,
     },
     /// The clinic CA and the server's certificate (in `<data-dir>/tls/`).
     Tls {
@@ -306,6 +330,14 @@ fn main() -> anyhow::Result<()> {
     datadir::private_umask();
     logging::init();
     let cli = Cli::parse();
+    // Status reads a running server over the network: no data directory.
+    if let Command::Status {
+        url,
+        metrics_listen,
+    } = &cli.command
+    {
+        return status(url.as_deref(), metrics_listen.as_deref());
+    }
     let dir = data_dir(cli.data_dir)?;
     // The TLS tools need no database.
     let command = match cli.command {
@@ -360,6 +392,8 @@ fn main() -> anyhow::Result<()> {
             insecure_http,
             external_poll_ms,
             security_poll_ms,
+            metrics_listen,
+            metrics_refresh_ms,
         } => {
             let tls = choose_tls(&dir, tls_cert, tls_key, insecure_http)?;
             let time_zone = match time_zone {
@@ -374,6 +408,7 @@ fn main() -> anyhow::Result<()> {
                 feed_capacity,
                 demo,
                 external_poll: std::time::Duration::from_millis(external_poll_ms.max(10)),
+                metrics_refresh: std::time::Duration::from_millis(metrics_refresh_ms),
                 security_poll: std::time::Duration::from_millis(security_poll_ms.max(10)),
                 throttle: ThrottlePolicy {
                     free_failures_per_user: signin_free_failures,
@@ -384,7 +419,11 @@ fn main() -> anyhow::Result<()> {
                 },
                 ..Config::default()
             };
-            serve(storage, &listen, config, &dir, tls, insecure_http)
+            let listen = Listen {
+                api: &listen,
+                metrics: metrics_listen.as_deref(),
+            };
+            serve(storage, listen, config, &dir, tls, insecure_http)
         }
         Command::Audit { command } => audit_command(storage_ref, command),
         Command::Backup { out } => {
@@ -418,7 +457,10 @@ fn main() -> anyhow::Result<()> {
             }
         },
         // Handled before the database was opened.
-        Command::Tls { .. } | Command::Migrate { .. } | Command::Restore { .. } => Ok(()),
+        Command::Tls { .. }
+        | Command::Migrate { .. }
+        | Command::Restore { .. }
+        | Command::Status { .. } => Ok(()),
         Command::User { command } => {
             let staff = match command {
                 UserCommand::Add {
@@ -626,9 +668,31 @@ fn plain_http_refusal(addr: std::net::SocketAddr, dir: &Path) -> String {
     )
 }
 
+/// `clinic-server status`.
+fn status(url: Option<&str>, metrics_listen: Option<&str>) -> anyhow::Result<()> {
+    let Some(url) = url.or(metrics_listen) else {
+        bail!(
+            "no metrics address: pass --url HOST:PORT, or set CLINIC_METRICS_LISTEN to the \
+             address the server's --metrics-listen was given"
+        );
+    };
+    let text = clinic_server::status::fetch(url, std::time::Duration::from_secs(10))?;
+    let status = clinic_server::status::Status::parse(&text, url)?;
+    print!("{}", status.table());
+    Ok(())
+}
+
+/// Where `serve` listens.
+struct Listen<'a> {
+    /// The API (and WebSockets).
+    api: &'a str,
+    /// `GET /metrics` without sign-in, plain HTTP.
+    metrics: Option<&'a str>,
+}
+
 fn serve(
     storage: Arc<dyn Storage>,
-    listen: &str,
+    listen: Listen<'_>,
     config: Config,
     dir: &std::path::Path,
     tls: Option<TlsChoice>,
@@ -664,10 +728,18 @@ fn serve(
         if purged > 0 {
             tracing::info!(purged, "expired sessions removed");
         }
-        let listener = tokio::net::TcpListener::bind(listen)
+        let listener = tokio::net::TcpListener::bind(listen.api)
             .await
-            .with_context(|| format!("listening on {listen}"))?;
+            .with_context(|| format!("listening on {}", listen.api))?;
         let addr = listener.local_addr()?;
+        let metrics_listener = match listen.metrics {
+            Some(at) => Some(
+                tokio::net::TcpListener::bind(at)
+                    .await
+                    .with_context(|| format!("--metrics-listen {at}"))?,
+            ),
+            None => None,
+        };
         if config.tls.is_none() && !addr.ip().is_loopback() {
             if !insecure_http {
                 bail!(plain_http_refusal(addr, dir));
@@ -676,12 +748,20 @@ fn serve(
         }
         // The first line of standard output is the address: scripts and tests read it.
         println!("clinic-server listening on {scheme}://{addr}");
+        if let Some(m) = &metrics_listener {
+            let at = m.local_addr()?;
+            // The second line when there is one: the metrics' address.
+            println!("clinic-server metrics on http://{at}/metrics");
+            if !at.ip().is_loopback() {
+                tracing::info!(%at, "metrics served without sign-in on a non-loopback address: keep it to the monitoring network");
+            }
+        }
         tracing::info!(%addr, data = %dir.display(), time_zone = %config.time_zone, "serving");
         if demo_mode {
             println!("demo clinic: sign in as admin, doctor, doctor2, assistant or reception with password `{}`", demo::DEMO_PASSWORD);
         }
         std::io::stdout().flush().ok();
-        clinic_server::run(listener, storage, config, shutdown_signal()).await?;
+        clinic_server::run_with_metrics(listener, metrics_listener, storage, config, shutdown_signal()).await?;
         Ok(())
     })
 }

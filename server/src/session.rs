@@ -28,6 +28,7 @@ use crate::AppState;
 use crate::auth;
 use crate::blocking::blocking;
 use crate::engine::PreparedMutation;
+use crate::metrics::SignInFailure;
 use crate::storage::{AccountSecurity, NewSignInEvent, StorageResult, Throttle};
 use clinic_shared::model::Staff;
 use clinic_shared::permissions;
@@ -406,6 +407,7 @@ pub async fn verify_credentials(
             .await?;
         }
         tracing::info!("sign-in refused: throttled");
+        state.metrics.sign_in_throttled();
         let retry_after = longest.as_millis().div_ceil(1000).max(1);
         return Err(Refused::Locked {
             retry_after: u64::try_from(retry_after).unwrap_or(u64::MAX),
@@ -448,6 +450,9 @@ pub async fn verify_credentials(
             })
             .await?;
             tracing::info!("sign-in refused: wrong credentials");
+            state
+                .metrics
+                .sign_in_failed(SignInFailure::WrongCredentials);
             return Err(Refused::Wrong);
         }
     };
@@ -471,6 +476,7 @@ pub async fn verify_credentials(
     })
     .await?;
     if !user.active {
+        state.metrics.sign_in_failed(SignInFailure::Disabled);
         return Err(Refused::Disabled);
     }
     Ok((user, security))

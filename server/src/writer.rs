@@ -12,11 +12,14 @@
 use crate::Clock;
 use crate::engine::{self, PreparedMutation, PushRefused, SeqAllocator};
 use crate::feed::Feed;
+use crate::metrics::{Metrics, MutationCount, PushCount};
 use crate::revocation::Revocations;
 use crate::storage::{Change, Storage, StorageError};
 use clinic_shared::field_access;
 use clinic_shared::model::Table;
-use clinic_shared::protocol::{Actor, ErrorBody, ErrorCode, MutationOutcome, MutationResult};
+use clinic_shared::protocol::{
+    Actor, ErrorBody, ErrorCode, MutationOutcome, MutationResult, RejectCode,
+};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -86,6 +89,7 @@ pub fn spawn(
     feed: Arc<Feed>,
     revocations: Arc<Revocations>,
     clock: Clock,
+    metrics: Arc<Metrics>,
 ) -> std::io::Result<(WriterHandle, std::thread::JoinHandle<()>)> {
     let (jobs, mut queue) = mpsc::channel::<PushJob>(QUEUE);
     let thread = std::thread::Builder::new()
@@ -104,6 +108,7 @@ pub fn spawn(
                     &feed,
                     &revocations,
                     &clock,
+                    &metrics,
                     batch,
                     &mut queue,
                 );
@@ -118,6 +123,7 @@ fn commit_batch(
     feed: &Feed,
     revocations: &Revocations,
     clock: &Clock,
+    metrics: &Metrics,
     mut batch: Vec<PushJob>,
     queue: &mut mpsc::Receiver<PushJob>,
 ) {
@@ -125,11 +131,16 @@ fn commit_batch(
     let mut changes: Vec<Change> = Vec::new();
     let mut results: Vec<Result<Vec<MutationResult>, PushRefused>> =
         Vec::with_capacity(batch.len());
+    // Each push's client's last processed mutation id before it: what
+    // tells a duplicate (a retry of one processed before) from a fresh one.
+    let mut processed_before: Vec<u64> = Vec::with_capacity(batch.len());
     let span = tracing::debug_span!("commit");
     let _enter = span.enter();
+    let started = std::time::Instant::now();
     let outcome = storage.write(&mut |tx| {
         changes.clear();
         results.clear();
+        processed_before.clear();
         let mut seqs = SeqAllocator::new(tx)?;
         // The write lock is held now. Pushes that arrived while it was
         // awaited (on PostgreSQL another instance may have held it for a
@@ -152,6 +163,7 @@ fn commit_batch(
             .collect();
         tx.prefetch(&rows_to_read, &clients)?;
         for job in &batch {
+            processed_before.push(tx.client(job.client_id)?.map_or(0, |c| c.last_mutation_id));
             let r = engine::apply_push(
                 tx,
                 &mut seqs,
@@ -167,6 +179,8 @@ fn commit_batch(
     });
     match outcome {
         Ok(()) => {
+            metrics.commit_durable(started.elapsed());
+            count_outcomes(metrics, &results, &processed_before);
             for (job, result) in batch.into_iter().zip(results) {
                 let reply = result.map_err(|PushRefused::ForeignClient| {
                     ErrorBody::new(
@@ -189,6 +203,10 @@ fn commit_batch(
         }
         Err(e) => {
             tracing::error!(error = %e, pushes = batch.len(), "write transaction failed");
+            metrics.commit_failed();
+            for _ in &batch {
+                metrics.push(PushCount::Failed);
+            }
             let code = if e.retryable() {
                 ErrorCode::Unavailable
             } else {
@@ -204,5 +222,46 @@ fn commit_batch(
                 let _ = job.reply.send(Err(ErrorBody::new(code, message)));
             }
         }
+    }
+}
+
+/// Counts the pushes and mutations of a committed batch; `processed_before`
+/// holds each push's client's last processed mutation id before it.
+fn count_outcomes(
+    metrics: &Metrics,
+    results: &[Result<Vec<MutationResult>, PushRefused>],
+    processed_before: &[u64],
+) {
+    let mut counts = [0u64; 4];
+    for (result, before) in results.iter().zip(processed_before) {
+        let Ok(results) = result else {
+            metrics.push(PushCount::Refused);
+            continue;
+        };
+        metrics.push(PushCount::Committed);
+        for r in results {
+            let how = match &r.outcome {
+                MutationOutcome::Retry { .. } => MutationCount::Retry,
+                // A processed id sent again with other contents is refused,
+                // not answered as a duplicate.
+                MutationOutcome::Rejected { rejection }
+                    if rejection.code == RejectCode::MutationIdReused =>
+                {
+                    MutationCount::Rejected
+                }
+                _ if r.mutation_id <= *before => MutationCount::Duplicate,
+                MutationOutcome::Applied { .. } => MutationCount::Applied,
+                MutationOutcome::Rejected { .. } => MutationCount::Rejected,
+            };
+            counts[how as usize] += 1;
+        }
+    }
+    for how in [
+        MutationCount::Applied,
+        MutationCount::Rejected,
+        MutationCount::Duplicate,
+        MutationCount::Retry,
+    ] {
+        metrics.mutations(how, counts[how as usize]);
     }
 }

@@ -23,6 +23,7 @@ use crate::AppState;
 use crate::audit;
 use crate::blocking::blocking;
 use crate::feed::Batch;
+use crate::metrics::CutOff;
 use crate::session::{self, Caller, authenticate, prepare_push};
 use crate::storage::SecurityEvent;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -61,6 +62,7 @@ struct Session {
 /// Serves one upgraded socket to its end.
 pub async fn serve(socket: WebSocket, state: AppState) {
     let span = tracing::info_span!("ws", conn = %Uuid::now_v7());
+    let _open = state.metrics.websocket_open();
     async move {
         let mut socket = socket;
         let Some((caller, client_id, cursor)) = handshake(&mut socket, &state).await else {
@@ -81,6 +83,9 @@ pub async fn serve(socket: WebSocket, state: AppState) {
         live.fetch_add(1, Ordering::Relaxed);
         let stop = session.run().await;
         live.fetch_sub(1, Ordering::Relaxed);
+        if let Some(why) = cut_off(&stop) {
+            session.state.metrics.cut_off(why);
+        }
         if let Stop::Close(code, reason) = stop {
             let frame = CloseFrame {
                 code,
@@ -98,6 +103,18 @@ pub async fn serve(socket: WebSocket, state: AppState) {
     .await
 }
 
+/// The close reason of a subscriber too slow to read.
+const TOO_SLOW: &str = "too slow: reconnect and catch up";
+
+/// Whether a session's end cut a subscriber off, and why (for the metrics).
+fn cut_off(stop: &Stop) -> Option<CutOff> {
+    match stop {
+        Stop::Close(_, TOO_SLOW) => Some(CutOff::TooSlow),
+        Stop::Close(_, "idle") => Some(CutOff::Idle),
+        _ => None,
+    }
+}
+
 async fn send_raw(
     socket: &mut WebSocket,
     msg: &ServerMessage,
@@ -109,7 +126,7 @@ async fn send_raw(
         Ok(Err(_)) => Err(Stop::Gone),
         Err(_) => {
             tracing::warn!("subscriber too slow to read; disconnecting it");
-            Err(Stop::Close(1008, "too slow: reconnect and catch up"))
+            Err(Stop::Close(1008, TOO_SLOW))
         }
     }
 }
@@ -400,6 +417,7 @@ impl Session {
             Ok(b) => b,
             Err(RecvError::Lagged(missed)) => {
                 tracing::info!(missed, "subscriber lagged; catching up from storage");
+                self.state.metrics.cut_off(CutOff::Lagged);
                 return self.catch_up().await;
             }
             Err(RecvError::Closed) => return Err(Stop::Close(1001, "server shutting down")),
@@ -429,7 +447,9 @@ impl Session {
             cursor: self.cursor,
             last_mutation_id: ack,
         })
-        .await
+        .await?;
+        self.state.metrics.fanout(batch.published.elapsed());
+        Ok(())
     }
 
     /// Queues the access entries for sending `rows` (the clinical ones).
@@ -480,7 +500,7 @@ impl Session {
         match tokio::time::timeout(self.state.config.ws_send_timeout, ping).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Stop::Gone),
-            Err(_) => Err(Stop::Close(1008, "too slow: reconnect and catch up")),
+            Err(_) => Err(Stop::Close(1008, TOO_SLOW)),
         }
     }
 }

@@ -710,3 +710,51 @@ async fn migrate_copies_a_sqlite_clinic_so_desks_continue_without_a_resync() {
     );
     assert_eq!(seq, cursor + 1, "the sequence continues");
 }
+
+/// The value of the sample line `series value` (no labels) in a scrape.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_on_postgresql_report_the_database_size_and_every_servers_sessions() {
+    let (_cluster, _url, servers) = instances_with(
+        2,
+        &[
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--metrics-refresh-ms",
+            "50",
+        ],
+    );
+    // One sign-in on each instance: both count the two sessions in the database.
+    let mut apis = Vec::new();
+    for server in &servers {
+        apis.push(Api::login(server, "reception").await);
+    }
+    applied_seq(
+        &apis[0]
+            .push_one(Mutation::CreatePatient(new_patient("Metric")))
+            .await,
+    );
+    for server in &servers {
+        let url = server.metrics_url.clone().unwrap();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let text = http().get(&url).send().await.unwrap().text().await.unwrap();
+            assert!(text.contains("backend=\"postgresql\""), "{text}");
+            let size = sample(&text, "clinic_database_size_bytes");
+            let sessions = sample(&text, "clinic_sessions_open");
+            if size.is_some_and(|s| s > 0.0) && sessions == Some(2.0) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "size {size:?}, sessions {sessions:?}:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

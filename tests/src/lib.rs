@@ -62,6 +62,8 @@ pub struct Server {
     pub ca: Option<PathBuf>,
     /// `--database-url` when on PostgreSQL (else SQLite in `dir`).
     pub database_url: Option<String>,
+    /// `http://…/metrics` when started with `--metrics-listen`.
+    pub metrics_url: Option<String>,
     log: Logging,
 }
 
@@ -151,7 +153,7 @@ impl Server {
             trust_ca(&std::fs::read(&ca).expect("read ca.pem"));
             ca
         });
-        let (child, base) = spawn(
+        let (child, base, metrics_url) = spawn(
             dir.path(),
             "127.0.0.1:0",
             &launch.extra,
@@ -162,6 +164,7 @@ impl Server {
             dir,
             child: Some(child),
             base,
+            metrics_url,
             extra_args: launch.extra,
             ca,
             database_url: launch.database_url,
@@ -201,7 +204,7 @@ impl Server {
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "already running");
         let listen = self.addr().to_string();
-        let (child, base) = spawn(
+        let (child, base, metrics_url) = spawn(
             self.dir.path(),
             &listen,
             &self.extra_args,
@@ -210,6 +213,7 @@ impl Server {
         );
         self.child = Some(child);
         self.base = base;
+        self.metrics_url = metrics_url;
     }
 
     /// SIGKILL, then start again on the same data directory and port.
@@ -277,7 +281,7 @@ fn spawn(
     extra: &[String],
     log: &Logging,
     database: Option<&str>,
-) -> (Child, String) {
+) -> (Child, String, Option<String>) {
     let rust_log = log
         .rust_log
         .clone()
@@ -310,8 +314,11 @@ fn spawn(
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut lines = BufReader::new(stdout).lines();
-        if let Some(Ok(line)) = lines.next() {
-            let _ = tx.send(line);
+        // The address, then (with --metrics-listen) the metrics' address.
+        for _ in 0..2 {
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
         }
         // Keep draining so the server never blocks on a full pipe.
         for _ in lines {}
@@ -321,7 +328,15 @@ fn spawn(
         .strip_prefix("clinic-server listening on ")
         .unwrap_or_else(|| panic!("unexpected first line: {line}"))
         .to_owned();
-    (child, base)
+    let metrics_url = extra.iter().any(|a| a == "--metrics-listen").then(|| {
+        let line = rx
+            .recv_timeout(WAIT)
+            .expect("server printed its metrics address");
+        line.strip_prefix("clinic-server metrics on ")
+            .unwrap_or_else(|| panic!("unexpected second line: {line}"))
+            .to_owned()
+    });
+    (child, base, metrics_url)
 }
 
 /// A TCP proxy between clients and the server that can refuse WebSocket

@@ -70,6 +70,61 @@ pub fn run_all(fresh: &dyn Fn() -> Box<dyn Storage>) -> Result<(), Failed> {
     access_appends_of_their_own(fresh().as_ref())?;
     appointment_ranges(fresh().as_ref())?;
     server_epochs_and_restores(fresh().as_ref())?;
+    size_and_open_sessions(fresh().as_ref())?;
+    Ok(())
+}
+
+/// The figures the metrics read: the database takes some bytes from the
+/// start and more after rows are written; open sessions are the unexpired
+/// ones.
+fn size_and_open_sessions(s: &dyn Storage) -> Result<(), Failed> {
+    let empty = st(s.database_size())?;
+    check!(empty > 0, "a new database takes some bytes on disk");
+    check!(
+        ["sqlite", "postgresql"].contains(&s.backend_name()),
+        "a known backend name, not {}",
+        s.backend_name()
+    );
+    // Two hundred rows of a few KiB each (random, so compression cannot
+    // make them small): more than any preallocated space.
+    for seq in 1..=200 {
+        let filler: String = (0..100)
+            .map(|_| Uuid::now_v7().simple().to_string())
+            .collect();
+        st(s.write(&mut |tx| {
+            tx.put(&change(
+                seq,
+                Table::Patients,
+                Uuid::now_v7(),
+                json!({"first_name": filler}),
+            ))
+        }))?;
+    }
+    let written = st(s.database_size())?;
+    check!(
+        written > empty,
+        "the database grows with its rows: {empty} bytes empty, {written} after 600 KiB of rows"
+    );
+    check!(
+        st(s.count_open_sessions(t(50)))? == 0,
+        "no sessions in a new database"
+    );
+    for (hash, expires) in [("o1", 100), ("o2", 10), ("o3", 200)] {
+        st(s.create_session(
+            hash,
+            &Session {
+                user_id: Uuid::now_v7(),
+                expires_at: t(expires),
+            },
+        ))?;
+    }
+    let open = st(s.count_open_sessions(t(50)))?;
+    check!(open == 2, "two sessions open at t+50, not {open}");
+    let open = st(s.count_open_sessions(t(150)))?;
+    check!(open == 1, "one session open at t+150, not {open}");
+    st(s.delete_session("o3"))?;
+    let open = st(s.count_open_sessions(t(150)))?;
+    check!(open == 0, "none open after the last one ended, not {open}");
     Ok(())
 }
 

@@ -588,6 +588,18 @@ pub trait Storage: Send + Sync + 'static {
     fn delete_session(&self, token_hash: &str) -> StorageResult<()>;
     /// Removes expired sessions; returns how many.
     fn purge_expired_sessions(&self, now: Timestamp) -> StorageResult<usize>;
+    /// Sessions that have not expired at `now` (a cheap count, for the
+    /// server's metrics).
+    fn count_open_sessions(&self, now: Timestamp) -> StorageResult<u64>;
+    /// Bytes the database takes on disk, for the server's metrics: SQLite,
+    /// the database file plus its write-ahead log; PostgreSQL,
+    /// `pg_database_size` of the current database (its WAL is the
+    /// cluster's, not counted). Reads file sizes or the catalogue: cheap,
+    /// but not free, so callers cache it.
+    fn database_size(&self) -> StorageResult<u64>;
+    /// The backend's name (`sqlite`, `postgresql`), for the build-info
+    /// metric and logs.
+    fn backend_name(&self) -> &'static str;
     /// A session with its account and the account's security state, from
     /// one snapshot.
     fn session_account(&self, token_hash: &str) -> StorageResult<Option<SessionAccount>>;

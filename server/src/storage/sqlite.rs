@@ -1612,6 +1612,37 @@ impl Storage for SqliteStorage {
         )?)
     }
 
+    fn count_open_sessions(&self, now: Timestamp) -> StorageResult<u64> {
+        self.read(|c| {
+            let n: i64 = c
+                .prepare_cached("SELECT COUNT(*) FROM sessions WHERE expires_at > ?1")?
+                .query_row([now.to_string()], |r| r.get(0))?;
+            Ok(to_u64(n))
+        })
+    }
+
+    fn database_size(&self) -> StorageResult<u64> {
+        let size_of = |path: &Path| match std::fs::metadata(path) {
+            Ok(m) => Ok(m.len()),
+            Err(e) => Err(StorageError::Database(format!(
+                "reading the size of {}: {e}",
+                path.display()
+            ))),
+        };
+        let main = size_of(&self.path)?;
+        // No WAL file is a WAL of nothing (between a checkpoint that
+        // removed it and the next write).
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let wal = PathBuf::from(wal);
+        let wal = if wal.exists() { size_of(&wal)? } else { 0 };
+        Ok(main + wal)
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "sqlite"
+    }
+
     fn session_account(&self, token_hash: &str) -> StorageResult<Option<SessionAccount>> {
         self.read(|c| {
             // One statement: session, staff row and security state agree.

@@ -832,6 +832,32 @@ impl Storage for PgStorage {
         })
     }
 
+    fn count_open_sessions(&self, now: Timestamp) -> StorageResult<u64> {
+        let now = now.as_datetime();
+        self.read(|c| {
+            let rows = c
+                .query(
+                    "SELECT COUNT(*) FROM sessions WHERE expires_at > $1",
+                    &[&now],
+                )
+                .map_err(db_err)?;
+            Ok(rows.first().map_or(0, |r| to_u64(r.get(0))))
+        })
+    }
+
+    fn database_size(&self) -> StorageResult<u64> {
+        self.read(|c| {
+            let rows = c
+                .query("SELECT pg_database_size(current_database())", &[])
+                .map_err(db_err)?;
+            Ok(rows.first().map_or(0, |r| to_u64(r.get(0))))
+        })
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "postgresql"
+    }
+
     fn session_account(&self, token_hash: &str) -> StorageResult<Option<SessionAccount>> {
         self.read(|c| {
             // One statement: session, staff row and security state agree.
