@@ -33,6 +33,7 @@ fn main() {
         "pending_changes",
         "rejected_changes",
         "dismiss_rejected",
+        "dismiss_mirror_rebuilt",
         "record_history",
     ];
     let attributes = tauri_build::Attributes::new()

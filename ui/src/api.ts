@@ -80,5 +80,6 @@ export const api = {
   rejectedChanges: () => invoke<RejectedEntry[]>("rejected_changes"),
   dismissRejected: (mutationId: number) => invoke<boolean>("dismiss_rejected", { mutationId }),
   dismissServerRestored: () => invoke<null>("dismiss_server_restored"),
+  dismissMirrorRebuilt: () => invoke<null>("dismiss_mirror_rebuilt"),
   recordHistory: (table: Table, id: string) => invoke<HistoryResponse>("record_history", { table, id }),
 };
