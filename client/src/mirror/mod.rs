@@ -99,7 +99,10 @@ impl Mirror {
             },
             Err(e) => return Err(e),
         };
-        salvage::keep_key_check(dir, key)?;
+        if let Err(e) = salvage::keep_key_check(dir, key) {
+            // Only a later damage could not be told from a wrong key.
+            tracing::warn!(error = %e, "the key check could not be written");
+        }
         for file in schema::files(dir) {
             crate::files::tighten(&file)?;
         }

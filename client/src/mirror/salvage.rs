@@ -602,6 +602,32 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    #[test]
+    fn damage_a_wrong_key_and_a_newer_file_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = MirrorKey::for_tests(&dir.path().join("test.key")).unwrap();
+        let path = dir.path().join(schema::FILE_NAME);
+        assert_eq!(verify_key(dir.path(), &key), KeyVerdict::Unknown);
+        drop(schema::open_writer(&path, uuid::Uuid::now_v7(), &key).unwrap());
+        keep_key_check(dir.path(), &key).unwrap();
+        assert_eq!(verify_key(dir.path(), &key), KeyVerdict::Right);
+        // Another key reads as "not a database", like damage: the check
+        // says it is the key.
+        let other = MirrorKey::generate();
+        let e = schema::open_writer(&path, uuid::Uuid::now_v7(), &other).unwrap_err();
+        assert!(schema::is_damage(&e), "{e:?}");
+        assert_eq!(verify_key(dir.path(), &other), KeyVerdict::Wrong);
+        // A file from a newer app is not damage.
+        {
+            let conn = schema::connect(&path, &key).unwrap();
+            conn.execute("INSERT INTO schema_migrations (version) VALUES (999)", [])
+                .unwrap();
+        }
+        let e = schema::open_writer(&path, uuid::Uuid::now_v7(), &key).unwrap_err();
+        assert!(matches!(e, ClientError::Corrupt { .. }), "{e:?}");
+        assert!(!schema::is_damage(&e), "{e:?}");
+    }
+
     /// The cost of the check at start on a mirror of the size of the
     /// benchmark's clinic (650 000 rows): `quick_check` against
     /// `integrity_check`. A measurement, not a pass/fail test:

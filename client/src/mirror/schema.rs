@@ -150,9 +150,9 @@ pub(crate) fn open_writer(
     let mut conn = connect(path, key)?;
     // `quick_check` reads every page of every table and index (so, on an
     // encrypted file, checks every page's HMAC) and the b-tree structure,
-    // but not that each index matches its table: linear in the file, a few
-    // seconds on a 650 000-row mirror where `integrity_check` takes several
-    // times longer (BENCHMARKS.md, "Opening a mirror"). Paid at every start.
+    // but not that each index matches its table: 4-9 s on a 650 000-row
+    // mirror where `integrity_check` took 32 s (BENCHMARKS.md, "Opening a
+    // mirror"). Paid at every start.
     let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
     if check != "ok" {
         return Err(ClientError::Corrupt {
