@@ -84,23 +84,25 @@ fn patient(first: &str, last: &str, address_len: usize) -> CreatePatient {
     }
 }
 
-/// Signs in, syncs, then queues `count` new patients named `<prefix>NN
-/// <last>` without sending them (and opens one chart: a queued view), and
-/// closes the desk. Returns the patients' ids and names.
+/// Signs in, syncs, stops the server, then (offline) opens one chart (a
+/// queued view) and queues `count` new patients named `<prefix>NN <last>`,
+/// and closes the desk. The server stays down. Returns the patients' ids and names, and the patient
+/// whose chart was opened.
 async fn queue_offline(
-    server: &Server,
+    server: &mut Server,
     dir: &Path,
     prefix: &str,
     last: &str,
     count: usize,
     address_len: usize,
-) -> Vec<(Uuid, String)> {
+) -> (Vec<(Uuid, String)>, Uuid) {
     let client = desk(dir).await.unwrap();
     client
         .sign_in(&server.base, "reception", "demo")
         .await
         .unwrap();
     client.sync_once().await.unwrap();
+    server.kill();
     let some = client.patients().await.unwrap()[0].id;
     client.report_view(Table::Patients, some).await.unwrap();
     let mut made = Vec::new();
@@ -111,7 +113,7 @@ async fn queue_offline(
     }
     assert_eq!(client.queue_stats().await.unwrap().pending, count as u64);
     client.close().await;
-    made
+    (made, some)
 }
 
 /// The mirror's raw key, its page size and the pages of `table` (leaf
@@ -223,16 +225,17 @@ async fn assert_converged(server: &Server, client: &ClinicClient) {
 
 #[tokio::test]
 async fn a_damaged_table_page_keeps_every_queued_change_and_resyncs() {
-    let server = Server::start_tls();
+    let mut server = Server::start_tls();
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("desk");
-    let made = queue_offline(&server, &dir, "Keptone", "Salvage", 3, 0).await;
+    let (made, viewed) = queue_offline(&mut server, &dir, "Keptone", "Salvage", 3, 0).await;
     let (udir, key_name) = user_dir(&dir);
     let db = udir.join("clinic-client.db");
     let key = keyring_get(&key_name).await;
     // A page of the server's rows (not the queue's, not the metadata's).
     let (page_size, pages) = pages_of(&db, &key, "confirmed", true);
     damage_page(&db, page_size, pages[pages.len() / 2]);
+    server.start_again();
 
     let started = Instant::now();
     let client = desk(&dir).await.unwrap();
@@ -279,6 +282,23 @@ async fn a_damaged_table_page_keeps_every_queued_change_and_resyncs() {
         assert_eq!(times_applied(&api, *id).await, 1, "{name} applied once");
     }
     assert_converged(&server, &client).await;
+    // The chart opened before the damage reached the access log.
+    let log: Value = api
+        .get(&format!("/v1/audit/access?patient={viewed}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        log["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "view"),
+        "{log}"
+    );
     // Told once: dismissed, it stays dismissed across a restart.
     client.dismiss_mirror_rebuilt().await.unwrap();
     assert_eq!(client.status_now().mirror_rebuilt, None);
@@ -297,11 +317,11 @@ async fn a_damaged_table_page_keeps_every_queued_change_and_resyncs() {
 
 #[tokio::test]
 async fn a_damaged_queue_page_names_what_was_lost_and_the_rest_is_sent_once() {
-    let server = Server::start_tls();
+    let mut server = Server::start_tls();
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("desk");
     // Long addresses spread the queue over several pages.
-    let made = queue_offline(&server, &dir, "Queued", "Spread", 24, 1500).await;
+    let (made, _) = queue_offline(&mut server, &dir, "Queued", "Spread", 24, 1500).await;
     let (udir, key_name) = user_dir(&dir);
     let db = udir.join("clinic-client.db");
     let key = keyring_get(&key_name).await;
@@ -310,6 +330,7 @@ async fn a_damaged_queue_page_names_what_was_lost_and_the_rest_is_sent_once() {
     // One page in the middle of the queue: entries before and after it
     // survive.
     damage_page(&db, page_size, leaves[leaves.len() / 2]);
+    server.start_again();
 
     let client = desk(&dir).await.unwrap();
     let notice = client.status_now().mirror_rebuilt.expect("a notice");
@@ -364,10 +385,10 @@ async fn a_damaged_queue_page_names_what_was_lost_and_the_rest_is_sent_once() {
 
 #[tokio::test]
 async fn an_unreadable_file_is_set_aside_the_desk_starts_and_the_cli_says_so_once() {
-    let server = Server::start_tls();
+    let mut server = Server::start_tls();
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("desk");
-    let made = queue_offline(&server, &dir, "Gone", "Header", 2, 0).await;
+    let (made, _) = queue_offline(&mut server, &dir, "Gone", "Header", 2, 0).await;
     let (udir, _) = user_dir(&dir);
     let db = udir.join("clinic-client.db");
     // The first page (after its salt): nothing in the file can be read.
@@ -411,6 +432,7 @@ async fn an_unreadable_file_is_set_aside_the_desk_starts_and_the_cli_says_so_onc
 
     // The desk starts; nothing of the old file could be read, so it asks
     // for a sign-in; then it re-syncs from the server.
+    server.start_again();
     let client = desk(&dir).await.unwrap();
     assert!(!client.identity().await.unwrap().signed_in);
     client
@@ -445,7 +467,7 @@ async fn a_wrong_key_or_password_on_a_sound_mirror_moves_nothing_and_a_clean_sta
     let mut server = Server::start_tls();
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("desk");
-    queue_offline(&server, &dir, "Intact", "Keys", 2, 0).await;
+    let _ = queue_offline(&mut server, &dir, "Intact", "Keys", 2, 0).await;
     let (udir, key_name) = user_dir(&dir);
     let key = keyring_get(&key_name).await;
 
@@ -482,7 +504,6 @@ async fn a_wrong_key_or_password_on_a_sound_mirror_moves_nothing_and_a_clean_sta
     // No key in the key store and the server away: a wrong password is
     // refused offline, and nothing moves.
     keyring_delete(&key_name).await;
-    server.kill();
     let client = desk(&dir).await.unwrap();
     let refused = client.sign_in(&server.base, "reception", "wrong").await;
     assert!(matches!(refused, Err(ClientError::Auth(_))), "{refused:?}");
