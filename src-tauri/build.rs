@@ -33,6 +33,7 @@ fn main() {
         "pending_changes",
         "rejected_changes",
         "dismiss_rejected",
+        "dismiss_mirror_rebuilt",
         "record_history",
         "dismiss_server_restored",
         "print_day_sheet",

@@ -556,6 +556,26 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints, once (on stderr, so scripts reading stdout are not confused),
+/// that this desk's mirror was found damaged and rebuilt, with what was kept
+/// and lost; then dismisses the notice, as the desk's OK button does.
+async fn tell_once_if_rebuilt(client: &ClinicClient) {
+    let Ok(Some(notice)) = client.mirror_rebuilt().await else {
+        return;
+    };
+    let noticed = match client.clinic_zone().await {
+        Ok(zone) => match zone.local(notice.noticed_at) {
+            Ok((date, time)) => format!("{date} {} {}", time.format("%H:%M"), zone.name()),
+            Err(_) => notice.noticed_at.to_string(),
+        },
+        Err(_) => notice.noticed_at.to_string(),
+    };
+    eprintln!("{}", notice.sentence(&noticed));
+    if let Err(e) = client.dismiss_mirror_rebuilt().await {
+        eprintln!("warning: the notice could not be marked as read: {e}");
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     let dir = match cli.data_dir {
         Some(d) => d,
@@ -572,6 +592,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     )
     .await?;
     let out = Out { json: cli.json };
+    tell_once_if_rebuilt(&client).await;
     let deliver = (!cli.no_sync).then(|| Duration::from_secs_f64(cli.wait.clamp(0.0, 600.0)));
     let writer = Writer {
         client: &client,

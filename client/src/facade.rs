@@ -9,8 +9,9 @@ use crate::sync::SyncConfig;
 use crate::transport::tls::Trust;
 use crate::transport::{NetTransport, Transport};
 use crate::types::{
-    Chart, Delivery, DumpRow, Entity, FreeSlot, Identity, PendingEntry, QueueStats, Receipt,
-    RejectedEntry, Row, SessionInfo, SlotQuery, StoreEvent, SyncReport, SyncState, SyncStatus,
+    Chart, Delivery, DumpRow, Entity, FreeSlot, Identity, MirrorRebuilt, PendingEntry, QueueStats,
+    Receipt, RejectedEntry, Row, SessionInfo, SlotQuery, StoreEvent, SyncReport, SyncState,
+    SyncStatus,
 };
 use crate::users::{Open, Users};
 use clinic_shared::fingerprint::Fingerprint;
@@ -155,6 +156,11 @@ impl ClinicClient {
             secrets,
         )
         .await?;
+        // The status holds the mirror's notices (a rebuilt mirror, a
+        // restored server) from the start, before any sync.
+        if let Some(open) = users.current() {
+            open.sync.refresh_status(None).await;
+        }
         Ok(ClinicClient {
             inner: Arc::new(Inner {
                 users,
@@ -594,6 +600,22 @@ impl ClinicClient {
     pub async fn dismiss_server_restored(&self) -> ClientResult<()> {
         let open = self.open_user()?;
         open.mirror.dismiss_restore_notice().await?;
+        open.sync.refresh_status(None).await;
+        Ok(())
+    }
+
+    /// The notice that this desk's mirror was found damaged at start and
+    /// rebuilt ([`SyncStatus::mirror_rebuilt`]), until dismissed; read from
+    /// the mirror (front ends that do not run the sync loop, the CLI).
+    pub async fn mirror_rebuilt(&self) -> ClientResult<Option<MirrorRebuilt>> {
+        self.open_user()?.mirror.rebuilt_notice().await
+    }
+
+    /// The person has read that this desk's mirror was rebuilt; it is not
+    /// shown again.
+    pub async fn dismiss_mirror_rebuilt(&self) -> ClientResult<()> {
+        let open = self.open_user()?;
+        open.mirror.dismiss_rebuilt_notice().await?;
         open.sync.refresh_status(None).await;
         Ok(())
     }

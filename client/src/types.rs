@@ -187,6 +187,79 @@ pub struct ServerRestored {
     pub resent: u64,
 }
 
+/// This desk's copy of the clinic's data (its mirror) was found damaged
+/// when the desk started: the damaged file was set aside (kept, for IT),
+/// the mirror was rebuilt and re-syncs from the server, and the unsent
+/// changes that could still be read were kept and will be sent. Shown once,
+/// until dismissed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+pub struct MirrorRebuilt {
+    /// When the damage was found.
+    pub noticed_at: Timestamp,
+    /// Unsent changes that were read back and will be sent.
+    pub kept: u64,
+    /// The unsent changes that could not be read, one line each in words
+    /// (what kind of record, and the patient's name when that could be
+    /// read): they are lost and must be entered again.
+    pub lost: Vec<String>,
+    /// The list of unsent changes could not be read at all: how many were
+    /// lost is not known (any change not yet sent may be).
+    pub lost_unknown: bool,
+    /// Records opened here whose viewing could not be reported to the
+    /// clinic's access log (read back from the damaged file: none lost
+    /// when 0).
+    pub views_lost: u64,
+    /// Where the damaged file was put (the full path, for IT).
+    pub aside: String,
+}
+
+impl MirrorRebuilt {
+    /// The notice in staff sentences; `noticed` is [`Self::noticed_at`] as
+    /// the person reads it (in the clinic's zone). The desk's UI says the
+    /// same (`ui/src/lib/format.ts`, `rebuiltSentence`).
+    pub fn sentence(&self, noticed: &str) -> String {
+        let mut s = format!(
+            "This desk's copy of the clinic's data was damaged and has been rebuilt from \
+             the server (found {noticed})."
+        );
+        match self.kept {
+            0 => {}
+            1 => s.push_str(" 1 unsent change was kept and will be sent."),
+            n => s.push_str(&format!(" {n} unsent changes were kept and will be sent.")),
+        }
+        match self.lost.len() {
+            0 => {}
+            1 => s.push_str(&format!(
+                " 1 unsent change could not be read and is lost: {}. Please enter it again.",
+                self.lost[0]
+            )),
+            n => s.push_str(&format!(
+                " {n} unsent changes could not be read and are lost: {}. Please enter them again.",
+                self.lost.join("; ")
+            )),
+        }
+        if self.lost_unknown {
+            s.push_str(
+                " The list of changes not yet sent could not be read: any change made on \
+                 this desk that is missing after the reload is lost; please enter it again.",
+            );
+        }
+        if self.views_lost > 0 {
+            s.push_str(&format!(
+                " {} record view{} could not be reported to the clinic's access log.",
+                self.views_lost,
+                if self.views_lost == 1 { "" } else { "s" }
+            ));
+        }
+        s.push_str(&format!(
+            " The damaged file was kept for IT: {}.",
+            self.aside
+        ));
+        s
+    }
+}
+
 /// Counts for the status line.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ts_rs::TS)]
 #[ts(export)]
@@ -248,6 +321,9 @@ pub struct SyncStatus {
     /// The server was restored from a backup (until the person dismisses
     /// the notice).
     pub server_restored: Option<ServerRestored>,
+    /// This desk's mirror was found damaged at start and rebuilt (until the
+    /// person dismisses the notice).
+    pub mirror_rebuilt: Option<MirrorRebuilt>,
 }
 
 impl Default for SyncStatus {
@@ -263,6 +339,7 @@ impl Default for SyncStatus {
             last_error: None,
             last_attempt_at: None,
             server_restored: None,
+            mirror_rebuilt: None,
         }
     }
 }

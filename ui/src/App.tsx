@@ -4,6 +4,7 @@ import { api } from "./api";
 import { AccountMenu, ChangePassword, LockScreen, useIdleLock } from "./components/Account";
 import { Notifications } from "./components/Notifications";
 import { RestoredNotice } from "./components/RestoredNotice";
+import { RebuiltNotice } from "./components/RebuiltNotice";
 import { StatusBar } from "./components/StatusBar";
 import { DeskProvider, useDesk } from "./desk";
 import { LiveProvider, useLive } from "./events";
@@ -134,6 +135,7 @@ function Shell({ user }: { user: Staff }) {
         )}
       </div>
       <RestoredNotice clinic={clinic} />
+      <RebuiltNotice clinic={clinic} />
       <Notifications onReview={() => setScreen("sync")} />
       <main>
         {screen === "patients" && <Patients user={user} command={command} />}

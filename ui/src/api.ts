@@ -81,6 +81,7 @@ export const api = {
   rejectedChanges: () => invoke<RejectedEntry[]>("rejected_changes"),
   dismissRejected: (mutationId: number) => invoke<boolean>("dismiss_rejected", { mutationId }),
   dismissServerRestored: () => invoke<null>("dismiss_server_restored"),
+  dismissMirrorRebuilt: () => invoke<null>("dismiss_mirror_rebuilt"),
   recordHistory: (table: Table, id: string) => invoke<HistoryResponse>("record_history", { table, id }),
   /** A day sheet (one doctor's day, or the whole clinic's with `doctor` null) opened in the PDF viewer. */
   printDaySheet: (date: string, doctor: string | null) => invoke<Printout>("print_day_sheet", { date, doctor }),

@@ -3,7 +3,7 @@
 //! spread over the code.
 
 use crate::error::ClientResult;
-use crate::types::ServerRestored;
+use crate::types::{MirrorRebuilt, ServerRestored};
 use clinic_shared::model::{Staff, Timestamp};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::marker::PhantomData;
@@ -81,6 +81,15 @@ impl MetaValue for ServerRestored {
     }
 }
 
+impl MetaValue for MirrorRebuilt {
+    fn encode(&self) -> ClientResult<String> {
+        Ok(serde_json::to_string(self)?)
+    }
+    fn decode(text: &str) -> ClientResult<Self> {
+        Ok(serde_json::from_str(text)?)
+    }
+}
+
 /// A key of the `meta` table with the type of its value.
 pub(crate) struct Key<T> {
     pub name: &'static str,
@@ -128,6 +137,9 @@ pub(crate) const SETTLED: Key<u64> = key("settled");
 pub(crate) const SERVER_EPOCH: Key<String> = key("server_epoch");
 /// The notice of a server restore, until the person has read it.
 pub(crate) const RESTORE_NOTICE: Key<ServerRestored> = key("restore_notice");
+/// The notice that the mirror was found damaged and rebuilt
+/// ([`super::salvage`]), until the person has read it.
+pub(crate) const REBUILT_NOTICE: Key<MirrorRebuilt> = key("rebuilt_notice");
 
 /// Keys that belong to one client id's sync session with the server: a new
 /// client id starts without them (a stale acknowledgement would hide the new

@@ -25,6 +25,7 @@ pub(crate) mod outbox;
 pub(crate) mod remote;
 pub(crate) mod restore;
 pub(crate) mod rows;
+pub(crate) mod salvage;
 pub(crate) mod schema;
 #[cfg(test)]
 mod tests;
@@ -33,8 +34,8 @@ use crate::clock::{Clock, IdSource};
 use crate::db::DbThread;
 use crate::error::{ClientError, ClientResult};
 use crate::types::{
-    DumpRow, PendingEntry, QueueStats, Receipt, RejectedEntry, ServerRestored, StoreEvent,
-    SyncState,
+    DumpRow, MirrorRebuilt, PendingEntry, QueueStats, Receipt, RejectedEntry, ServerRestored,
+    StoreEvent, SyncState,
 };
 use account::StoredIdentity;
 use clinic_shared::model::{Staff, SyncRow, Timestamp};
@@ -65,9 +66,11 @@ fn emit(events: &broadcast::Sender<StoreEvent>, event: StoreEvent) {
 
 impl Mirror {
     /// Opens (creating) the mirror in `dir` with `key`, migrating and
-    /// checking it; events go to `events`. A locked or corrupt database (or
-    /// a wrong key) is an error. The folder and files are private to this
-    /// user.
+    /// checking it; events go to `events`. A file found damaged, when
+    /// `key.check` proves the key right, is set aside and the mirror rebuilt
+    /// from what can be read back ([`salvage`]); a wrong key, a damaged file
+    /// whose key cannot be proven, or a locked database is an error and
+    /// nothing is moved. The folder and files are private to this user.
     pub(crate) fn open(
         dir: &Path,
         key: &crate::session::keys::MirrorKey,
@@ -77,7 +80,29 @@ impl Mirror {
     ) -> ClientResult<Mirror> {
         crate::files::private_dir(dir)?;
         let path = dir.join(schema::FILE_NAME);
-        let conn = schema::open_writer(&path, ids.new_id(), key)?;
+        let conn = match schema::open_writer(&path, ids.new_id(), key) {
+            Ok(conn) => conn,
+            Err(e) if schema::is_damage(&e) => match salvage::verify_key(dir, key) {
+                salvage::KeyVerdict::Right => {
+                    salvage::rebuild(dir, key, ids.new_id(), clock.now())?
+                }
+                salvage::KeyVerdict::Wrong => {
+                    tracing::warn!("the local database does not open with this key; left as it is");
+                    return Err(e);
+                }
+                salvage::KeyVerdict::Unknown => {
+                    tracing::warn!(
+                        "the local database does not open and its key cannot be confirmed; left as it is"
+                    );
+                    return Err(e);
+                }
+            },
+            Err(e) => return Err(e),
+        };
+        if let Err(e) = salvage::keep_key_check(dir, key) {
+            // Only a later damage could not be told from a wrong key.
+            tracing::warn!(error = %e, "the key check could not be written");
+        }
         for file in schema::files(dir) {
             crate::files::tighten(&file)?;
         }
@@ -217,6 +242,16 @@ impl Mirror {
     /// Dismisses the restore notice.
     pub(crate) async fn dismiss_restore_notice(&self) -> ClientResult<()> {
         self.read(restore::dismiss).await
+    }
+
+    /// The notice that the mirror was rebuilt, not yet dismissed.
+    pub(crate) async fn rebuilt_notice(&self) -> ClientResult<Option<MirrorRebuilt>> {
+        self.read(salvage::notice).await
+    }
+
+    /// Dismisses the rebuilt notice.
+    pub(crate) async fn dismiss_rebuilt_notice(&self) -> ClientResult<()> {
+        self.read(salvage::dismiss).await
     }
 
     /// Records push results (see [`outbox::apply_results`]).

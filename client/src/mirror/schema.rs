@@ -108,6 +108,38 @@ pub(crate) fn connect(path: &Path, key: &MirrorKey) -> ClientResult<Connection> 
     Ok(conn)
 }
 
+/// `PRAGMA quick_check` found damage (its first message).
+#[derive(Debug, thiserror::Error)]
+#[error("quick_check: {0}")]
+pub(crate) struct CheckFailed(String);
+
+/// Whether `e` (from [`open_writer`]) says the file is damaged: SQLite's
+/// "database disk image is malformed" or "file is not a database" on open
+/// or migration, or a failed `quick_check`. Not a locked file, a full disk,
+/// or a file from a newer app. A wrong key looks the same as a damaged
+/// first page: the caller tells them apart (see `super::salvage`).
+pub(crate) fn is_damage(e: &ClientError) -> bool {
+    let ClientError::Corrupt {
+        source: Some(source),
+        ..
+    } = e
+    else {
+        return false;
+    };
+    if source.downcast_ref::<CheckFailed>().is_some() {
+        return true;
+    }
+    source
+        .downcast_ref::<rusqlite::Error>()
+        .and_then(rusqlite::Error::sqlite_error_code)
+        .is_some_and(|c| {
+            matches!(
+                c,
+                rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+            )
+        })
+}
+
 /// Opens the writer connection: checks the file, brings the schema up to
 /// date, and makes sure a client id exists.
 pub(crate) fn open_writer(
@@ -116,11 +148,17 @@ pub(crate) fn open_writer(
     key: &MirrorKey,
 ) -> ClientResult<Connection> {
     let mut conn = connect(path, key)?;
+    // `quick_check` reads every page of every table and index (so, on an
+    // encrypted file, checks every page's HMAC) and the b-tree structure,
+    // but not that each index matches its table: 4-9 s on a 650 000-row
+    // mirror where `integrity_check` took 32 s (BENCHMARKS.md, "Opening a
+    // mirror"). Paid at every start.
     let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
     if check != "ok" {
-        return Err(ClientError::corrupt(format!(
-            "the local database failed its check: {check}"
-        )));
+        return Err(ClientError::Corrupt {
+            detail: "the local database failed its check".into(),
+            source: Some(Box::new(CheckFailed(check))),
+        });
     }
     migrate(&mut conn)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

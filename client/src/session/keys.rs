@@ -190,6 +190,67 @@ impl WrappedKey {
     }
 }
 
+/// Proof, kept beside a mirror (`key.check`), of which key the mirror was
+/// last opened with: a constant sealed with the key (XChaCha20-Poly1305).
+/// SQLCipher cannot tell a wrong key from a damaged first page (both read
+/// as "file is not a database"); this file can, so a wrong key is never
+/// taken for damage (and never leads to the file being set aside). It
+/// reveals nothing about the key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct KeyCheck {
+    /// Format version.
+    pub v: u32,
+    /// Nonce (base64).
+    pub nonce: String,
+    /// The sealed constant and its tag (base64).
+    pub sealed: String,
+}
+
+/// What [`KeyCheck`] seals (and binds as associated data).
+const KEY_CHECK_TEXT: &[u8] = b"clinic-sync mirror key check v1";
+
+impl KeyCheck {
+    /// A new check of `key`.
+    pub(crate) fn make(key: &MirrorKey) -> ClientResult<KeyCheck> {
+        let mut nonce = [0u8; 24];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let cipher = XChaCha20Poly1305::new(chacha20poly1305::Key::from_slice(key.bytes()));
+        let sealed = cipher
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: KEY_CHECK_TEXT,
+                    aad: KEY_CHECK_TEXT,
+                },
+            )
+            .map_err(|_| ClientError::corrupt("the key check could not be sealed"))?;
+        Ok(KeyCheck {
+            v: 1,
+            nonce: b64(&nonce),
+            sealed: b64(&sealed),
+        })
+    }
+
+    /// Whether `key` is the key this check was made with; `None` when the
+    /// check itself is unreadable (then it proves nothing either way).
+    pub(crate) fn matches(&self, key: &MirrorKey) -> Option<bool> {
+        let nonce = unb64(&self.nonce)?;
+        let sealed = unb64(&self.sealed)?;
+        if self.v != 1 || nonce.len() != 24 {
+            return None;
+        }
+        let cipher = XChaCha20Poly1305::new(chacha20poly1305::Key::from_slice(key.bytes()));
+        let opened = cipher.decrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: &sealed,
+                aad: KEY_CHECK_TEXT,
+            },
+        );
+        Some(opened.is_ok_and(|plain| plain == KEY_CHECK_TEXT))
+    }
+}
+
 /// Why the key store could not be used.
 #[derive(Debug, thiserror::Error)]
 #[error("the system's key store cannot be used: {0}")]
@@ -259,6 +320,19 @@ pub(crate) fn stored_key(store: &dyn SecretStore, name: &str) -> Option<MirrorKe
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_check_tells_its_key_from_another() {
+        let key = MirrorKey::generate();
+        let check = KeyCheck::make(&key).unwrap();
+        assert_eq!(check.matches(&key), Some(true));
+        assert_eq!(check.matches(&MirrorKey::generate()), Some(false));
+        let text = serde_json::to_string(&check).unwrap();
+        assert!(!text.contains(&hex_of(key.bytes())));
+        let mut damaged = check.clone();
+        damaged.nonce.truncate(5);
+        assert_eq!(damaged.matches(&key), None);
+    }
 
     #[test]
     fn a_wrapped_key_opens_with_its_password_and_user_only() {

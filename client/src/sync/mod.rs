@@ -178,6 +178,7 @@ impl SyncEngine {
         let stats = self.mirror.stats().await;
         let last = self.mirror.last_synced_at().await;
         let restored = self.mirror.restore_notice().await;
+        let rebuilt = self.mirror.rebuilt_notice().await;
         let now = self.clock.now();
         self.status.send_modify(|s| {
             if let Some(c) = connection {
@@ -203,6 +204,9 @@ impl SyncEngine {
             }
             if let Ok(restored) = restored {
                 s.server_restored = restored;
+            }
+            if let Ok(rebuilt) = rebuilt {
+                s.mirror_rebuilt = rebuilt;
             }
         });
     }

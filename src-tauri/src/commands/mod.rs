@@ -198,6 +198,11 @@ async fn dismiss_server_restored(c: Client<'_>) -> Answer<()> {
 }
 
 #[tauri::command]
+async fn dismiss_mirror_rebuilt(c: Client<'_>) -> Answer<()> {
+    c.dismiss_mirror_rebuilt().await
+}
+
+#[tauri::command]
 async fn record_history(c: Client<'_>, table: Table, id: Uuid) -> Answer<HistoryResponse> {
     c.history(table, id).await
 }
@@ -257,6 +262,7 @@ pub fn handler() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static 
         rejected_changes,
         dismiss_rejected,
         dismiss_server_restored,
+        dismiss_mirror_rebuilt,
         record_history,
         print_day_sheet,
         print_invoice,

@@ -23,6 +23,7 @@ const base: SyncStatus = {
   last_error: null,
   last_attempt_at: null,
   server_restored: null,
+  mirror_rebuilt: null,
 };
 
 describe("StatusBar", () => {

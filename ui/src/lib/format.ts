@@ -1,6 +1,7 @@
 // How sync stands, in plain words for the status bar and the Sync panel:
 // no cursors, client ids, URLs or error dumps. Unit-tested (Vitest).
 import type { Connection } from "../bindings/Connection";
+import type { MirrorRebuilt } from "../bindings/MirrorRebuilt";
 import type { ServerRestored } from "../bindings/ServerRestored";
 import type { SyncStatus } from "../bindings/SyncStatus";
 import { durationLabel, formatInstant, formatTime, type Clinic } from "./time";
@@ -69,6 +70,33 @@ export function restoredSentence(r: ServerRestored, c: Clinic): string {
     `This desk has reloaded the clinic's data${resent}. ` +
     "Work saved after that backup may be missing: please check today's bookings, records and payments."
   );
+}
+
+/**
+ * The notice after this desk's copy of the data was found damaged and rebuilt: what was kept, what was lost
+ * (named, to be entered again), where the damaged file is. The same sentences as `MirrorRebuilt::sentence` in Rust
+ * (the CLI's).
+ */
+export function rebuiltSentence(r: MirrorRebuilt, c: Clinic): string {
+  let s =
+    "This desk's copy of the clinic's data was damaged and has been rebuilt from the server " +
+    `(found ${formatInstant(r.noticed_at, c)}).`;
+  if (r.kept === 1) s += " 1 unsent change was kept and will be sent.";
+  else if (r.kept > 1) s += ` ${r.kept} unsent changes were kept and will be sent.`;
+  if (r.lost.length === 1) {
+    s += ` 1 unsent change could not be read and is lost: ${r.lost[0]}. Please enter it again.`;
+  } else if (r.lost.length > 1) {
+    s += ` ${r.lost.length} unsent changes could not be read and are lost: ${r.lost.join("; ")}. Please enter them again.`;
+  }
+  if (r.lost_unknown) {
+    s +=
+      " The list of changes not yet sent could not be read: any change made on this desk that is missing after " +
+      "the reload is lost; please enter it again.";
+  }
+  if (r.views_lost > 0) {
+    s += ` ${r.views_lost} record view${r.views_lost === 1 ? "" : "s"} could not be reported to the clinic's access log.`;
+  }
+  return s + ` The damaged file was kept for IT: ${r.aside}.`;
 }
 
 /** When the server was last heard from, in the clinic's zone. */

@@ -3,7 +3,7 @@ import type { Patient } from "../bindings/Patient";
 import { nextSteps } from "../screens/Schedule";
 import { rebased } from "../screens/SyncPanel";
 import { formatMoney } from "./errors";
-import { connectionLabel, durationLabel, restoredSentence, saveLabel, syncProgress } from "./format";
+import { connectionLabel, durationLabel, rebuiltSentence, restoredSentence, saveLabel, syncProgress } from "./format";
 import { formatTime } from "./time";
 import { staleKeys } from "./invalidate";
 import { fieldErrors, formOf, isEmptyPatch, patientPatch } from "./patch";
@@ -101,6 +101,28 @@ describe("roles and flows", () => {
     expect(rebased(m, 9)).toEqual({ ...m, args: { ...m.args, base_version: 9 } });
     const create = { type: "void_invoice" as const, args: { id: patient.id } };
     expect(rebased(create, 9)).toBe(create);
+  });
+});
+
+describe("rebuiltSentence", () => {
+  const berlin = { zone: "Europe/Berlin", locale: "en-GB" };
+  const base = {
+    noticed_at: "2026-11-23T09:30:00Z",
+    kept: 3,
+    lost: ["an appointment (new or changed) for Ana Costa"],
+    lost_unknown: false,
+    views_lost: 0,
+    aside: "/data/users/u/clinic-client.db.corrupt-20261123T093000Z",
+  };
+  it("says what was kept and names what was lost, in the clinic's time, and where the damaged file is", () => {
+    expect(rebuiltSentence(base, berlin)).toBe(
+      "This desk's copy of the clinic's data was damaged and has been rebuilt from the server (found 23 Nov 2026, 10:30). 3 unsent changes were kept and will be sent. 1 unsent change could not be read and is lost: an appointment (new or changed) for Ana Costa. Please enter it again. The damaged file was kept for IT: /data/users/u/clinic-client.db.corrupt-20261123T093000Z.",
+    );
+    expect(rebuiltSentence({ ...base, kept: 1, lost: [] }, berlin)).toContain("(found 23 Nov 2026, 10:30). 1 unsent change was kept and will be sent. The damaged");
+    expect(rebuiltSentence({ ...base, kept: 0, lost: ["a", "b"] }, berlin)).toContain("2 unsent changes could not be read and are lost: a; b. Please enter them again.");
+    expect(rebuiltSentence({ ...base, kept: 0, lost: [], lost_unknown: true, views_lost: 2 }, berlin)).toContain(
+      "could not be read: any change made on this desk that is missing after the reload is lost; please enter it again. 2 record views could not be reported",
+    );
   });
 });
 
