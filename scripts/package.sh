@@ -11,6 +11,10 @@
 #   scripts/package.sh --server   the server .deb only (about a minute from a warm target/)
 #   scripts/package.sh --desk     the desktop packages only
 #
+# PACKAGE_PROFILE=debug packages the debug server binary already built (no
+# release build): what CI does to check the package's contents in seconds.
+# Ship only packages built without it.
+#
 # scripts/check-packages.sh inspects what this made.
 # Needs: dpkg-deb (dpkg), and for the desk what scripts/setup-deps.sh
 # installs plus `@tauri-apps/cli` v2 from npm (fetched by npx on first use).
@@ -30,10 +34,17 @@ arch="$(dpkg --print-architecture)"
 server_deb() {
   local version stage deb
   version="$(sed -n 's/^version = "\(.*\)"/\1/p' server/Cargo.toml | head -1)"
-  echo "==> server: release build (clinic-server $version)"
-  cargo build --locked --release -p clinic-server
+  local profile="${PACKAGE_PROFILE:-release}" binary
+  binary="${CARGO_TARGET_DIR:-target}/$profile/clinic-server"
+  if [ "$profile" = release ]; then
+    echo "==> server: release build (clinic-server $version)"
+    cargo build --locked --release -p clinic-server
+  else
+    echo "==> server: packaging the $profile build (for checks only, not for shipping)"
+    [ -x "$binary" ] || { echo "error: $binary is not built" >&2; exit 1; }
+  fi
   stage="$(mktemp -d)"
-  install -D -m 0755 target/release/clinic-server "$stage/usr/bin/clinic-server"
+  install -D -m 0755 "$binary" "$stage/usr/bin/clinic-server"
   strip --strip-unneeded "$stage/usr/bin/clinic-server" 2>/dev/null || true
   install -D -m 0644 packaging/server/clinic-server.service "$stage/lib/systemd/system/clinic-server.service"
   install -D -m 0644 packaging/server/clinic-server.default "$stage/etc/default/clinic-server"

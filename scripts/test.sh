@@ -44,6 +44,12 @@ stage "benchmark smoke run (keeps clinic-bench working; judges no speed)"
 # The binaries built above, with the workspace's features: building the
 # package alone resolves its features anew and recompiles ~110 crates.
 "${CARGO_TARGET_DIR:-target}/debug/clinic-bench" --smoke
+stage "server .deb (packaged from the debug build) and its contents"
+# The release .debs and the desk's bundle come from scripts/package.sh; here
+# the same packaging runs on the binary built above, and check-packages
+# verifies the unit, the maintainer scripts and the extracted binary.
+PACKAGE_PROFILE=debug scripts/package.sh --server
+scripts/check-packages.sh
 if git rev-parse --git-dir >/dev/null 2>&1 && ! git diff --quiet -- ui/src/bindings; then
   echo "error: ui/src/bindings is out of date with the Rust types; commit the regenerated files" >&2
   git diff --stat -- ui/src/bindings >&2
