@@ -25,6 +25,7 @@ fn main() {
         "inventory",
         "low_stock",
         "invoices",
+        "referrals",
         "mutate",
         "check_mutation",
         "mutation_state",

@@ -12,7 +12,8 @@ use clinic_client::{
     ClientConfig, ClientError, ClinicClient, Delivery, Entity, QueueStats, SyncConfig,
 };
 use clinic_shared::model::{
-    Appointment, AppointmentStatus, InventoryItem, Patient, Table, Timestamp,
+    Appointment, AppointmentStatus, InventoryItem, Patient, Referral, ReferralStatus, Table,
+    Timestamp, Urgency,
 };
 use clinic_shared::mutation::*;
 use serde::Serialize;
@@ -111,6 +112,12 @@ enum Command {
     Stock {
         #[command(subcommand)]
         command: StockCommand,
+    },
+    /// Referrals to specialists: doctors write them, reception sends and
+    /// follows them up (reception never receives the clinical reason).
+    Referrals {
+        #[command(subcommand)]
+        command: ReferralCommand,
     },
     /// Print to PDF from what this computer holds (works offline): a day
     /// sheet before an outage, a receipt for a patient.
@@ -288,6 +295,30 @@ enum StockCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum ReferralCommand {
+    /// Every referral, oldest first (or only those still on their way).
+    List {
+        #[arg(long)]
+        open: bool,
+    },
+    /// Write a referral (doctors); prints the new id. It starts as a draft.
+    Add {
+        #[arg(long)]
+        patient: Uuid,
+        /// Who the patient is referred to (specialty, clinic or person).
+        #[arg(long)]
+        to: String,
+        /// The clinical reason.
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        urgent: bool,
+    },
+    /// Move along the flow: sent, accepted, completed (seen) or cancelled.
+    SetStatus { id: Uuid, status: String },
+}
+
 /// Exit status of a write the server refused (the change was made locally
 /// and then rolled back).
 const REFUSED_BY_SERVER: u8 = 2;
@@ -337,6 +368,29 @@ impl Out {
 
 fn flag(pending: bool) -> &'static str {
     if pending { " (pending)" } else { "" }
+}
+
+fn describe_referral(r: &Entity<Referral>) -> String {
+    let d = &r.data;
+    format!(
+        "{}  patient {}  to {}  {}  {}{}{}",
+        r.id,
+        d.patient_id,
+        d.referred_to,
+        if d.urgency == Urgency::Urgent {
+            "urgent"
+        } else {
+            "routine"
+        },
+        d.status.as_str(),
+        // Withheld from roles that may not read it (it arrives empty).
+        if d.reason.is_empty() {
+            String::new()
+        } else {
+            format!("  reason: {}", d.reason)
+        },
+        flag(r.pending)
+    )
 }
 
 fn describe_patient(p: &Entity<Patient>) -> String {
@@ -708,6 +762,58 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             StockCommand::Adjust { id, delta, reason } => {
                 writer
                     .write(Mutation::AdjustStock(AdjustStock { id, delta, reason }), id)
+                    .await
+            }
+        },
+        Command::Referrals { command } => match command {
+            ReferralCommand::List { open } => {
+                let mut rows = client.referrals().await?;
+                rows.retain(|r| {
+                    !open
+                        || matches!(
+                            r.data.status,
+                            ReferralStatus::Draft | ReferralStatus::Sent | ReferralStatus::Accepted
+                        )
+                });
+                rows.sort_by_key(|r| r.data.created_at);
+                done(out.value(&rows, || {
+                    rows.iter()
+                        .map(describe_referral)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                }))
+            }
+            ReferralCommand::Add {
+                patient,
+                to,
+                reason,
+                urgent,
+            } => {
+                let id = client.new_id();
+                let m = CreateReferral {
+                    id,
+                    patient_id: patient,
+                    referred_to: to,
+                    reason,
+                    urgency: if urgent {
+                        Urgency::Urgent
+                    } else {
+                        Urgency::Routine
+                    },
+                    created_at: now(),
+                };
+                writer.write(Mutation::CreateReferral(m), id).await
+            }
+            ReferralCommand::SetStatus { id, status } => {
+                let status = serde_json::from_value(serde_json::Value::String(status.clone()))
+                    .with_context(|| {
+                        format!("unknown referral status `{status}` (sent, accepted, completed, cancelled)")
+                    })?;
+                writer
+                    .write(
+                        Mutation::SetReferralStatus(SetReferralStatus { id, status }),
+                        id,
+                    )
                     .await
             }
         },

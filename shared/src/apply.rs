@@ -290,10 +290,16 @@ fn reference<T, E>(
     ))
 }
 
-fn transition<T, E>(from: &str, to: &str, message: impl Into<String>) -> Result<T, PlanError<E>> {
+fn transition<T, E>(
+    table: Table,
+    from: &str,
+    to: &str,
+    message: impl Into<String>,
+) -> Result<T, PlanError<E>> {
     Err(PlanError::Rejected(
         Rejection::new(RejectCode::InvalidTransition, message).with_detail(
             RejectionDetail::Transition {
+                table,
                 from: from.to_owned(),
                 to: to.to_owned(),
             },
@@ -794,6 +800,7 @@ fn plan_writes<S: RowSource>(
             let mut appt: Appointment = decode(Table::Appointments, &row.data)?;
             if appt.status != AppointmentStatus::Scheduled {
                 return transition(
+                    Table::Appointments,
                     appt.status.as_str(),
                     "moved",
                     format!(
@@ -831,6 +838,7 @@ fn plan_writes<S: RowSource>(
             let mut appt: Appointment = decode(Table::Appointments, &row.data)?;
             if !appt.status.can_become(a.status) {
                 return transition(
+                    Table::Appointments,
                     appt.status.as_str(),
                     a.status.as_str(),
                     format!(
@@ -1092,8 +1100,9 @@ fn plan_writes<S: RowSource>(
             let row = live(src, Table::Referrals, a.id)?;
             let mut referral: Referral = decode(Table::Referrals, &row.data)?;
             if !referral.status.can_become(a.status) {
-                let name = |s: ReferralStatus| format!("{s:?}").to_lowercase();
+                let name = |s: ReferralStatus| s.as_str().to_owned();
                 return transition(
+                    Table::Referrals,
                     &name(referral.status),
                     &name(a.status),
                     format!(
@@ -1703,6 +1712,7 @@ mod tests {
         assert_eq!(
             r.detail.as_deref(),
             Some(&RejectionDetail::Transition {
+                table: Table::Appointments,
                 from: "scheduled".into(),
                 to: "completed".into()
             })

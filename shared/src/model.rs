@@ -518,6 +518,26 @@ pub enum ReferralStatus {
 }
 
 impl ReferralStatus {
+    /// Every status, in the order of the flow.
+    pub const ALL: [ReferralStatus; 5] = [
+        ReferralStatus::Draft,
+        ReferralStatus::Sent,
+        ReferralStatus::Accepted,
+        ReferralStatus::Completed,
+        ReferralStatus::Cancelled,
+    ];
+
+    /// The wire name (`"draft"`, `"sent"`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReferralStatus::Draft => "draft",
+            ReferralStatus::Sent => "sent",
+            ReferralStatus::Accepted => "accepted",
+            ReferralStatus::Completed => "completed",
+            ReferralStatus::Cancelled => "cancelled",
+        }
+    }
+
     /// Whether `self → next` is an allowed step.
     pub fn can_become(self, next: ReferralStatus) -> bool {
         use ReferralStatus::*;

@@ -28,7 +28,7 @@
 //! assistants see the schedule and move appointments along their status flow
 //! (check-in, in progress) but do not book.
 
-use crate::model::{AppointmentStatus, Role, Table};
+use crate::model::{AppointmentStatus, ReferralStatus, Role, Table};
 use crate::mutation::Mutation;
 
 /// Whether `role` receives the rows of `table`.
@@ -139,6 +139,7 @@ pub fn typescript_matrix() -> String {
          // (permissions::tests::the_desk_matrix_is_generated). Do not edit by hand.\n\
          import type { AppointmentStatus } from \"./AppointmentStatus\";\n\
          import type { Mutation } from \"./Mutation\";\n\
+         import type { ReferralStatus } from \"./ReferralStatus\";\n\
          import type { Role } from \"./Role\";\n\
          import type { Table } from \"./Table\";\n\n\
          export interface RolePermissions {\n  \
@@ -147,7 +148,9 @@ pub fn typescript_matrix() -> String {
          history: readonly Table[];\n  \
          appointmentStatuses: readonly AppointmentStatus[];\n  \
          correctThePast: boolean;\n  \
-         readAudit: boolean;\n}\n\n\
+         readAudit: boolean;\n  \
+         /** Fields of readable tables this role does not receive (clinical text). */\n  \
+         withheld: Partial<Record<Table, readonly string[]>>;\n}\n\n\
          export const PERMISSIONS: Record<Role, RolePermissions> = {\n",
     );
     for role in Role::ALL {
@@ -170,10 +173,26 @@ pub fn typescript_matrix() -> String {
             .filter(|s| can_set_status(role, *s))
             .map(|s| s.as_str().to_owned())
             .collect();
+        let withheld = Table::ALL
+            .into_iter()
+            .filter_map(|t| {
+                let fields = crate::field_access::withheld_fields(role, t);
+                (!fields.is_empty()).then(|| {
+                    let fields = fields.into_iter().map(str::to_owned).collect();
+                    format!("{t}: [{}]", list(fields))
+                })
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let withheld = if withheld.is_empty() {
+            "{}".to_owned()
+        } else {
+            format!("{{ {withheld} }}")
+        };
         // Writing to a String cannot fail.
         let _ = write!(
             out,
-            "  {role}: {{\n    read: [{}],\n    send: [{}],\n    history: [{}],\n    appointmentStatuses: [{}],\n    correctThePast: {},\n    readAudit: {},\n  }},\n",
+            "  {role}: {{\n    read: [{}],\n    send: [{}],\n    history: [{}],\n    appointmentStatuses: [{}],\n    correctThePast: {},\n    readAudit: {},\n    withheld: {withheld},\n  }},\n",
             list(read),
             list(send),
             list(history),
@@ -181,6 +200,21 @@ pub fn typescript_matrix() -> String {
             can_correct_the_past(role),
             can_read_audit(role)
         );
+    }
+    out.push_str("};\n");
+    // The referral flow (`ReferralStatus::can_become`, which the planner
+    // checks on both sides): the desk offers only these next steps.
+    out.push_str(
+        "\n/** The steps a referral may take from each status. */\n\
+         export const REFERRAL_STEPS: Record<ReferralStatus, readonly ReferralStatus[]> = {\n",
+    );
+    for from in ReferralStatus::ALL {
+        let next = ReferralStatus::ALL
+            .into_iter()
+            .filter(|to| from.can_become(*to))
+            .map(|to| to.as_str().to_owned())
+            .collect();
+        let _ = writeln!(out, "  {}: [{}],", from.as_str(), list(next));
     }
     out.push_str("};\n");
     out

@@ -282,6 +282,8 @@ pub enum RejectionDetail {
     },
     /// The status step is not allowed (`invalid_transition`).
     Transition {
+        /// Whose status (`appointments` or `referrals`).
+        table: Table,
         /// The status now (wire name).
         from: String,
         /// The status asked for.

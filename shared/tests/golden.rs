@@ -637,6 +637,7 @@ fn rejection_details() {
             appointment_ids: vec![id(APPOINTMENT)],
         },
         RejectionDetail::Transition {
+            table: Table::Appointments,
             from: "completed".into(),
             to: "cancelled".into(),
         },

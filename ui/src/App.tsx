@@ -1,5 +1,5 @@
 import { useQuery, useQueryClient } from "@tanstack/react-query";
-import { useEffect, useMemo, useState } from "react";
+import { useCallback, useEffect, useMemo, useState } from "react";
 import { api } from "./api";
 import { AccountMenu, ChangePassword, LockScreen, useIdleLock } from "./components/Account";
 import { Notifications } from "./components/Notifications";
@@ -14,6 +14,8 @@ import { commandFor, type Command } from "./lib/shortcuts";
 import { Billing } from "./screens/Billing";
 import { Inventory } from "./screens/Inventory";
 import { Patients } from "./screens/Patients";
+import { OpenPatientContext } from "./navigate";
+import { Referrals } from "./screens/Referrals";
 import { Schedule } from "./screens/Schedule";
 import { SignIn } from "./screens/SignIn";
 import { StaffScreen } from "./screens/Staff";
@@ -25,6 +27,7 @@ const titles: Record<Screen, string> = {
   patients: "Patients",
   schedule: "Schedule",
   waiting: "Waiting room",
+  referrals: "Referrals",
   billing: "Billing",
   inventory: "Inventory",
   staff: "Staff",
@@ -104,6 +107,10 @@ function Shell({ user }: { user: Staff }) {
     window.addEventListener("keydown", onKey);
     return () => window.removeEventListener("keydown", onKey);
   }, [screens, client]);
+  const openPatient = useCallback((patientId: string) => {
+    setScreen("patients");
+    setCommand((c) => ({ name: "open-patient", seq: (c?.seq ?? 0) + 1, patientId }));
+  }, []);
   // The role shown is the one the mirror holds; a role change re-reads the session.
   if (status?.connection.state === "signed_out") {
     client.invalidateQueries({ queryKey: ["session"] });
@@ -137,15 +144,18 @@ function Shell({ user }: { user: Staff }) {
       <RestoredNotice clinic={clinic} />
       <RebuiltNotice clinic={clinic} />
       <Notifications onReview={() => setScreen("sync")} />
+      <OpenPatientContext.Provider value={openPatient}>
       <main>
         {screen === "patients" && <Patients user={user} command={command} />}
         {screen === "schedule" && <Schedule user={user} command={command} />}
         {screen === "waiting" && <WaitingRoom user={user} />}
+        {screen === "referrals" && <Referrals user={user} />}
         {screen === "billing" && <Billing />}
         {screen === "inventory" && <Inventory />}
         {screen === "staff" && <StaffScreen user={user} />}
         {screen === "sync" && <SyncPanel />}
       </main>
+      </OpenPatientContext.Provider>
       <StatusBar onOpenSync={() => setScreen("sync")} clinic={clinic} />
     </div>
   );

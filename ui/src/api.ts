@@ -12,6 +12,7 @@ import type { FreeSlot } from "./bindings/FreeSlot";
 import type { HistoryResponse } from "./bindings/HistoryResponse";
 import type { InventoryItem } from "./bindings/InventoryItem";
 import type { Invoice } from "./bindings/Invoice";
+import type { Referral } from "./bindings/Referral";
 import type { LocalInstant } from "./bindings/LocalInstant";
 import type { Mutation } from "./bindings/Mutation";
 import type { Patient } from "./bindings/Patient";
@@ -70,6 +71,7 @@ export const api = {
   inventory: () => invoke<Entity<InventoryItem>[]>("inventory"),
   lowStock: () => invoke<Entity<InventoryItem>[]>("low_stock"),
   invoices: () => invoke<Entity<Invoice>[]>("invoices"),
+  referrals: () => invoke<Entity<Referral>[]>("referrals"),
   mutate: (mutation: Mutation) => invoke<Receipt>("mutate", { mutation }),
   /** The rules a change would meet, without queuing it: `null` when it would be accepted. */
   checkMutation: (mutation: Mutation) => invoke<Rejection | null>("check_mutation", { mutation }),

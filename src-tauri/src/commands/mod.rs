@@ -6,7 +6,7 @@ use clinic_client::{
     Chart, ClientError, ClinicClient, Delivery, DeskSettings, Entity, FreeSlot, PendingEntry,
     Printout, Receipt, RejectedEntry, Row, SessionInfo, SignInResult, SlotQuery,
 };
-use clinic_shared::model::{Appointment, InventoryItem, Invoice, Patient, Staff, Table};
+use clinic_shared::model::{Appointment, InventoryItem, Invoice, Patient, Referral, Staff, Table};
 use clinic_shared::mutation::Mutation;
 use clinic_shared::protocol::{AccessLogResponse, HistoryResponse, Rejection};
 use clinic_shared::time::LocalInstant;
@@ -149,6 +149,11 @@ async fn invoices(c: Client<'_>) -> Answer<Vec<Entity<Invoice>>> {
 }
 
 #[tauri::command]
+async fn referrals(c: Client<'_>) -> Answer<Vec<Entity<Referral>>> {
+    c.referrals().await
+}
+
+#[tauri::command]
 async fn mutate(c: Client<'_>, mutation: Mutation) -> Answer<Receipt> {
     c.mutate(mutation).await
 }
@@ -253,6 +258,7 @@ pub fn handler() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static 
         inventory,
         low_stock,
         invoices,
+        referrals,
         mutate,
         check_mutation,
         mutation_state,

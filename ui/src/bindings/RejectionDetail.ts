@@ -44,6 +44,10 @@ count: number,
  */
 appointment_ids: Array<string>, } | { "kind": "transition", 
 /**
+ * Whose status (`appointments` or `referrals`).
+ */
+table: Table, 
+/**
  * The status now (wire name).
  */
 from: string, 

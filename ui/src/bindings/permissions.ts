@@ -2,6 +2,7 @@
 // (permissions::tests::the_desk_matrix_is_generated). Do not edit by hand.
 import type { AppointmentStatus } from "./AppointmentStatus";
 import type { Mutation } from "./Mutation";
+import type { ReferralStatus } from "./ReferralStatus";
 import type { Role } from "./Role";
 import type { Table } from "./Table";
 
@@ -12,6 +13,8 @@ export interface RolePermissions {
   appointmentStatuses: readonly AppointmentStatus[];
   correctThePast: boolean;
   readAudit: boolean;
+  /** Fields of readable tables this role does not receive (clinical text). */
+  withheld: Partial<Record<Table, readonly string[]>>;
 }
 
 export const PERMISSIONS: Record<Role, RolePermissions> = {
@@ -22,6 +25,7 @@ export const PERMISSIONS: Record<Role, RolePermissions> = {
     appointmentStatuses: ["scheduled", "checked_in", "in_progress", "completed", "cancelled", "no_show"],
     correctThePast: true,
     readAudit: true,
+    withheld: {},
   },
   doctor: {
     read: ["staff", "patients", "appointments", "treatment_records", "inventory_items", "referrals"],
@@ -30,6 +34,7 @@ export const PERMISSIONS: Record<Role, RolePermissions> = {
     appointmentStatuses: ["scheduled", "checked_in", "in_progress", "completed", "cancelled", "no_show"],
     correctThePast: false,
     readAudit: false,
+    withheld: {},
   },
   assistant: {
     read: ["staff", "patients", "appointments", "inventory_items"],
@@ -38,6 +43,7 @@ export const PERMISSIONS: Record<Role, RolePermissions> = {
     appointmentStatuses: ["checked_in", "in_progress"],
     correctThePast: false,
     readAudit: false,
+    withheld: {},
   },
   reception: {
     read: ["staff", "patients", "appointments", "invoices", "payments", "referrals"],
@@ -46,5 +52,15 @@ export const PERMISSIONS: Record<Role, RolePermissions> = {
     appointmentStatuses: ["scheduled", "checked_in", "in_progress", "completed", "cancelled", "no_show"],
     correctThePast: false,
     readAudit: false,
+    withheld: { referrals: ["reason"] },
   },
+};
+
+/** The steps a referral may take from each status. */
+export const REFERRAL_STEPS: Record<ReferralStatus, readonly ReferralStatus[]> = {
+  draft: ["sent", "cancelled"],
+  sent: ["accepted", "cancelled"],
+  accepted: ["completed", "cancelled"],
+  completed: [],
+  cancelled: [],
 };

@@ -76,8 +76,9 @@ describe("refusals as sentences", () => {
       { code: "rule_violation", message: raw, detail: { kind: "future_appointments", count: 2, appointment_ids: [APPT] } },
       { code: "rule_violation", message: raw, detail: { kind: "outstanding", outstanding_cents: 4500 } },
       { code: "insufficient_stock", message: raw, detail: { kind: "stock", available: 2, requested: 3 } },
-      { code: "invalid_transition", message: raw, detail: { kind: "transition", from: "completed", to: "cancelled" } },
-      { code: "invalid_transition", message: raw, detail: { kind: "transition", from: "checked_in", to: "moved" } },
+      { code: "invalid_transition", message: raw, detail: { kind: "transition", table: "appointments", from: "completed", to: "cancelled" } },
+      { code: "invalid_transition", message: raw, detail: { kind: "transition", table: "appointments", from: "checked_in", to: "moved" } },
+      { code: "invalid_transition", message: raw, detail: { kind: "transition", table: "referrals", from: "completed", to: "cancelled" } },
       { code: "patient_unavailable", message: raw, detail: { kind: "reference", table: "patients", id: ANNA, problem: "archived" } },
       ...(["unknown", "deleted", "archived", "not_a_doctor", "disabled", "other_patient"] as const).map(
         (problem): Rejection => ({ code: "invalid_reference", message: raw, detail: { kind: "reference", table: "staff", id: DOYLE, problem } }),
@@ -90,7 +91,8 @@ describe("refusals as sentences", () => {
     for (const r of details) clean(rejectionSentence(r, names));
     expect(rejectionSentence(details[0], names)).toBe("2 future appointments are still booked; cancel them to archive.");
     expect(rejectionSentence(details[1], names)).toBe("The payment is more than the 45.00 still owed.");
-    expect(rejectionSentence(details[5], names)).toBe("Anna Meyer is archived; restore the patient first.");
+    expect(rejectionSentence(details[5], names)).toBe("A referral that is completed cannot be cancelled; it may have been changed on another desk.");
+    expect(rejectionSentence(details[6], names)).toBe("Anna Meyer is archived; restore the patient first.");
   });
   it("describes every kind of change without ids", () => {
     const m: Mutation = { type: "book_appointment", args: { id: APPT, patient_id: ANNA, doctor_id: DOYLE, start: "2031-02-03T14:30:00Z", end: "2031-02-03T15:00:00Z", reason: null } };

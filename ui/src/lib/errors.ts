@@ -9,6 +9,7 @@ import type { AppError } from "../api";
 import type { AppointmentStatus } from "../bindings/AppointmentStatus";
 import type { FieldError } from "../bindings/FieldError";
 import type { Mutation } from "../bindings/Mutation";
+import type { ReferralStatus } from "../bindings/ReferralStatus";
 import type { Rejection } from "../bindings/Rejection";
 import type { Table } from "../bindings/Table";
 import { formatDayOf, formatTime, formatTimeRange, type Clinic } from "./time";
@@ -170,6 +171,19 @@ const STATUS_WORDS: Record<AppointmentStatus, string> = {
   no_show: "marked as no-show",
 };
 
+const REFERRAL_WORDS: Record<ReferralStatus, string> = {
+  draft: "a draft",
+  sent: "sent",
+  accepted: "accepted",
+  completed: "completed",
+  cancelled: "cancelled",
+};
+
+/** A referral status in words ("sent", "a draft"). */
+export function referralWords(s: string): string {
+  return (REFERRAL_WORDS as Record<string, string>)[s] ?? "changed";
+}
+
 /** An appointment status in words ("checked in"). */
 export function statusWords(s: string): string {
   return (STATUS_WORDS as Record<string, string>)[s] ?? (s === "moved" ? "moved" : "changed");
@@ -223,7 +237,7 @@ export function describeMutation(m: Mutation, n: Names): string {
     case "create_referral":
       return `Referring ${patientName(n, m.args.patient_id)}`;
     case "set_referral_status":
-      return "Updating a referral";
+      return `Marking a referral as ${referralWords(m.args.status)}`;
     case "hand_over_treatment_record":
       return `Handing a treatment record over to ${staffName(n, m.args.doctor_id)}`;
     default:
@@ -289,6 +303,7 @@ export function rejectionSentence(r: Rejection, n: Names): string {
     }
     case "invalid_transition":
       if (d?.kind === "transition") {
+        if (d.table === "referrals") return `A referral that is ${referralWords(d.from)} cannot be ${referralWords(d.to)}; it may have been changed on another desk.`;
         if (d.to === "moved") return `Only booked appointments can be moved; this one is ${statusWords(d.from)}.`;
         return `An appointment that is ${statusWords(d.from)} cannot be ${statusWords(d.to)}.`;
       }

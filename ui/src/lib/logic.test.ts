@@ -86,8 +86,9 @@ describe("query invalidation", () => {
 
 describe("roles and flows", () => {
   it("shows each role only its screens", () => {
-    expect(screensFor("reception")).toEqual(["patients", "schedule", "waiting", "billing", "sync"]);
-    expect(screensFor("doctor")).toEqual(["patients", "schedule", "waiting", "inventory", "sync"]);
+    expect(screensFor("reception")).toEqual(["patients", "schedule", "waiting", "referrals", "billing", "sync"]);
+    expect(screensFor("doctor")).toEqual(["patients", "schedule", "waiting", "referrals", "inventory", "sync"]);
+    expect(screensFor("assistant")).not.toContain("referrals");
     expect(screensFor("admin")).toContain("staff");
     expect(screensFor("assistant")).not.toContain("billing");
   });

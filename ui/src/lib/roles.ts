@@ -8,7 +8,7 @@ import { PERMISSIONS } from "../bindings/permissions";
 import type { Role } from "../bindings/Role";
 import type { Table } from "../bindings/Table";
 
-export type Screen = "patients" | "schedule" | "waiting" | "billing" | "inventory" | "staff" | "sync";
+export type Screen = "patients" | "schedule" | "waiting" | "referrals" | "billing" | "inventory" | "staff" | "sync";
 
 /** Whether `role` may send mutations of `kind`. */
 export const can = (role: Role, kind: Mutation["type"]) => PERMISSIONS[role].send.includes(kind);
@@ -21,6 +21,7 @@ export const canSetStatus = (role: Role, status: AppointmentStatus) =>
 export function screensFor(role: Role): Screen[] {
   const screens: Screen[] = ["patients", "schedule"];
   if (canRead(role, "appointments")) screens.push("waiting");
+  if (canRead(role, "referrals")) screens.push("referrals");
   if (canRead(role, "invoices")) screens.push("billing");
   if (canRead(role, "inventory_items")) screens.push("inventory");
   if (can(role, "create_staff")) screens.push("staff");

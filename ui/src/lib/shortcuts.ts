@@ -3,7 +3,7 @@
 // their shortcut in their tooltip (title) and to screen readers
 // (aria-keyshortcuts).
 
-export type CommandName = "new-patient" | "book" | "check-in" | "search";
+export type CommandName = "new-patient" | "book" | "check-in" | "search" | "open-patient";
 
 /**
  * A command for a screen; `seq` makes a repeated press a new command. The
@@ -14,6 +14,8 @@ export interface Command {
   name: CommandName;
   seq: number;
   handled?: boolean;
+  /** For `open-patient`: whose chart. */
+  patientId?: string;
 }
 
 /** Takes the command if it is `name` and nobody acted on it yet. */

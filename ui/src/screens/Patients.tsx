@@ -22,6 +22,7 @@ import { canArchive, canEditPatients, canReadAudit, canReadHistory, canRegisterP
 import { release, send, type Sent } from "../lib/submit";
 import { datePattern, formatDate, formatDayOf, formatInstant, formatTimeRange, nowInstant, parseDate, type Clinic } from "../lib/time";
 import { take, type Command } from "../lib/shortcuts";
+import { referralLine } from "./Referrals";
 
 export function Patients({ user, command }: { user: Staff; command: Command | null }) {
   const [query, setQuery] = useState("");
@@ -42,6 +43,11 @@ export function Patients({ user, command }: { user: Staff; command: Command | nu
     if (canRegisterPatients(user.role) && take(command, "new-patient")) {
       setCreating(true);
       setSelected(null);
+    }
+    const open = command?.patientId;
+    if (open && take(command, "open-patient")) {
+      setCreating(false);
+      setSelected(open);
     }
   }, [command, user.role]);
   return (
@@ -395,7 +401,7 @@ function PatientChart({ id, user, onClosed }: { id: string; user: Staff; onClose
     );
   }, [opened, id, toast]);
   if (!chart.data) return <p className="muted">{chart.isPending ? "Loading…" : "This patient no longer exists."}</p>;
-  const { patient, appointments, treatment_records, invoices } = chart.data;
+  const { patient, appointments, treatment_records, invoices, referrals } = chart.data;
   const p = patient.data;
   const name = `${p.first_name} ${p.last_name}`;
   if (editing)
@@ -520,6 +526,16 @@ function PatientChart({ id, user, onClosed }: { id: string; user: Staff; onClose
         </ul>
       </div>
       {canSeeRecords(user.role) && <Records patientId={id} records={treatment_records} user={user} />}
+      {referrals.length > 0 && (
+        <div className="card" data-testid="chart-referrals">
+          <h3>Referrals</h3>
+          <ul>
+            {referrals.map((r) => (
+              <li key={r.id}>{referralLine(r, clinic, names)}</li>
+            ))}
+          </ul>
+        </div>
+      )}
       {invoices.length > 0 && (
         <div className="card">
           <h3>Invoices</h3>

@@ -11,6 +11,7 @@ import type { Rejection } from "../bindings/Rejection";
 import type { Staff } from "../bindings/Staff";
 import { PERMISSIONS } from "../bindings/permissions";
 import { Field } from "../components/Field";
+import { PatientLink } from "../components/PatientLink";
 import { useDesk } from "../desk";
 import { useLive } from "../events";
 import { fieldSentences, rejectionSentence, statusWords } from "../lib/errors";
@@ -215,7 +216,7 @@ function AppointmentRow({ row, user, active, onFocus }: { row: Entity<Appointmen
         <td data-testid="appointment-time">{formatTimeRange(a.start, a.end, clinic)}</td>
         <td>{names.staff(a.doctor_id) ?? "A doctor"}</td>
         <td data-testid="appointment-patient">
-          {gone ? <span className="muted">Deleted patient</span> : (patientName ?? "…")}
+          {gone ? <span className="muted">Deleted patient</span> : patientName ? <PatientLink id={a.patient_id} name={patientName} /> : "…"}
           {archived && <span className="badge">archived</span>}
         </td>
         <td>{a.reason ?? ""}</td>

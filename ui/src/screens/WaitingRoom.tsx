@@ -8,6 +8,7 @@ import { api, errorMessage } from "../api";
 import type { Appointment } from "../bindings/Appointment";
 import type { Entity } from "../bindings/Entity";
 import type { Staff } from "../bindings/Staff";
+import { PatientLink } from "../components/PatientLink";
 import { useDesk } from "../desk";
 import { canSetStatus } from "../lib/roles";
 import { formatDay, formatTime, formatTimeRange, todayIn } from "../lib/time";
@@ -102,7 +103,7 @@ function WaitingRow({ row, first, user, now }: { row: Entity<Appointment>; first
   return (
     <tr data-testid="waiting-patient" data-id={row.id}>
       <td data-testid="waiting-name">
-        {name}
+        {names.patient(a.patient_id) ? <PatientLink id={a.patient_id} name={name} /> : name}
         {row.pending && <span className="badge">saving</span>}
       </td>
       <td data-testid="waiting-arrived">{a.checked_in_at ? formatTime(a.checked_in_at, clinic) : "—"}</td>
