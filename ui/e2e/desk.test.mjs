@@ -59,7 +59,8 @@ async function type(browser, id, value) {
   await browser.execute(
     (testId, v) => {
       const input = document.querySelector(`[data-testid="${testId}"]`);
-      const setter = Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, "value").set;
+      const proto = input instanceof HTMLTextAreaElement ? HTMLTextAreaElement.prototype : HTMLInputElement.prototype;
+      const setter = Object.getOwnPropertyDescriptor(proto, "value").set;
       setter.call(input, v);
       input.dispatchEvent(new Event("input", { bubbles: true }));
     },
@@ -550,27 +551,50 @@ test("10. the waiting room: a check-in at reception shows on another desk with i
   await noDeveloperText(a);
 });
 
-test("11. referrals: a doctor's referral is sent by reception without its reason, live on the admin's desk, who reads the reason and withdraws it", async () => {
-  // The doctor writes it from their own `clinic` (another computer).
-  const doctorDir = tempDir("clinic-desk-doctor-");
-  clinic(doctorDir, ["--server", server.url, "login", "--username", "doctor", "--password-stdin"], "demo\n", ca);
-  clinic(doctorDir, ["sync"], undefined, ca);
+test("11. referrals: a doctor writes one on their desk, reception sends it without ever holding the reason, the doctor sees it live, reads the reason and withdraws it", async () => {
+  // The assistant's desk (B since test 8) has no referrals at all; a doctor's desk takes its place.
+  assert.equal(await exists(b, "nav-referrals"), false, "assistants have no Referrals screen");
+  await stopB();
+  ({ browser: b, stop: stopB } = await startApp({
+    ca,
+    dataDir: tempDir("clinic-desk-doctor-"),
+    server: server.url,
+    port: 4446,
+    env: { TZ: "Asia/Kolkata", CLINIC_LOGIN_USER: "doctor", CLINIC_LOGIN_PASSWORD: "demo" },
+  }));
+  await live(b);
+  await click(b, "nav-referrals");
+  await click(b, "referral-new");
+  await type(b, "referral-patient-search", "Roth");
+  await until(b, "Ben among the patients", async () => (await b.$$('[data-testid="referral-patient-choice"] option')).length > 1);
+  await (await $(b, "referral-patient-choice")).selectByIndex(1);
+  // Nobody to refer to: the field says so, nothing is sent.
+  await click(b, "referral-submit");
+  await untilText(b, "error-referred_to", /^Referred to is /);
+  await type(b, "referral-referred-to", "Cardiology, Dr. Weber");
+  await (await $(b, "referral-urgency")).selectByAttribute("value", "urgent");
   const reason = "Palpitations at rest since March, Holter advised";
-  const made = clinic(doctorDir, ["referrals", "add", "--patient", ids.ben, "--to", "Cardiology, Dr. Weber", "--reason", reason, "--urgent"], undefined, ca);
+  await type(b, "referral-reason-text", reason);
+  await click(b, "referral-submit");
+  await until(b, "the form closed", async () => !(await exists(b, "referral-form")));
+  assert.match(await lastText(b, "toast-text"), /^Referral written(?: on this desk)?: Ben Roth to Cardiology, Dr\. Weber\./);
+  const id = await b.execute(() => [...document.querySelectorAll('[data-testid="referral"]')].find((r) => r.innerText.includes("Ben Roth"))?.getAttribute("data-id"));
+  assert.ok(id, "the new referral is listed on the doctor's desk");
+  const row = `[data-testid="referral"][data-id="${id}"]`;
+  await noDeveloperText(b);
+
+  // Reception (A) has it, without the reason, and is told who does.
   await live(a);
   await click(a, "nav-referrals");
-  const row = `[data-testid="referral"][data-id="${made.id}"]`;
   await until(a, "Ben's referral on reception's desk", async () => (await a.$(row)).isExisting(), 30000);
   const seen = (await rowsText(a, "referral")).find((t) => t.includes("Ben Roth"));
   assert.match(seen, /Cardiology, Dr\. Weber/);
   assert.match(seen, /Urgent/);
   assert.match(seen, /Written, not sent/);
-  // Reception never holds the clinical reason, and is told who does.
   assert.ok(!(await a.$(`${row} [data-testid="referral-show-reason"]`).isExisting()));
   assert.match(await text(a, "referral-reason-note"), /doctors only/);
   assert.doesNotMatch(await a.execute(() => document.body.innerText), /Palpitations/);
-  // Reception writes none itself.
-  assert.ok(!(await exists(a, "referral-new")));
+  assert.ok(!(await exists(a, "referral-new")), "reception writes no referrals");
   await (await a.$(`${row} [data-testid="referral-step-sent"]`)).click();
   await until(a, "sent on reception's desk", async () => (await (await a.$(`${row} [data-testid="referral-status"]`)).getText()) === "Sent");
   assert.match(await lastText(a, "toast-text"), /The referral of Ben Roth to Cardiology, Dr\. Weber is sent\./);
@@ -582,9 +606,9 @@ test("11. referrals: a doctor's referral is sent by reception without its reason
   assert.doesNotMatch(await text(a, "chart-referrals"), /Palpitations/);
   await click(a, "nav-referrals");
   await until(a, "back on the referrals", async () => (await a.$(row)).isExisting());
-  // The admin's desk sees it sent, live, and can read the reason.
-  await click(b, "nav-referrals");
-  await until(b, "sent on the admin's desk", async () => {
+
+  // The doctor's desk sees it sent, live, and reads the reason.
+  await until(b, "sent on the doctor's desk", async () => {
     const el = await b.$(`${row} [data-testid="referral-status"]`);
     return (await el.isExisting()) && (await el.getText()) === "Sent";
   }, 30000);
@@ -603,8 +627,26 @@ test("11. referrals: a doctor's referral is sent by reception without its reason
     return (await el.isExisting()) && (await el.getText()) === "Withdrawn";
   });
   await noDeveloperText(b);
-  // The doctor's computer hears it too.
-  clinic(doctorDir, ["sync"], undefined, ca);
-  const after = clinic(doctorDir, ["referrals", "list"], undefined, ca);
-  assert.equal(after.find((r) => r.id === made.id).data.status, "cancelled");
+  // The server has it withdrawn (the admin's CLI, after a sync).
+  cli(["sync"]);
+  assert.equal(cli(["referrals", "list"]).find((r) => r.id === id).data.status, "cancelled");
+});
+
+test("12. registering someone already on file warns with who it is and opens their chart instead", async () => {
+  await click(a, "nav-patients");
+  await click(a, "patient-new");
+  // A namesake born on another day is someone else: no warning.
+  await type(a, "patient-first_name", "anna");
+  await type(a, "patient-last_name", "MEYER");
+  await type(a, "patient-date_of_birth", "02/15/1985");
+  await until(a, "the form checked", async () => (await text(a, "patient-save")) === "Save");
+  assert.ok(!(await exists(a, "patient-duplicate")));
+  // Same name (any case) and date of birth: the registered patient is named, in the clinic's words.
+  await type(a, "patient-date_of_birth", "02/14/1985");
+  await untilText(a, "patient-duplicate-match", /^Anna Meyer, born .*1985.*, is already registered \(same name and date of birth\)\. Open Anna Meyer's chart$/);
+  assert.equal(await text(a, "patient-save"), "Register anyway");
+  await noDeveloperText(a);
+  await click(a, "patient-duplicate-open");
+  await until(a, "Anna's chart instead of a second Anna", async () => (await text(a, "chart-name")) === "Anna Meyer");
+  assert.ok(!(await exists(a, "patient-form")));
 });

@@ -159,7 +159,14 @@ export async function startApp({ dataDir, server, ca, port = 4444, env = {} }) {
 
 /** Waits until `check()` returns a truthy value (polling the UI), or fails with `what`. */
 export async function until(browser, what, check, timeout = 20000) {
-  return browser.waitUntil(check, { timeout, interval: 100, timeoutMsg: `timed out waiting for ${what}` });
+  try {
+    return await browser.waitUntil(check, { timeout, interval: 100, timeoutMsg: `timed out waiting for ${what}` });
+  } catch (e) {
+    // What the screen said when the wait gave up: the first thing to know in a CI log.
+    const screen = await browser.execute(() => document.body?.innerText ?? "").catch(() => "(the app did not answer)");
+    e.message = `${e.message}\n--- on screen ---\n${String(screen).slice(0, 1500)}`;
+    throw e;
+  }
 }
 
 export const byTest = (browser, id) => browser.$(`[data-testid="${id}"]`);

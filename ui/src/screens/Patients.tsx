@@ -22,6 +22,8 @@ import { canArchive, canEditPatients, canReadAudit, canReadHistory, canRegisterP
 import { release, send, type Sent } from "../lib/submit";
 import { datePattern, formatDate, formatDayOf, formatInstant, formatTimeRange, nowInstant, parseDate, type Clinic } from "../lib/time";
 import { take, type Command } from "../lib/shortcuts";
+import { findDuplicates } from "../lib/duplicates";
+import { useOpenPatient } from "../navigate";
 import { referralLine } from "./Referrals";
 
 export function Patients({ user, command }: { user: Staff; command: Command | null }) {
@@ -248,6 +250,12 @@ export function PatientEditor({ row, onDone, onCancel }: { row?: Entity<Patient>
   const [id] = useState(() => row?.id ?? newId());
   const first = useRef<HTMLInputElement>(null);
   useEffect(() => first.current?.focus(), []);
+  const openPatient = useOpenPatient();
+  // A new registration is checked against everyone this desk holds (archived patients too).
+  const everyone = useQuery({ queryKey: ["rows", "patients"], queryFn: api.patients, enabled: !row });
+  const duplicates = row
+    ? []
+    : findDuplicates({ first_name: form.first_name, last_name: form.last_name, date_of_birth: parseDate(form.date_of_birth, clinic.locale), phone: form.phone }, everyone.data ?? []);
 
   /** The change the form describes, and the problems only the form can see (a date that does not parse). */
   function build(f: PatientForm): { mutation: Mutation | null; own: Record<string, string> } {
@@ -359,6 +367,26 @@ export function PatientEditor({ row, onDone, onCancel }: { row?: Entity<Patient>
       {field("phone", "Phone", { type: "tel" })}
       {field("email", "E-mail", { type: "email" })}
       {field("address", "Address")}
+      {duplicates.length > 0 && (
+        <div className="card warn" role="status" data-testid="patient-duplicate">
+          {duplicates.map((d) => {
+            const p = d.patient.data;
+            const name = `${p.first_name} ${p.last_name}`;
+            const why = d.reasons.length === 2 ? "same name, date of birth and phone" : d.reasons[0] === "phone" ? `same phone, ${p.phone}` : "same name and date of birth";
+            return (
+              <p key={d.patient.id} data-testid="patient-duplicate-match">
+                {name}, born {formatDate(p.date_of_birth, clinic)}, is already registered ({why}){p.archived_at ? " and archived" : ""}.{" "}
+                {openPatient && (
+                  <button type="button" className="link" data-testid="patient-duplicate-open" onClick={() => openPatient(d.patient.id)}>
+                    Open {name}'s chart
+                  </button>
+                )}
+              </p>
+            );
+          })}
+          <p className="muted small">If this is a different person, save to register them.</p>
+        </div>
+      )}
       {error && (
         <p className="error" role="alert" data-testid="patient-error">
           {error}
@@ -366,7 +394,7 @@ export function PatientEditor({ row, onDone, onCancel }: { row?: Entity<Patient>
       )}
       <div className="actions">
         <button data-testid="patient-save" disabled={busy}>
-          {busy ? "Saving…" : "Save"}
+          {busy ? "Saving…" : duplicates.length > 0 ? "Register anyway" : "Save"}
         </button>
         <button type="button" data-testid="patient-cancel" onClick={cancel} title="Cancel (Esc)" aria-keyshortcuts="Escape">
           Cancel
