@@ -164,7 +164,10 @@ export async function until(browser, what, check, timeout = 20000) {
   } catch (e) {
     // What the screen said when the wait gave up: the first thing to know in a CI log.
     const screen = await browser.execute(() => document.body?.innerText ?? "").catch(() => "(the app did not answer)");
-    e.message = `${e.message}\n--- on screen ---\n${String(screen).slice(0, 1500)}`;
+    // The top (header, notices, forms) and the bottom (the status bar) of it.
+    const all = String(screen);
+    const shown = all.length > 2000 ? `${all.slice(0, 1200)}\n[…]\n${all.slice(-800)}` : all;
+    e.message = `${e.message}\n--- on screen ---\n${shown}`;
     throw e;
   }
 }
