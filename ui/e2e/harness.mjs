@@ -137,12 +137,19 @@ export async function startApp({ dataDir, server, ca, port = 4444, env = {} }) {
     detached: true,
     env: { ...process.env, CLINIC_DATA_DIR: dataDir, CLINIC_SERVER: server, ...(ca ? { CLINIC_CA_FILE: ca } : {}), ...env },
   });
+  // Both ports: tauri-driver answers before WebKitWebDriver behind it does,
+  // and a session asked for in between fails with a socket error that the
+  // client retried, launching the app twice on one data dir (the second
+  // window then stayed "Not syncing": the e2e flake of 2026-12-02).
   await waitForPort(port, 20000);
+  await waitForPort(port + 1, 20000);
   const browser = await remote({
     hostname: "127.0.0.1",
     port,
     logLevel: "warn",
     connectionRetryTimeout: 60000,
+    // Never ask twice: a second request starts a second app.
+    connectionRetryCount: 0,
     capabilities: { "tauri:options": { application: process.env.CLINIC_DESKTOP_BIN ?? bin("clinic-desktop") } },
   });
   const stop = async () => {
