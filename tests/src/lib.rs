@@ -992,3 +992,49 @@ pub async fn staff_id(api: &Api, username: &str) -> Uuid {
         .map(|r| r.id)
         .unwrap_or_else(|| panic!("no staff {username}"))
 }
+
+/// Runs the real `clinic` CLI on its data dir with `--json`, trusting the
+/// test CA (written beside the dir), and returns its output.
+pub fn clinic_cli(dir: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    let ca = write_trusted_cas(&dir.with_extension("ca.pem"));
+    let mut command = Command::new(bin("clinic"));
+    command
+        .arg("--data-dir")
+        .arg(dir)
+        .env("CLINIC_CA_FILE", ca)
+        .arg("--json")
+        .args(args);
+    run_with_stdin(&mut command, stdin)
+}
+
+/// [`clinic_cli`] that must succeed: its JSON answer (`Null` for none).
+pub fn clinic_cli_ok(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let out = clinic_cli(dir, args, None);
+    assert!(
+        out.status.success(),
+        "clinic {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// Signs the CLI on `dir` in to `server` as `user` (the demo password).
+pub fn clinic_cli_sign_in(server: &Server, dir: &Path, user: &str) {
+    let out = clinic_cli(
+        dir,
+        &[
+            "--server",
+            &server.base,
+            "login",
+            "--username",
+            user,
+            "--password-stdin",
+        ],
+        Some("demo\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{user} signs in: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

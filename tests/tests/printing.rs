@@ -7,33 +7,10 @@
 use clinic_e2e::*;
 use clinic_shared::model::{InvoiceLine, PaymentMethod};
 use clinic_shared::mutation::*;
-use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use uuid::Uuid;
-
-fn clinic(dir: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
-    let ca = write_trusted_cas(&dir.with_extension("ca.pem"));
-    let mut command = Command::new(bin("clinic"));
-    command
-        .arg("--data-dir")
-        .arg(dir)
-        .env("CLINIC_CA_FILE", ca)
-        .arg("--json")
-        .args(args);
-    run_with_stdin(&mut command, stdin)
-}
-
-fn clinic_ok(dir: &Path, args: &[&str]) -> Value {
-    let out = clinic(dir, args, None);
-    assert!(
-        out.status.success(),
-        "clinic {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
 
 fn pdf_text(file: &Path) -> String {
     let out = Command::new("pdftotext")
@@ -157,7 +134,7 @@ async fn the_cli_prints_a_day_sheet_and_a_receipt_in_the_clinic_zone_even_offlin
 
     let work = tempfile::tempdir().unwrap();
     let desk = work.path().join("desk");
-    let login = clinic(
+    let login = clinic_cli(
         &desk,
         &[
             "--server",
@@ -174,12 +151,12 @@ async fn the_cli_prints_a_day_sheet_and_a_receipt_in_the_clinic_zone_even_offlin
         "{}",
         String::from_utf8_lossy(&login.stderr)
     );
-    clinic_ok(&desk, &["sync"]);
+    clinic_cli_ok(&desk, &["sync"]);
 
     // The whole clinic's day: both doctors, local times, the zone named.
     let sheet = work.path().join("day.pdf");
     let sheet_arg = sheet.to_str().unwrap();
-    clinic_ok(
+    clinic_cli_ok(
         &desk,
         &[
             "print",
@@ -226,7 +203,7 @@ async fn the_cli_prints_a_day_sheet_and_a_receipt_in_the_clinic_zone_even_offlin
 
     // One doctor's sheet has only their patients.
     let doyle_sheet = work.path().join("doyle.pdf");
-    clinic_ok(
+    clinic_cli_ok(
         &desk,
         &[
             "print",
@@ -248,7 +225,7 @@ async fn the_cli_prints_a_day_sheet_and_a_receipt_in_the_clinic_zone_even_offlin
     let bill = work.path().join("invoice.pdf");
     let bill_arg = bill.to_str().unwrap();
     let invoice_arg = invoice.to_string();
-    clinic_ok(
+    clinic_cli_ok(
         &desk,
         &["print", "invoice", &invoice_arg, "--out", bill_arg],
     );
@@ -273,11 +250,11 @@ async fn the_cli_prints_a_day_sheet_and_a_receipt_in_the_clinic_zone_even_offlin
         );
     }
     applied_seq(&reception.push_one(pay(3_750, "2031-03-03T14:50:00Z")).await);
-    clinic_ok(&desk, &["sync"]);
+    clinic_cli_ok(&desk, &["sync"]);
 
     // The server goes away: printing needs only what the desk holds.
     drop(server);
-    clinic_ok(
+    clinic_cli_ok(
         &desk,
         &[
             "--no-sync",
@@ -295,7 +272,7 @@ async fn the_cli_prints_a_day_sheet_and_a_receipt_in_the_clinic_zone_even_offlin
 
     // An invoice this desk does not have: a clear sentence, no file.
     let missing = work.path().join("missing.pdf");
-    let out = clinic(
+    let out = clinic_cli(
         &desk,
         &[
             "--no-sync",
@@ -365,7 +342,7 @@ async fn a_doctor_prints_a_patient_summary_which_is_in_the_access_log_and_recept
 
     let work = tempfile::tempdir().unwrap();
     let login = |desk: &Path, user: &str| {
-        let out = clinic(
+        let out = clinic_cli(
             desk,
             &[
                 "--server",
@@ -382,13 +359,13 @@ async fn a_doctor_prints_a_patient_summary_which_is_in_the_access_log_and_recept
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        clinic_ok(desk, &["sync"]);
+        clinic_cli_ok(desk, &["sync"]);
     };
     let doctor_desk = work.path().join("doctor");
     login(&doctor_desk, "doctor");
     let file = work.path().join("summary.pdf");
     let zoe_arg = zoe_id.to_string();
-    clinic_ok(
+    clinic_cli_ok(
         &doctor_desk,
         &[
             "print",
@@ -433,7 +410,7 @@ async fn a_doctor_prints_a_patient_summary_which_is_in_the_access_log_and_recept
     };
     let mut seen = 0;
     for _ in 0..200 {
-        clinic_ok(&doctor_desk, &["sync"]);
+        clinic_cli_ok(&doctor_desk, &["sync"]);
         let log: AccessLogResponse = admin
             .get(&format!("/v1/audit/access?patient={zoe_id}"))
             .send()
@@ -454,7 +431,7 @@ async fn a_doctor_prints_a_patient_summary_which_is_in_the_access_log_and_recept
     let reception_desk = work.path().join("reception");
     login(&reception_desk, "reception");
     let refused = work.path().join("refused.pdf");
-    let out = clinic(
+    let out = clinic_cli(
         &reception_desk,
         &[
             "print",

@@ -8,52 +8,7 @@
 use clinic_e2e::*;
 use clinic_shared::model::Table;
 use clinic_shared::mutation::*;
-use serde_json::Value;
-use std::path::Path;
-use std::process::Command;
 use uuid::Uuid;
-
-fn clinic(dir: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
-    let ca = write_trusted_cas(&dir.with_extension("ca.pem"));
-    let mut command = Command::new(bin("clinic"));
-    command
-        .arg("--data-dir")
-        .arg(dir)
-        .env("CLINIC_CA_FILE", ca)
-        .arg("--json")
-        .args(args);
-    run_with_stdin(&mut command, stdin)
-}
-
-fn clinic_ok(dir: &Path, args: &[&str]) -> Value {
-    let out = clinic(dir, args, None);
-    assert!(
-        out.status.success(),
-        "clinic {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
-
-fn sign_in(server: &Server, dir: &Path, user: &str) {
-    let out = clinic(
-        dir,
-        &[
-            "--server",
-            &server.base,
-            "login",
-            "--username",
-            user,
-            "--password-stdin",
-        ],
-        Some("demo\n"),
-    );
-    assert!(
-        out.status.success(),
-        "{user} signs in: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 const REASON: &str = "Exertional chest pain for 3 weeks, ECG borderline";
 
@@ -76,13 +31,13 @@ async fn a_doctor_refers_reception_follows_up_without_the_reason_and_the_flow_is
     let dirs = tempfile::tempdir().unwrap();
     let doctor_dir = dirs.path().join("doctor");
     let reception_dir = dirs.path().join("reception");
-    sign_in(&server, &doctor_dir, "doctor");
-    sign_in(&server, &reception_dir, "reception");
-    clinic_ok(&doctor_dir, &["sync"]);
-    clinic_ok(&reception_dir, &["sync"]);
+    clinic_cli_sign_in(&server, &doctor_dir, "doctor");
+    clinic_cli_sign_in(&server, &reception_dir, "reception");
+    clinic_cli_ok(&doctor_dir, &["sync"]);
+    clinic_cli_ok(&reception_dir, &["sync"]);
 
     // Reception may not write one (the desk does not offer it either).
-    let refused = clinic(
+    let refused = clinic_cli(
         &reception_dir,
         &[
             "referrals",
@@ -101,7 +56,7 @@ async fn a_doctor_refers_reception_follows_up_without_the_reason_and_the_flow_is
     assert!(stderr.contains("forbidden"), "{stderr}");
 
     // A referral with nobody to send it to is refused with the field named.
-    let blank = clinic(
+    let blank = clinic_cli(
         &doctor_dir,
         &[
             "referrals",
@@ -119,7 +74,7 @@ async fn a_doctor_refers_reception_follows_up_without_the_reason_and_the_flow_is
     let stderr = String::from_utf8_lossy(&blank.stderr);
     assert!(stderr.contains("referred_to"), "{stderr}");
 
-    let made = clinic_ok(
+    let made = clinic_cli_ok(
         &doctor_dir,
         &[
             "referrals",
@@ -145,8 +100,8 @@ async fn a_doctor_refers_reception_follows_up_without_the_reason_and_the_flow_is
     assert_eq!(wire["urgency"], "urgent");
 
     // Reception's own CLI: the referral, no reason, in its list of open ones.
-    clinic_ok(&reception_dir, &["sync"]);
-    let listed = clinic_ok(&reception_dir, &["referrals", "list", "--open"]);
+    clinic_cli_ok(&reception_dir, &["sync"]);
+    let listed = clinic_cli_ok(&reception_dir, &["referrals", "list", "--open"]);
     let mine = listed
         .as_array()
         .unwrap()
@@ -158,12 +113,12 @@ async fn a_doctor_refers_reception_follows_up_without_the_reason_and_the_flow_is
     assert!(!listed.to_string().contains("chest pain"));
 
     // Reception sends it; the doctor sees it sent, with the reason.
-    clinic_ok(
+    clinic_cli_ok(
         &reception_dir,
         &["referrals", "set-status", &id.to_string(), "sent"],
     );
-    clinic_ok(&doctor_dir, &["sync"]);
-    let doctor_view = clinic_ok(&doctor_dir, &["referrals", "list"]);
+    clinic_cli_ok(&doctor_dir, &["sync"]);
+    let doctor_view = clinic_cli_ok(&doctor_dir, &["referrals", "list"]);
     let theirs = doctor_view
         .as_array()
         .unwrap()
@@ -187,20 +142,20 @@ async fn a_doctor_refers_reception_follows_up_without_the_reason_and_the_flow_is
         serde_json::to_value(r).unwrap()["detail"],
         serde_json::json!({"kind": "transition", "table": "referrals", "from": "sent", "to": "completed"})
     );
-    clinic_ok(
+    clinic_cli_ok(
         &reception_dir,
         &["referrals", "set-status", &id.to_string(), "accepted"],
     );
-    clinic_ok(&doctor_dir, &["sync"]);
-    clinic_ok(
+    clinic_cli_ok(&doctor_dir, &["sync"]);
+    clinic_cli_ok(
         &doctor_dir,
         &["referrals", "set-status", &id.to_string(), "completed"],
     );
     // Seen: no longer open, and a finished referral cannot be withdrawn.
-    clinic_ok(&reception_dir, &["sync"]);
-    let open = clinic_ok(&reception_dir, &["referrals", "list", "--open"]);
+    clinic_cli_ok(&reception_dir, &["sync"]);
+    let open = clinic_cli_ok(&reception_dir, &["referrals", "list", "--open"]);
     assert!(!open.to_string().contains(&id.to_string()), "{open}");
-    let late = clinic(
+    let late = clinic_cli(
         &reception_dir,
         &["referrals", "set-status", &id.to_string(), "cancelled"],
         None,
