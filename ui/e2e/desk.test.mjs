@@ -49,6 +49,15 @@ async function lastText(browser, id) {
   const all = await browser.$$(`[data-testid="${id}"]`);
   return all.length ? all[all.length - 1].getText() : "";
 }
+/** Waits until the newest of several (toasts) matches: a toast follows the server's answer, which may come after the screen shows the change. */
+async function untilLastText(browser, id, pattern, timeout = 20000) {
+  let last = "";
+  try {
+    await browser.waitUntil(async () => pattern.test((last = await lastText(browser, id))), { timeout, interval: 100 });
+  } catch {
+    assert.fail(`newest ${id}: ${JSON.stringify(last)} does not match ${pattern}`);
+  }
+}
 async function exists(browser, id) {
   return (await $(browser, id)).isExisting();
 }
@@ -183,7 +192,7 @@ test("1. two desks book the same slot at once: the loser's form stays open with 
   // The input is kept, and no second notification repeats what the form says.
   assert.equal(await (await $(loser, "book-time")).getValue(), "10:00");
   assert.equal((await loser.$$('[data-testid="refusal"]')).length, 0);
-  assert.match(await lastText(winner, "toast-text"), /^Booked: .+ with Dr\. Dana Doyle on Mon, Feb 3, 2031 at 10:00 AM\.$/);
+  await untilLastText(winner, "toast-text", /^Booked: .+ with Dr\. Dana Doyle on Mon, Feb 3, 2031 at 10:00 AM\.$/);
   const suggestions = await loser.$$('[data-testid="suggestion"]');
   assert.ok(suggestions.length > 0, "free slots are offered");
   await screenshot(loser, "refused-in-form");
@@ -208,7 +217,7 @@ test("1b. a change refused after the form closed is a notification naming the pa
   await fillBooking(a, { patient: "Vogt", time: "11:00" });
   await click(a, "book-submit");
   await until(a, "the form to trust the queue", async () => !(await exists(a, "booking-form")), 15000);
-  assert.match(await lastText(a, "toast-text"), /^Booked on this desk: Clara Vogt .+ you will be told if it is refused\.$/);
+  await untilLastText(a, "toast-text", /^Booked on this desk: Clara Vogt .+ you will be told if it is refused\.$/);
   await until(a, "the waiting count", async () => /^1 change waiting — (last tried .+ ago|not sent yet)$/.test(await text(a, "pending")));
   await screenshot(a, "offline");
   cli(["sync"]);
@@ -580,7 +589,7 @@ test("11. referrals: a doctor writes one on their desk, reception sends it witho
   await type(b, "referral-reason-text", reason);
   await click(b, "referral-submit");
   await until(b, "the form closed", async () => !(await exists(b, "referral-form")));
-  assert.match(await lastText(b, "toast-text"), /^Referral written(?: on this desk)?: Ben Roth to Cardiology, Dr\. Weber\./);
+  await untilLastText(b, "toast-text", /^Referral written(?: on this desk)?: Ben Roth to Cardiology, Dr\. Weber\./);
   const id = await b.execute(() => [...document.querySelectorAll('[data-testid="referral"]')].find((r) => r.innerText.includes("Ben Roth"))?.getAttribute("data-id"));
   assert.ok(id, "the new referral is listed on the doctor's desk");
   const row = `[data-testid="referral"][data-id="${id}"]`;
@@ -600,7 +609,7 @@ test("11. referrals: a doctor writes one on their desk, reception sends it witho
   assert.ok(!(await exists(a, "referral-new")), "reception writes no referrals");
   await (await a.$(`${row} [data-testid="referral-step-sent"]`)).click();
   await until(a, "sent on reception's desk", async () => (await (await a.$(`${row} [data-testid="referral-status"]`)).getText()) === "Sent");
-  assert.match(await lastText(a, "toast-text"), /The referral of Ben Roth to Cardiology, Dr\. Weber is sent\./);
+  await untilLastText(a, "toast-text", /The referral of Ben Roth to Cardiology, Dr\. Weber is sent\./);
   await noDeveloperText(a);
   // The name opens the chart, which lists the referral (still without the reason).
   await (await a.$(`${row} [data-testid="open-chart"]`)).click();

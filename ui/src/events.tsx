@@ -4,6 +4,7 @@
 import { listen } from "@tauri-apps/api/event";
 import { useQueryClient } from "@tanstack/react-query";
 import { createContext, useContext, useEffect, useState, type ReactNode } from "react";
+import { api } from "./api";
 import type { StoreEvent } from "./bindings/StoreEvent";
 import type { SyncStatus } from "./bindings/SyncStatus";
 import { staleKeys } from "./lib/invalidate";
@@ -43,6 +44,8 @@ export function LiveProvider({ initial, children }: { initial: SyncStatus | null
   const [recent, setRecent] = useState<Set<string>>(new Set());
 
   useEffect(() => {
+    let heard = false;
+    let gone = false;
     const unlisteners = [
       listen<StoreEvent>("store-changed", ({ payload }) => {
         for (const key of staleKeys(payload)) client.invalidateQueries({ queryKey: key });
@@ -53,9 +56,30 @@ export function LiveProvider({ initial, children }: { initial: SyncStatus | null
           setTimeout(() => setRecent((old) => new Set([...old].filter((id) => !ids.includes(id)))), HIGHLIGHT_MS);
         }
       }),
-      listen<SyncStatus>("sync-status", ({ payload }) => setStatus(payload)),
+      listen<SyncStatus>("sync-status", ({ payload }) => {
+        heard = true;
+        setStatus(payload);
+      }),
     ];
+    // The status in `initial` and the first queries were read before these
+    // listeners existed: what changed in between (a new desk's whole first
+    // sync can) was emitted to nobody, and a quiet desk emits nothing more,
+    // so the bar would say "Connecting…" for good. Read both again once they
+    // listen. A status event heard since is as new or newer (the shell always
+    // sends the latest status).
+    void Promise.all(unlisteners)
+      .then(() => {
+        void client.invalidateQueries({ predicate: (q) => q.queryKey[0] !== "session" });
+        return api.sessionInfo();
+      })
+      .then((info) => {
+        if (!heard && !gone) setStatus(info.status);
+      })
+      .catch(() => {
+        // The next status event brings it; the bar keeps what it has.
+      });
     return () => {
+      gone = true;
       for (const u of unlisteners) u.then((f) => f());
     };
   }, [client]);
