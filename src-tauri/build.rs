@@ -15,6 +15,8 @@ fn main() {
         "change_password",
         "report_view",
         "access_log",
+        "clinical_records",
+        "break_the_glass",
         "sync_now",
         "row",
         "patients",

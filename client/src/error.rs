@@ -181,6 +181,12 @@ impl ClientError {
             ClientError::Expired(_) => "session_expired",
             ClientError::AccountDisabled { .. } => "account_disabled",
             ClientError::Locked => "locked",
+            // The desk offers to break the glass on this one.
+            ClientError::Server(body)
+                if body.code == clinic_shared::protocol::ErrorCode::NotInCare =>
+            {
+                "not_in_care"
+            }
             ClientError::Server(_) => "server_error",
             ClientError::Protocol(_) => "protocol_error",
             ClientError::Invalid(_) => "invalid_input",

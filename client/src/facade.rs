@@ -9,9 +9,9 @@ use crate::sync::SyncConfig;
 use crate::transport::tls::Trust;
 use crate::transport::{NetTransport, Transport};
 use crate::types::{
-    Chart, Delivery, DumpRow, Entity, FreeSlot, Identity, MirrorRebuilt, PendingEntry, QueueStats,
-    Receipt, RejectedEntry, Row, SessionInfo, SlotQuery, StoreEvent, SyncReport, SyncState,
-    SyncStatus,
+    Chart, ChartCare, Delivery, DumpRow, Entity, FreeSlot, Identity, MirrorRebuilt, PendingEntry,
+    QueueStats, Receipt, RejectedEntry, Row, SessionInfo, SlotQuery, StoreEvent, SyncReport,
+    SyncState, SyncStatus,
 };
 use crate::users::{Open, Users};
 use clinic_shared::fingerprint::Fingerprint;
@@ -699,7 +699,78 @@ impl ClinicClient {
 
     /// A patient's chart.
     pub async fn chart(&self, patient: Uuid) -> ClientResult<Option<Chart>> {
-        self.open_user()?.reader.chart(patient).await
+        let open = self.open_user()?;
+        let role = open.mirror.identity().await?.user.map(|u| (u.id, u.role));
+        if let Some((id, role)) = role
+            && clinic_shared::care::applies(role)
+        {
+            // A grant that ended takes its text with it before anything is
+            // shown, and so does text of someone else's patient.
+            open.mirror.enforce_care(id, patient).await?;
+        }
+        let Some(mut chart) = open.reader.chart(patient).await? else {
+            return Ok(None);
+        };
+        let reads_clinical = role.is_some_and(|(_, role)| {
+            clinic_shared::field_access::can_read_field(role, Table::TreatmentRecords, "notes")
+        });
+        chart.care.withheld &= reads_clinical;
+        chart.care.grant_ends_at = open.mirror.glass_grant_end(patient).await?;
+        Ok(Some(chart))
+    }
+
+    /// Asks the server for a patient's clinical records and puts them into
+    /// the mirror (a chart shows `care.withheld`): the patient may be in the
+    /// doctor's care now (a visit booked since), or under a glass grant made
+    /// on another desk. `ClientError::Server` with `not_in_care` when they
+    /// are not: the doctor may then break the glass. Needs a connection.
+    pub async fn clinical_records(&self, patient: Uuid) -> ClientResult<ChartCare> {
+        let open = self.open_user()?;
+        let (url, token) = open.session.require().await?;
+        let client_id = open.mirror.identity().await?.client_id;
+        let records = open
+            .sync
+            .transport()
+            .clinical(&url, &token, patient, client_id)
+            .await?;
+        let ends = records.grant_expires_at;
+        open.mirror.fill_in_clinical(records).await?;
+        Ok(ChartCare {
+            withheld: false,
+            grant_ends_at: ends,
+        })
+    }
+
+    /// Breaks the glass: reads the clinical records of a patient outside
+    /// the doctor's care, saying why (at least
+    /// [`clinic_shared::care::GLASS_REASON_MIN`] characters). The reason is
+    /// checked here first (the field is named), then recorded by the server
+    /// in the access log, shown to admins, before anything is sent. Returns
+    /// when the grant ends. Needs a connection.
+    pub async fn break_the_glass(&self, patient: Uuid, reason: &str) -> ClientResult<ChartCare> {
+        let reason = clinic_shared::care::check_reason(reason).map_err(|e| {
+            ClientError::Rejected(Box::new(clinic_shared::protocol::Rejection::validation(
+                vec![e],
+            )))
+        })?;
+        let open = self.open_user()?;
+        let (url, token) = open.session.require().await?;
+        let client_id = open.mirror.identity().await?.client_id;
+        let request = clinic_shared::protocol::GlassRequest {
+            reason,
+            client_id: Some(client_id),
+        };
+        let records = open
+            .sync
+            .transport()
+            .break_glass(&url, &token, patient, &request)
+            .await?;
+        let ends = records.grant_expires_at;
+        open.mirror.fill_in_clinical(records).await?;
+        Ok(ChartCare {
+            withheld: false,
+            grant_ends_at: ends,
+        })
     }
 
     /// Every staff member, by id.

@@ -101,6 +101,24 @@ pub struct Chart {
     pub payments: Vec<Entity<Payment>>,
     /// Referrals, newest first.
     pub referrals: Vec<Entity<Referral>>,
+    /// Whether this desk holds the patient's clinical text (see
+    /// `clinic_shared::care`).
+    pub care: ChartCare,
+}
+
+/// What a doctor's desk holds of a patient's clinical text.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+pub struct ChartCare {
+    /// Some treatment records or referrals arrived without their clinical
+    /// fields: the patient is not (or was not, when they arrived) in the
+    /// doctor's care. The desk asks the server again
+    /// ([`crate::ClinicClient::clinical_records`]); if the server says
+    /// `not_in_care`, the doctor may break the glass.
+    pub withheld: bool,
+    /// When this desk's glass grant for the patient ends, if one is in force.
+    #[ts(optional)]
+    pub grant_ends_at: Option<Timestamp>,
 }
 
 /// Every row of one table, typed, for the screens that list them.

@@ -19,9 +19,9 @@ use clinic_client::{
 use clinic_shared::model::{Role, Staff, Table, Timestamp};
 use clinic_shared::mutation::*;
 use clinic_shared::protocol::{
-    AccessLogResponse, ErrorBody, ErrorCode, HistoryResponse, LoginRequest, LoginResponse,
-    PasswordChangeRequest, PasswordChangeResponse, PullResponse, PushRequest, PushResponse,
-    RejectCode, ViewReport, ViewsRecorded,
+    AccessLogResponse, ClinicalRecords, ErrorBody, ErrorCode, GlassRequest, HistoryResponse,
+    LoginRequest, LoginResponse, PasswordChangeRequest, PasswordChangeResponse, PullResponse,
+    PushRequest, PushResponse, RejectCode, ViewReport, ViewsRecorded,
 };
 use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
@@ -166,6 +166,27 @@ impl Transport for InProcess {
     ) -> BoxFuture<'a, ClientResult<AccessLogResponse>> {
         let uri = format!("/v1/audit/access?patient={patient}");
         Box::pin(self.call(Method::GET, uri, Some(token), None))
+    }
+    fn clinical<'a>(
+        &'a self,
+        _server: &'a str,
+        token: &'a str,
+        patient: Uuid,
+        client_id: Uuid,
+    ) -> BoxFuture<'a, ClientResult<ClinicalRecords>> {
+        let uri = format!("/v1/patients/{patient}/clinical?client_id={client_id}");
+        Box::pin(self.call(Method::GET, uri, Some(token), None))
+    }
+    fn break_glass<'a>(
+        &'a self,
+        _server: &'a str,
+        token: &'a str,
+        patient: Uuid,
+        request: &'a GlassRequest,
+    ) -> BoxFuture<'a, ClientResult<ClinicalRecords>> {
+        let body = serde_json::to_string(request).unwrap();
+        let uri = format!("/v1/patients/{patient}/glass");
+        Box::pin(self.call(Method::POST, uri, Some(token), Some(body)))
     }
 }
 
@@ -764,5 +785,109 @@ async fn chart_views_reach_the_access_log_also_when_opened_offline() {
         Err(ClientError::Server(body)) => assert_eq!(body.code, ErrorCode::Forbidden),
         other => panic!("reception must not read the access log: {other:?}"),
     }
+    world.stop().await;
+}
+
+/// Care through the facade (clinic_shared::care): a doctor's chart of
+/// someone else's patient says its text is withheld; asking the server
+/// says why; breaking the glass needs a reason, fills the mirror in and
+/// says until when; at its end the text leaves the mirror again.
+#[tokio::test]
+async fn a_doctor_breaks_the_glass_for_someone_elses_patient_and_the_grant_ends() {
+    let world = World::new();
+    let doyle = world.desk("doctor").await;
+    let sato = world.desk("doctor2").await;
+    let patient = doyle.client.new_id();
+    doyle
+        .client
+        .mutate(Mutation::CreatePatient(CreatePatient {
+            id: patient,
+            first_name: "Ines".into(),
+            last_name: "Glas".into(),
+            date_of_birth: "1975-07-07".parse().unwrap(),
+            phone: None,
+            email: None,
+            address: None,
+        }))
+        .await
+        .unwrap();
+    let record = doyle.client.new_id();
+    doyle
+        .client
+        .mutate(Mutation::AddTreatmentRecord(AddTreatmentRecord {
+            id: record,
+            patient_id: patient,
+            appointment_id: None,
+            notes: "Night sweats, weight loss".into(),
+            diagnosis: "Under investigation".into(),
+            procedures: vec![],
+            recorded_at: "2026-12-01T08:00:00Z".parse().unwrap(),
+        }))
+        .await
+        .unwrap();
+    doyle.client.sync_once().await.unwrap();
+    sato.client.sync_once().await.unwrap();
+
+    let own = doyle.client.chart(patient).await.unwrap().unwrap();
+    assert!(!own.care.withheld, "her own patient");
+    let chart = sato.client.chart(patient).await.unwrap().unwrap();
+    assert!(chart.care.withheld);
+    assert_eq!(chart.treatment_records.len(), 1, "the record is listed");
+    assert_eq!(
+        chart.treatment_records[0].data.notes, "",
+        "its text is not here"
+    );
+    let asked = sato.client.clinical_records(patient).await.unwrap_err();
+    assert_eq!(asked.code(), "not_in_care");
+    // A word is not a reason: refused here, naming the field, nothing sent.
+    let short = sato
+        .client
+        .break_the_glass(patient, "urgent")
+        .await
+        .unwrap_err();
+    let ClientError::Rejected(r) = &short else {
+        panic!("{short:?}")
+    };
+    assert_eq!(r.fields[0].field, "reason");
+    assert!(
+        sato.client
+            .chart(patient)
+            .await
+            .unwrap()
+            .unwrap()
+            .care
+            .withheld
+    );
+
+    let granted = sato
+        .client
+        .break_the_glass(patient, "Seen in Dr. Doyle's absence, results due")
+        .await
+        .unwrap();
+    let ends = granted.grant_ends_at.expect("a grant ends");
+    let now = clinic_client::Clock::now(world.clock.as_ref());
+    assert_eq!(ends.unix() - now.unix(), 12 * 3600, "a shift");
+    let open = sato.client.chart(patient).await.unwrap().unwrap();
+    assert!(!open.care.withheld);
+    assert_eq!(open.care.grant_ends_at, Some(ends));
+    assert_eq!(
+        open.treatment_records[0].data.notes,
+        "Night sweats, weight loss"
+    );
+
+    // The shift is over: the text leaves this desk, and the server withholds it again.
+    world.clock.advance(12 * 3600 + 1);
+    let after = sato.client.chart(patient).await.unwrap().unwrap();
+    assert!(after.care.withheld);
+    assert_eq!(after.care.grant_ends_at, None);
+    assert_eq!(after.treatment_records[0].data.notes, "");
+    assert_eq!(
+        sato.client
+            .clinical_records(patient)
+            .await
+            .unwrap_err()
+            .code(),
+        "not_in_care"
+    );
     world.stop().await;
 }

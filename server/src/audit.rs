@@ -3,7 +3,10 @@
 //!
 //! What is recorded: rows of the tables with clinical fields
 //! (`Table::clinical_fields`: treatment records and referrals) sent with
-//! their content on pull, WebSocket catch-up and live batches; every
+//! any of those fields (a row whose clinical fields were withheld from the
+//! reader, by role or by care, is not clinical content) on pull, WebSocket
+//! catch-up and live batches, and on `GET /v1/patients/{id}/clinical`;
+//! every break of the glass, with its reason; every
 //! history read; every record the desk reports as opened
 //! (`POST /v1/audit/views`). Deliveries are aggregated: one entry per
 //! recipient, delivery (a pull answer, a catch-up page, a live batch),
@@ -180,6 +183,16 @@ pub fn deliveries(
         let Some(data) = &row.data else {
             continue; // a tombstone carries no content
         };
+        // Withheld from this reader (the field matrix, care): nothing
+        // clinical went out with it.
+        if !row
+            .table
+            .clinical_fields()
+            .iter()
+            .any(|f| data.get(f).is_some())
+        {
+            continue;
+        }
         let patient = patient_of(row.table, row.id, data);
         grouped
             .entry((patient, row.table.as_str()))
@@ -197,6 +210,7 @@ pub fn deliveries(
             patient_id,
             table,
             row_ids,
+            reason: None,
         })
         .collect()
 }
@@ -363,7 +377,10 @@ mod tests {
             id: Uuid::now_v7(),
             version: 1,
             deleted: !data,
-            data: data.then(|| json!({"patient_id": patient})),
+            data: data.then(|| match table {
+                Table::Referrals => json!({"patient_id": patient, "reason": "r"}),
+                _ => json!({"patient_id": patient, "notes": "n"}),
+            }),
         };
         let rows = vec![
             row(Table::TreatmentRecords, p1, true),
@@ -372,6 +389,12 @@ mod tests {
             row(Table::Referrals, p1, true),
             row(Table::TreatmentRecords, p2, false), // tombstone: no content
             row(Table::Appointments, p1, true),      // not clinical
+            // Clinical fields withheld (reception's referral, a doctor's
+            // record of someone else's patient): no clinical content.
+            SyncRow {
+                data: Some(json!({"patient_id": p2, "referred_to": "x"})),
+                ..row(Table::Referrals, p2, true)
+            },
         ];
         let at = Timestamp::from_unix(0).expect("time");
         let entries = deliveries(Uuid::nil(), None, AccessKind::Pull, &rows, at);

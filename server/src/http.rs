@@ -35,10 +35,10 @@ use clinic_shared::field_access;
 use clinic_shared::model::{Role, Staff, Table, Timestamp};
 use clinic_shared::permissions;
 use clinic_shared::protocol::{
-    AccessKind, AccessLogResponse, ErrorBody, ErrorCode, HistoryResponse, LoginRequest,
-    LoginResponse, PasswordChangeRequest, PasswordChangeResponse, PasswordResetRequest,
-    PullResponse, PushRequest, PushResponse, SessionsEnded, SignInEventsResponse, SignInKind,
-    ViewReport, ViewsRecorded, limits,
+    AccessKind, AccessLogResponse, ClinicalRecords, ErrorBody, ErrorCode, GlassRequest,
+    HistoryResponse, LoginRequest, LoginResponse, PasswordChangeRequest, PasswordChangeResponse,
+    PasswordResetRequest, PullResponse, PushRequest, PushResponse, SessionsEnded,
+    SignInEventsResponse, SignInKind, ViewReport, ViewsRecorded, limits,
 };
 use clinic_shared::validate;
 use futures_util::StreamExt;
@@ -158,7 +158,9 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
         ErrorCode::InvalidField => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::Unauthorized | ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
-        ErrorCode::Forbidden | ErrorCode::PasswordChangeRequired => StatusCode::FORBIDDEN,
+        ErrorCode::Forbidden | ErrorCode::PasswordChangeRequired | ErrorCode::NotInCare => {
+            StatusCode::FORBIDDEN
+        }
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::OutOfOrder | ErrorCode::Lagged | ErrorCode::SessionChanged => {
@@ -333,6 +335,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/push", post(push))
         .route("/v1/history/{table}/{id}", get(history))
         .route("/v1/audit/views", post(report_views))
+        .route("/v1/patients/{id}/clinical", get(clinical))
+        .route("/v1/patients/{id}/glass", post(break_the_glass))
         .route("/v1/audit/access", get(access_log))
         .route("/v1/audit/sign-ins", get(sign_ins))
         .route("/v1/staff/{id}/end-sessions", post(staff_end_sessions))
@@ -766,6 +770,8 @@ async fn pull(
     let mut page = blocking(move || storage.changes_page(&tables, cursor, limit, client)).await?;
     // Only the fields the role may read leave the server.
     field_access::redact_rows(caller.user.role, &mut page.rows);
+    // A doctor: clinical fields only of their own patients.
+    crate::care::deliver(&state, &caller.user, &mut page.rows).await?;
     // On record before it is delivered.
     let entries = audit::deliveries(
         caller.user.id,
@@ -825,18 +831,21 @@ async fn history(
         .or(latest.before.as_ref())
         .cloned()
         .unwrap_or_default();
+    let patient = audit::patient_of(table, id, &data);
     let entry = NewAccess {
         at: (state.config.clock)(),
         user_id: caller.user.id,
         client_id: None,
         kind: AccessKind::History,
-        patient_id: audit::patient_of(table, id, &data),
+        patient_id: patient,
         table,
         row_ids: vec![id],
+        reason: None,
     };
     state.audit.record_durable(vec![entry]).await?;
     // Before and after values: only the fields the role may read.
     field_access::redact_history(caller.user.role, table, &mut entries);
+    crate::care::deliver_history(&state, &caller.user, table, patient, &mut entries).await?;
     Ok(Json(HistoryResponse { table, id, entries }))
 }
 
@@ -899,11 +908,173 @@ async fn report_views(
             patient_id: audit::patient_of(view.table, view.id, &row.data),
             table: view.table,
             row_ids: vec![view.id],
+            reason: None,
         });
     }
     let recorded = entries.len();
     state.audit.record_durable(entries).await?;
     Ok(Json(ViewsRecorded { recorded }))
+}
+
+/// Query of `GET /v1/patients/{id}/clinical`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClinicalQuery {
+    /// The client installation asking (for the access log).
+    pub client_id: Option<Uuid>,
+}
+
+/// The patient of `/v1/patients/{id}/…`, which must exist.
+async fn patient_path(state: &AppState, id: &str) -> ApiResult<Uuid> {
+    let id = Uuid::parse_str(id).map_err(|_| {
+        ApiError(ErrorBody::new(ErrorCode::InvalidField, "the id is not a UUID").with_field("id"))
+    })?;
+    let storage = state.storage.clone();
+    let row = blocking(move || storage.current_row(Table::Patients, id)).await?;
+    if row.is_none_or(|r| r.deleted) {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no patient {id}"),
+        ));
+    }
+    Ok(id)
+}
+
+/// Only roles that read clinical fields ask for them.
+fn clinical_reader(caller: &Caller) -> ApiResult<()> {
+    let reads = Table::TreatmentRecords
+        .clinical_fields()
+        .iter()
+        .any(|f| field_access::can_read_field(caller.user.role, Table::TreatmentRecords, f));
+    if !reads {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("role {} does not read clinical records", caller.user.role),
+        ));
+    }
+    Ok(())
+}
+
+/// The patient's clinical rows, on record as delivered (`kind`), with the
+/// grant's end when a break of the glass is what lets the caller read them.
+async fn send_clinical(
+    state: &AppState,
+    caller: &Caller,
+    patient: Uuid,
+    client_id: Option<Uuid>,
+    grant_expires_at: Option<Timestamp>,
+) -> ApiResult<Json<ClinicalRecords>> {
+    let storage = state.storage.clone();
+    let mut rows = blocking(move || storage.clinical_rows(patient)).await?;
+    field_access::redact_rows(caller.user.role, &mut rows);
+    let entries = audit::deliveries(
+        caller.user.id,
+        client_id,
+        AccessKind::Clinical,
+        &rows,
+        (state.config.clock)(),
+    );
+    if !entries.is_empty() {
+        state.audit.record_durable(entries).await?;
+    }
+    Ok(Json(ClinicalRecords {
+        patient_id: patient,
+        rows,
+        grant_expires_at,
+    }))
+}
+
+/// The end of `doctor`'s grant for `patient`, if one is in force.
+async fn grant_end(state: &AppState, doctor: Uuid, patient: Uuid) -> ApiResult<Option<Timestamp>> {
+    let storage = state.storage.clone();
+    let last = blocking(move || storage.last_glass(doctor, patient)).await?;
+    let now = (state.config.clock)();
+    let grant = i64::try_from(state.config.glass_grant.as_secs()).unwrap_or(i64::MAX);
+    Ok(last
+        .and_then(|at| Timestamp::from_unix(at.unix().saturating_add(grant)))
+        .filter(|end| end.unix() > now.unix()))
+}
+
+/// `GET /v1/patients/{id}/clinical`: a patient's treatment records and
+/// referrals in full, for a reader whose care includes them (a doctor's
+/// own patient, or one they broke the glass for; admins always). The desk
+/// asks when a chart it opens holds records whose clinical fields were
+/// withheld: the patient may have come into care since they arrived.
+async fn clinical(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    StrictQuery(q): StrictQuery<ClinicalQuery>,
+) -> ApiResult<Json<ClinicalRecords>> {
+    clinical_reader(&caller)?;
+    let patient = patient_path(&state, &id).await?;
+    if let Some(client_id) = q.client_id {
+        check_client(&state, &caller, client_id).await?;
+    }
+    let mut expires = None;
+    if clinic_shared::care::applies(caller.user.role) {
+        let patients = crate::care::care_set(&state, caller.user.id).await?;
+        if !patients.contains(&patient) {
+            return Err(ApiError::new(
+                ErrorCode::NotInCare,
+                "this patient is not in your care: break the glass, saying why, to read their clinical records",
+            ));
+        }
+        // In care by a grant alone: say when it ends. (By a visit, a record
+        // or a referral too: it does not end.)
+        let lasting = crate::care::lasting_care_set(&state, caller.user.id).await?;
+        if !lasting.contains(&patient) {
+            expires = grant_end(&state, caller.user.id, patient).await?;
+        }
+    }
+    send_clinical(&state, &caller, patient, q.client_id, expires).await
+}
+
+/// `POST /v1/patients/{id}/glass`: a doctor breaks the glass to read the
+/// clinical records of a patient outside their care. The typed reason goes
+/// to the access log (hash-chained, shown to admins) before anything is
+/// sent; the grant lasts `Config::glass_grant` and reaches every delivery
+/// path (pull, WebSocket, history) at once. Answers the records.
+async fn break_the_glass(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<ClinicalRecords>> {
+    if !clinic_shared::care::applies(caller.user.role) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            if caller.user.role == Role::Admin {
+                "administrators read every record without breaking the glass".to_owned()
+            } else {
+                format!("role {} does not read clinical records", caller.user.role)
+            },
+        ));
+    }
+    let request: GlassRequest = json_body(body)?;
+    let patient = patient_path(&state, &id).await?;
+    let reason = clinic_shared::care::check_reason(&request.reason).map_err(|e| {
+        ApiError(ErrorBody::new(ErrorCode::InvalidField, e.message).with_field("reason"))
+    })?;
+    if let Some(client_id) = request.client_id {
+        check_client(&state, &caller, client_id).await?;
+    }
+    let now = (state.config.clock)();
+    let entry = NewAccess {
+        at: now,
+        user_id: caller.user.id,
+        client_id: request.client_id,
+        kind: AccessKind::BreakTheGlass,
+        patient_id: Some(patient),
+        table: Table::TreatmentRecords,
+        row_ids: Vec::new(),
+        reason: Some(reason),
+    };
+    state.audit.record_durable(vec![entry]).await?;
+    tracing::info!(user = %caller.user.id, "a doctor broke the glass");
+    let grant = i64::try_from(state.config.glass_grant.as_secs()).unwrap_or(i64::MAX);
+    let expires = Timestamp::from_unix(now.unix().saturating_add(grant));
+    send_clinical(&state, &caller, patient, request.client_id, expires).await
 }
 
 /// Query of the paged audit listings.

@@ -22,6 +22,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod blocking;
+pub mod care;
 pub mod cluster;
 pub mod datadir;
 pub mod demo;
@@ -109,6 +110,9 @@ pub struct Config {
     /// How long the metrics keep the figures that cost a storage query
     /// (database size, open sessions) before reading them again.
     pub metrics_refresh: Duration,
+    /// How long a doctor's break of the glass lets them read a patient's
+    /// clinical records (from the moment they broke it).
+    pub glass_grant: Duration,
 }
 
 impl Default for Config {
@@ -130,6 +134,7 @@ impl Default for Config {
             clock: system_clock(),
             tls: None,
             metrics_refresh: Duration::from_secs(5),
+            glass_grant: Duration::from_secs(clinic_shared::care::DEFAULT_GLASS_GRANT_SECONDS),
         }
     }
 }

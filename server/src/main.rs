@@ -114,6 +114,15 @@ enum Command {
         /// before reading them again, in ms.
         #[arg(long, default_value_t = 5000, hide = true)]
         metrics_refresh_ms: u64,
+        /// How long a doctor's break of the glass lets them read the
+        /// clinical records of a patient outside their care, in minutes
+        /// (default: 720, a shift). Counted from when they broke it, for
+        /// grants already made too.
+        #[arg(long, env = "CLINIC_GLASS_GRANT_MINUTES", default_value_t = 720, value_parser = clap::value_parser!(u64).range(1..=10080))]
+        glass_grant_minutes: u64,
+        /// The same in seconds, for tests (wins over minutes).
+        #[arg(long, hide = true)]
+        glass_grant_secs: Option<u64>,
     },
     /// Print a running server's figures for a person (uptime, connections,
     /// mutations, commit latency, database size, sessions, sign-in
@@ -394,6 +403,8 @@ fn main() -> anyhow::Result<()> {
             security_poll_ms,
             metrics_listen,
             metrics_refresh_ms,
+            glass_grant_minutes,
+            glass_grant_secs,
         } => {
             let tls = choose_tls(&dir, tls_cert, tls_key, insecure_http)?;
             let time_zone = match time_zone {
@@ -409,6 +420,9 @@ fn main() -> anyhow::Result<()> {
                 demo,
                 external_poll: std::time::Duration::from_millis(external_poll_ms.max(10)),
                 metrics_refresh: std::time::Duration::from_millis(metrics_refresh_ms),
+                glass_grant: std::time::Duration::from_secs(
+                    glass_grant_secs.unwrap_or(glass_grant_minutes * 60).max(1),
+                ),
                 security_poll: std::time::Duration::from_millis(security_poll_ms.max(10)),
                 throttle: ThrottlePolicy {
                     free_failures_per_user: signin_free_failures,

@@ -329,6 +329,9 @@ impl Session {
                 return self.end(ErrorCode::SessionChanged, reason).await;
             }
             field_access::redact_rows(self.caller.user.role, &mut page.rows);
+            crate::care::deliver(&self.state, &self.caller.user, &mut page.rows)
+                .await
+                .map_err(|_| Stop::Close(1011, "database error"))?;
             self.audit(AccessKind::WsCatchUp, &page.rows).await;
             self.cursor = page.cursor;
             if !page.rows.is_empty() || page.last_mutation_id.is_some() || !page.more {
@@ -436,6 +439,11 @@ impl Session {
             .collect();
         // The batch is shared by every subscriber; each gets its role's fields.
         field_access::redact_rows(self.caller.user.role, &mut rows);
+        // A doctor: clinical fields only of their own patients (read after
+        // the batch committed, so a booking in it already counts).
+        crate::care::deliver(&self.state, &self.caller.user, &mut rows)
+            .await
+            .map_err(|_| Stop::Close(1011, "database error"))?;
         let ack = batch.ack_for(self.client_id);
         self.audit(AccessKind::WsLive, &rows).await;
         self.cursor = batch.last_seq;

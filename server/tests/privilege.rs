@@ -278,12 +278,21 @@ async fn a_doctor_edits_only_their_own_records_unless_an_admin_hands_one_over() 
     let mut admin = Api::login(&server, "admin").await;
     let mut doctor = Api::login(&server, "doctor").await;
     let mut doctor2 = Api::login(&server, "doctor2").await;
-    let patient = admin
-        .table(Table::Patients)
-        .await
-        .into_keys()
-        .next()
-        .unwrap();
+    // A new patient: nobody's yet (no visit with the demo clinic's doctors).
+    let patient = Uuid::now_v7();
+    applied_seq(
+        &admin
+            .push_one(Mutation::CreatePatient(CreatePatient {
+                id: patient,
+                first_name: "Hana".into(),
+                last_name: "Over".into(),
+                date_of_birth: "1980-01-02".parse().unwrap(),
+                phone: None,
+                email: None,
+                address: None,
+            }))
+            .await,
+    );
     let add = AddTreatmentRecord {
         id: Uuid::now_v7(),
         patient_id: patient,
@@ -323,7 +332,8 @@ async fn a_doctor_edits_only_their_own_records_unless_an_admin_hands_one_over() 
     );
     let row = doctor2.table(Table::TreatmentRecords).await[&record].clone();
     assert_eq!(row.version, created, "no change");
-    assert_eq!(row.data.unwrap()["notes"], "Initial note");
+    // Not doctor2's patient: the record without its clinical text (care).
+    assert!(row.data.unwrap().get("notes").is_none());
     // The author may.
     let mine = applied_seq(&doctor.push_one(edit(created, "Amended by author")).await);
 
@@ -359,6 +369,9 @@ async fn a_doctor_edits_only_their_own_records_unless_an_admin_hands_one_over() 
         })
     );
     assert!(refused.message.contains(&doctor2.user.display_name));
+    // Responsible now, so the patient is doctor2's: the text arrives.
+    let row = doctor2.table(Table::TreatmentRecords).await[&record].clone();
+    assert_eq!(row.data.unwrap()["notes"], "Amended after hand-over");
 
     // The change log has it all: the author's create, the admin's hand-over.
     let r = admin

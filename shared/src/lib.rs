@@ -8,6 +8,7 @@
 //! - [`validate`]: field rules; every error names its field.
 //! - [`permissions`]: the role matrix.
 //! - [`field_access`]: the field-level read matrix and the redaction of rows.
+//! - [`care`]: whose clinical records a doctor receives; breaking the glass.
 //! - [`apply`]: from an intent and current rows to row writes, with the
 //!   clinic rules (shared by server and client).
 //! - [`conflict`]: the field-conflict rule for updates based on an old version.
@@ -19,6 +20,7 @@
 //! - [`time`]: the clinic's time zone: local days and times to UTC instants.
 
 pub mod apply;
+pub mod care;
 pub mod codec;
 pub mod conflict;
 pub mod field_access;

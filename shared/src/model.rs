@@ -366,11 +366,14 @@ pub struct TreatmentRecord {
     /// The visit it belongs to, if any.
     #[serde(default)]
     pub appointment_id: Option<Uuid>,
-    /// Clinical notes.
+    /// Clinical notes. Withheld from a doctor for a patient outside their
+    /// care (see [`crate::care`]), so it decodes as empty there.
+    #[serde(default)]
     pub notes: String,
-    /// Diagnosis.
+    /// Diagnosis (withheld like `notes`).
+    #[serde(default)]
     pub diagnosis: String,
-    /// Procedures performed.
+    /// Procedures performed (withheld like `notes`).
     #[serde(default)]
     pub procedures: Vec<String>,
     /// When the doctor recorded it (client clock).

@@ -78,6 +78,10 @@ pub enum ErrorCode {
     /// The password was reset by an administrator (or no longer meets the
     /// policy): change it with `POST /v1/password` before anything else.
     PasswordChangeRequired,
+    /// The patient is not in the caller's care (see `care`): their clinical
+    /// records are read only after breaking the glass
+    /// (`POST /v1/patients/{id}/glass`).
+    NotInCare,
     /// A server fault; nothing was written.
     Internal,
 }
@@ -633,6 +637,12 @@ pub enum AccessKind {
     WsCatchUp,
     /// Rows were sent in a live WebSocket batch.
     WsLive,
+    /// A doctor broke the glass for a patient outside their care; `reason`
+    /// is what they typed.
+    BreakTheGlass,
+    /// A patient's clinical records were sent in answer to
+    /// `GET /v1/patients/{id}/clinical` or a break of the glass.
+    Clinical,
 }
 
 impl AccessKind {
@@ -644,6 +654,8 @@ impl AccessKind {
             AccessKind::Pull => "pull",
             AccessKind::WsCatchUp => "ws_catch_up",
             AccessKind::WsLive => "ws_live",
+            AccessKind::BreakTheGlass => "break_the_glass",
+            AccessKind::Clinical => "clinical",
         }
     }
 }
@@ -657,6 +669,8 @@ impl std::str::FromStr for AccessKind {
             AccessKind::Pull,
             AccessKind::WsCatchUp,
             AccessKind::WsLive,
+            AccessKind::BreakTheGlass,
+            AccessKind::Clinical,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -687,6 +701,41 @@ pub struct AccessLogEntry {
     pub table: Table,
     /// The records delivered (ids only; never content).
     pub row_ids: Vec<Uuid>,
+    /// Why, for a break of the glass: what the doctor typed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/patients/{id}/glass` body: a doctor reads the clinical records
+/// of a patient outside their care, saying why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+#[serde(deny_unknown_fields)]
+pub struct GlassRequest {
+    /// Why (at least `care::GLASS_REASON_MIN` characters, trimmed).
+    pub reason: String,
+    /// The client installation asking, when it is one (for the access log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub client_id: Option<Uuid>,
+}
+
+/// A patient's clinical records in full, for a doctor whose care includes
+/// them (`GET /v1/patients/{id}/clinical`, `POST /v1/patients/{id}/glass`):
+/// their treatment records and referrals at their current versions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+pub struct ClinicalRecords {
+    /// The patient.
+    pub patient_id: Uuid,
+    /// The rows, clinical fields included (tombstones left out).
+    pub rows: Vec<SyncRow>,
+    /// When the caller's glass grant for the patient ends; absent when the
+    /// patient is in their care for another reason (then it does not end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub grant_expires_at: Option<Timestamp>,
 }
 
 /// `GET /v1/audit/access?patient=ID` answer, newest first.

@@ -23,6 +23,8 @@ pub enum FieldCode {
     Required,
     /// Longer than `max` characters (or bytes, for passwords).
     TooLong,
+    /// Shorter than `min` characters.
+    TooShort,
     /// Contains control characters.
     ControlCharacters,
     /// Not a phone number.

@@ -29,9 +29,10 @@ use clinic_shared::mutation::{
     UpdateTreatmentRecord, VoidInvoice,
 };
 use clinic_shared::protocol::{
-    AccessKind, AccessLogEntry, AccessLogResponse, PasswordChangeRequest, PasswordChangeResponse,
-    PasswordResetRequest, SessionsEnded, SignInEvent, SignInEventsResponse, SignInKind,
-    SignInOutcome, ViewReport, ViewedRecord, ViewsRecorded,
+    AccessKind, AccessLogEntry, AccessLogResponse, ClinicalRecords, GlassRequest,
+    PasswordChangeRequest, PasswordChangeResponse, PasswordResetRequest, SessionsEnded,
+    SignInEvent, SignInEventsResponse, SignInKind, SignInOutcome, ViewReport, ViewedRecord,
+    ViewsRecorded,
 };
 use clinic_shared::protocol::{ClashWith, ReferenceProblem, RejectionDetail, Rule};
 use clinic_shared::protocol::{
@@ -965,6 +966,18 @@ fn access_log_response() {
         patient_id: id(PATIENT),
         entries: vec![
             AccessLogEntry {
+                seq: 10,
+                at: ts("2026-11-23T09:32:00Z"),
+                user_id: id(DOCTOR),
+                user_name: Some("Dr. Léa Moreau".into()),
+                client_id: Some(id(CLIENT)),
+                kind: AccessKind::BreakTheGlass,
+                patient_id: Some(id(PATIENT)),
+                table: Table::TreatmentRecords,
+                row_ids: vec![],
+                reason: Some("Collapsed in the waiting room; her doctor is away".into()),
+            },
+            AccessLogEntry {
                 seq: 9,
                 at: ts("2026-11-23T09:31:00Z"),
                 user_id: id(DOCTOR),
@@ -974,6 +987,7 @@ fn access_log_response() {
                 patient_id: Some(id(PATIENT)),
                 table: Table::TreatmentRecords,
                 row_ids: vec![id(TREATMENT)],
+                reason: None,
             },
             AccessLogEntry {
                 seq: 4,
@@ -985,11 +999,46 @@ fn access_log_response() {
                 patient_id: Some(id(PATIENT)),
                 table: Table::TreatmentRecords,
                 row_ids: vec![id(TREATMENT)],
+                reason: None,
             },
         ],
         next_before: Some(4),
     };
     golden("access_log_response", &body);
+}
+
+#[test]
+fn glass_and_clinical_records() {
+    golden(
+        "glass_request",
+        &GlassRequest {
+            reason: "Collapsed in the waiting room; her doctor is away".into(),
+            client_id: Some(id(CLIENT)),
+        },
+    );
+    golden(
+        "clinical_records",
+        &ClinicalRecords {
+            patient_id: id(PATIENT),
+            rows: vec![SyncRow {
+                table: Table::TreatmentRecords,
+                id: id(TREATMENT),
+                version: 41,
+                deleted: false,
+                data: Some(serde_json::json!({
+                    "id": id(TREATMENT),
+                    "patient_id": id(PATIENT),
+                    "doctor_id": id(DOCTOR),
+                    "appointment_id": null,
+                    "notes": "Chest pain at rest",
+                    "diagnosis": "Suspected angina",
+                    "procedures": ["ECG"],
+                    "recorded_at": "2026-11-23T09:30:00Z"
+                })),
+            }],
+            grant_expires_at: Some(ts("2026-11-23T21:32:00Z")),
+        },
+    );
 }
 
 #[test]

@@ -8,7 +8,7 @@ import { execFileSync } from "node:child_process";
 import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, test } from "node:test";
-import { byTest, caFile, clinic, root, startApp, startProxy, startServer, tempDir, until } from "./harness.mjs";
+import { byTest, caFile, clinic, root, serverAdmin, startApp, startProxy, startServer, tempDir, until } from "./harness.mjs";
 
 const ZONE = "Europe/Berlin";
 let server, proxy, a, b, stopA, stopB, cli, ca;
@@ -661,4 +661,45 @@ test("12. registering someone already on file warns with who it is and opens the
   await click(a, "patient-duplicate-open");
   await until(a, "Anna's chart instead of a second Anna", async () => (await text(a, "chart-name")) === "Anna Meyer");
   assert.ok(!(await exists(a, "patient-form")));
+});
+
+test("13. a doctor sees who else's patient a chart is, breaks the glass with a reason, and reads the notes", async () => {
+  // Dr. Sato (doctor2, on the command line) treats a new patient; B is Dr. Doyle's desk since test 11.
+  const satoDir = tempDir("clinic-desk-sato-");
+  clinic(satoDir, ["--server", server.url, "login", "--username", "doctor2", "--password-stdin"], "demo\n", ca);
+  const sato = (args) => clinic(satoDir, args, undefined, ca);
+  const erik = cli(["patients", "add", "--first-name", "Erik", "--last-name", "Sund", "--date-of-birth", "1966-05-05"]).id;
+  cli(["sync"]);
+  sato(["sync"]);
+  const notes = "Breathless on exertion since the flu, crackles at both bases";
+  sato(["records", "add", "--patient", erik, "--notes", notes, "--diagnosis", "Suspected heart failure"]);
+  await live(b);
+  await openPatient(b, "Sund", "Sund, Erik");
+  // Not her patient: the record is listed, its text is not on her desk, and she is told why.
+  await untilText(b, "care-notice-text", /^Erik Sund is not your patient, so their clinical notes, diagnoses and referral reasons are hidden on this desk\./, 30000);
+  await until(b, "the record listed without its text", async () => (await rowsText(b, "record")).some((r) => r.startsWith("Diagnosis and notes hidden") && r.includes("Dr. Sam Sato")));
+  assert.doesNotMatch(await b.execute(() => document.body.innerText), /Breathless|heart failure/);
+  await noDeveloperText(b);
+  await screenshot(b, "care-notice");
+  // Breaking the glass asks why; a word is not a reason.
+  await click(b, "glass-open");
+  await until(b, "the dialog", async () => exists(b, "glass"));
+  await type(b, "glass-reason", "urgent");
+  await click(b, "glass-confirm");
+  await untilText(b, "glass-error", /^Reason is too short \(at least 10 characters\)\.$/);
+  assert.doesNotMatch(await b.execute(() => document.body.innerText), /Breathless/);
+  await type(b, "glass-reason", "Collapsed at reception, Dr. Sato is away today");
+  await click(b, "glass-confirm");
+  await until(b, "the dialog closed", async () => !(await exists(b, "glass")));
+  await untilLastText(b, "toast-text", /^You broke the glass for Erik Sund: their clinical notes are open to you until \d{1,2}:\d\d [AP]M\. An administrator can see that you did, and why\.$/);
+  await until(b, "the notes on the chart", async () => (await rowsText(b, "record")).some((r) => r.includes(notes)));
+  await untilText(b, "care-grant", /^You broke the glass for Erik Sund: their clinical notes are open to you until \d{1,2}:\d\d [AP]M\.$/);
+  assert.ok(!(await exists(b, "care-notice")));
+  await noDeveloperText(b);
+  await screenshot(b, "glass-broken");
+  // On record for the admins, with her reason (the server's own audit command).
+  const log = serverAdmin(serverDir, ["audit", "access", "--patient", erik]).trim().split("\n").map((l) => JSON.parse(l));
+  const broke = log.find((e) => e.kind === "break_the_glass");
+  assert.equal(broke?.reason, "Collapsed at reception, Dr. Sato is away today");
+  assert.equal(broke?.user_name, "Dr. Dana Doyle");
 });

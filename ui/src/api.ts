@@ -5,6 +5,7 @@ import type { AccessLogResponse } from "./bindings/AccessLogResponse";
 import { errorSentence } from "./lib/errors";
 import type { Appointment } from "./bindings/Appointment";
 import type { Chart } from "./bindings/Chart";
+import type { ChartCare } from "./bindings/ChartCare";
 import type { Delivery } from "./bindings/Delivery";
 import type { DeskSettings } from "./bindings/DeskSettings";
 import type { Entity } from "./bindings/Entity";
@@ -62,6 +63,8 @@ export const api = {
   deskSettings: () => invoke<DeskSettings>("desk_settings"),
   reportView: (table: Table, id: string) => invoke<void>("report_view", { table, id }),
   accessLog: (patientId: string) => invoke<AccessLogResponse>("access_log", { patientId }),
+  clinicalRecords: (patientId: string) => invoke<ChartCare>("clinical_records", { patientId }),
+  breakTheGlass: (patientId: string, reason: string) => invoke<ChartCare>("break_the_glass", { patientId, reason }),
   row: (table: Table, id: string) => invoke<Row | null>("row", { table, id }),
   patients: () => invoke<Entity<Patient>[]>("patients"),
   searchPatients: (query: string, limit = 200) => invoke<Entity<Patient>[]>("search_patients", { query, limit }),

@@ -90,6 +90,25 @@ impl MetaValue for MirrorRebuilt {
     }
 }
 
+/// Glass grants this desk was given: patient → when the grant ends.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct GlassGrants(pub std::collections::BTreeMap<Uuid, Timestamp>);
+
+impl MetaValue for GlassGrants {
+    fn encode(&self) -> ClientResult<String> {
+        Ok(serde_json::to_string(self)?)
+    }
+    fn decode(text: &str) -> ClientResult<Self> {
+        Ok(serde_json::from_str(text)?)
+    }
+}
+
+/// The glass grants in force on this desk (see `mirror::care`).
+pub(crate) const GLASS_GRANTS: Key<GlassGrants> = key("glass_grants");
+/// Patients the server said are in the doctor's care for good (a visit, a
+/// record, a referral this mirror may not hold yet), with when it said so.
+pub(crate) const CARE_CONFIRMED: Key<GlassGrants> = key("care_confirmed");
+
 /// A key of the `meta` table with the type of its value.
 pub(crate) struct Key<T> {
     pub name: &'static str,

@@ -20,6 +20,7 @@
 //! only what changed.
 
 pub(crate) mod account;
+pub(crate) mod care;
 mod meta;
 pub(crate) mod outbox;
 pub(crate) mod remote;
@@ -218,6 +219,45 @@ impl Mirror {
             Ok((event.clone(), Some(event)))
         })
         .await
+    }
+
+    /// Fills in a patient's clinical fields from the server's answer (see
+    /// [`care::fill_in`]).
+    pub(crate) async fn fill_in_clinical(
+        &self,
+        records: clinic_shared::protocol::ClinicalRecords,
+    ) -> ClientResult<()> {
+        self.write(move |conn, now| {
+            let event = care::fill_in(
+                conn,
+                records.patient_id,
+                &records.rows,
+                records.grant_expires_at,
+                now,
+            )?;
+            Ok(((), Some(event)))
+        })
+        .await
+    }
+
+    /// When this desk's glass grant for `patient` ends, if one is in force.
+    pub(crate) async fn glass_grant_end(
+        &self,
+        patient: uuid::Uuid,
+    ) -> ClientResult<Option<Timestamp>> {
+        let now = self.clock.now();
+        self.read(move |c| care::grant_end(c, patient, now)).await
+    }
+
+    /// Keeps only the clinical text `doctor` may hold before they read
+    /// `patient`'s chart (see [`care::enforce`]).
+    pub(crate) async fn enforce_care(
+        &self,
+        doctor: uuid::Uuid,
+        patient: uuid::Uuid,
+    ) -> ClientResult<()> {
+        self.write(move |conn, now| Ok(((), care::enforce(conn, doctor, patient, now)?)))
+            .await
     }
 
     /// Whether the server was restored since the mirror synced with it; if

@@ -260,7 +260,28 @@ fn chart(conn: &Connection, patient: Uuid) -> ClientResult<Option<Chart>> {
             &[&id],
         )?,
         referrals: entities(conn, &of("referrals", "created_at"), &[&id])?,
+        care: crate::types::ChartCare {
+            withheld: clinical_missing(conn, &id)?,
+            grant_ends_at: None,
+        },
     }))
+}
+
+/// Whether a treatment record or referral of the patient lacks one of its
+/// clinical fields in the mirror (withheld by the server; the facade
+/// decides whether the role would read it). `procedures` is left out: rows
+/// written before it existed lack it without anything being withheld.
+fn clinical_missing(conn: &Connection, patient: &str) -> ClientResult<bool> {
+    let missing: bool = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM visible WHERE deleted = 0
+                AND json_extract(data, '$.patient_id') = ?1
+                AND ((tbl = 'treatment_records' AND (json_type(data, '$.notes') IS NULL
+                        OR json_type(data, '$.diagnosis') IS NULL))
+                  OR (tbl = 'referrals' AND json_type(data, '$.reason') IS NULL)))",
+        )?
+        .query_row([patient], |r| r.get(0))?;
+    Ok(missing)
 }
 
 /// One visible row of any table (not deleted).

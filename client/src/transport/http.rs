@@ -5,9 +5,9 @@ use super::{PullQuery, offline};
 use crate::error::{ClientError, ClientResult};
 use clinic_shared::model::{Staff, Table};
 use clinic_shared::protocol::{
-    AccessLogResponse, ErrorBody, ErrorCode, HistoryResponse, LoginRequest, LoginResponse,
-    PasswordChangeRequest, PasswordChangeResponse, PullResponse, PushRequest, PushResponse,
-    ViewReport, ViewsRecorded,
+    AccessLogResponse, ClinicalRecords, ErrorBody, ErrorCode, GlassRequest, HistoryResponse,
+    LoginRequest, LoginResponse, PasswordChangeRequest, PasswordChangeResponse, PullResponse,
+    PushRequest, PushResponse, ViewReport, ViewsRecorded,
 };
 use std::time::Duration;
 use uuid::Uuid;
@@ -191,6 +191,41 @@ impl HttpRequests {
                 .get(format!("{server}/v1/audit/access?patient={patient}"))
                 .bearer_auth(token)
                 .timeout(self.timeout),
+        )
+        .await
+    }
+
+    pub(super) async fn clinical(
+        &self,
+        server: &str,
+        token: &str,
+        patient: Uuid,
+        client_id: Uuid,
+    ) -> ClientResult<ClinicalRecords> {
+        answer(
+            self.client
+                .get(format!(
+                    "{server}/v1/patients/{patient}/clinical?client_id={client_id}"
+                ))
+                .bearer_auth(token)
+                .timeout(self.timeout),
+        )
+        .await
+    }
+
+    pub(super) async fn break_glass(
+        &self,
+        server: &str,
+        token: &str,
+        patient: Uuid,
+        request: &GlassRequest,
+    ) -> ClientResult<ClinicalRecords> {
+        answer(
+            self.client
+                .post(format!("{server}/v1/patients/{patient}/glass"))
+                .bearer_auth(token)
+                .timeout(self.timeout)
+                .json(request),
         )
         .await
     }

@@ -20,9 +20,9 @@ mod websocket;
 use crate::error::{ClientError, ClientResult};
 use clinic_shared::model::{Staff, Table};
 use clinic_shared::protocol::{
-    AccessLogResponse, ClientMessage, HistoryResponse, LoginRequest, LoginResponse,
-    PasswordChangeRequest, PasswordChangeResponse, PullResponse, PushRequest, PushResponse,
-    ServerMessage, ViewReport, ViewsRecorded,
+    AccessLogResponse, ClientMessage, ClinicalRecords, GlassRequest, HistoryResponse, LoginRequest,
+    LoginResponse, PasswordChangeRequest, PasswordChangeResponse, PullResponse, PushRequest,
+    PushResponse, ServerMessage, ViewReport, ViewsRecorded,
 };
 use futures_util::future::BoxFuture;
 use std::time::Duration;
@@ -99,6 +99,24 @@ pub trait Transport: Send + Sync + 'static {
         token: &'a str,
         patient: Uuid,
     ) -> BoxFuture<'a, ClientResult<AccessLogResponse>>;
+    /// `GET /v1/patients/{id}/clinical`: a patient's clinical records in
+    /// full, when they are in the caller's care (`not_in_care` if not).
+    fn clinical<'a>(
+        &'a self,
+        server: &'a str,
+        token: &'a str,
+        patient: Uuid,
+        client_id: Uuid,
+    ) -> BoxFuture<'a, ClientResult<ClinicalRecords>>;
+    /// `POST /v1/patients/{id}/glass`: breaks the glass for a patient
+    /// outside the caller's care, with the reason; answers their records.
+    fn break_glass<'a>(
+        &'a self,
+        server: &'a str,
+        token: &'a str,
+        patient: Uuid,
+        request: &'a GlassRequest,
+    ) -> BoxFuture<'a, ClientResult<ClinicalRecords>>;
 }
 
 /// An open live link: messages both ways, in order.
@@ -295,6 +313,35 @@ impl Transport for NetTransport {
             let net = self.net();
             self.guarded(server, net.http.access_log(server, token, patient))
                 .await
+        })
+    }
+    fn clinical<'a>(
+        &'a self,
+        server: &'a str,
+        token: &'a str,
+        patient: Uuid,
+        client_id: Uuid,
+    ) -> BoxFuture<'a, ClientResult<ClinicalRecords>> {
+        Box::pin(async move {
+            let net = self.net();
+            self.guarded(server, net.http.clinical(server, token, patient, client_id))
+                .await
+        })
+    }
+    fn break_glass<'a>(
+        &'a self,
+        server: &'a str,
+        token: &'a str,
+        patient: Uuid,
+        request: &'a GlassRequest,
+    ) -> BoxFuture<'a, ClientResult<ClinicalRecords>> {
+        Box::pin(async move {
+            let net = self.net();
+            self.guarded(
+                server,
+                net.http.break_glass(server, token, patient, request),
+            )
+            .await
         })
     }
 }

@@ -96,7 +96,7 @@ pub fn change_hash(previous: &str, c: &Change) -> String {
 /// The hash of access-log entry `entry` at `seq`, following an entry with
 /// hash `previous`.
 pub fn access_hash(previous: &str, seq: u64, entry: &NewAccess) -> String {
-    let content = json!([
+    let mut content = json!([
         "access",
         seq,
         entry.at.to_string(),
@@ -107,6 +107,11 @@ pub fn access_hash(previous: &str, seq: u64, entry: &NewAccess) -> String {
         entry.table.as_str(),
         entry.row_ids,
     ]);
+    // A reason (breaking the glass) is chained with the entry; entries
+    // without one hash as they did before reasons existed.
+    if let (Some(reason), Some(items)) = (&entry.reason, content.as_array_mut()) {
+        items.push(json!(reason));
+    }
     link(previous, &content)
 }
 

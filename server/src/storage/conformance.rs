@@ -71,6 +71,134 @@ pub fn run_all(fresh: &dyn Fn() -> Box<dyn Storage>) -> Result<(), Failed> {
     appointment_ranges(fresh().as_ref())?;
     server_epochs_and_restores(fresh().as_ref())?;
     size_and_open_sessions(fresh().as_ref())?;
+    care_and_glass(fresh().as_ref())?;
+    Ok(())
+}
+
+/// Care (`clinic_shared::care`): a doctor's patients are those of their
+/// appointments, treatment records and referrals, and of their breaks of
+/// the glass from `glass_since` on; a reason is kept with its entry and
+/// chained; the clinical rows of a patient are theirs alone, live only.
+fn care_and_glass(s: &dyn Storage) -> Result<(), Failed> {
+    let (doctor, other) = (Uuid::now_v7(), Uuid::now_v7());
+    let [
+        by_visit,
+        by_record,
+        by_referral,
+        by_glass,
+        not_mine,
+        deleted,
+    ] = [(); 6].map(|_| Uuid::now_v7());
+    let record = Uuid::now_v7();
+    let rows = [
+        (
+            Table::Appointments,
+            json!({"doctor_id": doctor, "patient_id": by_visit}),
+        ),
+        (
+            Table::TreatmentRecords,
+            json!({"doctor_id": doctor, "patient_id": by_record, "notes": "n"}),
+        ),
+        (
+            Table::Referrals,
+            json!({"referring_doctor_id": doctor, "patient_id": by_referral, "reason": "r"}),
+        ),
+        (
+            Table::TreatmentRecords,
+            json!({"doctor_id": other, "patient_id": not_mine, "notes": "x"}),
+        ),
+        (
+            Table::Appointments,
+            json!({"doctor_id": other, "patient_id": by_record}),
+        ),
+    ];
+    for (i, (table, data)) in rows.iter().enumerate() {
+        let id = if i == 3 { record } else { Uuid::now_v7() };
+        st(s.write(&mut |tx| tx.put(&change(i as u64 + 1, *table, id, data.clone()))))?;
+    }
+    let gone = Uuid::now_v7();
+    st(s.write(&mut |tx| {
+        tx.put(&change(
+            6,
+            Table::Appointments,
+            gone,
+            json!({"doctor_id": doctor, "patient_id": deleted}),
+        ))
+    }))?;
+    st(s.write(&mut |tx| {
+        let mut c = change(7, Table::Appointments, gone, serde_json::Value::Null);
+        c.action = Action::Delete;
+        tx.put(&c)
+    }))?;
+    let glass = |at: i64, patient: Uuid| NewAccess {
+        at: t(at),
+        user_id: doctor,
+        client_id: None,
+        kind: AccessKind::BreakTheGlass,
+        patient_id: Some(patient),
+        table: Table::TreatmentRecords,
+        row_ids: vec![],
+        reason: Some("Collapsed in the waiting room".into()),
+    };
+    st(s.append_access(&[glass(100, by_glass), glass(50, not_mine)]))?;
+    let lasting: std::collections::HashSet<Uuid> = [by_visit, by_record, by_referral].into();
+    check!(
+        st(s.care_patients(doctor, None))? == lasting,
+        "without grants: visits, records and referrals of the doctor (a deleted visit does not count)"
+    );
+    let mut with_glass = lasting.clone();
+    with_glass.insert(by_glass);
+    check!(
+        st(s.care_patients(doctor, Some(t(100))))? == with_glass,
+        "a grant made at glass_since counts, an older one does not"
+    );
+    check!(
+        st(s.care_patients(other, Some(t(0))))? == [not_mine, by_record].into(),
+        "another doctor's care is theirs"
+    );
+    check!(
+        st(s.last_glass(doctor, by_glass))? == Some(t(100)),
+        "the latest break of the glass"
+    );
+    check!(
+        st(s.last_glass(other, by_glass))?.is_none(),
+        "none by another doctor"
+    );
+    let log = st(s.access_log(by_glass, None, 10))?;
+    check!(
+        log.len() == 1
+            && log[0].kind == AccessKind::BreakTheGlass
+            && log[0].reason.as_deref() == Some("Collapsed in the waiting room"),
+        "the reason is kept with the entry: {log:?}"
+    );
+    let chain = st(s.access_chain(0, 10))?;
+    let mut previous = chain::GENESIS.to_owned();
+    for link in &chain {
+        let expected = chain::access_record_hash(&previous, &link.entry);
+        check!(
+            link.hash.as_deref() == Some(expected.as_str()),
+            "the reason is chained"
+        );
+        previous = expected;
+    }
+    let mut edited = chain[0].entry.clone();
+    edited.entry.reason = Some("something else".into());
+    check!(
+        chain::access_record_hash(chain::GENESIS, &edited)
+            != chain[0].hash.clone().unwrap_or_default(),
+        "an edited reason no longer matches its hash"
+    );
+    let clinical = st(s.clinical_rows(not_mine))?;
+    check!(
+        clinical.len() == 1
+            && clinical[0].id == record
+            && clinical[0].data.as_ref().is_some_and(|d| d["notes"] == "x"),
+        "the patient's clinical rows, unredacted: {clinical:?}"
+    );
+    check!(
+        st(s.clinical_rows(by_visit))?.is_empty(),
+        "appointments are not clinical rows"
+    );
     Ok(())
 }
 
@@ -606,6 +734,7 @@ fn access_log_chain(s: &dyn Storage) -> Result<(), Failed> {
         patient_id: Some(p),
         table: Table::TreatmentRecords,
         row_ids: vec![Uuid::now_v7(), Uuid::now_v7()],
+        reason: None,
     };
     let first = vec![
         entry(1, patient, AccessKind::Pull),
@@ -1265,6 +1394,7 @@ fn access_entry(i: u64, reader: Uuid) -> NewAccess {
         patient_id: Some(Uuid::now_v7()),
         table: Table::TreatmentRecords,
         row_ids: vec![Uuid::now_v7()],
+        reason: None,
     }
 }
 

@@ -68,6 +68,7 @@ use clinic_shared::protocol::{
     SignInOutcome,
 };
 use serde_json::Value;
+use std::collections::HashSet;
 use uuid::Uuid;
 
 /// A storage failure. Says whether retrying can help.
@@ -370,6 +371,8 @@ pub struct NewAccess {
     pub table: Table,
     /// The records.
     pub row_ids: Vec<Uuid>,
+    /// Why (a break of the glass: what the doctor typed).
+    pub reason: Option<String>,
 }
 
 /// An access entry as stored.
@@ -394,6 +397,7 @@ impl AccessRecord {
             patient_id: self.entry.patient_id,
             table: self.entry.table,
             row_ids: self.entry.row_ids.clone(),
+            reason: self.entry.reason.clone(),
         }
     }
 }
@@ -625,6 +629,22 @@ pub trait Storage: Send + Sync + 'static {
         before: Option<u64>,
         limit: usize,
     ) -> StorageResult<Vec<AccessLogEntry>>;
+    /// The patients in `doctor`'s care (the rule of `clinic_shared::care`):
+    /// those with a live appointment or treatment record of theirs, a
+    /// referral they wrote, or a break of the glass by them in the access
+    /// log at or after `glass_since` (now minus the grant's length; `None`:
+    /// grants do not count, the care that does not expire).
+    fn care_patients(
+        &self,
+        doctor: Uuid,
+        glass_since: Option<Timestamp>,
+    ) -> StorageResult<HashSet<Uuid>>;
+    /// When `doctor` last broke the glass for `patient` (the latest such
+    /// access entry), if ever.
+    fn last_glass(&self, doctor: Uuid, patient: Uuid) -> StorageResult<Option<Timestamp>>;
+    /// The live (not deleted) rows of `patient` in the tables with clinical
+    /// fields (treatment records, referrals), by version, unredacted.
+    fn clinical_rows(&self, patient: Uuid) -> StorageResult<Vec<SyncRow>>;
     /// Up to `limit` change-log entries with `seq > after`, in order, with
     /// their stored hashes.
     fn change_chain(&self, after: u64, limit: usize) -> StorageResult<Vec<ChainLink<Change>>>;

@@ -26,6 +26,7 @@ use clinic_shared::protocol::{
     AccessLogEntry, HistoryEntry, MutationOutcome, SignInEvent, SignInKind, SignInOutcome,
 };
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -190,6 +191,21 @@ const MIGRATIONS: &[Migration] = &[
     CREATE TABLE resumed_clients (
         client_id TEXT PRIMARY KEY
     ) WITHOUT ROWID;
+    "#,
+    ),
+    // 8: care (clinic_shared::care): a break of the glass is an access
+    // entry with the doctor's reason (chained with it); the grants of a
+    // doctor and the records that make a patient theirs are found by index.
+    Migration::Sql(
+        r#"
+    ALTER TABLE access_log ADD COLUMN reason TEXT;
+    CREATE INDEX access_glass ON access_log (user_id, at) WHERE kind = 'break_the_glass';
+    CREATE INDEX records_by_doctor ON rows (json_extract(data, '$.doctor_id'))
+        WHERE tbl = 'treatment_records';
+    CREATE INDEX referrals_by_doctor ON rows (json_extract(data, '$.referring_doctor_id'))
+        WHERE tbl = 'referrals';
+    CREATE INDEX clinical_by_patient ON rows (json_extract(data, '$.patient_id'))
+        WHERE tbl IN ('treatment_records', 'referrals');
     "#,
     ),
 ];
@@ -1158,8 +1174,8 @@ impl WriteTx for SqliteTx<'_> {
             None => (0, chain::GENESIS.to_owned()),
         };
         let mut insert = self.tx.prepare_cached(
-            "INSERT INTO access_log (seq, at, user_id, client_id, kind, patient_id, tbl, row_ids, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO access_log (seq, at, user_id, client_id, kind, patient_id, tbl, row_ids, hash, reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?;
         for entry in entries {
             seq += 1;
@@ -1175,7 +1191,8 @@ impl WriteTx for SqliteTx<'_> {
                 entry.patient_id.map(|u| u.to_string()),
                 entry.table.as_str(),
                 row_ids,
-                hash
+                hash,
+                entry.reason
             ])?;
             previous = hash;
         }
@@ -1281,7 +1298,8 @@ fn opt_uuid(s: Option<String>) -> StorageResult<Option<Uuid>> {
 }
 
 /// Columns of `access_log` read by [`access_columns`], in order.
-const ACCESS_COLUMNS: &str = "seq, at, user_id, client_id, kind, patient_id, tbl, row_ids, hash";
+const ACCESS_COLUMNS: &str =
+    "seq, at, user_id, client_id, kind, patient_id, tbl, row_ids, hash, reason";
 
 type AccessColumns = (
     i64,
@@ -1292,6 +1310,7 @@ type AccessColumns = (
     Option<String>,
     String,
     String,
+    Option<String>,
     Option<String>,
 );
 
@@ -1306,11 +1325,12 @@ fn access_columns(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccessColumns> {
         r.get(6)?,
         r.get(7)?,
         r.get(8)?,
+        r.get(9)?,
     ))
 }
 
 fn access_from_columns(c: AccessColumns) -> StorageResult<ChainLink<AccessRecord>> {
-    let (seq, at, user, client, kind, patient, tbl, row_ids, hash) = c;
+    let (seq, at, user, client, kind, patient, tbl, row_ids, hash, reason) = c;
     let row_ids: Vec<Uuid> =
         serde_json::from_str(&row_ids).map_err(|e| corrupt(format!("access row ids: {e}")))?;
     Ok(ChainLink {
@@ -1324,6 +1344,7 @@ fn access_from_columns(c: AccessColumns) -> StorageResult<ChainLink<AccessRecord
                 patient_id: opt_uuid(patient)?,
                 table: parse_table(&tbl)?,
                 row_ids,
+                reason,
             },
         },
         hash,
@@ -1811,11 +1832,81 @@ impl Storage for SqliteStorage {
                         before.map_or(i64::MAX, to_i64),
                         to_i64(limit as u64)
                     ],
-                    |r| Ok((access_columns(r)?, r.get::<_, Option<String>>(9)?)),
+                    |r| Ok((access_columns(r)?, r.get::<_, Option<String>>(10)?)),
                 )?
                 .collect::<Result<Vec<_>, _>>()?;
             raw.into_iter()
                 .map(|(cols, name)| Ok(access_from_columns(cols)?.entry.to_wire(name)))
+                .collect()
+        })
+    }
+
+    fn care_patients(
+        &self,
+        doctor: Uuid,
+        glass_since: Option<Timestamp>,
+    ) -> StorageResult<HashSet<Uuid>> {
+        self.read(|c| {
+            // Each part by its index (see migrations 1, 5 and 8).
+            let ids = c
+                .prepare_cached(
+                    "SELECT json_extract(data, '$.patient_id') FROM rows
+                         WHERE tbl = 'appointments' AND json_extract(data, '$.doctor_id') = ?1 AND deleted = 0
+                     UNION SELECT json_extract(data, '$.patient_id') FROM rows
+                         WHERE tbl = 'treatment_records' AND json_extract(data, '$.doctor_id') = ?1 AND deleted = 0
+                     UNION SELECT json_extract(data, '$.patient_id') FROM rows
+                         WHERE tbl = 'referrals' AND json_extract(data, '$.referring_doctor_id') = ?1 AND deleted = 0
+                     UNION SELECT patient_id FROM access_log
+                         WHERE kind = 'break_the_glass' AND user_id = ?1 AND at >= ?2",
+                )?
+                // A NULL bound matches no grant.
+                .query_map(params![doctor.to_string(), glass_since.map(|t| t.to_string())], |r| {
+                    r.get::<_, Option<String>>(0)
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(ids
+                .into_iter()
+                .flatten()
+                .filter_map(|id| Uuid::parse_str(&id).ok())
+                .collect())
+        })
+    }
+
+    fn last_glass(&self, doctor: Uuid, patient: Uuid) -> StorageResult<Option<Timestamp>> {
+        self.read(|c| {
+            let at: Option<String> = c
+                .prepare_cached(
+                    "SELECT MAX(at) FROM access_log
+                     WHERE kind = 'break_the_glass' AND user_id = ?1 AND patient_id = ?2",
+                )?
+                .query_row(params![doctor.to_string(), patient.to_string()], |r| {
+                    r.get(0)
+                })?;
+            at.as_deref().map(parse_time).transpose()
+        })
+    }
+
+    fn clinical_rows(&self, patient: Uuid) -> StorageResult<Vec<SyncRow>> {
+        self.read(|c| {
+            let raw = c
+                .prepare_cached(
+                    "SELECT tbl, id, version, deleted, data FROM rows
+                     WHERE tbl IN ('treatment_records', 'referrals')
+                       AND json_extract(data, '$.patient_id') = ?1 AND deleted = 0
+                     ORDER BY version",
+                )?
+                .query_map(params![patient.to_string()], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, bool>(3)?,
+                        r.get::<_, String>(4)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            raw.iter()
+                .map(|(t, id, v, d, data)| sync_row(t, id, *v, *d, data))
                 .collect()
         })
     }
@@ -1991,6 +2082,7 @@ mod tests {
                 patient_id: Some(c.id),
                 table: Table::Patients,
                 row_ids: vec![c.id],
+                reason: None,
             }])
             .map(|_| ())
         })

@@ -304,6 +304,7 @@ mod tests {
                     patient_id: Some(patient),
                     table: Table::TreatmentRecords,
                     row_ids: vec![Uuid::now_v7(), Uuid::now_v7()],
+                    reason: None,
                 },
                 NewAccess {
                     at,
@@ -313,6 +314,7 @@ mod tests {
                     patient_id: Some(patient),
                     table: Table::Referrals,
                     row_ids: vec![Uuid::now_v7()],
+                    reason: None,
                 },
             ])
             .unwrap();

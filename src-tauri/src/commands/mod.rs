@@ -3,8 +3,8 @@
 //! commands (build.rs generates their permissions).
 
 use clinic_client::{
-    Chart, ClientError, ClinicClient, Delivery, DeskSettings, Entity, FreeSlot, PendingEntry,
-    Printout, Receipt, RejectedEntry, Row, SessionInfo, SignInResult, SlotQuery,
+    Chart, ChartCare, ClientError, ClinicClient, Delivery, DeskSettings, Entity, FreeSlot,
+    PendingEntry, Printout, Receipt, RejectedEntry, Row, SessionInfo, SignInResult, SlotQuery,
 };
 use clinic_shared::model::{Appointment, InventoryItem, Invoice, Patient, Referral, Staff, Table};
 use clinic_shared::mutation::Mutation;
@@ -88,6 +88,16 @@ async fn report_view(c: Client<'_>, table: Table, id: Uuid) -> Answer<()> {
 #[tauri::command]
 async fn access_log(c: Client<'_>, patient_id: Uuid) -> Answer<AccessLogResponse> {
     c.access_log(patient_id).await
+}
+
+#[tauri::command]
+async fn clinical_records(c: Client<'_>, patient_id: Uuid) -> Answer<ChartCare> {
+    c.clinical_records(patient_id).await
+}
+
+#[tauri::command]
+async fn break_the_glass(c: Client<'_>, patient_id: Uuid, reason: String) -> Answer<ChartCare> {
+    c.break_the_glass(patient_id, &reason).await
 }
 
 #[tauri::command]
@@ -248,6 +258,8 @@ pub fn handler() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static 
         change_password,
         report_view,
         access_log,
+        clinical_records,
+        break_the_glass,
         sync_now,
         row,
         patients,

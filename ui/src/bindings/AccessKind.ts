@@ -3,4 +3,4 @@
 /**
  * How clinical content reached a person.
  */
-export type AccessKind = "view" | "history" | "pull" | "ws_catch_up" | "ws_live";
+export type AccessKind = "view" | "history" | "pull" | "ws_catch_up" | "ws_live" | "break_the_glass" | "clinical";

@@ -43,4 +43,8 @@ table: Table,
 /**
  * The records delivered (ids only; never content).
  */
-row_ids: Array<string>, };
+row_ids: Array<string>, 
+/**
+ * Why, for a break of the glass: what the doctor typed.
+ */
+reason?: string, };

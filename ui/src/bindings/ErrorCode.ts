@@ -3,4 +3,4 @@
 /**
  * Machine-readable error codes. Each says whether retrying can help.
  */
-export type ErrorCode = "bad_request" | "invalid_field" | "unauthorized" | "token_expired" | "forbidden" | "not_found" | "payload_too_large" | "out_of_order" | "rate_limited" | "unavailable" | "lagged" | "session_changed" | "password_change_required" | "internal";
+export type ErrorCode = "bad_request" | "invalid_field" | "unauthorized" | "token_expired" | "forbidden" | "not_found" | "payload_too_large" | "out_of_order" | "rate_limited" | "unavailable" | "lagged" | "session_changed" | "password_change_required" | "not_in_care" | "internal";

@@ -24,15 +24,16 @@ doctor_id: string,
  */
 appointment_id: string | null, 
 /**
- * Clinical notes.
+ * Clinical notes. Withheld from a doctor for a patient outside their
+ * care (see [`crate::care`]), so it decodes as empty there.
  */
 notes: string, 
 /**
- * Diagnosis.
+ * Diagnosis (withheld like `notes`).
  */
 diagnosis: string, 
 /**
- * Procedures performed.
+ * Procedures performed (withheld like `notes`).
  */
 procedures: Array<string>, 
 /**

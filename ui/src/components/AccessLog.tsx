@@ -2,16 +2,18 @@
 // server's access log (needs a connection; the log is not mirrored).
 import { useQuery } from "@tanstack/react-query";
 import { api, errorMessage } from "../api";
+import type { AccessKind } from "../bindings/AccessKind";
 import { useDesk } from "../desk";
 import { formatInstant } from "../lib/time";
 
-const how: Record<string, string> = {
+const how: Record<AccessKind, string> = {
   view: "opened it",
   history: "read its history",
   pull: "received it (sync)",
   ws_catch_up: "received it (sync)",
   ws_live: "received it (live)",
-  break_glass: "emergency access",
+  break_the_glass: "broke the glass (not their patient)",
+  clinical: "received it (opened the chart)",
 };
 
 export function AccessLog({ patientId }: { patientId: string }) {
@@ -28,8 +30,11 @@ export function AccessLog({ patientId }: { patientId: string }) {
           <tr key={e.seq}>
             <td>{formatInstant(e.at, clinic)}</td>
             <td>{e.user_name ?? "—"}</td>
-            <td>{e.table.replace(/_/g, " ")}{e.row_ids.length > 1 ? ` (${e.row_ids.length})` : ""}</td>
-            <td>{how[e.kind] ?? e.kind}</td>
+            <td>{e.kind === "break_the_glass" ? "clinical records" : e.table.replace(/_/g, " ")}{e.row_ids.length > 1 ? ` (${e.row_ids.length})` : ""}</td>
+            <td data-testid={`access-${e.kind}`}>
+              {how[e.kind]}
+              {e.reason ? `: “${e.reason}”` : ""}
+            </td>
           </tr>
         ))}
       </tbody>

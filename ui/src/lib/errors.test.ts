@@ -28,7 +28,7 @@ function clean(text: string) {
 }
 
 const FIELD_CODES: FieldCode[] = [
-  "required", "too_long", "control_characters", "not_a_phone", "not_an_email", "not_a_username", "in_the_future", "too_early",
+  "required", "too_long", "too_short", "control_characters", "not_a_phone", "not_an_email", "not_a_username", "in_the_future", "too_early",
   "end_not_after_start", "too_long_appointment", "in_the_past", "out_of_range", "zero", "empty", "too_many", "mismatch", "taken",
   "password_too_short", "password_common", "nothing_changed", "stale_version", "exceeds_outstanding", "invalid",
 ];

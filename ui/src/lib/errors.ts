@@ -95,6 +95,8 @@ export function fieldSentence(e: FieldError, locale = "en-US"): string {
       return `${label} is needed.`;
     case "too_long":
       return `${label} is too long (at most ${max} characters).`;
+    case "too_short":
+      return `${label} is too short (at least ${min} characters).`;
     case "control_characters":
       return `${label} contains characters that cannot be saved; retype it.`;
     case "not_a_phone":
@@ -387,6 +389,8 @@ export function errorSentence(e: unknown, n: Names | null): string {
       return "Part of the app stopped; restart Clinic Sync.";
     case "print_failed":
       return "The document could not be made on this computer; try again, and tell IT if it keeps failing.";
+    case "not_in_care":
+      return "This patient is not in your care: their clinical notes are open to you only if you break the glass.";
     default:
       return "Something went wrong; try again.";
   }

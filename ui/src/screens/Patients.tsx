@@ -12,6 +12,7 @@ import type { Rejection } from "../bindings/Rejection";
 import type { Staff } from "../bindings/Staff";
 import type { TreatmentRecord } from "../bindings/TreatmentRecord";
 import { Dialog } from "../components/Dialog";
+import { CareNotice } from "../components/CareNotice";
 import { Field } from "../components/Field";
 import { useDesk } from "../desk";
 import { useLive } from "../events";
@@ -428,6 +429,7 @@ function PatientChart({ id, user, onClosed }: { id: string; user: Staff; onClose
       toast({ text: "This computer could not record that this chart was opened. Tell IT: the access record may be incomplete." }),
     );
   }, [opened, id, toast]);
+  if (chart.isError) return <p className="error" data-testid="chart-error">This chart could not be opened: {errorMessage(chart.error)}</p>;
   if (!chart.data) return <p className="muted">{chart.isPending ? "Loading…" : "This patient no longer exists."}</p>;
   const { patient, appointments, treatment_records, invoices, referrals } = chart.data;
   const p = patient.data;
@@ -553,7 +555,8 @@ function PatientChart({ id, user, onClosed }: { id: string; user: Staff; onClose
           ))}
         </ul>
       </div>
-      {canSeeRecords(user.role) && <Records patientId={id} records={treatment_records} user={user} />}
+      {canSeeRecords(user.role) && <CareNotice patientId={id} name={name} care={chart.data.care} />}
+      {canSeeRecords(user.role) && <Records patientId={id} records={treatment_records} user={user} withheld={chart.data.care.withheld} />}
       {referrals.length > 0 && (
         <div className="card" data-testid="chart-referrals">
           <h3>Referrals</h3>
@@ -589,8 +592,8 @@ function invoiceLine(i: Entity<Invoice>, clinic: Clinic): string {
   return `${formatDayOf(i.data.issued_at, clinic)} · ${formatMoney(i.data.total_cents, clinic.locale)} · ${invoiceStatus[i.data.status]}`;
 }
 
-function Records({ patientId, records, user }: { patientId: string; records: Entity<TreatmentRecord>[]; user: Staff }) {
-  const { clinic } = useDesk();
+function Records({ patientId, records, user, withheld }: { patientId: string; records: Entity<TreatmentRecord>[]; user: Staff; withheld: boolean }) {
+  const { clinic, names } = useDesk();
   const [editing, setEditing] = useState<Entity<TreatmentRecord> | "new" | null>(null);
   return (
     <div className="card" data-testid="records">
@@ -599,9 +602,21 @@ function Records({ patientId, records, user }: { patientId: string; records: Ent
         const t = r.data;
         return (
           <div key={r.id} className="record" data-testid="record">
-            <strong>{t.diagnosis}</strong> <span className="muted">{formatDayOf(t.recorded_at, clinic)}</span>
+            {withheld && !t.diagnosis && !t.notes ? (
+              // Arrived without its clinical text (not this doctor's patient).
+              <>
+                <strong data-testid="record-withheld">Diagnosis and notes hidden</strong>{" "}
+                <span className="muted">
+                  {formatDayOf(t.recorded_at, clinic)} · {names.staff(t.doctor_id) ?? "another doctor"}
+                </span>
+              </>
+            ) : (
+              <>
+                <strong>{t.diagnosis}</strong> <span className="muted">{formatDayOf(t.recorded_at, clinic)}</span>
+                <p className="notes">{t.notes}</p>
+              </>
+            )}
             {r.pending && <span className="badge">saving</span>}
-            <p className="notes">{t.notes}</p>
             {canWriteRecords(user.role) && <button onClick={() => setEditing(r)}>Edit</button>}
           </div>
         );

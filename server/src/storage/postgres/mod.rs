@@ -77,7 +77,7 @@ macro_rules! change_columns {
 /// The columns of `access_log` in [`access_from_row`]'s order.
 macro_rules! access_columns {
     () => {
-        "a.seq, a.at, a.user_id, a.client_id, a.kind, a.patient_id, a.tbl, a.row_ids, a.hash"
+        "a.seq, a.at, a.user_id, a.client_id, a.kind, a.patient_id, a.tbl, a.row_ids, a.hash, a.reason"
     };
 }
 
@@ -103,7 +103,7 @@ use clinic_shared::protocol::{
 use pool::{PgConn, Pool};
 use postgres::error::SqlState;
 use schema::{MIGRATION_LOCK, MIGRATIONS, Migration};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -498,6 +498,7 @@ fn access_from_row(r: &postgres::Row) -> StorageResult<ChainLink<AccessRecord>> 
                 patient_id: r.get(5),
                 table: parse_table(r.get(6))?,
                 row_ids: r.get(7),
+                reason: r.get(9),
             },
         },
         hash: r.get(8),
@@ -987,7 +988,78 @@ impl Storage for PgStorage {
                 )
                 .map_err(db_err)?;
             rows.iter()
-                .map(|r| Ok(access_from_row(r)?.entry.to_wire(r.get(9))))
+                .map(|r| Ok(access_from_row(r)?.entry.to_wire(r.get(10))))
+                .collect()
+        })
+    }
+
+    fn care_patients(
+        &self,
+        doctor: Uuid,
+        glass_since: Option<Timestamp>,
+    ) -> StorageResult<HashSet<Uuid>> {
+        let doctor_text = doctor.to_string();
+        self.read(|c| {
+            // Each part by its index (see migrations 1, 5 and 8).
+            let rows = c
+                .query(
+                    "SELECT (data->>'patient_id')::uuid FROM rows
+                         WHERE tbl = 'appointments' AND data->>'doctor_id' = $1 AND NOT deleted
+                     UNION SELECT (data->>'patient_id')::uuid FROM rows
+                         WHERE tbl = 'treatment_records' AND data->>'doctor_id' = $1 AND NOT deleted
+                     UNION SELECT (data->>'patient_id')::uuid FROM rows
+                         WHERE tbl = 'referrals' AND data->>'referring_doctor_id' = $1 AND NOT deleted
+                     UNION SELECT patient_id FROM access_log
+                         WHERE kind = 'break_the_glass' AND user_id = $2 AND at >= $3",
+                    // A NULL bound matches no grant.
+                    &[&doctor_text, &doctor, &glass_since.map(|t| t.as_datetime())],
+                )
+                .map_err(db_err)?;
+            Ok(rows
+                .iter()
+                .filter_map(|r| r.get::<_, Option<Uuid>>(0))
+                .collect())
+        })
+    }
+
+    fn last_glass(&self, doctor: Uuid, patient: Uuid) -> StorageResult<Option<Timestamp>> {
+        self.read(|c| {
+            let rows = c
+                .query(
+                    "SELECT MAX(at) FROM access_log
+                     WHERE kind = 'break_the_glass' AND user_id = $1 AND patient_id = $2",
+                    &[&doctor, &patient],
+                )
+                .map_err(db_err)?;
+            Ok(rows
+                .first()
+                .and_then(|r| r.get::<_, Option<DateTime<Utc>>>(0))
+                .map(to_time))
+        })
+    }
+
+    fn clinical_rows(&self, patient: Uuid) -> StorageResult<Vec<SyncRow>> {
+        let patient = patient.to_string();
+        self.read(|c| {
+            let rows = c
+                .query(
+                    "SELECT tbl, id, version, deleted, data::text FROM rows
+                     WHERE tbl IN ('treatment_records', 'referrals')
+                       AND data->>'patient_id' = $1 AND NOT deleted
+                     ORDER BY version",
+                    &[&patient],
+                )
+                .map_err(db_err)?;
+            rows.iter()
+                .map(|r| {
+                    Ok(SyncRow {
+                        table: parse_table(r.get(0))?,
+                        id: r.get(1),
+                        version: to_u64(r.get(2)),
+                        deleted: r.get(3),
+                        data: Some(parse_json(r.get(4))?),
+                    })
+                })
                 .collect()
         })
     }
@@ -1181,6 +1253,7 @@ mod tests {
             patient_id: Some(id),
             table: Table::Patients,
             row_ids: vec![id],
+            reason: None,
         }])
         .unwrap();
         // Straight SQL, as someone with the database's password would try.

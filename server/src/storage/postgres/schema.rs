@@ -186,6 +186,19 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     );
     "#,
     ),
+    // 8: care (clinic_shared::care): a break of the glass is an access
+    // entry with the doctor's reason (chained with it); the grants of a
+    // doctor and the records that make a patient theirs are found by index.
+    Migration::Sql(
+        r#"
+    ALTER TABLE access_log ADD COLUMN reason text;
+    CREATE INDEX access_glass ON access_log (user_id, at) WHERE kind = 'break_the_glass';
+    CREATE INDEX records_by_doctor ON rows ((data->>'doctor_id')) WHERE tbl = 'treatment_records';
+    CREATE INDEX referrals_by_doctor ON rows ((data->>'referring_doctor_id')) WHERE tbl = 'referrals';
+    CREATE INDEX clinical_by_patient ON rows ((data->>'patient_id'))
+        WHERE tbl IN ('treatment_records', 'referrals');
+    "#,
+    ),
 ];
 
 /// Computes the hash chain of change-log entries written before the chain

@@ -34,11 +34,11 @@ pub(super) const INSERT_CHANGES: &str = "INSERT INTO changes (seq, tbl, row_id, 
                       AS u(s, t, r, a, ac, cl, m, mu, w, b, af, h)";
 /// Access entries with their hashes (row ids as a JSON array each: arrays
 /// of arrays do not `unnest` row by row).
-pub(super) const INSERT_ACCESS: &str = "INSERT INTO access_log (seq, at, user_id, client_id, kind, patient_id, tbl, row_ids, hash)
-                 SELECT s, w, u, c, k, p, t, ARRAY(SELECT json_array_elements_text(r::json)::uuid), h
+pub(super) const INSERT_ACCESS: &str = "INSERT INTO access_log (seq, at, user_id, client_id, kind, patient_id, tbl, row_ids, hash, reason)
+                 SELECT s, w, u, c, k, p, t, ARRAY(SELECT json_array_elements_text(r::json)::uuid), h, re
                  FROM unnest($1::int8[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::text[],
-                             $6::uuid[], $7::text[], $8::text[], $9::text[])
-                      AS x(s, w, u, c, k, p, t, r, h)";
+                             $6::uuid[], $7::text[], $8::text[], $9::text[], $10::text[])
+                      AS x(s, w, u, c, k, p, t, r, h, re)";
 pub(super) const INSERT_RESULTS: &str = "INSERT INTO mutation_results (client_id, mutation_id, outcome, fingerprint)
                  SELECT c, m, o::json, f FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::text[]) AS u(c, m, o, f)";
 pub(super) const UPSERT_CLIENTS: &str = "INSERT INTO clients (client_id, user_id, last_mutation_id)
@@ -300,6 +300,7 @@ pub(super) fn insert_access(
     let mut tbl = Vec::with_capacity(n);
     let mut row_ids = Vec::with_capacity(n);
     let mut hash = Vec::with_capacity(n);
+    let mut reason = Vec::with_capacity(n);
     for (s, e, h) in records {
         seq.push(to_i64(*s));
         at.push(e.at.as_datetime());
@@ -312,12 +313,13 @@ pub(super) fn insert_access(
             serde_json::to_string(&e.row_ids).map_err(|e| StorageError::Database(e.to_string()))?,
         );
         hash.push(h.as_str());
+        reason.push(e.reason.as_deref());
     }
     let stmt = stmts.get(tx, INSERT_ACCESS).map_err(db_err)?;
     tx.execute(
         &stmt,
         &[
-            &seq, &at, &user, &client, &kind, &patient, &tbl, &row_ids, &hash,
+            &seq, &at, &user, &client, &kind, &patient, &tbl, &row_ids, &hash, &reason,
         ],
     )
     .map_err(db_err)?;
