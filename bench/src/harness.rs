@@ -442,6 +442,12 @@ pub(crate) fn new_patient(id: Uuid, n: u64) -> Mutation {
         phone: data.phone,
         email: data.email,
         address: data.address,
+        sex: None,
+        emergency_contact: None,
+        emergency_phone: None,
+        insurer: None,
+        insurance_number: None,
+        alerts: None,
     })
 }
 

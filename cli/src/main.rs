@@ -12,7 +12,7 @@ use clinic_client::{
     ClientConfig, ClientError, ClinicClient, Delivery, Entity, QueueStats, SyncConfig,
 };
 use clinic_shared::model::{
-    Appointment, AppointmentStatus, InventoryItem, Patient, Referral, ReferralStatus, Table,
+    Appointment, AppointmentStatus, InventoryItem, Patient, Referral, ReferralStatus, Sex, Table,
     Timestamp, Urgency,
 };
 use clinic_shared::mutation::*;
@@ -182,6 +182,55 @@ struct PatientFields {
     email: Option<String>,
     #[arg(long)]
     address: Option<String>,
+    #[command(flatten)]
+    more: PatientMore,
+}
+
+/// The record fields beyond name, birth and contact (on update, an empty
+/// value clears one).
+#[derive(Args)]
+struct PatientMore {
+    /// female, male or diverse (on update, "" clears it).
+    #[arg(long, value_parser = parse_sex)]
+    sex: Option<SexArg>,
+    /// Whom to call in an emergency: name and relation.
+    #[arg(long)]
+    emergency_contact: Option<String>,
+    /// Their phone number.
+    #[arg(long)]
+    emergency_phone: Option<String>,
+    /// The health insurer.
+    #[arg(long)]
+    insurer: Option<String>,
+    /// The member number with the insurer.
+    #[arg(long)]
+    insurance_number: Option<String>,
+    /// Allergies and alerts, shown as a banner on the chart and when booking.
+    #[arg(long)]
+    alerts: Option<String>,
+}
+
+/// `--sex`: a value, or "" to clear it.
+#[derive(Clone, Copy)]
+struct SexArg(Option<Sex>);
+
+fn parse_sex(s: &str) -> Result<SexArg, String> {
+    if s.is_empty() {
+        return Ok(SexArg(None));
+    }
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map(|sex| SexArg(Some(sex)))
+        .map_err(|_| "female, male or diverse".to_owned())
+}
+
+/// `Some("")` (clear) as `Some(None)`, for a patch.
+fn clearing(v: Option<String>) -> Option<Option<String>> {
+    v.map(|v| (!v.is_empty()).then_some(v))
+}
+
+/// An empty value as no value, for a new record.
+fn given(v: Option<String>) -> Option<String> {
+    v.filter(|v| !v.trim().is_empty())
 }
 
 #[derive(Subcommand)]
@@ -200,6 +249,8 @@ enum PatientCommand {
         email: Option<String>,
         #[arg(long)]
         address: Option<String>,
+        #[command(flatten)]
+        more: PatientMore,
     },
     /// Every patient.
     List,
@@ -929,6 +980,7 @@ async fn patients(w: &Writer<'_>, command: PatientCommand) -> anyhow::Result<Out
             phone,
             email,
             address,
+            more,
         } => {
             let id = client.new_id();
             let m = CreatePatient {
@@ -939,6 +991,12 @@ async fn patients(w: &Writer<'_>, command: PatientCommand) -> anyhow::Result<Out
                 phone,
                 email,
                 address,
+                sex: more.sex.and_then(|s| s.0),
+                emergency_contact: given(more.emergency_contact),
+                emergency_phone: given(more.emergency_phone),
+                insurer: given(more.insurer),
+                insurance_number: given(more.insurance_number),
+                alerts: given(more.alerts),
             };
             w.write(Mutation::CreatePatient(m), id).await
         }
@@ -986,6 +1044,12 @@ async fn patients(w: &Writer<'_>, command: PatientCommand) -> anyhow::Result<Out
                 phone: fields.phone.map(|p| (!p.is_empty()).then_some(p)),
                 email: fields.email.map(|e| (!e.is_empty()).then_some(e)),
                 address: fields.address.map(|a| (!a.is_empty()).then_some(a)),
+                sex: fields.more.sex.map(|s| s.0),
+                emergency_contact: clearing(fields.more.emergency_contact),
+                emergency_phone: clearing(fields.more.emergency_phone),
+                insurer: clearing(fields.more.insurer),
+                insurance_number: clearing(fields.more.insurance_number),
+                alerts: clearing(fields.more.alerts),
             };
             let base_version = version_of(client, Table::Patients, id).await?;
             w.write(

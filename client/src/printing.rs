@@ -19,7 +19,7 @@ use clinic_print::{
 };
 use clinic_shared::model::{
     AppointmentStatus, Invoice, InvoiceStatus, Patient, Payment, PaymentMethod, ReferralStatus,
-    Role, Staff, Table, Timestamp, Urgency,
+    Role, Sex, Staff, Table, Timestamp, Urgency,
 };
 use clinic_shared::time::ClinicZone;
 use std::collections::HashMap;
@@ -181,7 +181,19 @@ impl ClinicClient {
                                 .map(|p| p.date_of_birth.format("%-d %b %Y").to_string())
                                 .unwrap_or_default(),
                             phone: patient.and_then(|p| p.phone.clone()).unwrap_or_default(),
-                            visit: a.data.reason.clone().unwrap_or_default(),
+                            // Alerts go on paper too: on a downtime day
+                            // the sheet is all the desk has.
+                            visit: [
+                                a.data.reason.clone().filter(|r| !r.trim().is_empty()),
+                                patient
+                                    .and_then(|p| p.alerts.clone())
+                                    .filter(|v| !v.trim().is_empty())
+                                    .map(|v| format!("Alert: {v}")),
+                            ]
+                            .into_iter()
+                            .flatten()
+                            .collect::<Vec<_>>()
+                            .join(" · "),
                             status: status_label(a.data.status).to_owned(),
                         }
                     })
@@ -314,10 +326,41 @@ impl ClinicClient {
         };
         let p = &chart.patient.data;
         let mut details = Vec::new();
+        let sex = p.sex.map(|s| {
+            match s {
+                Sex::Female => "Female",
+                Sex::Male => "Male",
+                Sex::Diverse => "Diverse",
+            }
+            .to_owned()
+        });
+        let emergency = [p.emergency_contact.clone(), p.emergency_phone.clone()]
+            .into_iter()
+            .flatten()
+            .filter(|v| !v.trim().is_empty())
+            .collect::<Vec<_>>();
+        let insurance = match (&p.insurer, &p.insurance_number) {
+            (None, None) => None,
+            (insurer, number) => Some(format!(
+                "{}{}",
+                insurer.as_deref().unwrap_or("an insurer"),
+                number
+                    .as_deref()
+                    .map(|n| format!(", no. {n}"))
+                    .unwrap_or_default()
+            )),
+        };
         for (label, value) in [
+            ("Allergies and alerts", p.alerts.clone()),
+            ("Sex / gender", sex),
             ("Phone", p.phone.clone()),
             ("E-mail", p.email.clone()),
             ("Address", p.address.clone()),
+            ("Insurance", insurance),
+            (
+                "In an emergency",
+                (!emergency.is_empty()).then(|| emergency.join(", ")),
+            ),
         ] {
             if let Some(v) = value.filter(|v| !v.trim().is_empty()) {
                 details.push((label.to_owned(), v));

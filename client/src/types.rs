@@ -437,6 +437,11 @@ pub struct SlotQuery {
     #[serde(default)]
     #[ts(optional)]
     pub moving: Option<Uuid>,
+    /// Only slots at or after `start`, earliest first ("the next free half
+    /// hour with Dr. Sato"), instead of the nearest ones around it.
+    #[serde(default)]
+    #[ts(optional)]
+    pub from_start: Option<bool>,
 }
 
 /// A free slot: the doctor and the patient are both free then.

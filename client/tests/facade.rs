@@ -330,6 +330,12 @@ async fn offline_work_queues_then_rebases_on_reconnect() {
             phone: None,
             email: None,
             address: None,
+            sex: None,
+            emergency_contact: None,
+            emergency_phone: None,
+            insurer: None,
+            insurance_number: None,
+            alerts: None,
         }))
         .await
         .unwrap();
@@ -597,6 +603,7 @@ async fn the_desk_works_in_the_clinic_zone_and_checks_before_queuing() {
             minutes: 30,
             count: 3,
             moving: None,
+            from_start: None,
         })
         .await
         .unwrap();
@@ -610,6 +617,22 @@ async fn the_desk_works_in_the_clinic_zone_and_checks_before_queuing() {
             "2027-03-15T12:15:00Z"
         ]
     );
+    // "The next free half hour from 09:00": never before it, earliest first.
+    let next = a
+        .client
+        .free_slots(SlotQuery {
+            doctor_id: lee,
+            patient_id: anna,
+            start: nine,
+            minutes: 30,
+            count: 2,
+            moving: None,
+            from_start: Some(true),
+        })
+        .await
+        .unwrap();
+    let starts: Vec<String> = next.iter().map(|s| s.start.to_string()).collect();
+    assert_eq!(starts, ["2027-03-15T13:30:00Z", "2027-03-15T13:45:00Z"]);
 
     // What became of a change, without the network: queued, confirmed, refused.
     let mine = a.client.new_id();
@@ -808,6 +831,12 @@ async fn a_doctor_breaks_the_glass_for_someone_elses_patient_and_the_grant_ends(
             phone: None,
             email: None,
             address: None,
+            sex: None,
+            emergency_contact: None,
+            emergency_phone: None,
+            insurer: None,
+            insurance_number: None,
+            alerts: None,
         }))
         .await
         .unwrap();

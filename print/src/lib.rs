@@ -65,7 +65,7 @@ pub struct SheetRow {
     pub born: String,
     /// Phone, or empty.
     pub phone: String,
-    /// Visit type (the appointment's reason), or empty.
+    /// Visit type (the appointment's reason) and the patient's alerts, or empty.
     pub visit: String,
     /// "Booked", "Checked in", "Cancelled"…
     pub status: String,

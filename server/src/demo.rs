@@ -147,8 +147,14 @@ pub fn seed_if_empty(
         });
     }
     let now = clock().as_datetime();
+    const INSURERS: &[&str] = &[
+        "Northwind Health",
+        "Contoso Care",
+        "Fabrikam Mutual",
+        "Tailspin Insurance",
+    ];
     let mut patients = Vec::new();
-    for i in 0..200 {
+    for i in 0..200usize {
         let first = FIRST[rng.gen_range(0..FIRST.len())];
         let last = LAST[rng.gen_range(0..LAST.len())];
         let dob = chrono::NaiveDate::from_ymd_opt(
@@ -177,6 +183,18 @@ pub fn seed_if_empty(
                 .replace(['é', 'í'], "e")
             }),
             address: None,
+            // From the index, not the random stream: the rest of the demo
+            // clinic stays as it was before these fields existed.
+            sex: Some([Sex::Female, Sex::Male, Sex::Female, Sex::Male, Sex::Diverse][i % 5]),
+            emergency_contact: (i % 4 == 0).then(|| "Partner".to_owned()),
+            emergency_phone: (i % 4 == 0).then(|| format!("+1 555 010 {:04}", i * 53 % 10_000)),
+            insurer: Some(INSURERS[i % INSURERS.len()].to_owned()),
+            insurance_number: Some(format!("M{:09}", 100_000_000 + i * 7_919)),
+            alerts: match i % 11 {
+                0 => Some("Penicillin allergy".to_owned()),
+                5 => Some("Latex allergy".to_owned()),
+                _ => None,
+            },
             archived_at: None,
         };
         patients.push(p.id);

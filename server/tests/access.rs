@@ -563,6 +563,12 @@ async fn every_websocket_push_rechecks_the_session_first() {
         phone: None,
         email: None,
         address: None,
+        sex: None,
+        emergency_contact: None,
+        emergency_phone: None,
+        insurer: None,
+        insurance_number: None,
+        alerts: None,
     };
     let patient_id = p.id;
     ws.send(&ClientMessage::Push {

@@ -93,6 +93,12 @@ fn patients(n: usize) -> Vec<Mutation> {
                 phone: Some(format!("+1 555 01{:02}", i % 100)),
                 email: None,
                 address: Some("12 Long Street, Somewhere Quite Far Away, 99999".repeat(4)),
+                sex: None,
+                emergency_contact: None,
+                emergency_phone: None,
+                insurer: None,
+                insurance_number: None,
+                alerts: None,
             })
         })
         .collect()

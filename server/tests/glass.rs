@@ -43,6 +43,12 @@ async fn new_patient(api: &mut Api, last: &str) -> Uuid {
             phone: None,
             email: None,
             address: None,
+            sex: None,
+            emergency_contact: None,
+            emergency_phone: None,
+            insurer: None,
+            insurance_number: None,
+            alerts: None,
         }))
         .await,
     );

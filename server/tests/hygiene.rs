@@ -125,6 +125,12 @@ async fn a_trace_level_log_holds_no_token_password_or_record_content() {
             phone: Some(phone.into()),
             email: None,
             address: None,
+            sex: None,
+            emergency_contact: None,
+            emergency_phone: None,
+            insurer: None,
+            insurance_number: None,
+            alerts: None,
         }))
         .await,
     );
@@ -147,6 +153,12 @@ async fn a_trace_level_log_holds_no_token_password_or_record_content() {
         phone: None,
         email: None,
         address: None,
+        sex: None,
+        emergency_contact: None,
+        emergency_phone: None,
+        insurer: None,
+        insurance_number: None,
+        alerts: None,
     })]);
     ws.send(&ClientMessage::Push {
         request_id: 7,

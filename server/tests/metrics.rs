@@ -236,6 +236,12 @@ fn patient(first: &str, last: &str) -> Mutation {
         phone: None,
         email: None,
         address: Some("12 Long Road, Flat 3, Somewhere Quite Far Away".into()),
+        sex: None,
+        emergency_contact: None,
+        emergency_phone: None,
+        insurer: None,
+        insurance_number: None,
+        alerts: None,
     })
 }
 

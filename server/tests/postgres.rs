@@ -23,6 +23,12 @@ fn new_patient(first: &str) -> CreatePatient {
         phone: None,
         email: None,
         address: None,
+        sex: None,
+        emergency_contact: None,
+        emergency_phone: None,
+        insurer: None,
+        insurance_number: None,
+        alerts: None,
     }
 }
 

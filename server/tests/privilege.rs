@@ -290,6 +290,12 @@ async fn a_doctor_edits_only_their_own_records_unless_an_admin_hands_one_over() 
                 phone: None,
                 email: None,
                 address: None,
+                sex: None,
+                emergency_contact: None,
+                emergency_phone: None,
+                insurer: None,
+                insurance_number: None,
+                alerts: None,
             }))
             .await,
     );

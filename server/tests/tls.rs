@@ -26,6 +26,12 @@ fn new_patient(first: &str) -> (Uuid, Mutation) {
         phone: None,
         email: None,
         address: None,
+        sex: None,
+        emergency_contact: None,
+        emergency_phone: None,
+        insurer: None,
+        insurance_number: None,
+        alerts: None,
     });
     (id, m)
 }

@@ -704,6 +704,12 @@ fn plan_writes<S: RowSource>(
                 phone: a.phone.clone(),
                 email: a.email.clone(),
                 address: a.address.clone(),
+                sex: a.sex,
+                emergency_contact: a.emergency_contact.clone(),
+                emergency_phone: a.emergency_phone.clone(),
+                insurer: a.insurer.clone(),
+                insurance_number: a.insurance_number.clone(),
+                alerts: a.alerts.clone(),
                 archived_at: None,
             };
             validated(validate::patient, &patient)?;
@@ -1247,6 +1253,12 @@ mod tests {
                     phone: None,
                     email: None,
                     address: None,
+                    sex: None,
+                    emergency_contact: None,
+                    emergency_phone: None,
+                    insurer: None,
+                    insurance_number: None,
+                    alerts: None,
                     archived_at: None,
                 },
             );

@@ -96,6 +96,23 @@ const PATIENTS: &[FieldRule] = &[
         "address",
         "postal address, free text but demographic, not clinical: the desk bills and writes to it",
     ),
+    all("sex"),
+    all_because(
+        "emergency_contact",
+        "whom to call, free text: whoever is with the patient when it matters must find it",
+    ),
+    all("emergency_phone"),
+    all_because(
+        "insurer",
+        "billing details: reception bills and checks cover at check-in",
+    ),
+    all("insurance_number"),
+    all_because(
+        "alerts",
+        "allergies and alerts (latex, penicillin, needs a wheelchair), free text shown as a \
+         banner: reception books and assistants prepare with them, so every role that reads \
+         patients receives them. Findings belong in treatment records, never here",
+    ),
     all("archived_at"),
 ];
 
@@ -392,6 +409,12 @@ mod tests {
                     phone: Some("1".into()),
                     email: Some("a@b.c".into()),
                     address: Some("x".into()),
+                    sex: Some(crate::model::Sex::Diverse),
+                    emergency_contact: Some("x".into()),
+                    emergency_phone: Some("1".into()),
+                    insurer: Some("x".into()),
+                    insurance_number: Some("1".into()),
+                    alerts: Some("x".into()),
                     archived_at: Some(ts()),
                 })),
             ),

@@ -248,6 +248,35 @@ pub struct Patient {
     /// Postal address, free text.
     #[serde(default)]
     pub address: Option<String>,
+    /// Sex or gender as the patient gives it. The fields from here to
+    /// `alerts` are absent when not recorded (rows written before they
+    /// existed read the same).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub sex: Option<Sex>,
+    /// Whom to call in an emergency: name and relation, free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub emergency_contact: Option<String>,
+    /// That person's phone number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub emergency_phone: Option<String>,
+    /// The health insurer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub insurer: Option<String>,
+    /// The member number with that insurer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub insurance_number: Option<String>,
+    /// Allergies and alerts everyone who books, prepares or treats the
+    /// patient must see ("Penicillin allergy", "latex", "needs a
+    /// wheelchair"): a banner on the chart and in the booking form. Not
+    /// findings: those belong in treatment records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub alerts: Option<String>,
     /// When the patient was archived: the record is kept, but the patient
     /// is no longer listed or bookable. Absent for active patients (so their
     /// rows read as before this field existed).
@@ -490,6 +519,19 @@ pub struct InventoryItem {
     pub quantity: i64,
     /// At or below this, the item needs reordering.
     pub reorder_level: i64,
+}
+
+/// A patient's sex or gender, as registration forms ask it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+#[serde(rename_all = "snake_case")]
+pub enum Sex {
+    /// Female.
+    Female,
+    /// Male.
+    Male,
+    /// Diverse (neither, or not only one of them).
+    Diverse,
 }
 
 /// How soon a referral should be seen.

@@ -13,7 +13,8 @@
 //!   from a patch is left alone; `null` clears an optional field.
 
 use crate::model::{
-    AppointmentStatus, InvoiceLine, PaymentMethod, ReferralStatus, Role, Table, Timestamp, Urgency,
+    AppointmentStatus, InvoiceLine, PaymentMethod, ReferralStatus, Role, Sex, Table, Timestamp,
+    Urgency,
 };
 use crate::validate::{self, Errors, FieldCode, FieldError};
 use chrono::NaiveDate;
@@ -164,6 +165,30 @@ pub struct CreatePatient {
     /// Address.
     #[serde(default)]
     pub address: Option<String>,
+    /// Sex or gender.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub sex: Option<Sex>,
+    /// Emergency contact: name and relation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub emergency_contact: Option<String>,
+    /// Emergency contact's phone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub emergency_phone: Option<String>,
+    /// Health insurer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub insurer: Option<String>,
+    /// Member number with the insurer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub insurance_number: Option<String>,
+    /// Allergies and alerts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub alerts: Option<String>,
 }
 
 /// Fields of a patient an update may change.
@@ -201,6 +226,54 @@ pub struct PatientPatch {
         deserialize_with = "nullable"
     )]
     pub address: Option<Option<String>>,
+    /// Sex or gender; `null` clears it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "nullable"
+    )]
+    #[ts(optional)]
+    pub sex: Option<Option<Sex>>,
+    /// Emergency contact; `null` clears it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "nullable"
+    )]
+    #[ts(optional)]
+    pub emergency_contact: Option<Option<String>>,
+    /// Emergency contact's phone; `null` clears it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "nullable"
+    )]
+    #[ts(optional)]
+    pub emergency_phone: Option<Option<String>>,
+    /// Health insurer; `null` clears it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "nullable"
+    )]
+    #[ts(optional)]
+    pub insurer: Option<Option<String>>,
+    /// Member number; `null` clears it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "nullable"
+    )]
+    #[ts(optional)]
+    pub insurance_number: Option<Option<String>>,
+    /// Allergies and alerts; `null` clears it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "nullable"
+    )]
+    #[ts(optional)]
+    pub alerts: Option<Option<String>>,
 }
 
 /// Arguments of [`Mutation::UpdatePatient`].

@@ -121,6 +121,10 @@ fn as_i64(n: usize) -> i64 {
 pub const MAX_NAME: usize = 100;
 /// Maximum length of free texts (addresses, reasons), in characters.
 pub const MAX_TEXT: usize = 2_000;
+/// Longest insurance member number (with spaces or dashes).
+pub const MAX_INSURANCE_NUMBER: usize = 40;
+/// Longest allergies-and-alerts text: a banner, not a record.
+pub const MAX_ALERTS: usize = 500;
 /// Maximum length of clinical notes, in characters.
 pub const MAX_NOTES: usize = 20_000;
 /// Maximum number of invoice lines or procedures.
@@ -320,6 +324,24 @@ pub fn patient(p: &Patient) -> Result<(), Vec<FieldError>> {
         e.add("email", FieldCode::NotAnEmail, "is not an e-mail address");
     }
     e.opt("address", &p.address, MAX_TEXT);
+    e.opt("emergency_contact", &p.emergency_contact, MAX_NAME * 2);
+    if p.emergency_phone
+        .as_deref()
+        .is_some_and(|phone| !is_phone(phone))
+    {
+        e.add(
+            "emergency_phone",
+            FieldCode::NotAPhone,
+            "is not a phone number (5 to 20 digits, optional leading +)",
+        );
+    }
+    e.opt("insurer", &p.insurer, MAX_NAME);
+    e.opt(
+        "insurance_number",
+        &p.insurance_number,
+        MAX_INSURANCE_NUMBER,
+    );
+    e.opt("alerts", &p.alerts, MAX_ALERTS);
     e.finish()
 }
 
@@ -571,6 +593,12 @@ mod tests {
             phone: Some("call me".into()),
             email: Some("nope".into()),
             address: None,
+            sex: None,
+            emergency_contact: None,
+            emergency_phone: None,
+            insurer: None,
+            insurance_number: None,
+            alerts: None,
             archived_at: None,
         };
         let errs = patient(&p).unwrap_err();

@@ -17,7 +17,7 @@ use chrono::NaiveDate;
 use clinic_shared::codec::decode;
 use clinic_shared::model::{
     Appointment, AppointmentStatus, InventoryItem, Invoice, InvoiceLine, InvoiceStatus, Patient,
-    Payment, PaymentMethod, Referral, ReferralStatus, Role, Staff, SyncRow, Table, Timestamp,
+    Payment, PaymentMethod, Referral, ReferralStatus, Role, Sex, Staff, SyncRow, Table, Timestamp,
     TreatmentRecord, Urgency,
 };
 use clinic_shared::mutation::{
@@ -223,6 +223,12 @@ fn patient() -> Patient {
         phone: Some("+46 70 123 45 67".into()),
         email: Some("jonas.lindqvist@example.org".into()),
         address: None,
+        sex: Some(Sex::Male),
+        emergency_contact: Some("Maja Lindqvist (wife)".into()),
+        emergency_phone: Some("+46 70 765 43 21".into()),
+        insurer: Some("Northwind Health".into()),
+        insurance_number: Some("M123456789".into()),
+        alerts: Some("Penicillin allergy".into()),
         archived_at: None,
     }
 }
@@ -331,6 +337,12 @@ fn create_patient() -> Mutation {
         phone: Some("+46 70 123 45 67".into()),
         email: None,
         address: None,
+        sex: None,
+        emergency_contact: None,
+        emergency_phone: None,
+        insurer: None,
+        insurance_number: None,
+        alerts: None,
     })
 }
 

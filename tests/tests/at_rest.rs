@@ -115,6 +115,12 @@ async fn the_desk_keeps_nothing_readable_on_disk_and_sign_out_removes_it() {
             phone: Some("+1 555 867 5309".into()),
             email: None,
             address: None,
+            sex: None,
+            emergency_contact: None,
+            emergency_phone: None,
+            insurer: None,
+            insurance_number: None,
+            alerts: None,
         }))
         .await
         .unwrap();
@@ -242,6 +248,12 @@ async fn a_revoked_session_ends_offline_sign_in_and_keeps_the_queue_for_the_next
             phone: None,
             email: None,
             address: None,
+            sex: None,
+            emergency_contact: None,
+            emergency_phone: None,
+            insurer: None,
+            insurance_number: None,
+            alerts: None,
         }))
         .await
         .unwrap();

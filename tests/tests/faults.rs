@@ -551,6 +551,12 @@ impl Gen<'_> {
                     phone,
                     email: None,
                     address: None,
+                    sex: None,
+                    emergency_contact: None,
+                    emergency_phone: None,
+                    insurer: None,
+                    insurance_number: None,
+                    alerts: None,
                 })
             }
             Kind::UpdatePatient => {

@@ -36,6 +36,12 @@ fn patient(first: &str, last: &str, phone: &str) -> CreatePatient {
         phone: Some(phone.into()),
         email: None,
         address: Some("Hauptstraße 5\n10115 Berlin".into()),
+        sex: None,
+        emergency_contact: None,
+        emergency_phone: None,
+        insurer: None,
+        insurance_number: None,
+        alerts: None,
     }
 }
 

@@ -26,6 +26,12 @@ async fn a_doctor_refers_reception_follows_up_without_the_reason_and_the_flow_is
             phone: None,
             email: None,
             address: None,
+            sex: None,
+            emergency_contact: None,
+            emergency_phone: None,
+            insurer: None,
+            insurance_number: None,
+            alerts: None,
         }))
         .await;
     let dirs = tempfile::tempdir().unwrap();

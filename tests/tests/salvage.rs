@@ -81,6 +81,12 @@ fn patient(first: &str, last: &str, address_len: usize) -> CreatePatient {
         phone: None,
         email: None,
         address: (address_len > 0).then(|| "x".repeat(address_len)),
+        sex: None,
+        emergency_contact: None,
+        emergency_phone: None,
+        insurer: None,
+        insurance_number: None,
+        alerts: None,
     }
 }
 

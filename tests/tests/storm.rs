@@ -131,6 +131,12 @@ fn patient(name: &str) -> Mutation {
         phone: None,
         email: None,
         address: None,
+        sex: None,
+        emergency_contact: None,
+        emergency_phone: None,
+        insurer: None,
+        insurance_number: None,
+        alerts: None,
     })
 }
 

@@ -163,6 +163,12 @@ fn new_patient(first: &str) -> CreatePatient {
         phone: Some("+1 555 200 3000".into()),
         email: None,
         address: None,
+        sex: None,
+        emergency_contact: None,
+        emergency_phone: None,
+        insurer: None,
+        insurance_number: None,
+        alerts: None,
     }
 }
 

@@ -5,7 +5,7 @@
 // theirs; a disabled account cannot sign in offline once the desk has heard.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { byTest, caFile, clinic, serverAdmin, startApp, startProxy, startServer, tempDir, until } from "./harness.mjs";
+import { byTest, caFile, clinic, serverAdmin, startApp, startProxy, startServer, tempDir, typeInto, until } from "./harness.mjs";
 
 let server, proxy, browser, stop, cli, ca;
 const serverDir = tempDir("clinic-access-server-");
@@ -17,12 +17,7 @@ const textOf = async (id) => {
   const el = await byTest(browser, id);
   return (await el.isExisting()) ? el.getText() : "";
 };
-async function setInput(id, value) {
-  const el = await byTest(browser, id);
-  await el.waitForExist({ timeout: 10000 });
-  await el.clearValue();
-  if (value !== "") await el.setValue(value);
-}
+const setInput = (id, value) => typeInto(browser, id, value);
 const click = async (id) => (await byTest(browser, id)).click();
 const patientRows = () => browser.execute(() => document.querySelectorAll('[data-testid="patient-row"]').length);
 const pendingText = () => textOf("pending");

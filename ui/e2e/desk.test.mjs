@@ -8,7 +8,7 @@ import { execFileSync } from "node:child_process";
 import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, test } from "node:test";
-import { byTest, caFile, clinic, root, serverAdmin, startApp, startProxy, startServer, tempDir, until } from "./harness.mjs";
+import { byTest, caFile, clinic, root, serverAdmin, startApp, startProxy, startServer, tempDir, typeInto, until } from "./harness.mjs";
 
 const ZONE = "Europe/Berlin";
 let server, proxy, a, b, stopA, stopB, cli, ca;
@@ -61,22 +61,7 @@ async function untilLastText(browser, id, pattern, timeout = 20000) {
 async function exists(browser, id) {
   return (await $(browser, id)).isExisting();
 }
-/** Sets a field as typing would: the value, then an input event (React's onChange). */
-async function type(browser, id, value) {
-  const el = await $(browser, id);
-  await el.waitForExist({ timeout: 15000 });
-  await browser.execute(
-    (testId, v) => {
-      const input = document.querySelector(`[data-testid="${testId}"]`);
-      const proto = input instanceof HTMLTextAreaElement ? HTMLTextAreaElement.prototype : HTMLInputElement.prototype;
-      const setter = Object.getOwnPropertyDescriptor(proto, "value").set;
-      setter.call(input, v);
-      input.dispatchEvent(new Event("input", { bubbles: true }));
-    },
-    id,
-    value,
-  );
-}
+const type = typeInto;
 async function rowsText(browser, id) {
   // Read in one go: lists re-render as changes arrive.
   return browser.execute((testId) => [...document.querySelectorAll(`[data-testid="${testId}"]`)].map((r) => r.innerText.trim()), id);
@@ -702,4 +687,55 @@ test("13. a doctor sees who else's patient a chart is, breaks the glass with a r
   const broke = log.find((e) => e.kind === "break_the_glass");
   assert.equal(broke?.reason, "Collapsed at reception, Dr. Sato is away today");
   assert.equal(broke?.user_name, "Dr. Dana Doyle");
+});
+
+test("14. the record beyond contact: sex, insurer, emergency contact, and allergies as a banner on the chart and when booking", async () => {
+  await click(a, "nav-patients");
+  await click(a, "patient-new");
+  await type(a, "patient-first_name", "Greta");
+  await type(a, "patient-last_name", "Holm");
+  await type(a, "patient-date_of_birth", "07/08/1958");
+  await (await $(a, "patient-sex")).selectByAttribute("value", "female");
+  await type(a, "patient-emergency_contact", "Lars Holm (son)");
+  // A phone that is not one is named at its field, in words.
+  await type(a, "patient-emergency_phone", "ask Lars");
+  await type(a, "patient-insurer", "Northwind Health");
+  await type(a, "patient-insurance_number", "M987654321");
+  await type(a, "patient-alerts", "Penicillin allergy");
+  await click(a, "patient-save");
+  await untilText(a, "error-emergency_phone", /^Emergency contact's phone is not a phone number/);
+  await type(a, "patient-emergency_phone", "+49 30 555 0101");
+  await click(a, "patient-save");
+  await until(a, "Greta's chart", async () => (await text(a, "chart-name")) === "Greta Holm", 30000);
+  await untilText(a, "patient-alerts", /^Allergies and alerts: Penicillin allergy$/);
+  assert.equal(await text(a, "patient-details"), "Female · Insured with Northwind Health, no. M987654321 · In an emergency: Lars Holm (son), +49 30 555 0101");
+  await noDeveloperText(a);
+  await screenshot(a, "alerts-chart");
+  // Booking her shows the alert before the visit is made.
+  await day(a, "2031-02-05");
+  await click(a, "book-open");
+  await type(a, "book-patient-search", "Holm");
+  await until(a, "Greta among the patients", async () => (await a.$$('[data-testid="book-patient"] option')).length > 1);
+  await (await $(a, "book-patient")).selectByIndex(1);
+  await untilText(a, "book-patient-alerts", /^Allergies and alerts: Penicillin allergy$/);
+  // The next free half hour with the doctor, from the day and time in the form (9:00 AM) on.
+  await type(a, "book-time", "09:00");
+  await click(a, "book-next-free");
+  await untilText(a, "suggestions", /^Next free:/);
+  const offered = await rowsText(a, "suggestion");
+  assert.equal(offered.length, 3, `three slots: ${offered}`);
+  const minutes = (t) => {
+    const [, h, m, ap] = /^(\d{1,2}):(\d\d) ([AP]M)$/.exec(t) ?? [];
+    return ((Number(h) % 12) + (ap === "PM" ? 12 : 0)) * 60 + Number(m);
+  };
+  assert.ok(offered.every((t) => minutes(t) >= 9 * 60), `none before 9:00 AM: ${offered}`);
+  assert.deepEqual([...offered].sort((x, y) => minutes(x) - minutes(y)), offered, "earliest first");
+  await (await a.$$('[data-testid="suggestion"]'))[0].click();
+  const picked = minutes(offered[0]);
+  assert.equal(await (await $(a, "book-time")).getValue(), `${String(Math.floor(picked / 60)).padStart(2, "0")}:${String(picked % 60).padStart(2, "0")}`);
+  await click(a, "book-cancel");
+  await until(a, "the form closed", async () => !(await exists(a, "booking-form")));
+  // The doctor's desk (B) has it too, live.
+  await search(b, "Holm");
+  await until(b, "Greta on the doctor's desk", async () => (await rowsText(b, "patient-row")).some((t) => t.includes("Holm, Greta")), 30000);
 });

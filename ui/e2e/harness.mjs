@@ -180,3 +180,25 @@ export async function until(browser, what, check, timeout = 20000) {
 }
 
 export const byTest = (browser, id) => browser.$(`[data-testid="${id}"]`);
+
+/**
+ * Sets a field as typing would: the value through the element's native
+ * setter, then one input event (React's onChange). WebDriver's clear + send
+ * keys is not safe on a controlled input: a re-render between the clear and
+ * the first key writes the old value back, and the keys are appended to it.
+ */
+export async function typeInto(browser, id, value) {
+  const el = await byTest(browser, id);
+  await el.waitForExist({ timeout: 15000 });
+  await browser.execute(
+    (testId, v) => {
+      const input = document.querySelector(`[data-testid="${testId}"]`);
+      const proto = input instanceof HTMLTextAreaElement ? HTMLTextAreaElement.prototype : HTMLInputElement.prototype;
+      const setter = Object.getOwnPropertyDescriptor(proto, "value").set;
+      setter.call(input, v);
+      input.dispatchEvent(new Event("input", { bubbles: true }));
+    },
+    id,
+    value,
+  );
+}

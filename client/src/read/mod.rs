@@ -164,8 +164,9 @@ const SLOT_STEP_SECS: i64 = 15 * 60;
 const SLOT_DAYS: u64 = 14;
 
 /// Free slots of `query.minutes` for the patient with the doctor, nearest
-/// to the wanted start on its local day first, then on the following days
-/// in order; never before `now`. Free means what the rules check: neither
+/// to the wanted start on its local day first (or, with `from_start`, the
+/// earliest at or after it), then on the following days in order; never
+/// before `now`. Free means what the rules check: neither
 /// the doctor nor the patient has an overlapping appointment.
 pub(crate) fn free_slots(
     conn: &Connection,
@@ -188,12 +189,13 @@ pub(crate) fn free_slots(
             Ok(zone.instant(day, time).map_err(zone_err)?.instant.unix())
         };
         let (opens, closes) = (at(OPENS)?, at(CLOSES)?);
+        let from_start = query.from_start.unwrap_or(false);
         let mut starts: Vec<i64> = (0..)
             .map(|i| opens + i * SLOT_STEP_SECS)
             .take_while(|s| s + len <= closes)
-            .filter(|s| *s >= now.unix())
+            .filter(|s| *s >= now.unix() && (!from_start || *s >= want))
             .collect();
-        if day == first_day {
+        if day == first_day && !from_start {
             starts.sort_by_key(|s| ((s - want).abs(), *s));
         }
         for start in starts {

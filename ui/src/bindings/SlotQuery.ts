@@ -28,4 +28,9 @@ count: number,
 /**
  * An appointment being moved (its own slot does not count as taken).
  */
-moving?: string, };
+moving?: string, 
+/**
+ * Only slots at or after `start`, earliest first ("the next free half
+ * hour with Dr. Sato"), instead of the nearest ones around it.
+ */
+from_start?: boolean, };

@@ -149,3 +149,23 @@ describe("the waiting room", () => {
     expect(waitLabel(t, t - 90_000)).toBe("just arrived");
   });
 });
+
+describe("the record fields beyond contact", () => {
+  const patient: Patient = {
+    id: "p",
+    first_name: "Ana",
+    last_name: "Lee",
+    date_of_birth: "1990-01-01",
+    phone: null,
+    email: null,
+    address: null,
+    sex: "female",
+    alerts: "Latex allergy",
+  };
+  it("patches only what changed, clearing with an empty value", () => {
+    const form = { ...formOf(patient), sex: "" as const, alerts: "Latex allergy; penicillin", insurer: "Northwind Health" };
+    expect(patientPatch(patient, form)).toEqual({ sex: null, alerts: "Latex allergy; penicillin", insurer: "Northwind Health" });
+    expect(patientPatch(patient, { ...formOf(patient), alerts: "  " })).toEqual({ alerts: null });
+    expect(isEmptyPatch(patientPatch(patient, formOf(patient)))).toBe(true);
+  });
+});

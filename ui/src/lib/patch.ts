@@ -2,6 +2,7 @@
 // changed, with "" meaning "clear" for optional fields. Unit-tested.
 import type { Patient } from "../bindings/Patient";
 import type { PatientPatch } from "../bindings/PatientPatch";
+import type { Sex } from "../bindings/Sex";
 
 export interface PatientForm {
   first_name: string;
@@ -10,7 +11,17 @@ export interface PatientForm {
   phone: string;
   email: string;
   address: string;
+  /** "" when not recorded. */
+  sex: Sex | "";
+  emergency_contact: string;
+  emergency_phone: string;
+  insurer: string;
+  insurance_number: string;
+  alerts: string;
 }
+
+/** The optional text fields after `address`, in form order. */
+export const MORE_TEXT = ["emergency_contact", "emergency_phone", "insurer", "insurance_number", "alerts"] as const;
 
 export function formOf(p: Patient | null): PatientForm {
   return {
@@ -20,6 +31,12 @@ export function formOf(p: Patient | null): PatientForm {
     phone: p?.phone ?? "",
     email: p?.email ?? "",
     address: p?.address ?? "",
+    sex: p?.sex ?? "",
+    emergency_contact: p?.emergency_contact ?? "",
+    emergency_phone: p?.emergency_phone ?? "",
+    insurer: p?.insurer ?? "",
+    insurance_number: p?.insurance_number ?? "",
+    alerts: p?.alerts ?? "",
   };
 }
 
@@ -40,6 +57,11 @@ export function patientPatch(before: Patient, form: PatientForm): PatientPatch {
   if (email !== undefined) patch.email = email;
   const address = optional(form.address, before.address);
   if (address !== undefined) patch.address = address;
+  for (const k of MORE_TEXT) {
+    const v = optional(form[k], before[k] ?? null);
+    if (v !== undefined) patch[k] = v;
+  }
+  if (form.sex !== (before.sex ?? "")) patch.sex = form.sex === "" ? null : form.sex;
   return patch;
 }
 

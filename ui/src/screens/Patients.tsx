@@ -9,15 +9,17 @@ import type { Invoice } from "../bindings/Invoice";
 import type { Mutation } from "../bindings/Mutation";
 import type { Patient } from "../bindings/Patient";
 import type { Rejection } from "../bindings/Rejection";
+import type { Sex } from "../bindings/Sex";
 import type { Staff } from "../bindings/Staff";
 import type { TreatmentRecord } from "../bindings/TreatmentRecord";
 import { Dialog } from "../components/Dialog";
+import { AlertBanner } from "../components/AlertBanner";
 import { CareNotice } from "../components/CareNotice";
 import { Field } from "../components/Field";
 import { useDesk } from "../desk";
 import { useLive } from "../events";
 import { fieldLabel, fieldSentences, formatMoney, rejectionSentence, statusWords, type Names } from "../lib/errors";
-import { formOf, isEmptyPatch, patientPatch, type PatientForm } from "../lib/patch";
+import { formOf, isEmptyPatch, MORE_TEXT, patientPatch, type PatientForm } from "../lib/patch";
 import { AccessLog } from "../components/AccessLog";
 import { canArchive, canEditPatients, canReadAudit, canReadHistory, canRegisterPatients, canSeeRecords, canWriteRecords } from "../lib/roles";
 import { release, send, type Sent } from "../lib/submit";
@@ -275,7 +277,17 @@ export function PatientEditor({ row, onDone, onCancel }: { row?: Entity<Patient>
     return {
       mutation: {
         type: "create_patient",
-        args: { id, first_name: f.first_name, last_name: f.last_name, date_of_birth: dob, phone: opt(f.phone), email: opt(f.email), address: opt(f.address) },
+        args: {
+          id,
+          first_name: f.first_name,
+          last_name: f.last_name,
+          date_of_birth: dob,
+          phone: opt(f.phone),
+          email: opt(f.email),
+          address: opt(f.address),
+          ...(f.sex ? { sex: f.sex } : {}),
+          ...Object.fromEntries(MORE_TEXT.filter((k) => opt(f[k]) !== null).map((k) => [k, opt(f[k])])),
+        },
       },
       own,
     };
@@ -368,6 +380,27 @@ export function PatientEditor({ row, onDone, onCancel }: { row?: Entity<Patient>
       {field("phone", "Phone", { type: "tel" })}
       {field("email", "E-mail", { type: "email" })}
       {field("address", "Address")}
+      <label htmlFor="field-patient-sex">
+        <span>Sex / gender</span>
+        <select id="field-patient-sex" data-testid="patient-sex" value={form.sex} onChange={set("sex")}>
+          <option value="">Not recorded</option>
+          {SEXES.map((s) => (
+            <option key={s} value={s}>
+              {sexWords[s]}
+            </option>
+          ))}
+        </select>
+        {errors.sex && (
+          <span className="field-error" data-testid="error-sex" role="alert">
+            {errors.sex}
+          </span>
+        )}
+      </label>
+      {field("emergency_contact", "Emergency contact", { hint: "Name and relation, e.g. Maja Lindqvist (wife)" })}
+      {field("emergency_phone", "Emergency contact's phone", { type: "tel" })}
+      {field("insurer", "Insurer")}
+      {field("insurance_number", "Insurance number")}
+      {field("alerts", "Allergies and alerts", { hint: "Shown on the chart and when booking, e.g. Penicillin allergy" })}
       {duplicates.length > 0 && (
         <div className="card warn" role="status" data-testid="patient-duplicate">
           {duplicates.map((d) => {
@@ -487,6 +520,10 @@ function PatientChart({ id, user, onClosed }: { id: string; user: Staff; onClose
           Born {formatDate(p.date_of_birth, clinic)} · {p.phone ?? "no phone"} · {p.email ?? "no e-mail"}
         </p>
         {p.address && <p>{p.address}</p>}
+        <AlertBanner patient={p} />
+        {patientDetails(p).length > 0 && (
+          <p data-testid="patient-details">{patientDetails(p).join(" · ")}</p>
+        )}
         <div className="actions">
           {canEditPatients(user.role) && !p.archived_at && (
             <button onClick={() => setEditing(true)} data-testid="patient-edit">
@@ -579,6 +616,19 @@ function PatientChart({ id, user, onClosed }: { id: string; user: Staff; onClose
       )}
     </div>
   );
+}
+
+const SEXES: Sex[] = ["female", "male", "diverse"];
+const sexWords: Record<Sex, string> = { female: "Female", male: "Male", diverse: "Diverse" };
+
+/** The record fields beyond contact, in words, for the chart's header. */
+function patientDetails(p: Patient): string[] {
+  const out: string[] = [];
+  if (p.sex) out.push(sexWords[p.sex]);
+  if (p.insurer || p.insurance_number) out.push(`Insured with ${p.insurer ?? "an insurer"}${p.insurance_number ? `, no. ${p.insurance_number}` : ""}`);
+  if (p.emergency_contact || p.emergency_phone)
+    out.push(`In an emergency: ${[p.emergency_contact, p.emergency_phone].filter(Boolean).join(", ")}`);
+  return out;
 }
 
 function visitLine(a: Entity<Appointment>, clinic: Clinic, names: Names): string {

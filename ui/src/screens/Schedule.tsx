@@ -1,5 +1,6 @@
 import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { useEffect, useRef, useState, type FormEvent, type KeyboardEvent } from "react";
+import { AlertBanner } from "../components/AlertBanner";
 import { PrintButton } from "../components/PrintButton";
 import { api, errorMessage, newId } from "../api";
 import type { Appointment } from "../bindings/Appointment";
@@ -308,11 +309,11 @@ function placeErrors(r: Rejection, clinic: Clinic): Record<string, string> {
   return out;
 }
 
-function Suggestions({ slots, onPick, clinic }: { slots: FreeSlot[]; onPick: (s: FreeSlot) => void; clinic: Clinic }) {
+function Suggestions({ slots, onPick, clinic, label = "Free nearby:" }: { slots: FreeSlot[]; onPick: (s: FreeSlot) => void; clinic: Clinic; label?: string }) {
   if (slots.length === 0) return null;
   return (
     <div className="suggestions" data-testid="suggestions">
-      <span>Free nearby:</span>
+      <span>{label}</span>
       {slots.map((s) => (
         <button type="button" key={s.start} data-testid="suggestion" onClick={() => onPick(s)}>
           {localDateOf(s.start, clinic.zone) === localDateOf(slots[0].start, clinic.zone) ? formatTime(s.start, clinic) : `${formatDayOf(s.start, clinic)} ${formatTime(s.start, clinic)}`}
@@ -335,6 +336,9 @@ function BookingForm({ date, doctors, defaultDoctor, onDone }: { date: string; d
   const [refusal, setRefusal] = useState<Rejection | null>(null);
   const [note, setNote] = useState<string | null>(null);
   const [slots, setSlots] = useState<FreeSlot[]>([]);
+  // "Free nearby" after a clash, "Next free" when asked; none found: said.
+  const [slotsLabel, setSlotsLabel] = useState("Free nearby:");
+  const [noneFree, setNoneFree] = useState(false);
   const [busy, setBusy] = useState(false);
   const [sent, setSent] = useState<Sent | null>(null);
   const first = useRef<HTMLInputElement>(null);
@@ -342,8 +346,22 @@ function BookingForm({ date, doctors, defaultDoctor, onDone }: { date: string; d
   useEffect(() => {
     if (!doctor && doctors[0]) setDoctor(doctors[0].id);
   }, [doctors, doctor]);
+
+  /** The first free slots with this doctor from the typed date and time on (today: from now). */
+  async function nextFree() {
+    if (!patient || !doctor) return;
+    const { when: w } = await resolveWhen(when, clinic);
+    const minutes = Number(when.minutes) > 0 ? Number(when.minutes) : 30;
+    const start = w && w.start > nowInstant() ? w.start : nowInstant();
+    const found = await api.freeSlots({ doctor_id: doctor, patient_id: patient, start, minutes, count: 3, from_start: true });
+    setSlotsLabel("Next free:");
+    setSlots(found);
+    setNoneFree(found.length === 0);
+  }
   const matches = useQuery({ queryKey: ["search", query], queryFn: () => api.searchPatients(query, 20), enabled: query.trim().length > 0 });
   const bookable = (matches.data ?? []).filter((r) => !r.data.archived_at);
+  // The chosen patient's allergies and alerts, before the visit is booked.
+  const chosen = bookable.find((r) => r.id === patient);
   useEffect(() => {
     if (bookable.length === 1 && !patient) setPatient(bookable[0].id);
     // eslint-disable-next-line react-hooks/exhaustive-deps
@@ -373,8 +391,9 @@ function BookingForm({ date, doctors, defaultDoctor, onDone }: { date: string; d
     setErrors(all);
     setRefusal(other);
     if (other?.code === "double_booked" && w && m?.type === "book_appointment") {
+      setSlotsLabel("Free nearby:");
       setSlots(await api.freeSlots({ doctor_id: m.args.doctor_id, patient_id: m.args.patient_id, start: w.start, minutes: w.minutes, count: 3 }));
-    } else {
+    } else if (slotsLabel !== "Next free:") {
       setSlots([]);
     }
     return Object.keys(all).length === 0 && !other ? m : null;
@@ -459,6 +478,7 @@ function BookingForm({ date, doctors, defaultDoctor, onDone }: { date: string; d
         </select>
         {errors.patient_id && <span className="field-error">{errors.patient_id}</span>}
       </label>
+      {chosen && <AlertBanner patient={chosen.data} testid="book-patient-alerts" />}
       <label>
         <span>Doctor</span>
         <select data-testid="book-doctor" value={doctor} onChange={(e) => setDoctor(e.target.value)}>
@@ -486,9 +506,22 @@ function BookingForm({ date, doctors, defaultDoctor, onDone }: { date: string; d
       <Suggestions
         slots={slots}
         clinic={clinic}
-        onPick={(s) => setWhen({ ...when, dateText: formatDate(localDateOf(s.start, clinic.zone), clinic), timeText: localTimeOf(s.start, clinic.zone) })}
+        label={slotsLabel}
+        onPick={(s) => {
+          setSlotsLabel("Free nearby:");
+          setSlots([]);
+          setWhen({ ...when, dateText: formatDate(localDateOf(s.start, clinic.zone), clinic), timeText: localTimeOf(s.start, clinic.zone) });
+        }}
       />
+      {noneFree && (
+        <p className="muted" data-testid="book-none-free">
+          {names.staff(doctor) ?? "The doctor"} has no free {Number(when.minutes) > 0 ? Number(when.minutes) : 30} minutes that suit this patient in the next two weeks.
+        </p>
+      )}
       <div className="actions">
+        <button type="button" data-testid="book-next-free" disabled={!patient || !doctor} onClick={() => void nextFree().catch((e) => setErrors({ form: errorMessage(e) }))} title="The first free slots with this doctor from the date and time above">
+          Next free
+        </button>
         <button data-testid="book-submit" disabled={busy || !patient || !doctor}>
           {busy ? "Booking…" : "Book"}
         </button>

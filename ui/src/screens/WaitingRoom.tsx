@@ -80,7 +80,12 @@ export function WaitingRoom({ user }: { user: Staff }) {
           </section>
         );
       })}
-      {schedule.isSuccess && doctors.length === 0 && <p className="muted">No doctors are on this computer's staff list yet.</p>}
+      {(schedule.isError || staff.isError) && (
+        <p className="error" role="alert" data-testid="waiting-error">
+          The waiting room could not be read: {errorMessage(schedule.error ?? staff.error)}
+        </p>
+      )}
+      {schedule.isSuccess && staff.isSuccess && doctors.length === 0 && <p className="muted">No doctors are on this computer's staff list yet.</p>}
     </div>
   );
 }

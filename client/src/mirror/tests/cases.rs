@@ -224,6 +224,12 @@ fn a_new_user_does_not_inherit_the_previous_clients_acknowledgement() {
             phone: None,
             email: None,
             address: None,
+            sex: None,
+            emergency_contact: None,
+            emergency_phone: None,
+            insurer: None,
+            insurance_number: None,
+            alerts: None,
         }))
         .unwrap();
     // A remote batch (another user's patient) re-derives the visible rows.

@@ -312,6 +312,12 @@ impl Harness {
                     phone: Some(if bad { "12" } else { PHONES[name] }.into()),
                     email: None,
                     address: None,
+                    sex: None,
+                    emergency_contact: None,
+                    emergency_phone: None,
+                    insurer: None,
+                    insurance_number: None,
+                    alerts: None,
                 });
                 self.mutate(m)?;
             }
