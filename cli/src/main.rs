@@ -214,13 +214,25 @@ struct PatientMore {
 #[derive(Clone, Copy)]
 struct SexArg(Option<Sex>);
 
-fn parse_sex(s: &str) -> Result<SexArg, String> {
+/// `--sex` was given something else.
+#[derive(Debug)]
+struct NotASex;
+
+impl std::fmt::Display for NotASex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("expected female, male or diverse (or \"\" to clear it)")
+    }
+}
+
+impl std::error::Error for NotASex {}
+
+fn parse_sex(s: &str) -> Result<SexArg, NotASex> {
     if s.is_empty() {
         return Ok(SexArg(None));
     }
     serde_json::from_value(serde_json::Value::String(s.to_owned()))
         .map(|sex| SexArg(Some(sex)))
-        .map_err(|_| "female, male or diverse".to_owned())
+        .map_err(|_| NotASex)
 }
 
 /// `Some("")` (clear) as `Some(None)`, for a patch.
