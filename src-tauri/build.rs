@@ -41,6 +41,10 @@ fn main() {
         "dismiss_server_restored",
         "print_day_sheet",
         "print_invoice",
+        "price_list",
+        "draft_invoice_for_visit",
+        "day_report",
+        "print_day_report",
     ];
     let attributes = tauri_build::Attributes::new()
         .app_manifest(tauri_build::AppManifest::new().commands(commands));

@@ -21,6 +21,7 @@
 //! be deterministic. Nothing here knows about Tauri or a WebView: the whole
 //! client is tested and benchmarked headless. See docs/ARCHITECTURE.md.
 
+mod billing;
 mod clock;
 mod db;
 mod error;
@@ -38,6 +39,7 @@ mod transport;
 mod types;
 mod users;
 
+pub use billing::{DayReport, MethodTotal, OpenInvoice, ReportPayment, StaffTotal};
 pub use clock::{Clock, IdSource, ManualClock, SystemClock, V7Ids};
 pub use error::{Cause, ClientError, ClientResult};
 pub use facade::{ClientConfig, ClinicClient, SignInResult, default_data_dir};

@@ -238,13 +238,42 @@ impl ClinicClient {
             .filter(|p| p.invoice_id == invoice)
             .collect();
         payments.sort_by_key(|p| p.paid_at);
-        let paid: i64 = payments.iter().map(|p| p.amount_cents).sum();
+        // Refunds count against what was paid: the sheet's "paid" is what
+        // the clinic kept.
+        let paid: i64 = payments
+            .iter()
+            .map(|p| {
+                if p.refund {
+                    -p.amount_cents
+                } else {
+                    p.amount_cents
+                }
+            })
+            .sum();
         let balance = inv.total_cents.saturating_sub(paid);
         let (title, status) = match inv.status {
-            InvoiceStatus::Void => (
-                "Invoice",
-                "Void: nothing is owed on this invoice".to_owned(),
+            InvoiceStatus::Draft => (
+                "Draft invoice",
+                "Draft: not issued yet, nothing is to be paid on it".to_owned(),
             ),
+            InvoiceStatus::Void => {
+                let reason = inv
+                    .void_reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default();
+                let refund = match inv.refund_due_cents() {
+                    0 if inv.refunded_cents > 0 => {
+                        format!(" {} was refunded.", clinic_print::money(inv.refunded_cents))
+                    }
+                    0 => String::new(),
+                    due => format!(" {} is to be refunded.", clinic_print::money(due)),
+                };
+                (
+                    "Invoice",
+                    format!("Void{reason}: nothing is owed on this invoice.{refund}"),
+                )
+            }
             _ if balance <= 0 => ("Receipt", "Paid in full. Thank you.".to_owned()),
             _ => (
                 "Invoice",
@@ -256,7 +285,10 @@ impl ClinicClient {
             // The id's first and last groups: short enough to read out,
             // unique enough within a clinic to find it again.
             number: short_number(invoice),
-            issued: format!("Issued {}", when(&zone, inv.issued_at)),
+            issued: match inv.status {
+                InvoiceStatus::Draft => format!("Started {}", when(&zone, inv.issued_at)),
+                _ => format!("Issued {}", when(&zone, inv.issued_at)),
+            },
             patient: patient
                 .as_ref()
                 .map(|p| format!("{} {}", p.first_name, p.last_name))
@@ -280,8 +312,16 @@ impl ClinicClient {
                 .iter()
                 .map(|p| ReceiptPayment {
                     when: when(&zone, p.paid_at),
-                    method: method_label(p.method).to_owned(),
-                    amount_cents: p.amount_cents,
+                    method: if p.refund {
+                        format!("Refund ({})", method_label(p.method).to_lowercase())
+                    } else {
+                        method_label(p.method).to_owned()
+                    },
+                    amount_cents: if p.refund {
+                        -p.amount_cents
+                    } else {
+                        p.amount_cents
+                    },
                 })
                 .collect(),
             paid_cents: paid,
@@ -291,6 +331,152 @@ impl ClinicClient {
         };
         Ok(clinic_print::receipt_pdf(&receipt)?)
     }
+    /// The end-of-day report as PDF ([`ClinicClient::day_report`]): totals
+    /// by method and by staff member, every payment and refund, and what
+    /// is still open, for the till and the books on a day without network.
+    pub async fn print_day_report(
+        &self,
+        date: NaiveDate,
+        staff: Option<Uuid>,
+    ) -> ClientResult<Vec<u8>> {
+        let zone = self.clinic_zone().await?;
+        let report = self.day_report(date, staff).await?;
+        let money = clinic_print::money;
+        let whose = match (staff, report.by_staff.first()) {
+            (Some(_), Some(s)) => format!(": {}", s.name),
+            (Some(_), None) => ": nothing taken by this staff member".to_owned(),
+            (None, _) => ": whole clinic".to_owned(),
+        };
+        let mut details: Vec<(String, String)> = report
+            .by_method
+            .iter()
+            .filter_map(|t| {
+                let m = t.method?;
+                let refunds = if t.refunded_cents > 0 {
+                    format!(
+                        " (taken {}, refunded {})",
+                        money(t.taken_cents),
+                        money(t.refunded_cents)
+                    )
+                } else {
+                    String::new()
+                };
+                Some((
+                    method_label(m).to_owned(),
+                    format!("{}{refunds}", money(t.net_cents)),
+                ))
+            })
+            .collect();
+        details.push((
+            "Total".into(),
+            format!(
+                "{} net from {} payments and refunds",
+                money(report.total.net_cents),
+                report.total.count
+            ),
+        ));
+        details.push((
+            "Invoiced".into(),
+            format!(
+                "{} invoices issued, {}",
+                report.issued_count,
+                money(report.issued_cents)
+            ),
+        ));
+        details.push((
+            "Still open".into(),
+            format!(
+                "{} invoices, {} owed",
+                report.open_invoices.len(),
+                money(report.open_cents)
+            ),
+        ));
+        let entry = |heading: String| SummaryEntry {
+            heading,
+            paragraphs: vec![],
+        };
+        let sections = vec![
+            SummarySection {
+                heading: "By staff member".into(),
+                empty: "No money was taken.".into(),
+                entries: report
+                    .by_staff
+                    .iter()
+                    .map(|s| {
+                        entry(format!(
+                            "{}: taken {}, refunded {} ({} entries)",
+                            s.name,
+                            money(s.taken_cents),
+                            money(s.refunded_cents),
+                            s.count
+                        ))
+                    })
+                    .collect(),
+            },
+            SummarySection {
+                heading: "Payments and refunds".into(),
+                empty: "None on this day.".into(),
+                entries: report
+                    .payments
+                    .iter()
+                    .map(|p| {
+                        entry(format!(
+                            "{} {}: {} {} {} (by {})",
+                            clock_time(&zone, p.at),
+                            p.patient,
+                            if p.refund { "refund" } else { "paid" },
+                            money(p.amount_cents),
+                            method_label(p.method).to_lowercase(),
+                            p.by
+                        ))
+                    })
+                    .collect(),
+            },
+            SummarySection {
+                heading: "Open invoices".into(),
+                empty: "Nothing is owed.".into(),
+                entries: report
+                    .open_invoices
+                    .iter()
+                    .map(|i| {
+                        entry(format!(
+                            "{} {}: {} owed (issued {})",
+                            short_number(i.id),
+                            i.patient,
+                            money(i.cents),
+                            when(&zone, i.issued_at)
+                        ))
+                    })
+                    .collect(),
+            },
+            SummarySection {
+                heading: "Refunds due".into(),
+                empty: "No refunds are due.".into(),
+                entries: report
+                    .refunds_due
+                    .iter()
+                    .map(|i| {
+                        entry(format!(
+                            "{} {}: {} to pay back",
+                            short_number(i.id),
+                            i.patient,
+                            money(i.cents)
+                        ))
+                    })
+                    .collect(),
+            },
+        ];
+        let summary = Summary {
+            title: format!("End of day{whose}"),
+            subtitle: long_date(date),
+            zone_note: zone_note(&zone),
+            printed: self.printed_line(&zone).await?,
+            details,
+            sections,
+        };
+        Ok(clinic_print::summary_pdf(&summary)?)
+    }
+
     /// A summary for the patient, printed by a doctor (or an admin): the
     /// patient's details, their visits, treatment records and referrals,
     /// newest first. Reported to the access log as a view of the chart
@@ -475,7 +661,7 @@ impl ClinicClient {
 }
 
 /// `0193f3a2-…-8c21d4e5f6a7` → `0193F3A2-F6A7`.
-fn short_number(id: Uuid) -> String {
+pub(crate) fn short_number(id: Uuid) -> String {
     let hex = id.simple().to_string().to_uppercase();
     format!("{}-{}", &hex[..8], &hex[hex.len() - 4..])
 }

@@ -532,8 +532,18 @@ pub fn describe_mutation(m: &Mutation) -> String {
         Mutation::AddTreatmentRecord(_) => "a new treatment record".into(),
         Mutation::UpdateTreatmentRecord(_) => "a change to a treatment record".into(),
         Mutation::HandOverTreatmentRecord(_) => "handing a treatment record over".into(),
+        Mutation::CreateInvoice(a) if a.draft => "a new draft invoice".into(),
         Mutation::CreateInvoice(_) => "a new invoice".into(),
         Mutation::VoidInvoice(_) => "voiding an invoice".into(),
+        Mutation::UpdateInvoiceLines(_) => "a change to a draft invoice's lines".into(),
+        Mutation::IssueInvoice(_) => "issuing an invoice".into(),
+        Mutation::RefundPayment(a) => format!(
+            "a refund of {}.{:02}",
+            a.amount_cents / 100,
+            a.amount_cents.rem_euclid(100)
+        ),
+        Mutation::CreatePriceItem(a) => format!("new price list entry {}", a.code),
+        Mutation::UpdatePriceItem(_) => "a change to the price list".into(),
         Mutation::RecordPayment(a) => format!(
             "a payment of {}.{:02}",
             a.amount_cents / 100,

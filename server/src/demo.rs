@@ -90,6 +90,19 @@ const DIAGNOSES: &[&str] = &[
     "Healthy",
     "Upper respiratory infection",
 ];
+/// The demo clinic's price list: code, line text, price in cents, and the
+/// visit length an entry bills (the 30-minute consultation is what the
+/// demo's past invoices say).
+const PRICE_LIST: &[(&str, &str, i64, Option<u32>)] = &[
+    ("C15", "Short consultation", 4000, Some(15)),
+    ("C30", "Consultation", 6500, Some(30)),
+    ("C60", "Extended consultation", 11000, Some(60)),
+    ("ECG", "Resting ECG", 3500, None),
+    ("LAB", "Blood sample and lab referral", 2500, None),
+    ("VAC", "Vaccination (administration)", 3000, None),
+    ("CERT", "Medical certificate", 1500, None),
+];
+
 const STOCK: &[(&str, &str, i64, i64)] = &[
     ("Nitrile gloves (M)", "box", 40, 10),
     ("Syringes 5 ml", "pcs", 300, 100),
@@ -289,6 +302,9 @@ pub fn seed_if_empty(
                         },
                         lines,
                         issued_at: end,
+                        void_reason: None,
+                        voided_at: None,
+                        refunded_cents: 0,
                     };
                     if paid {
                         let payment = Payment {
@@ -298,6 +314,8 @@ pub fn seed_if_empty(
                             method: PaymentMethod::Card,
                             paid_at: end,
                             received_by: reception,
+                            refund: false,
+                            reason: None,
                         };
                         rows.push(ToolWrite {
                             table: Table::Payments,
@@ -324,6 +342,21 @@ pub fn seed_if_empty(
         };
         rows.push(ToolWrite {
             table: Table::InventoryItems,
+            id: item.id,
+            data: json(&item),
+        });
+    }
+    for (code, description, unit_price_cents, visit_minutes) in PRICE_LIST {
+        let item = PriceItem {
+            id: Uuid::now_v7(),
+            code: (*code).into(),
+            description: (*description).into(),
+            unit_price_cents: *unit_price_cents,
+            visit_minutes: *visit_minutes,
+            retired: false,
+        };
+        rows.push(ToolWrite {
+            table: Table::PriceItems,
             id: item.id,
             data: json(&item),
         });

@@ -1430,6 +1430,7 @@ async fn billing_payments_update_the_invoice() {
             },
         ],
         issued_at: Timestamp::from_unix(1_800_000_000).unwrap(),
+        draft: false,
     };
     let invoice_id = invoice.id;
     applied_seq(&reception.push_one(Mutation::CreateInvoice(invoice)).await);

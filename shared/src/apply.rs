@@ -15,7 +15,7 @@
 use crate::field_access;
 use crate::model::{
     Appointment, AppointmentStatus, InventoryItem, Invoice, InvoiceStatus, Patient, Payment,
-    Referral, ReferralStatus, Role, Staff, Table, Timestamp, TreatmentRecord,
+    PriceItem, Referral, ReferralStatus, Role, Staff, Table, Timestamp, TreatmentRecord,
 };
 use crate::mutation::Mutation;
 use crate::permissions;
@@ -534,6 +534,55 @@ fn fields_of<T: Serialize>(patch: &T) -> Map<String, Value> {
     }
 }
 
+/// The named fields of a row's value, for a conflict check on fields an
+/// intent writes that are not a patch.
+fn fields_named(row: &Value, names: &[&str]) -> Map<String, Value> {
+    names
+        .iter()
+        .filter_map(|n| Some(((*n).to_owned(), row.get(*n)?.clone())))
+        .collect()
+}
+
+/// The status of an invoice as it is issued: nothing to pay is paid.
+fn issued_status(total_cents: i64) -> InvoiceStatus {
+    if total_cents == 0 {
+        InvoiceStatus::Paid
+    } else {
+        InvoiceStatus::Open
+    }
+}
+
+/// Lines change only on a draft.
+fn ensure_draft<E>(invoice: &Invoice) -> Result<(), PlanError<E>> {
+    if invoice.status == InvoiceStatus::Draft {
+        return Ok(());
+    }
+    rule(
+        Rule::InvoiceIssued,
+        format!(
+            "the invoice is {} and its lines are final: void it and bill again",
+            match invoice.status {
+                InvoiceStatus::Void => "void",
+                _ => "issued",
+            }
+        ),
+    )
+}
+
+/// The invoice a payment or refund is for, or `invalid_reference`.
+fn invoice_row<S: RowSource>(src: &mut S, id: Uuid) -> Result<CurrentRow, PlanError<S::Error>> {
+    match src.row(Table::Invoices, id).map_err(PlanError::Source)? {
+        Some(row) if !row.deleted => Ok(row),
+        _ => reference(
+            RejectCode::InvalidReference,
+            Table::Invoices,
+            id,
+            ReferenceProblem::Unknown,
+            format!("invoice {id} is unknown"),
+        ),
+    }
+}
+
 fn create<T: Serialize>(table: Table, id: Uuid, entity: &T) -> RowWrite {
     RowWrite {
         table,
@@ -942,45 +991,77 @@ fn plan_writes<S: RowSource>(
                 lines: a.lines.clone(),
                 total_cents: total,
                 paid_cents: 0,
-                status: if total == 0 {
-                    InvoiceStatus::Paid
+                status: if a.draft {
+                    InvoiceStatus::Draft
                 } else {
-                    InvoiceStatus::Open
+                    issued_status(total)
                 },
                 issued_at: a.issued_at,
+                void_reason: None,
+                voided_at: None,
+                refunded_cents: 0,
             };
             validated(validate::invoice, &invoice)?;
             Ok(vec![create(Table::Invoices, a.id, &invoice)])
         }
+        Mutation::UpdateInvoiceLines(a) => {
+            let row = live(src, Table::Invoices, a.id)?;
+            let mut invoice: Invoice = decode(Table::Invoices, &row.data)?;
+            ensure_draft(&invoice)?;
+            let Some(total) = Invoice::total_of(&a.lines) else {
+                return rule(Rule::TotalTooLarge, "the invoice total is too large");
+            };
+            invoice.lines = a.lines.clone();
+            invoice.total_cents = total;
+            validated(validate::invoice, &invoice)?;
+            let mut write = update(Table::Invoices, a.id, &row, &invoice);
+            write.conflict_check = Some(ConflictCheck {
+                base_version: a.base_version,
+                fields: fields_named(&write.after, &["lines", "total_cents"]),
+                whole_row: false,
+            });
+            Ok(vec![write])
+        }
+        Mutation::IssueInvoice(a) => {
+            let row = live(src, Table::Invoices, a.id)?;
+            let mut invoice: Invoice = decode(Table::Invoices, &row.data)?;
+            ensure_draft(&invoice)?;
+            if invoice.lines.is_empty() {
+                return rule(
+                    Rule::InvoiceEmpty,
+                    "the draft has no lines: add what was provided before issuing it",
+                );
+            }
+            invoice.status = issued_status(invoice.total_cents);
+            invoice.issued_at = a.issued_at;
+            let mut write = update(Table::Invoices, a.id, &row, &invoice);
+            // What is issued is what the desk showed: a draft another desk
+            // changed meanwhile stops the issue instead of going out unseen
+            // (a draft changes only by its lines, so any change counts).
+            write.conflict_check = Some(ConflictCheck {
+                base_version: a.base_version,
+                fields: Map::new(),
+                whole_row: true,
+            });
+            Ok(vec![write])
+        }
         Mutation::VoidInvoice(a) => {
             let row = live(src, Table::Invoices, a.id)?;
             let mut invoice: Invoice = decode(Table::Invoices, &row.data)?;
-            if invoice.status != InvoiceStatus::Open || invoice.paid_cents != 0 {
-                return rule(
-                    Rule::InvoiceNotVoidable,
-                    "only an open invoice with no payments can be voided",
-                );
+            if invoice.status == InvoiceStatus::Void {
+                return rule(Rule::InvoiceNotVoidable, "the invoice is already void");
             }
+            // Payments stay recorded: what was paid is returned with
+            // refunds, so the day's takings stay true.
             invoice.status = InvoiceStatus::Void;
+            invoice.void_reason = Some(a.reason.trim().to_owned());
+            invoice.voided_at = Some(now);
+            validated(validate::invoice, &invoice)?;
             Ok(vec![update(Table::Invoices, a.id, &row, &invoice)])
         }
         Mutation::RecordPayment(a) => {
             ensure_absent(src, Table::Payments, a.id)?;
-            let row = match src
-                .row(Table::Invoices, a.invoice_id)
-                .map_err(PlanError::Source)?
-            {
-                Some(row) if !row.deleted => row,
-                _ => {
-                    return reference(
-                        RejectCode::InvalidReference,
-                        Table::Invoices,
-                        a.invoice_id,
-                        ReferenceProblem::Unknown,
-                        format!("invoice {} is unknown", a.invoice_id),
-                    );
-                }
-            };
+            let row = invoice_row(src, a.invoice_id)?;
             let mut invoice: Invoice = decode(Table::Invoices, &row.data)?;
             if invoice.status != InvoiceStatus::Open {
                 return rule(
@@ -990,6 +1071,7 @@ fn plan_writes<S: RowSource>(
                         a.invoice_id,
                         match invoice.status {
                             InvoiceStatus::Paid => "already paid",
+                            InvoiceStatus::Draft => "a draft not yet issued",
                             _ => "void",
                         }
                     ),
@@ -1022,6 +1104,8 @@ fn plan_writes<S: RowSource>(
                 method: a.method,
                 paid_at: a.paid_at,
                 received_by: actor.user_id,
+                refund: false,
+                reason: None,
             };
             validated(validate::payment, &payment)?;
             invoice.paid_cents += a.amount_cents;
@@ -1032,6 +1116,70 @@ fn plan_writes<S: RowSource>(
                 create(Table::Payments, a.id, &payment),
                 update(Table::Invoices, a.invoice_id, &row, &invoice),
             ])
+        }
+        Mutation::RefundPayment(a) => {
+            ensure_absent(src, Table::Payments, a.id)?;
+            let row = invoice_row(src, a.invoice_id)?;
+            let mut invoice: Invoice = decode(Table::Invoices, &row.data)?;
+            let due = invoice.refund_due_cents();
+            if invoice.status != InvoiceStatus::Void || a.amount_cents > due {
+                let message = if invoice.status != InvoiceStatus::Void {
+                    "only money paid on a void invoice is refunded: void the invoice first"
+                        .to_owned()
+                } else {
+                    format!(
+                        "the refund of {} cents exceeds the {due} cents paid and not yet refunded",
+                        a.amount_cents
+                    )
+                };
+                return rule(Rule::RefundNotDue, message);
+            }
+            let refund = Payment {
+                id: a.id,
+                invoice_id: a.invoice_id,
+                amount_cents: a.amount_cents,
+                method: a.method,
+                paid_at: a.refunded_at,
+                received_by: actor.user_id,
+                refund: true,
+                reason: Some(a.reason.trim().to_owned()),
+            };
+            validated(validate::payment, &refund)?;
+            invoice.refunded_cents += a.amount_cents;
+            Ok(vec![
+                create(Table::Payments, a.id, &refund),
+                update(Table::Invoices, a.invoice_id, &row, &invoice),
+            ])
+        }
+        Mutation::CreatePriceItem(a) => {
+            ensure_absent(src, Table::PriceItems, a.id)?;
+            let item = PriceItem {
+                id: a.id,
+                code: a.code.trim().to_owned(),
+                description: a.description.trim().to_owned(),
+                unit_price_cents: a.unit_price_cents,
+                visit_minutes: a.visit_minutes,
+                retired: false,
+            };
+            validated(validate::price_item, &item)?;
+            Ok(vec![create(Table::PriceItems, a.id, &item)])
+        }
+        Mutation::UpdatePriceItem(a) => {
+            let row = live(src, Table::PriceItems, a.id)?;
+            let fields = fields_of(&a.fields);
+            let mut write = patched::<PriceItem>(
+                Table::PriceItems,
+                &row,
+                fields.clone(),
+                validate::price_item,
+            )?;
+            write.id = a.id;
+            write.conflict_check = Some(ConflictCheck {
+                base_version: a.base_version,
+                fields,
+                whole_row: false,
+            });
+            Ok(vec![write])
         }
         Mutation::CreateInventoryItem(a) => {
             ensure_absent(src, Table::InventoryItems, a.id)?;

@@ -159,6 +159,9 @@ const INVOICES: &[FieldRule] = &[
     all("paid_cents"),
     all("status"),
     all("issued_at"),
+    all("void_reason"),
+    all("voided_at"),
+    all("refunded_cents"),
 ];
 
 const PAYMENTS: &[FieldRule] = &[
@@ -168,6 +171,20 @@ const PAYMENTS: &[FieldRule] = &[
     all("method"),
     all("paid_at"),
     all("received_by"),
+    all("refund"),
+    all_because(
+        "reason",
+        "why money was paid back: billing text the desk writes, read by those who bill",
+    ),
+];
+
+const PRICE_ITEMS: &[FieldRule] = &[
+    all("id"),
+    all("code"),
+    all("description"),
+    all("unit_price_cents"),
+    all("visit_minutes"),
+    all("retired"),
 ];
 
 const INVENTORY_ITEMS: &[FieldRule] = &[
@@ -207,6 +224,7 @@ pub fn rules(table: Table) -> &'static [FieldRule] {
         Table::Payments => PAYMENTS,
         Table::InventoryItems => INVENTORY_ITEMS,
         Table::Referrals => REFERRALS,
+        Table::PriceItems => PRICE_ITEMS,
     }
 }
 
@@ -460,6 +478,9 @@ mod tests {
                     paid_cents: 0,
                     status: InvoiceStatus::Open,
                     issued_at: ts(),
+                    void_reason: Some("wrong patient".into()),
+                    voided_at: Some(ts()),
+                    refunded_cents: 1,
                 })),
             ),
             (
@@ -471,6 +492,8 @@ mod tests {
                     method: PaymentMethod::Cash,
                     paid_at: ts(),
                     received_by: id,
+                    refund: true,
+                    reason: Some("billed twice".into()),
                 })),
             ),
             (
@@ -494,6 +517,17 @@ mod tests {
                     urgency: Urgency::Urgent,
                     status: ReferralStatus::Draft,
                     created_at: ts(),
+                })),
+            ),
+            (
+                Table::PriceItems,
+                v(serde_json::to_value(PriceItem {
+                    id,
+                    code: "C30".into(),
+                    description: "Consultation".into(),
+                    unit_price_cents: 6500,
+                    visit_minutes: Some(30),
+                    retired: true,
                 })),
             ),
         ]
@@ -591,9 +625,17 @@ mod tests {
         ));
     }
 
+    fn referral_sample() -> Value {
+        samples()
+            .into_iter()
+            .find(|(t, _)| *t == Table::Referrals)
+            .unwrap()
+            .1
+    }
+
     #[test]
     fn redact_removes_withheld_and_unknown_fields_only() {
-        let mut referral = samples().pop().unwrap().1;
+        let mut referral = referral_sample();
         let full = referral.clone();
         assert!(!redact(Role::Doctor, Table::Referrals, &mut referral));
         assert_eq!(referral, full);
@@ -619,7 +661,7 @@ mod tests {
 
     #[test]
     fn a_role_may_not_write_what_it_may_not_read() {
-        let full = samples().pop().unwrap().1;
+        let full = referral_sample();
         let mut redacted = full.clone();
         redact(Role::Reception, Table::Referrals, &mut redacted);
         // A status change planned on the server's full row: reason unchanged.

@@ -39,11 +39,13 @@ pub enum Table {
     InventoryItems,
     /// Referrals of a patient to a specialist.
     Referrals,
+    /// The clinic's price list: what the desk bills, kept by admins.
+    PriceItems,
 }
 
 impl Table {
     /// Every table, in a fixed order.
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 9] = [
         Table::Staff,
         Table::Patients,
         Table::Appointments,
@@ -52,6 +54,7 @@ impl Table {
         Table::Payments,
         Table::InventoryItems,
         Table::Referrals,
+        Table::PriceItems,
     ];
 
     /// The table's wire and storage name.
@@ -65,6 +68,7 @@ impl Table {
             Table::Payments => "payments",
             Table::InventoryItems => "inventory_items",
             Table::Referrals => "referrals",
+            Table::PriceItems => "price_items",
         }
     }
 
@@ -427,12 +431,31 @@ pub struct InvoiceLine {
 #[ts(export)]
 #[serde(rename_all = "snake_case")]
 pub enum InvoiceStatus {
-    /// Not fully paid.
+    /// Being written: lines may change, takes no payments, owes nothing.
+    Draft,
+    /// Issued and not fully paid.
     Open,
     /// Paid in full.
     Paid,
-    /// Cancelled; takes no payments.
+    /// Cancelled with a reason; takes no payments. What was paid on it is
+    /// returned with refunds.
     Void,
+}
+
+impl InvoiceStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvoiceStatus::Draft => "draft",
+            InvoiceStatus::Open => "open",
+            InvoiceStatus::Paid => "paid",
+            InvoiceStatus::Void => "void",
+        }
+    }
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// An invoice for a patient.
@@ -447,16 +470,30 @@ pub struct Invoice {
     /// The visit billed, if any.
     #[serde(default)]
     pub appointment_id: Option<Uuid>,
-    /// Line items, at least one.
+    /// Line items: at least one once issued (a draft may have none yet).
     pub lines: Vec<InvoiceLine>,
     /// Sum of the lines, in cents (computed).
     pub total_cents: i64,
     /// Sum of payments received, in cents (computed by the server).
+    /// Refunds do not lower it: they are counted in `refunded_cents`.
     pub paid_cents: i64,
-    /// Open, paid or void (computed from payments, or voided).
+    /// Draft, open, paid or void (computed from payments, or voided).
     pub status: InvoiceStatus,
-    /// When it was issued (client clock).
+    /// When it was issued (client clock); for a draft, when it was started.
     pub issued_at: Timestamp,
+    /// Why it was voided (only on a void invoice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub void_reason: Option<String>,
+    /// When it was voided (client clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub voided_at: Option<Timestamp>,
+    /// Sum of refunds paid back, in cents (only on a void invoice); at most
+    /// `paid_cents`. Absent when nothing was refunded.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[ts(as = "Option<i64>", optional)]
+    pub refunded_cents: i64,
 }
 
 impl Invoice {
@@ -467,6 +504,23 @@ impl Invoice {
                 .checked_mul(i64::from(l.quantity))
                 .and_then(|x| sum.checked_add(x))
         })
+    }
+
+    /// What is still owed: nothing on a draft or a void invoice.
+    pub fn outstanding_cents(&self) -> i64 {
+        match self.status {
+            InvoiceStatus::Open => self.total_cents - self.paid_cents,
+            _ => 0,
+        }
+    }
+
+    /// What the clinic still has to pay back: what was paid on a void
+    /// invoice and not yet refunded.
+    pub fn refund_due_cents(&self) -> i64 {
+        match self.status {
+            InvoiceStatus::Void => self.paid_cents - self.refunded_cents,
+            _ => 0,
+        }
     }
 }
 
@@ -500,8 +554,47 @@ pub struct Payment {
     pub method: PaymentMethod,
     /// When it was received (client clock).
     pub paid_at: Timestamp,
-    /// The staff member who took it.
+    /// The staff member who took it (or, for a refund, paid it back).
     pub received_by: Uuid,
+    /// Money paid back to the patient rather than received: the amount
+    /// counts against the day's takings. Absent on a payment.
+    #[serde(default, skip_serializing_if = "is_false")]
+    #[ts(as = "Option<bool>", optional)]
+    pub refund: bool,
+    /// Why the money was paid back (refunds only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub reason: Option<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// One entry of the clinic's price list: what the desk puts on an invoice
+/// line with a click. Admins keep it; an entry is retired, never deleted,
+/// so that old invoices still read the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+#[serde(deny_unknown_fields)]
+pub struct PriceItem {
+    /// Row id.
+    pub id: Uuid,
+    /// Short code the clinic uses ("C30", "ECG"), unique among entries.
+    pub code: String,
+    /// What the invoice line says.
+    pub description: String,
+    /// Price of one, in cents.
+    pub unit_price_cents: i64,
+    /// Visit length this entry bills, in minutes: a draft started from a
+    /// visit of that length gets this line. Absent: added by hand only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub visit_minutes: Option<u32>,
+    /// Retired: no longer offered for new lines.
+    #[serde(default, skip_serializing_if = "is_false")]
+    #[ts(as = "Option<bool>", optional)]
+    pub retired: bool,
 }
 
 /// A stocked consumable.

@@ -86,12 +86,22 @@ pub enum Mutation {
     /// Admin: make another doctor responsible for a treatment record, so
     /// that they may edit it (a doctor edits only their own records).
     HandOverTreatmentRecord(HandOverTreatmentRecord),
-    /// Issue an invoice.
+    /// Issue an invoice, or start a draft.
     CreateInvoice(CreateInvoice),
-    /// Void an open invoice with no payments.
+    /// Void an invoice (a draft, or an issued one) with a reason.
     VoidInvoice(VoidInvoice),
-    /// Record a payment against an invoice.
+    /// Record a payment against an issued invoice.
     RecordPayment(RecordPayment),
+    /// Replace a draft invoice's lines.
+    UpdateInvoiceLines(UpdateInvoiceLines),
+    /// Issue a draft invoice: its lines are final from then on.
+    IssueInvoice(IssueInvoice),
+    /// Pay back money received on a void invoice.
+    RefundPayment(RefundPayment),
+    /// Admin: add an entry to the price list.
+    CreatePriceItem(CreatePriceItem),
+    /// Admin: change or retire a price list entry.
+    UpdatePriceItem(UpdatePriceItem),
     /// Add an inventory item.
     CreateInventoryItem(CreateInventoryItem),
     /// Change an item's name, unit or reorder level.
@@ -468,10 +478,15 @@ pub struct CreateInvoice {
     /// The visit, if any.
     #[serde(default)]
     pub appointment_id: Option<Uuid>,
-    /// Lines.
+    /// Lines: at least one, unless a draft.
     pub lines: Vec<InvoiceLine>,
-    /// When issued (client clock).
+    /// When issued, or for a draft when started (client clock).
     pub issued_at: Timestamp,
+    /// Start a draft: lines may change until it is issued
+    /// ([`Mutation::IssueInvoice`]). Absent: issued at once.
+    #[serde(default, skip_serializing_if = "is_false")]
+    #[ts(as = "Option<bool>", optional)]
+    pub draft: bool,
 }
 
 /// Arguments of [`Mutation::VoidInvoice`].
@@ -481,6 +496,120 @@ pub struct CreateInvoice {
 pub struct VoidInvoice {
     /// Invoice row.
     pub id: Uuid,
+    /// Why (3 to 500 characters): kept on the invoice and in its history.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Arguments of [`Mutation::UpdateInvoiceLines`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateInvoiceLines {
+    /// Invoice row (a draft).
+    pub id: Uuid,
+    /// Version the edit was based on: lines changed by another desk since
+    /// are a conflict, never overwritten.
+    pub base_version: u64,
+    /// The draft's new lines, all of them.
+    pub lines: Vec<InvoiceLine>,
+}
+
+/// Arguments of [`Mutation::IssueInvoice`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+#[serde(deny_unknown_fields)]
+pub struct IssueInvoice {
+    /// Invoice row (a draft with at least one line).
+    pub id: Uuid,
+    /// Version the desk showed: lines changed since are a conflict, so
+    /// nothing is issued that the desk did not see.
+    pub base_version: u64,
+    /// When issued (client clock).
+    pub issued_at: Timestamp,
+}
+
+/// Arguments of [`Mutation::RefundPayment`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+#[serde(deny_unknown_fields)]
+pub struct RefundPayment {
+    /// New payment row id (a refund row).
+    pub id: Uuid,
+    /// The void invoice the money was paid on.
+    pub invoice_id: Uuid,
+    /// Amount paid back, in cents: at most what was paid and not yet
+    /// refunded.
+    pub amount_cents: i64,
+    /// How it is paid back.
+    pub method: PaymentMethod,
+    /// Why (3 to 500 characters).
+    pub reason: String,
+    /// When paid back (client clock).
+    pub refunded_at: Timestamp,
+}
+
+/// Arguments of [`Mutation::CreatePriceItem`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePriceItem {
+    /// New row id.
+    pub id: Uuid,
+    /// Short code.
+    pub code: String,
+    /// What the invoice line says.
+    pub description: String,
+    /// Price of one, in cents.
+    pub unit_price_cents: i64,
+    /// Visit length this entry bills, in minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub visit_minutes: Option<u32>,
+}
+
+/// Fields of a price list entry an update may change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+#[serde(deny_unknown_fields)]
+pub struct PriceItemPatch {
+    /// Short code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub code: Option<String>,
+    /// What the invoice line says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub description: Option<String>,
+    /// Price of one, in cents (lines already on invoices keep theirs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub unit_price_cents: Option<i64>,
+    /// Visit length; `null` clears it.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[ts(optional, type = "number | null")]
+    pub visit_minutes: Option<Option<u32>>,
+    /// Retired, or back on offer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub retired: Option<bool>,
+}
+
+/// Arguments of [`Mutation::UpdatePriceItem`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePriceItem {
+    /// Entry row.
+    pub id: Uuid,
+    /// Version the edit was based on.
+    pub base_version: u64,
+    /// Changed fields.
+    pub fields: PriceItemPatch,
 }
 
 /// Arguments of [`Mutation::RecordPayment`].
@@ -661,6 +790,11 @@ impl Mutation {
             Mutation::CreateInvoice(_) => "create_invoice",
             Mutation::VoidInvoice(_) => "void_invoice",
             Mutation::RecordPayment(_) => "record_payment",
+            Mutation::UpdateInvoiceLines(_) => "update_invoice_lines",
+            Mutation::IssueInvoice(_) => "issue_invoice",
+            Mutation::RefundPayment(_) => "refund_payment",
+            Mutation::CreatePriceItem(_) => "create_price_item",
+            Mutation::UpdatePriceItem(_) => "update_price_item",
             Mutation::CreateInventoryItem(_) => "create_inventory_item",
             Mutation::UpdateInventoryItem(_) => "update_inventory_item",
             Mutation::AdjustStock(_) => "adjust_stock",
@@ -671,7 +805,7 @@ impl Mutation {
 
     /// Every mutation's wire name, in declaration order (the permission
     /// matrix the UI uses is generated over this list).
-    pub const KINDS: [&'static str; 22] = [
+    pub const KINDS: [&'static str; 27] = [
         "create_staff",
         "set_staff_role",
         "set_staff_active",
@@ -689,6 +823,11 @@ impl Mutation {
         "create_invoice",
         "void_invoice",
         "record_payment",
+        "update_invoice_lines",
+        "issue_invoice",
+        "refund_payment",
+        "create_price_item",
+        "update_price_item",
         "create_inventory_item",
         "update_inventory_item",
         "adjust_stock",
@@ -730,6 +869,11 @@ impl Mutation {
             Mutation::CreateInvoice(a) => (Table::Invoices, a.id),
             Mutation::VoidInvoice(a) => (Table::Invoices, a.id),
             Mutation::RecordPayment(a) => (Table::Payments, a.id),
+            Mutation::UpdateInvoiceLines(a) => (Table::Invoices, a.id),
+            Mutation::IssueInvoice(a) => (Table::Invoices, a.id),
+            Mutation::RefundPayment(a) => (Table::Payments, a.id),
+            Mutation::CreatePriceItem(a) => (Table::PriceItems, a.id),
+            Mutation::UpdatePriceItem(a) => (Table::PriceItems, a.id),
             Mutation::CreateInventoryItem(a) => (Table::InventoryItems, a.id),
             Mutation::UpdateInventoryItem(a) => (Table::InventoryItems, a.id),
             Mutation::AdjustStock(a) => (Table::InventoryItems, a.id),
@@ -764,14 +908,16 @@ impl Mutation {
             Mutation::UpdateInventoryItem(a) if a.fields == InventoryItemPatch::default() => {
                 e.add("fields", FieldCode::NothingChanged, "changes nothing");
             }
-            Mutation::CreateInvoice(a) => validate::invoice_lines(&a.lines, &mut e),
-            Mutation::RecordPayment(a) if !(1..=100_000_000).contains(&a.amount_cents) => {
-                e.add_bounded(
-                    "amount_cents",
-                    FieldCode::OutOfRange,
-                    (Some(1), Some(100_000_000)),
-                    "must be between 1 and 100000000",
-                );
+            Mutation::CreateInvoice(a) => validate::invoice_lines(&a.lines, a.draft, &mut e),
+            Mutation::UpdateInvoiceLines(a) => validate::invoice_lines(&a.lines, true, &mut e),
+            Mutation::VoidInvoice(a) => validate::reason("reason", &a.reason, &mut e),
+            Mutation::RecordPayment(a) => validate::amount("amount_cents", a.amount_cents, &mut e),
+            Mutation::RefundPayment(a) => {
+                validate::amount("amount_cents", a.amount_cents, &mut e);
+                validate::reason("reason", &a.reason, &mut e);
+            }
+            Mutation::UpdatePriceItem(a) if a.fields == PriceItemPatch::default() => {
+                e.add("fields", FieldCode::NothingChanged, "changes nothing");
             }
             Mutation::AdjustStock(a) => {
                 if a.delta == 0 {

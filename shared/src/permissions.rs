@@ -12,6 +12,7 @@
 //! | payments          | rw    | –      | –         | rw        |
 //! | inventory_items   | rw    | rw     | rw        | –         |
 //! | referrals         | r, status | rw | –         | r, status |
+//! | price_items       | rw    | –      | –         | r         |
 //!
 //! ¹ doctors register and edit patients but do not archive (or delete) them.
 //! ² an admin hands a record over to another doctor (the one grant there is).
@@ -38,7 +39,7 @@ pub fn can_read(role: Role, table: Table) -> bool {
     match table {
         Staff | Patients | Appointments => true,
         TreatmentRecords => matches!(role, Admin | Doctor),
-        Invoices | Payments => matches!(role, Admin | Reception),
+        Invoices | Payments | PriceItems => matches!(role, Admin | Reception),
         InventoryItems => matches!(role, Admin | Doctor | Assistant),
         Referrals => matches!(role, Admin | Doctor | Reception),
     }
@@ -66,7 +67,13 @@ pub fn can_send(role: Role, kind: &str) -> bool {
         "set_appointment_status" => true,
         "add_treatment_record" | "update_treatment_record" => role == Doctor,
         "hand_over_treatment_record" => role == Admin,
-        "create_invoice" | "void_invoice" | "record_payment" => matches!(role, Admin | Reception),
+        "create_invoice"
+        | "void_invoice"
+        | "record_payment"
+        | "update_invoice_lines"
+        | "issue_invoice"
+        | "refund_payment" => matches!(role, Admin | Reception),
+        "create_price_item" | "update_price_item" => role == Admin,
         "create_inventory_item" | "update_inventory_item" | "adjust_stock" => {
             matches!(role, Admin | Doctor | Assistant)
         }

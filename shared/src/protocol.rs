@@ -236,10 +236,17 @@ pub enum Rule {
     OwnAdminRole,
     /// An administrator cannot disable their own account.
     OwnAccount,
-    /// Only an open invoice without payments can be voided.
+    /// The invoice is already void.
     InvoiceNotVoidable,
-    /// The invoice is paid or void and takes no payments.
+    /// The invoice is a draft, paid or void and takes no payments.
     InvoiceClosed,
+    /// The invoice is issued: its lines are final (void it and bill again).
+    InvoiceIssued,
+    /// The invoice is a draft with no lines: nothing to issue.
+    InvoiceEmpty,
+    /// A refund is for a void invoice, up to what was paid on it and not
+    /// yet refunded (see `outstanding_cents` for that amount).
+    RefundNotDue,
     /// The invoice total overflows.
     TotalTooLarge,
     /// The patient is already archived.

@@ -6,8 +6,8 @@
 //! of a value rather than stopping at the first.
 
 use crate::model::{
-    Appointment, InventoryItem, Invoice, InvoiceLine, Patient, Payment, Referral, Staff,
-    TreatmentRecord,
+    Appointment, InventoryItem, Invoice, InvoiceLine, InvoiceStatus, Patient, Payment, PriceItem,
+    Referral, Staff, TreatmentRecord,
 };
 use chrono::{Datelike, NaiveDate};
 use serde::{Deserialize, Serialize};
@@ -395,9 +395,47 @@ pub fn treatment_record(r: &TreatmentRecord) -> Result<(), Vec<FieldError>> {
     e.finish()
 }
 
-/// Validates invoice lines.
-pub fn invoice_lines(lines: &[InvoiceLine], e: &mut Errors) {
-    if lines.is_empty() {
+/// Shortest reason for voiding an invoice or paying money back.
+pub const MIN_BILLING_REASON: usize = 3;
+/// Longest such reason.
+pub const MAX_BILLING_REASON: usize = 500;
+
+/// A reason for a billing correction (void, refund): trimmed, 3 to 500
+/// characters, on one line or several.
+pub fn reason(field: &str, value: &str, e: &mut Errors) {
+    let len = value.trim().chars().count();
+    if len == 0 {
+        e.add(field, FieldCode::Required, "is required");
+    } else if len < MIN_BILLING_REASON {
+        e.add_bounded(
+            field,
+            FieldCode::TooShort,
+            (
+                Some(as_i64(MIN_BILLING_REASON)),
+                Some(as_i64(MAX_BILLING_REASON)),
+            ),
+            format!("must be at least {MIN_BILLING_REASON} characters"),
+        );
+    } else {
+        e.optional_text(field, value.trim(), MAX_BILLING_REASON);
+    }
+}
+
+/// An amount of money taken or paid back: 1 cent to 1 000 000.00.
+pub fn amount(field: &str, cents: i64, e: &mut Errors) {
+    if !(1..=100_000_000).contains(&cents) {
+        e.add_bounded(
+            field,
+            FieldCode::OutOfRange,
+            (Some(1), Some(100_000_000)),
+            "must be between 1 and 100000000",
+        );
+    }
+}
+
+/// Validates invoice lines: at least one unless `draft`.
+pub fn invoice_lines(lines: &[InvoiceLine], draft: bool, e: &mut Errors) {
+    if lines.is_empty() && !draft {
         e.add("lines", FieldCode::Empty, "needs at least one line");
     } else if lines.len() > MAX_ITEMS {
         e.add_bounded(
@@ -435,7 +473,7 @@ pub fn invoice_lines(lines: &[InvoiceLine], e: &mut Errors) {
 /// Validates an invoice.
 pub fn invoice(inv: &Invoice) -> Result<(), Vec<FieldError>> {
     let mut e = Errors::new();
-    invoice_lines(&inv.lines, &mut e);
+    invoice_lines(&inv.lines, inv.status == InvoiceStatus::Draft, &mut e);
     if Invoice::total_of(&inv.lines) != Some(inv.total_cents) {
         e.add(
             "total_cents",
@@ -451,19 +489,56 @@ pub fn invoice(inv: &Invoice) -> Result<(), Vec<FieldError>> {
             "is negative",
         );
     }
+    if !(0..=inv.paid_cents).contains(&inv.refunded_cents) {
+        e.add_bounded(
+            "refunded_cents",
+            FieldCode::OutOfRange,
+            (Some(0), Some(inv.paid_cents)),
+            "must be between 0 and what was paid",
+        );
+    }
+    if let Some(r) = &inv.void_reason {
+        reason("void_reason", r, &mut e);
+    }
+    e.finish()
+}
+
+/// Validates a price list entry.
+pub fn price_item(p: &PriceItem) -> Result<(), Vec<FieldError>> {
+    let mut e = Errors::new();
+    e.text("code", &p.code, 20);
+    e.text("description", &p.description, MAX_NAME * 2);
+    if !(0..=100_000_000).contains(&p.unit_price_cents) {
+        e.add_bounded(
+            "unit_price_cents",
+            FieldCode::OutOfRange,
+            (Some(0), Some(100_000_000)),
+            "must be between 0 and 100000000",
+        );
+    }
+    if let Some(m) = p.visit_minutes {
+        let max = MAX_APPOINTMENT_SECS / 60;
+        if m == 0 || i64::from(m) > max {
+            e.add_bounded(
+                "visit_minutes",
+                FieldCode::OutOfRange,
+                (Some(1), Some(max)),
+                format!("must be between 1 and {max}"),
+            );
+        }
+    }
     e.finish()
 }
 
 /// Validates a payment.
 pub fn payment(p: &Payment) -> Result<(), Vec<FieldError>> {
     let mut e = Errors::new();
-    if !(1..=100_000_000).contains(&p.amount_cents) {
-        e.add_bounded(
-            "amount_cents",
-            FieldCode::OutOfRange,
-            (Some(1), Some(100_000_000)),
-            "must be between 1 and 100000000",
-        );
+    amount("amount_cents", p.amount_cents, &mut e);
+    match (&p.reason, p.refund) {
+        (Some(r), true) => reason("reason", r, &mut e),
+        (None, true) => e.add("reason", FieldCode::Required, "is required for a refund"),
+        (Some(_), false) => e.add("reason", FieldCode::Invalid, "is for refunds only"),
+        (None, false) => {}
     }
     e.finish()
 }

@@ -284,6 +284,9 @@ fn invoice() -> Invoice {
         paid_cents: 5000,
         status: InvoiceStatus::Open,
         issued_at: ts("2026-11-23T10:05:00Z"),
+        void_reason: None,
+        voided_at: None,
+        refunded_cents: 0,
     }
 }
 
@@ -295,6 +298,8 @@ fn payment() -> Payment {
         method: PaymentMethod::Card,
         paid_at: ts("2026-11-23T10:07:00Z"),
         received_by: id(RECEPTION),
+        refund: false,
+        reason: None,
     }
 }
 
@@ -763,13 +768,17 @@ fn mutation_create_invoice() {
         appointment_id: None,
         lines: invoice_lines(),
         issued_at: ts("2026-11-23T10:05:00Z"),
+        draft: false,
     });
     golden_mutation("mutation_create_invoice", 11, m);
 }
 
 #[test]
 fn mutation_void_invoice() {
-    let m = Mutation::VoidInvoice(VoidInvoice { id: id(INVOICE) });
+    let m = Mutation::VoidInvoice(VoidInvoice {
+        id: id(INVOICE),
+        reason: "Billed to the wrong patient".into(),
+    });
     golden_mutation("mutation_void_invoice", 12, m);
 }
 

@@ -705,6 +705,7 @@ impl Gen<'_> {
                     appointment_id: None,
                     lines,
                     issued_at: now(),
+                    draft: false,
                 })
             }
             Kind::VoidInvoice | Kind::RecordPayment => {
@@ -714,7 +715,10 @@ impl Gen<'_> {
                     .collect();
                 let row = hot(rng, &rows)?;
                 if matches!(kind, Kind::VoidInvoice) {
-                    Mutation::VoidInvoice(VoidInvoice { id: row.id })
+                    Mutation::VoidInvoice(VoidInvoice {
+                        id: row.id,
+                        reason: "billed in error".into(),
+                    })
                 } else {
                     let total = row.data["total_cents"].as_i64().unwrap_or(0);
                     let paid = row.data["paid_cents"].as_i64().unwrap_or(0);

@@ -124,6 +124,7 @@ async fn the_cli_prints_a_day_sheet_and_a_receipt_in_the_clinic_zone_even_offlin
                     },
                 ],
                 issued_at: ts("2031-03-03T14:41:00Z"),
+                draft: false,
             }))
             .await,
     );

@@ -410,6 +410,7 @@ fn describe_lost(d: &Damaged<'_>, id: u64) -> String {
         Table::Payments => "a payment",
         Table::InventoryItems => "a change to a stock item",
         Table::Referrals => "a referral (new or changed)",
+        Table::PriceItems => "a change to the price list",
     };
     match patient_of(d, table, row) {
         Some(name) => format!("{what} for {name}"),

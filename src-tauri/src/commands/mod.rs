@@ -3,10 +3,13 @@
 //! commands (build.rs generates their permissions).
 
 use clinic_client::{
-    Chart, ChartCare, ClientError, ClinicClient, Delivery, DeskSettings, Entity, FreeSlot,
-    PendingEntry, Printout, Receipt, RejectedEntry, Row, SessionInfo, SignInResult, SlotQuery,
+    Chart, ChartCare, ClientError, ClinicClient, DayReport, Delivery, DeskSettings, Entity,
+    FreeSlot, PendingEntry, Printout, Receipt, RejectedEntry, Row, SessionInfo, SignInResult,
+    SlotQuery,
 };
-use clinic_shared::model::{Appointment, InventoryItem, Invoice, Patient, Referral, Staff, Table};
+use clinic_shared::model::{
+    Appointment, InventoryItem, Invoice, Patient, PriceItem, Referral, Staff, Table,
+};
 use clinic_shared::mutation::Mutation;
 use clinic_shared::protocol::{AccessLogResponse, HistoryResponse, Rejection};
 use clinic_shared::time::LocalInstant;
@@ -244,6 +247,39 @@ async fn print_invoice(c: Client<'_>, id: Uuid) -> Answer<Printout> {
     Ok(crate::opener::open(path))
 }
 
+#[tauri::command]
+async fn price_list(c: Client<'_>) -> Answer<Vec<Entity<PriceItem>>> {
+    c.price_list().await
+}
+
+/// A draft started from a visit: its id (the change is queued like any).
+#[tauri::command]
+async fn draft_invoice_for_visit(c: Client<'_>, appointment: Uuid) -> Answer<Uuid> {
+    Ok(c.draft_invoice_for_visit(appointment).await?.0)
+}
+
+#[tauri::command]
+async fn day_report(
+    c: Client<'_>,
+    date: chrono::NaiveDate,
+    staff: Option<Uuid>,
+) -> Answer<DayReport> {
+    c.day_report(date, staff).await
+}
+
+#[tauri::command]
+async fn print_day_report(
+    c: Client<'_>,
+    date: chrono::NaiveDate,
+    staff: Option<Uuid>,
+) -> Answer<Printout> {
+    let pdf = c.print_day_report(date, staff).await?;
+    let path = c
+        .save_printout(&format!("end-of-day-{date}.pdf"), &pdf)
+        .await?;
+    Ok(crate::opener::open(path))
+}
+
 /// Every command, for the builder.
 pub fn handler() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static {
     tauri::generate_handler![
@@ -284,5 +320,9 @@ pub fn handler() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static 
         record_history,
         print_day_sheet,
         print_invoice,
+        price_list,
+        draft_invoice_for_visit,
+        day_report,
+        print_day_report,
     ]
 }

@@ -19,10 +19,15 @@ patient_id: string,
  */
 appointment_id: string | null, 
 /**
- * Lines.
+ * Lines: at least one, unless a draft.
  */
 lines: Array<InvoiceLine>, 
 /**
- * When issued (client clock).
+ * When issued, or for a draft when started (client clock).
  */
-issued_at: Timestamp, };
+issued_at: Timestamp, 
+/**
+ * Start a draft: lines may change until it is issued
+ * ([`Mutation::IssueInvoice`]). Absent: issued at once.
+ */
+draft?: boolean, };

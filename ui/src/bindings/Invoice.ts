@@ -20,7 +20,7 @@ patient_id: string,
  */
 appointment_id: string | null, 
 /**
- * Line items, at least one.
+ * Line items: at least one once issued (a draft may have none yet).
  */
 lines: Array<InvoiceLine>, 
 /**
@@ -29,13 +29,27 @@ lines: Array<InvoiceLine>,
 total_cents: number, 
 /**
  * Sum of payments received, in cents (computed by the server).
+ * Refunds do not lower it: they are counted in `refunded_cents`.
  */
 paid_cents: number, 
 /**
- * Open, paid or void (computed from payments, or voided).
+ * Draft, open, paid or void (computed from payments, or voided).
  */
 status: InvoiceStatus, 
 /**
- * When it was issued (client clock).
+ * When it was issued (client clock); for a draft, when it was started.
  */
-issued_at: Timestamp, };
+issued_at: Timestamp, 
+/**
+ * Why it was voided (only on a void invoice).
+ */
+void_reason?: string, 
+/**
+ * When it was voided (client clock).
+ */
+voided_at?: Timestamp, 
+/**
+ * Sum of refunds paid back, in cents (only on a void invoice); at most
+ * `paid_cents`. Absent when nothing was refunded.
+ */
+refunded_cents?: number, };

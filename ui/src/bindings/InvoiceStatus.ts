@@ -3,4 +3,4 @@
 /**
  * Whether an invoice still expects payment.
  */
-export type InvoiceStatus = "open" | "paid" | "void";
+export type InvoiceStatus = "draft" | "open" | "paid" | "void";

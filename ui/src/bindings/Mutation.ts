@@ -6,11 +6,14 @@ import type { BookAppointment } from "./BookAppointment";
 import type { CreateInventoryItem } from "./CreateInventoryItem";
 import type { CreateInvoice } from "./CreateInvoice";
 import type { CreatePatient } from "./CreatePatient";
+import type { CreatePriceItem } from "./CreatePriceItem";
 import type { CreateReferral } from "./CreateReferral";
 import type { CreateStaff } from "./CreateStaff";
 import type { DeletePatient } from "./DeletePatient";
 import type { HandOverTreatmentRecord } from "./HandOverTreatmentRecord";
+import type { IssueInvoice } from "./IssueInvoice";
 import type { RecordPayment } from "./RecordPayment";
+import type { RefundPayment } from "./RefundPayment";
 import type { RescheduleAppointment } from "./RescheduleAppointment";
 import type { RestorePatient } from "./RestorePatient";
 import type { SetAppointmentStatus } from "./SetAppointmentStatus";
@@ -18,11 +21,13 @@ import type { SetReferralStatus } from "./SetReferralStatus";
 import type { SetStaffActive } from "./SetStaffActive";
 import type { SetStaffRole } from "./SetStaffRole";
 import type { UpdateInventoryItem } from "./UpdateInventoryItem";
+import type { UpdateInvoiceLines } from "./UpdateInvoiceLines";
 import type { UpdatePatient } from "./UpdatePatient";
+import type { UpdatePriceItem } from "./UpdatePriceItem";
 import type { UpdateTreatmentRecord } from "./UpdateTreatmentRecord";
 import type { VoidInvoice } from "./VoidInvoice";
 
 /**
  * Every intent a client can send.
  */
-export type Mutation = { "type": "create_staff", "args": CreateStaff } | { "type": "set_staff_role", "args": SetStaffRole } | { "type": "set_staff_active", "args": SetStaffActive } | { "type": "create_patient", "args": CreatePatient } | { "type": "update_patient", "args": UpdatePatient } | { "type": "delete_patient", "args": DeletePatient } | { "type": "archive_patient", "args": ArchivePatient } | { "type": "restore_patient", "args": RestorePatient } | { "type": "book_appointment", "args": BookAppointment } | { "type": "reschedule_appointment", "args": RescheduleAppointment } | { "type": "set_appointment_status", "args": SetAppointmentStatus } | { "type": "add_treatment_record", "args": AddTreatmentRecord } | { "type": "update_treatment_record", "args": UpdateTreatmentRecord } | { "type": "hand_over_treatment_record", "args": HandOverTreatmentRecord } | { "type": "create_invoice", "args": CreateInvoice } | { "type": "void_invoice", "args": VoidInvoice } | { "type": "record_payment", "args": RecordPayment } | { "type": "create_inventory_item", "args": CreateInventoryItem } | { "type": "update_inventory_item", "args": UpdateInventoryItem } | { "type": "adjust_stock", "args": AdjustStock } | { "type": "create_referral", "args": CreateReferral } | { "type": "set_referral_status", "args": SetReferralStatus };
+export type Mutation = { "type": "create_staff", "args": CreateStaff } | { "type": "set_staff_role", "args": SetStaffRole } | { "type": "set_staff_active", "args": SetStaffActive } | { "type": "create_patient", "args": CreatePatient } | { "type": "update_patient", "args": UpdatePatient } | { "type": "delete_patient", "args": DeletePatient } | { "type": "archive_patient", "args": ArchivePatient } | { "type": "restore_patient", "args": RestorePatient } | { "type": "book_appointment", "args": BookAppointment } | { "type": "reschedule_appointment", "args": RescheduleAppointment } | { "type": "set_appointment_status", "args": SetAppointmentStatus } | { "type": "add_treatment_record", "args": AddTreatmentRecord } | { "type": "update_treatment_record", "args": UpdateTreatmentRecord } | { "type": "hand_over_treatment_record", "args": HandOverTreatmentRecord } | { "type": "create_invoice", "args": CreateInvoice } | { "type": "void_invoice", "args": VoidInvoice } | { "type": "record_payment", "args": RecordPayment } | { "type": "update_invoice_lines", "args": UpdateInvoiceLines } | { "type": "issue_invoice", "args": IssueInvoice } | { "type": "refund_payment", "args": RefundPayment } | { "type": "create_price_item", "args": CreatePriceItem } | { "type": "update_price_item", "args": UpdatePriceItem } | { "type": "create_inventory_item", "args": CreateInventoryItem } | { "type": "update_inventory_item", "args": UpdateInventoryItem } | { "type": "adjust_stock", "args": AdjustStock } | { "type": "create_referral", "args": CreateReferral } | { "type": "set_referral_status", "args": SetReferralStatus };

@@ -27,6 +27,15 @@ method: PaymentMethod,
  */
 paid_at: Timestamp, 
 /**
- * The staff member who took it.
+ * The staff member who took it (or, for a refund, paid it back).
  */
-received_by: string, };
+received_by: string, 
+/**
+ * Money paid back to the patient rather than received: the amount
+ * counts against the day's takings. Absent on a payment.
+ */
+refund?: boolean, 
+/**
+ * Why the money was paid back (refunds only).
+ */
+reason?: string, };

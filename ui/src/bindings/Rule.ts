@@ -3,4 +3,4 @@
 /**
  * A clinic rule behind a `rule_violation`.
  */
-export type Rule = "own_admin_role" | "own_account" | "invoice_not_voidable" | "invoice_closed" | "total_too_large" | "already_archived" | "not_archived" | "has_future_appointments" | "result_expired" | "unreadable";
+export type Rule = "own_admin_role" | "own_account" | "invoice_not_voidable" | "invoice_closed" | "invoice_issued" | "invoice_empty" | "refund_not_due" | "total_too_large" | "already_archived" | "not_archived" | "has_future_appointments" | "result_expired" | "unreadable";

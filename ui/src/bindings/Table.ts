@@ -4,4 +4,4 @@
  * The synced tables. The serialized name is the table's name on the wire and
  * in storage.
  */
-export type Table = "staff" | "patients" | "appointments" | "treatment_records" | "invoices" | "payments" | "inventory_items" | "referrals";
+export type Table = "staff" | "patients" | "appointments" | "treatment_records" | "invoices" | "payments" | "inventory_items" | "referrals" | "price_items";

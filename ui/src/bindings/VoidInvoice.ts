@@ -7,4 +7,8 @@ export type VoidInvoice = {
 /**
  * Invoice row.
  */
-id: string, };
+id: string, 
+/**
+ * Why (3 to 500 characters): kept on the invoice and in its history.
+ */
+reason: string, };

@@ -19,9 +19,9 @@ export interface RolePermissions {
 
 export const PERMISSIONS: Record<Role, RolePermissions> = {
   admin: {
-    read: ["staff", "patients", "appointments", "treatment_records", "invoices", "payments", "inventory_items", "referrals"],
-    send: ["create_staff", "set_staff_role", "set_staff_active", "create_patient", "update_patient", "delete_patient", "archive_patient", "restore_patient", "book_appointment", "reschedule_appointment", "set_appointment_status", "hand_over_treatment_record", "create_invoice", "void_invoice", "record_payment", "create_inventory_item", "update_inventory_item", "adjust_stock", "set_referral_status"],
-    history: ["staff", "patients", "appointments", "treatment_records", "invoices", "payments", "inventory_items", "referrals"],
+    read: ["staff", "patients", "appointments", "treatment_records", "invoices", "payments", "inventory_items", "referrals", "price_items"],
+    send: ["create_staff", "set_staff_role", "set_staff_active", "create_patient", "update_patient", "delete_patient", "archive_patient", "restore_patient", "book_appointment", "reschedule_appointment", "set_appointment_status", "hand_over_treatment_record", "create_invoice", "void_invoice", "record_payment", "update_invoice_lines", "issue_invoice", "refund_payment", "create_price_item", "update_price_item", "create_inventory_item", "update_inventory_item", "adjust_stock", "set_referral_status"],
+    history: ["staff", "patients", "appointments", "treatment_records", "invoices", "payments", "inventory_items", "referrals", "price_items"],
     appointmentStatuses: ["scheduled", "checked_in", "in_progress", "completed", "cancelled", "no_show"],
     correctThePast: true,
     readAudit: true,
@@ -46,8 +46,8 @@ export const PERMISSIONS: Record<Role, RolePermissions> = {
     withheld: {},
   },
   reception: {
-    read: ["staff", "patients", "appointments", "invoices", "payments", "referrals"],
-    send: ["create_patient", "update_patient", "delete_patient", "archive_patient", "restore_patient", "book_appointment", "reschedule_appointment", "set_appointment_status", "create_invoice", "void_invoice", "record_payment", "set_referral_status"],
+    read: ["staff", "patients", "appointments", "invoices", "payments", "referrals", "price_items"],
+    send: ["create_patient", "update_patient", "delete_patient", "archive_patient", "restore_patient", "book_appointment", "reschedule_appointment", "set_appointment_status", "create_invoice", "void_invoice", "record_payment", "update_invoice_lines", "issue_invoice", "refund_payment", "set_referral_status"],
     history: [],
     appointmentStatuses: ["scheduled", "checked_in", "in_progress", "completed", "cancelled", "no_show"],
     correctThePast: false,

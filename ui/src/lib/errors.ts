@@ -168,6 +168,7 @@ const TABLE_WORDS: Record<Table, string> = {
   payments: "payment",
   inventory_items: "stock item",
   referrals: "referral",
+  price_items: "price list entry",
 };
 
 const STATUS_WORDS: Record<AppointmentStatus, string> = {
@@ -236,6 +237,16 @@ export function describeMutation(m: Mutation, n: Names): string {
       return "Voiding an invoice";
     case "record_payment":
       return "Recording a payment";
+    case "update_invoice_lines":
+      return "Changing a draft invoice";
+    case "issue_invoice":
+      return "Issuing an invoice";
+    case "refund_payment":
+      return "Recording a refund";
+    case "create_price_item":
+      return `Adding ${m.args.code || "an entry"} to the price list`;
+    case "update_price_item":
+      return "Changing the price list";
     case "create_inventory_item":
       return `Adding ${m.args.name || "a stock item"}`;
     case "update_inventory_item":
@@ -327,9 +338,15 @@ export function rejectionSentence(r: Rejection, n: Names): string {
         case "own_account":
           return "You cannot disable your own account.";
         case "invoice_not_voidable":
-          return "Only an open invoice without payments can be voided.";
+          return "This invoice is already void.";
         case "invoice_closed":
-          return "This invoice is paid or void and takes no payments.";
+          return "This invoice takes no payments: it is a draft not yet issued, already paid, or void.";
+        case "invoice_issued":
+          return "This invoice is issued, so its lines cannot change. Void it and bill again.";
+        case "invoice_empty":
+          return "This draft has no lines yet. Add what was provided, then issue it.";
+        case "refund_not_due":
+          return "Only money paid on a void invoice can be refunded, and no more than was paid. Void the invoice first, or check the amount.";
         case "total_too_large":
           return "The invoice total is too large.";
         case "already_archived":

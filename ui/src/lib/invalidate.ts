@@ -16,6 +16,7 @@ const readers: Record<Table, QueryRoot[]> = {
   payments: ["rows", "chart"],
   inventory_items: ["rows", "lowStock"],
   referrals: ["rows", "chart"],
+  price_items: ["rows"],
 };
 
 /** Query keys to invalidate: `[root]` or `[root, table]` prefixes. */

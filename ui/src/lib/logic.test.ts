@@ -100,7 +100,7 @@ describe("roles and flows", () => {
   it("rebases an update on the current version for 'use mine'", () => {
     const m = { type: "update_patient" as const, args: { id: patient.id, base_version: 3, fields: { phone: "1" } } };
     expect(rebased(m, 9)).toEqual({ ...m, args: { ...m.args, base_version: 9 } });
-    const create = { type: "void_invoice" as const, args: { id: patient.id } };
+    const create = { type: "void_invoice" as const, args: { id: patient.id, reason: "billed twice" } };
     expect(rebased(create, 9)).toBe(create);
   });
 });

@@ -636,7 +636,7 @@ function visitLine(a: Entity<Appointment>, clinic: Clinic, names: Names): string
   return `${formatDayOf(d.start, clinic)}, ${formatTimeRange(d.start, d.end, clinic)} · ${names.staff(d.doctor_id) ?? "a doctor"} · ${statusWords(d.status)}${d.reason ? ` · ${d.reason}` : ""}`;
 }
 
-const invoiceStatus: Record<Invoice["status"], string> = { open: "open", paid: "paid", void: "void" };
+const invoiceStatus: Record<Invoice["status"], string> = { draft: "draft", open: "open", paid: "paid", void: "void" };
 
 function invoiceLine(i: Entity<Invoice>, clinic: Clinic): string {
   return `${formatDayOf(i.data.issued_at, clinic)} · ${formatMoney(i.data.total_cents, clinic.locale)} · ${invoiceStatus[i.data.status]}`;

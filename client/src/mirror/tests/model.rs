@@ -396,6 +396,7 @@ impl Harness {
                         unit_price_cents: cents,
                     }],
                     issued_at: Timestamp::from_unix(1_780_000_000).unwrap(),
+                    draft: false,
                 }))?;
             }
             Op::Push { n } => self.push(n)?,
