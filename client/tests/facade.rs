@@ -920,3 +920,150 @@ async fn a_doctor_breaks_the_glass_for_someone_elses_patient_and_the_grant_ends(
     );
     world.stop().await;
 }
+
+#[tokio::test]
+async fn a_visit_is_billed_from_the_price_list_and_the_day_is_reported() {
+    use clinic_shared::model::{Invoice, InvoiceLine, InvoiceStatus, PaymentMethod};
+    let world = World::in_zone(Some("Europe/Berlin"));
+    let admin = world.desk("admin").await;
+    let desk = world.desk("reception").await;
+    // The demo clinic's price list, entries on offer by code; an admin's
+    // retired entry goes to the end.
+    let list = admin.client.price_list().await.unwrap();
+    let ecg = list.iter().find(|p| p.data.code == "ECG").unwrap();
+    admin
+        .client
+        .mutate(Mutation::UpdatePriceItem(UpdatePriceItem {
+            id: ecg.id,
+            base_version: ecg.version,
+            fields: PriceItemPatch {
+                retired: Some(true),
+                ..PriceItemPatch::default()
+            },
+        }))
+        .await
+        .unwrap();
+    admin.client.sync_once().await.unwrap();
+    desk.client.sync_once().await.unwrap();
+    let codes: Vec<String> = desk
+        .client
+        .price_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.data.code)
+        .collect();
+    assert_eq!(codes, ["C15", "C30", "C60", "CERT", "LAB", "VAC", "ECG"]);
+
+    // A 30-minute visit today; its draft gets the 30-minute entry only.
+    let staff = desk.client.staff().await.unwrap();
+    let doyle = doctor_id(&staff, "doctor");
+    let anna = desk.client.patients().await.unwrap()[0].id;
+    let today = desk.client.today().await.unwrap();
+    let three = chrono::NaiveTime::from_hms_opt(15, 0, 0).unwrap();
+    let start = desk
+        .client
+        .local_instant(today, three)
+        .await
+        .unwrap()
+        .instant;
+    let visit = desk.client.new_id();
+    desk.client
+        .mutate(Mutation::BookAppointment(BookAppointment {
+            id: visit,
+            patient_id: anna,
+            doctor_id: doyle,
+            start,
+            end: Timestamp::from_unix(start.unix() + 1800).unwrap(),
+            reason: None,
+            correction: false,
+        }))
+        .await
+        .unwrap();
+    let (draft, _) = desk.client.draft_invoice_for_visit(visit).await.unwrap();
+    let inv = desk
+        .client
+        .entity::<Invoice>(Table::Invoices, draft)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(inv.data.status, InvoiceStatus::Draft);
+    assert_eq!(inv.data.appointment_id, Some(visit));
+    assert_eq!(
+        inv.data.lines,
+        [InvoiceLine {
+            description: "Consultation".into(),
+            quantity: 1,
+            unit_price_cents: 6500,
+        }]
+    );
+    // A visit is billed once.
+    let again = desk
+        .client
+        .draft_invoice_for_visit(visit)
+        .await
+        .unwrap_err();
+    assert!(
+        again.to_string().contains("already has an invoice"),
+        "{again}"
+    );
+
+    // Issued, then paid in two parts; the report adds it up by method.
+    desk.client.sync_once().await.unwrap();
+    let inv = desk
+        .client
+        .entity::<Invoice>(Table::Invoices, draft)
+        .await
+        .unwrap()
+        .unwrap();
+    desk.client
+        .mutate(Mutation::IssueInvoice(IssueInvoice {
+            id: draft,
+            base_version: inv.version,
+            issued_at: desk.client.now(),
+        }))
+        .await
+        .unwrap();
+    for (cents, method) in [(4000, PaymentMethod::Cash), (2500, PaymentMethod::Card)] {
+        desk.client
+            .mutate(Mutation::RecordPayment(RecordPayment {
+                id: desk.client.new_id(),
+                invoice_id: draft,
+                amount_cents: cents,
+                method,
+                paid_at: desk.client.now(),
+            }))
+            .await
+            .unwrap();
+    }
+    desk.client.sync_once().await.unwrap();
+    let paid = desk
+        .client
+        .entity::<Invoice>(Table::Invoices, draft)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(paid.data.status, InvoiceStatus::Paid);
+    let report = desk.client.day_report(today, None).await.unwrap();
+    let net = |m: PaymentMethod| {
+        report
+            .by_method
+            .iter()
+            .find(|t| t.method == Some(m))
+            .map(|t| t.net_cents)
+    };
+    assert_eq!(net(PaymentMethod::Cash), Some(4000));
+    assert_eq!(net(PaymentMethod::Card), Some(2500));
+    assert_eq!(net(PaymentMethod::Transfer), Some(0));
+    assert_eq!((report.total.net_cents, report.total.count), (6500, 2));
+    assert_eq!((report.issued_count, report.issued_cents), (1, 6500));
+    assert_eq!(report.by_staff.len(), 1);
+    assert_eq!(report.by_staff[0].taken_cents, 6500);
+    assert!(report.open_invoices.iter().all(|i| i.id != draft));
+    // Narrowed to someone who took nothing: empty, the clinic's open
+    // invoices still listed.
+    let nobody = desk.client.day_report(today, Some(doyle)).await.unwrap();
+    assert_eq!(nobody.total.count, 0);
+    let pdf = desk.client.print_day_report(today, None).await.unwrap();
+    assert!(pdf.starts_with(b"%PDF"));
+}
