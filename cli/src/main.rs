@@ -166,6 +166,19 @@ enum PrintCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The end-of-day report (default today, in the clinic's time zone):
+    /// takings by method and by person, every payment and refund, what is
+    /// still open. The whole clinic's, or one person's takings with --staff.
+    DayReport {
+        #[arg(long)]
+        date: Option<chrono::NaiveDate>,
+        /// Username or id of the person whose takings to report.
+        #[arg(long)]
+        staff: Option<String>,
+        /// The PDF file to write (readable by you only).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -544,7 +557,8 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves a doctor given by id or username from the local mirror.
+/// Resolves a staff member (a doctor, or whoever took the money) given by
+/// id or username from the local mirror.
 async fn doctor_id(client: &ClinicClient, doctor: &str) -> anyhow::Result<Uuid> {
     if let Ok(id) = Uuid::parse_str(doctor) {
         return Ok(id);
@@ -912,6 +926,18 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 }
                 PrintCommand::Invoice { id, out } => {
                     (client.print_invoice(id).await?, "invoice".to_owned(), out)
+                }
+                PrintCommand::DayReport { date, staff, out } => {
+                    let date = match date {
+                        Some(d) => d,
+                        None => client.today().await?,
+                    };
+                    let staff = match staff {
+                        Some(s) => Some(doctor_id(&client, &s).await?),
+                        None => None,
+                    };
+                    let pdf = client.print_day_report(date, staff).await?;
+                    (pdf, format!("end-of-day report for {date}"), out)
                 }
                 PrintCommand::Summary { patient, out } => {
                     let pdf = client.print_patient_summary(patient).await?;

@@ -391,6 +391,15 @@ impl ClinicClient {
                 money(report.open_cents)
             ),
         ));
+        if report.unreadable > 0 {
+            details.push((
+                "Not counted".into(),
+                format!(
+                    "{} billing records on this computer could not be read and are left out of these figures",
+                    report.unreadable
+                ),
+            ));
+        }
         let entry = |heading: String| SummaryEntry {
             heading,
             paragraphs: vec![],

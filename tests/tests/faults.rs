@@ -287,6 +287,17 @@ fn name(rng: &mut StdRng) -> String {
 
 /// Picks a row from the hot set: the oldest few (demo rows every client
 /// fights over) or the newest few (what was just made).
+/// One to three random invoice lines (`min` 0: a draft may have none).
+fn invoice_lines(rng: &mut StdRng, min: usize) -> Vec<InvoiceLine> {
+    (0..rng.gen_range(min..=3))
+        .map(|_| InvoiceLine {
+            description: words(rng, 2),
+            quantity: rng.gen_range(1..=3),
+            unit_price_cents: rng.gen_range(0..20_000),
+        })
+        .collect()
+}
+
 fn hot<'a>(rng: &mut StdRng, rows: &'a [Row]) -> Option<&'a Row> {
     if rows.is_empty() {
         return None;
@@ -347,8 +358,11 @@ enum Kind {
     AddRecord,
     UpdateRecord,
     CreateInvoice,
+    UpdateLines,
+    Issue,
     VoidInvoice,
     RecordPayment,
+    Refund,
     CreateItem,
     UpdateItem,
     AdjustStock,
@@ -367,8 +381,11 @@ fn kinds(role: Role, cli: bool) -> &'static [(Kind, u32)] {
             (Reschedule, 8),
             (SetStatus, 8),
             (CreateInvoice, 8),
+            (UpdateLines, 4),
+            (Issue, 4),
             (RecordPayment, 8),
             (VoidInvoice, 3),
+            (Refund, 3),
             (ReferralStatus, 3),
         ],
         (Role::Reception, true) => &[
@@ -421,8 +438,11 @@ fn kinds(role: Role, cli: bool) -> &'static [(Kind, u32)] {
             (Reschedule, 4),
             (SetStatus, 4),
             (CreateInvoice, 4),
+            (UpdateLines, 2),
+            (Issue, 2),
             (VoidInvoice, 2),
             (RecordPayment, 4),
+            (Refund, 2),
             (CreateItem, 2),
             (UpdateItem, 4),
             (AdjustStock, 8),
@@ -455,7 +475,7 @@ impl Kind {
             }
             Reschedule | SetStatus => Some(Table::Appointments),
             UpdateRecord => Some(Table::TreatmentRecords),
-            VoidInvoice | RecordPayment => Some(Table::Invoices),
+            UpdateLines | Issue | VoidInvoice | RecordPayment | Refund => Some(Table::Invoices),
             UpdateItem | AdjustStock => Some(Table::InventoryItems),
             ReferralStatus => Some(Table::Referrals),
         }
@@ -692,29 +712,77 @@ impl Gen<'_> {
             Kind::CreateInvoice => {
                 let rows = rows(Table::Patients);
                 let patient = hot(rng, &rows)?;
-                let lines = (0..rng.gen_range(1..=3))
-                    .map(|_| InvoiceLine {
-                        description: words(rng, 2),
-                        quantity: rng.gen_range(1..=3),
-                        unit_price_cents: rng.gen_range(0..20_000),
-                    })
-                    .collect();
+                // A third start as drafts (billed from a visit, issued later).
+                let draft = rng.gen_bool(0.3);
                 Mutation::CreateInvoice(CreateInvoice {
                     id: Uuid::now_v7(),
                     patient_id: patient.id,
                     appointment_id: None,
-                    lines,
+                    lines: invoice_lines(rng, if draft { 0 } else { 1 }),
                     issued_at: now(),
-                    draft: false,
+                    draft,
+                })
+            }
+            Kind::UpdateLines | Kind::Issue => {
+                let drafts: Vec<Row> = rows(Table::Invoices)
+                    .into_iter()
+                    .filter(|r| status_str(&r.data) == "draft")
+                    .collect();
+                let row = hot(rng, &drafts)?;
+                // Two desks on one draft: the version each saw decides
+                // whether the other's lines are a conflict.
+                if matches!(kind, Kind::UpdateLines) {
+                    Mutation::UpdateInvoiceLines(UpdateInvoiceLines {
+                        id: row.id,
+                        base_version: row.version,
+                        lines: invoice_lines(rng, 0),
+                    })
+                } else {
+                    Mutation::IssueInvoice(IssueInvoice {
+                        id: row.id,
+                        base_version: row.version,
+                        issued_at: now(),
+                    })
+                }
+            }
+            Kind::Refund => {
+                let due: Vec<Row> = rows(Table::Invoices)
+                    .into_iter()
+                    .filter(|r| {
+                        status_str(&r.data) == "void"
+                            && r.data["paid_cents"].as_i64().unwrap_or(0)
+                                > r.data["refunded_cents"].as_i64().unwrap_or(0)
+                    })
+                    .collect();
+                let row = hot(rng, &due)?;
+                let left = row.data["paid_cents"].as_i64().unwrap_or(0)
+                    - row.data["refunded_cents"].as_i64().unwrap_or(0);
+                let amount = match rng.gen_range(0..4) {
+                    0 => left,
+                    1 => left + 100, // refused: more than was paid
+                    _ => rng.gen_range(1..=left.max(1)),
+                };
+                Mutation::RefundPayment(RefundPayment {
+                    id: Uuid::now_v7(),
+                    invoice_id: row.id,
+                    amount_cents: amount,
+                    method: [PaymentMethod::Cash, PaymentMethod::Transfer][rng.gen_range(0..2)],
+                    reason: "paid back at the desk".into(),
+                    refunded_at: now(),
                 })
             }
             Kind::VoidInvoice | Kind::RecordPayment => {
+                let void = matches!(kind, Kind::VoidInvoice);
                 let rows: Vec<Row> = rows(Table::Invoices)
                     .into_iter()
-                    .filter(|r| status_str(&r.data) == "open")
+                    // Paid invoices are voided too (their money is then refunded).
+                    .filter(|r| {
+                        let s = status_str(&r.data);
+                        s == "open" || (void && s == "paid")
+                    })
                     .collect();
                 let row = hot(rng, &rows)?;
-                if matches!(kind, Kind::VoidInvoice) {
+                if void {
                     Mutation::VoidInvoice(VoidInvoice {
                         id: row.id,
                         reason: "billed in error".into(),
@@ -1541,7 +1609,12 @@ struct Audit<'a> {
 }
 
 fn expected_writes(kind: &str) -> usize {
-    if kind == "record_payment" { 2 } else { 1 }
+    // A payment or refund writes its row and its invoice's sums.
+    if kind == "record_payment" || kind == "refund_payment" {
+        2
+    } else {
+        1
+    }
 }
 
 /// The invariants; returns every divergence found.
@@ -1607,6 +1680,36 @@ async fn audit(
         div.push(format!(
             "{orphans} changed rows missing from the rows table"
         ));
+    }
+    // The money: every invoice's paid and refunded sums are its payments'
+    // (each applied once, whatever was retried), never more than billed
+    // or than was paid; a draft has no payments.
+    let bad_money: Vec<String> = db
+        .prepare(
+            "WITH pay AS (
+               SELECT json_extract(data, '$.invoice_id') AS inv,
+                      SUM(CASE WHEN COALESCE(json_extract(data, '$.refund'), 0) = 0
+                               THEN json_extract(data, '$.amount_cents') ELSE 0 END) AS paid,
+                      SUM(CASE WHEN COALESCE(json_extract(data, '$.refund'), 0) <> 0
+                               THEN json_extract(data, '$.amount_cents') ELSE 0 END) AS refunded
+               FROM rows WHERE tbl = 'payments' AND deleted = 0 GROUP BY inv)
+             SELECT i.id || ': ' || i.data FROM rows i LEFT JOIN pay ON pay.inv = i.id
+             WHERE i.tbl = 'invoices' AND i.deleted = 0 AND (
+               json_extract(i.data, '$.paid_cents') <> COALESCE(pay.paid, 0)
+               OR COALESCE(json_extract(i.data, '$.refunded_cents'), 0) <> COALESCE(pay.refunded, 0)
+               OR json_extract(i.data, '$.paid_cents') > json_extract(i.data, '$.total_cents')
+               OR COALESCE(json_extract(i.data, '$.refunded_cents'), 0) > json_extract(i.data, '$.paid_cents')
+               OR (json_extract(i.data, '$.status') = 'draft' AND COALESCE(pay.paid, 0) > 0)
+               OR (json_extract(i.data, '$.status') = 'paid'
+                   AND json_extract(i.data, '$.paid_cents') <> json_extract(i.data, '$.total_cents')))",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for b in bad_money {
+        div.push(format!("invoice whose money does not add up: {b}"));
     }
     if let Some(broken) = servers.database_check(&db) {
         div.push(broken);

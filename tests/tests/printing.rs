@@ -277,6 +277,61 @@ async fn the_cli_prints_a_day_sheet_and_a_receipt_in_the_clinic_zone_even_offlin
     assert!(text.contains("Paid in full"), "{text}");
     assert!(text.contains("37.50") && text.contains("0.00"), "{text}");
 
+    // The end of that day, offline too: by method, each payment at its
+    // New York time, the invoice issued that day; nothing left open on it.
+    let report = work.path().join("day-report.pdf");
+    let report_arg = report.to_str().unwrap();
+    clinic_cli_ok(
+        &desk,
+        &[
+            "--no-sync",
+            "print",
+            "day-report",
+            "--date",
+            "2031-03-03",
+            "--out",
+            report_arg,
+        ],
+    );
+    let text = pdf_text(&report);
+    for expected in [
+        "End of day: whole clinic",
+        "Monday 3 March 2031",
+        "America/New_York",
+        "87.50 net from 2 payments and refunds",
+        "1 invoices issued, 87.50",
+        "09:45 Müller, Zoë: paid 50.00 card",
+        "09:50 Müller, Zoë: paid 37.50 card",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from the day report:\n{text}"
+        );
+    }
+    assert!(!text.contains("14:45"), "a UTC time leaked:\n{text}");
+    assert!(!text.contains("Not counted"), "every row was read:\n{text}");
+    // One person's takings: the receptionist took both; a doctor none.
+    clinic_cli_ok(
+        &desk,
+        &[
+            "--no-sync",
+            "print",
+            "day-report",
+            "--date",
+            "2031-03-03",
+            "--staff",
+            "doctor",
+            "--out",
+            report_arg,
+        ],
+    );
+    let text = pdf_text(&report);
+    assert!(
+        text.contains("End of day: nothing taken by this staff member"),
+        "{text}"
+    );
+    assert!(text.contains("0.00 net from 0 payments"), "{text}");
+
     // An invoice this desk does not have: a clear sentence, no file.
     let missing = work.path().join("missing.pdf");
     let out = clinic_cli(

@@ -38,6 +38,21 @@ const $ = (browser, id) => byTest(browser, id);
 async function click(browser, id) {
   const el = await $(browser, id);
   await el.waitForClickable({ timeout: 15000 });
+  // Not while the layout still moves under it (an error clearing, a banner
+  // or a toast arriving): the click would land where the element was.
+  // Settled is the same box on two reads a poll apart.
+  let last = null;
+  await until(browser, `${id} to stay put`, async () => {
+    const box = await browser.execute((testId) => {
+      const e = document.querySelector(`[data-testid="${testId}"]`);
+      if (!e) return null;
+      const r = e.getBoundingClientRect();
+      return `${r.x},${r.y},${r.width},${r.height}`;
+    }, id);
+    const settled = box !== null && box === last;
+    last = box;
+    return settled;
+  });
   await el.click();
 }
 async function text(browser, id) {
@@ -62,6 +77,17 @@ async function exists(browser, id) {
   return (await $(browser, id)).isExisting();
 }
 const type = typeInto;
+/** Like `type`, for an element found another way (one of several alike, in a row): the value set as React sees typing. */
+async function typeIn(browser, el, value) {
+  await browser.execute(
+    (input, v) => {
+      Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, "value").set.call(input, v);
+      input.dispatchEvent(new Event("input", { bubbles: true }));
+    },
+    el,
+    value,
+  );
+}
 async function rowsText(browser, id) {
   // Read in one go: lists re-render as changes arrive.
   return browser.execute((testId) => [...document.querySelectorAll(`[data-testid="${testId}"]`)].map((r) => r.innerText.trim()), id);
@@ -85,6 +111,17 @@ async function fillBooking(browser, { patient, doctor = "Dr. Dana Doyle", time, 
   await type(browser, "book-time", time);
   await type(browser, "book-minutes", minutes);
 }
+/** Desk B again, signed in as `user` (on its own new data directory, in India like before). */
+async function replaceB(user) {
+  await stopB();
+  ({ browser: b, stop: stopB } = await startApp({
+    ca,
+    dataDir: tempDir(`clinic-desk-${user}-`),
+    server: server.url,
+    port: 4446,
+    env: { TZ: "Asia/Kolkata", CLINIC_LOGIN_USER: user, CLINIC_LOGIN_PASSWORD: "demo" },
+  }));
+}
 async function search(browser, q) {
   await click(browser, "nav-patients");
   await type(browser, "patient-search", q);
@@ -106,9 +143,10 @@ async function noDeveloperText(browser) {
 async function untilText(browser, id, pattern, timeout = 20000) {
   let last = "";
   try {
-    await browser.waitUntil(async () => pattern.test((last = await text(browser, id))), { timeout, interval: 100 });
-  } catch {
-    assert.fail(`${id}: ${JSON.stringify(last)} does not match ${pattern}`);
+    // `until` says what was on screen when it gave up.
+    await until(browser, `${id} to match ${pattern}`, async () => pattern.test((last = await text(browser, id))), timeout);
+  } catch (e) {
+    assert.fail(`${id}: ${JSON.stringify(last)} does not match ${pattern}\n${e.message}`);
   }
 }
 const live = (browser) => until(browser, "live sync", async () => (await text(browser, "connection")) === "Live", 60000);
@@ -437,14 +475,7 @@ test("8. sync in plain words; actions a role may not take are not offered", asyn
   await screenshot(a, "sync");
   await noDeveloperText(a);
   // The assistant's desk, in B's place.
-  await stopB();
-  ({ browser: b, stop: stopB } = await startApp({
-    ca,
-    dataDir: tempDir("clinic-desk-assistant-"),
-    server: server.url,
-    port: 4446,
-    env: { TZ: "Asia/Kolkata", CLINIC_LOGIN_USER: "assistant", CLINIC_LOGIN_PASSWORD: "demo" },
-  }));
+  await replaceB("assistant");
   await live(b);
   await openPatient(b, "Meyer", "Meyer, Anna");
   assert.equal(await exists(b, "patient-new"), false, "no New patient");
@@ -548,14 +579,7 @@ test("10. the waiting room: a check-in at reception shows on another desk with i
 test("11. referrals: a doctor writes one on their desk, reception sends it without ever holding the reason, the doctor sees it live, reads the reason and withdraws it", async () => {
   // The assistant's desk (B since test 8) has no referrals at all; a doctor's desk takes its place.
   assert.equal(await exists(b, "nav-referrals"), false, "assistants have no Referrals screen");
-  await stopB();
-  ({ browser: b, stop: stopB } = await startApp({
-    ca,
-    dataDir: tempDir("clinic-desk-doctor-"),
-    server: server.url,
-    port: 4446,
-    env: { TZ: "Asia/Kolkata", CLINIC_LOGIN_USER: "doctor", CLINIC_LOGIN_PASSWORD: "demo" },
-  }));
+  await replaceB("doctor");
   // A new doctor's desk first loads the whole demo clinic, treatment records
   // included (more than the assistant's desk gets): on a loaded CI machine
   // that took over 30 s once.
@@ -724,6 +748,8 @@ test("14. the record beyond contact: sex, insurer, emergency contact, and allerg
   // The next free half hour with the doctor, from the day and time in the form (9:00 AM) on.
   await type(a, "book-time", "09:00");
   await click(a, "book-next-free");
+  // Whatever the answer (slots, none free, an error), then that it is slots.
+  await until(a, "an answer to Next free", async () => (await exists(a, "suggestions")) || (await exists(a, "book-none-free")) || (await exists(a, "book-error")));
   await untilText(a, "suggestions", /^Next free:/);
   const offered = await rowsText(a, "suggestion");
   assert.equal(offered.length, 3, `three slots: ${offered}`);
@@ -741,4 +767,116 @@ test("14. the record beyond contact: sex, insurer, emergency contact, and allerg
   // The doctor's desk (B) has it too, live.
   await search(b, "Holm");
   await until(b, "Greta on the doctor's desk", async () => (await rowsText(b, "patient-row")).some((t) => t.includes("Holm, Greta")), 30000);
+});
+
+test("15. billing a visit: the admin's new price reaches reception live, a draft from the visit is edited and issued, paid in two parts, printed as a receipt, voided with a reason, part refunded, and the day adds up on screen and on paper", async () => {
+  // The admin (B, whoever desk B was before) adds a price; a code already in use is refused in words.
+  await replaceB("admin");
+  await live(b);
+  await click(b, "nav-billing");
+  await click(b, "billing-prices");
+  await until(b, "the demo price list", async () => (await rowsText(b, "price-item")).some((t) => t.startsWith("ECG")));
+  await click(b, "price-new");
+  await type(b, "price-code", "ECG");
+  await type(b, "price-description", "Flu vaccine (dose)");
+  await type(b, "price-amount", "18.50");
+  await click(b, "price-save");
+  await untilText(b, "price-error", /^Code ECG is already used by “Resting ECG”; choose another\.$/);
+  await type(b, "price-code", "FLU");
+  await click(b, "price-save");
+  await until(b, "FLU on the list", async () => (await rowsText(b, "price-item")).some((t) => /^FLU\tFlu vaccine \(dose\)\t18\.50/.test(t)));
+
+  // Clara's visit is over (Mon 10 Feb 2031, 10:00 in Berlin).
+  const visit = cli(["appointments", "book", "--patient", ids.clara, "--doctor", "doctor", "--start", "2031-02-10T09:00:00Z", "--end", "2031-02-10T09:30:00Z"]);
+  for (const s of ["checked_in", "in_progress", "completed"]) cli(["appointments", "set-status", visit.id, s]);
+  cli(["sync"]);
+  await live(a);
+  await day(a, "2031-02-10");
+  const bill = `[data-id="${visit.id}"] [data-testid="bill-visit"]`;
+  await until(a, "Clara's visit to bill", async () => (await a.$(bill)).isExisting(), 30000);
+  await (await a.$(bill)).click();
+
+  // The draft opens on Billing with the line for a 30-minute visit.
+  await until(a, "the draft editor", async () => exists(a, "draft-editor"), 20000);
+  assert.deepEqual(await rowsText(a, "draft-line"), ["Consultation\t\t65.00\t65.00\tRemove"]);
+  await until(a, "the new price on reception's desk", async () => {
+    for (const o of await a.$$('[data-testid="draft-add-item"] option')) if ((await o.getText()).startsWith("FLU · Flu vaccine (dose) · 18.50")) return true;
+    return false;
+  }, 30000);
+  await (await $(a, "draft-add-item")).selectByVisibleText("FLU · Flu vaccine (dose) · 18.50");
+  await click(a, "draft-add");
+  await until(a, "two lines", async () => (await rowsText(a, "draft-line")).length === 2);
+  const quantity = (await a.$$('[data-testid="draft-quantity"]'))[1];
+  await typeIn(a, quantity, "two");
+  await click(a, "draft-issue");
+  await untilText(a, "draft-error", /^Quantity \(line 2\) is not a count; type a whole number like 1 or 2\.$/);
+  await typeIn(a, quantity, "2");
+  await untilText(a, "draft-total", /^Total 102\.00$/);
+  await click(a, "draft-issue");
+  await until(a, "the editor closed", async () => !(await exists(a, "draft-editor")));
+  const clara = async () => (await rowsText(a, "invoice")).find((t) => t.includes("Vogt, Clara")) ?? "";
+  await until(a, "Clara's invoice open", async () => /2× Flu vaccine \(dose\)\t102\.00\t0\.00\tOpen/.test(await clara()), 20000);
+  await noDeveloperText(a);
+
+  // Paid in two parts: 60.00 cash, then the 42.00 left by card.
+  const row = async () => {
+    for (const r of await a.$$('[data-testid="invoice"]')) if ((await r.getText()).includes("Vogt, Clara")) return r;
+    throw new Error("Clara's invoice is not listed");
+  };
+  await typeIn(a, await (await row()).$('[data-testid="payment-amount"]'), "60");
+  await (await (await row()).$('[data-testid="payment-method"]')).selectByAttribute("value", "cash");
+  await (await (await row()).$('[data-testid="payment-record"]')).click();
+  await until(a, "part paid", async () => /Part paid, 42\.00 open/.test(await clara()), 20000);
+  await until(a, "the rest offered", async () => (await (await (await row()).$('[data-testid="payment-amount"]')).getValue()) === "42.00");
+  await (await (await row()).$('[data-testid="payment-method"]')).selectByAttribute("value", "card");
+  await (await (await row()).$('[data-testid="payment-record"]')).click();
+  await until(a, "paid", async () => /\t102\.00\t102\.00\tPaid/.test(await clara()), 20000);
+
+  // The receipt, as printed: Clara, both lines, both payments at their Berlin times, paid in full.
+  await (await (await row()).$('[data-testid="print-invoice"]')).click();
+  let receipt = "";
+  await until(a, "the receipt handed to the viewer", async () => (receipt = lastPrintout()).includes("Clara Vogt") && /Receipt/.test(receipt));
+  for (const expected of ["Patient: Clara Vogt", "Consultation", "Flu vaccine (dose)", "37.00", "102.00", "Cash", "Card", "Paid in full", "Europe/Berlin"]) {
+    assert.ok(receipt.includes(expected), `${expected} missing from the receipt:\n${receipt}`);
+  }
+  await screenshot(a, "billing-paid");
+
+  // Voided with a reason (none is refused in words); what was paid stays, to be paid back.
+  await (await (await row()).$('[data-testid="invoice-void"]')).click();
+  await click(a, "void-dialog-confirm");
+  await untilText(a, "void-error", /^Reason /);
+  await type(a, "void-reason", "Billed to the wrong insurer");
+  await click(a, "void-dialog-confirm");
+  await until(a, "void", async () => /Void, 102\.00 to pay back · Billed to the wrong insurer/.test(await clara()), 20000);
+  await (await (await row()).$('[data-testid="invoice-refund"]')).click();
+  await until(a, "the refund form", async () => exists(a, "refund-form"));
+  assert.equal(await (await $(a, "refund-amount")).getValue(), "102.00", "all that was paid is offered");
+  assert.equal(await (await $(a, "refund-reason")).getValue(), "Billed to the wrong insurer", "the void's reason is offered");
+  await type(a, "refund-amount", "200");
+  await click(a, "refund-record");
+  await untilText(a, "refund-error", /^Amount is more than the 102\.00 still to pay back\.$/);
+  await type(a, "refund-amount", "30");
+  await (await $(a, "refund-method")).selectByAttribute("value", "cash");
+  await click(a, "refund-record");
+  await until(a, "part refunded", async () => /Void, 72\.00 to pay back/.test(await clara()), 20000);
+  await noDeveloperText(a);
+
+  // The end of the clinic's day: cash is this test's alone (the demo clinic is paid by card).
+  await click(a, "billing-day");
+  await untilText(a, "report-title", /^End of day · .+ · the whole clinic · times in Europe\/Berlin$/);
+  await until(a, "the day's cash", async () => (await rowsText(a, "report-method")).includes("Cash\t60.00\t30.00\t30.00\t2"), 20000);
+  const payments = await rowsText(a, "report-payment");
+  for (const p of [/^\d{1,2}:\d\d [AP]M Vogt, Clara: paid 60\.00 cash \(by .+\)$/, /^\d{1,2}:\d\d [AP]M Vogt, Clara: paid 42\.00 card/, /^\d{1,2}:\d\d [AP]M Vogt, Clara: refund 30\.00 cash/]) {
+    assert.ok(payments.some((t) => p.test(t)), `${p} among ${JSON.stringify(payments)}`);
+  }
+  assert.ok((await rowsText(a, "report-refund-due")).some((t) => t.startsWith("Vogt, Clara: 72.00 to pay back")));
+  await screenshot(a, "end-of-day");
+  await noDeveloperText(a);
+  await click(a, "print-report");
+  await untilText(a, "print-report-note", /^The end-of-day report for .+ opened in your PDF viewer: print it from there\.$/);
+  let sheet = "";
+  await until(a, "the report handed to the viewer", async () => /End of day/i.test((sheet = lastPrintout())));
+  for (const expected of ["whole clinic", "Cash", "30.00 (taken 60.00, refunded 30.00)", "Vogt, Clara: paid 60.00 cash", "Vogt, Clara: refund 30.00 cash", "Refunds due", "72.00 to pay back", "Europe/Berlin"]) {
+    assert.ok(sheet.includes(expected), `${expected} missing from the report:\n${sheet}`);
+  }
 });

@@ -14,7 +14,7 @@ import { commandFor, type Command } from "./lib/shortcuts";
 import { Billing } from "./screens/Billing";
 import { Inventory } from "./screens/Inventory";
 import { Patients } from "./screens/Patients";
-import { OpenPatientContext } from "./navigate";
+import { OpenInvoiceContext, OpenPatientContext } from "./navigate";
 import { Referrals } from "./screens/Referrals";
 import { Schedule } from "./screens/Schedule";
 import { SignIn } from "./screens/SignIn";
@@ -111,6 +111,10 @@ function Shell({ user }: { user: Staff }) {
     setScreen("patients");
     setCommand((c) => ({ name: "open-patient", seq: (c?.seq ?? 0) + 1, patientId }));
   }, []);
+  const openInvoice = useCallback((invoiceId: string) => {
+    setScreen("billing");
+    setCommand((c) => ({ name: "open-invoice", seq: (c?.seq ?? 0) + 1, invoiceId }));
+  }, []);
   // The role shown is the one the mirror holds; a role change re-reads the session.
   if (status?.connection.state === "signed_out") {
     client.invalidateQueries({ queryKey: ["session"] });
@@ -145,16 +149,18 @@ function Shell({ user }: { user: Staff }) {
       <RebuiltNotice clinic={clinic} />
       <Notifications onReview={() => setScreen("sync")} />
       <OpenPatientContext.Provider value={openPatient}>
+      <OpenInvoiceContext.Provider value={openInvoice}>
       <main>
         {screen === "patients" && <Patients user={user} command={command} />}
         {screen === "schedule" && <Schedule user={user} command={command} />}
         {screen === "waiting" && <WaitingRoom user={user} />}
         {screen === "referrals" && <Referrals user={user} />}
-        {screen === "billing" && <Billing />}
+        {screen === "billing" && <Billing user={user} command={command} />}
         {screen === "inventory" && <Inventory />}
         {screen === "staff" && <StaffScreen user={user} />}
         {screen === "sync" && <SyncPanel />}
       </main>
+      </OpenInvoiceContext.Provider>
       </OpenPatientContext.Provider>
       <StatusBar onOpenSync={() => setScreen("sync")} clinic={clinic} />
     </div>

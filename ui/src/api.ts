@@ -6,6 +6,7 @@ import { errorSentence } from "./lib/errors";
 import type { Appointment } from "./bindings/Appointment";
 import type { Chart } from "./bindings/Chart";
 import type { ChartCare } from "./bindings/ChartCare";
+import type { DayReport } from "./bindings/DayReport";
 import type { Delivery } from "./bindings/Delivery";
 import type { DeskSettings } from "./bindings/DeskSettings";
 import type { Entity } from "./bindings/Entity";
@@ -18,6 +19,7 @@ import type { LocalInstant } from "./bindings/LocalInstant";
 import type { Mutation } from "./bindings/Mutation";
 import type { Patient } from "./bindings/Patient";
 import type { PendingEntry } from "./bindings/PendingEntry";
+import type { PriceItem } from "./bindings/PriceItem";
 import type { Printout } from "./bindings/Printout";
 import type { Receipt } from "./bindings/Receipt";
 import type { RejectedEntry } from "./bindings/RejectedEntry";
@@ -92,4 +94,12 @@ export const api = {
   printDaySheet: (date: string, doctor: string | null) => invoke<Printout>("print_day_sheet", { date, doctor }),
   /** An invoice (a receipt once paid) opened in the PDF viewer. */
   printInvoice: (id: string) => invoke<Printout>("print_invoice", { id }),
+  /** The price list: entries on offer first, then retired ones, each by code. */
+  priceList: () => invoke<Entity<PriceItem>[]>("price_list"),
+  /** Starts a draft invoice for a visit (lines from the price list for its length); the draft's id. */
+  draftInvoiceForVisit: (appointment: string) => invoke<string>("draft_invoice_for_visit", { appointment }),
+  /** The end-of-day report of a local date, of the whole clinic (`staff` null) or one person's takings. */
+  dayReport: (date: string, staff: string | null) => invoke<DayReport>("day_report", { date, staff }),
+  /** The end-of-day report opened in the PDF viewer. */
+  printDayReport: (date: string, staff: string | null) => invoke<Printout>("print_day_report", { date, staff }),
 };

@@ -58,4 +58,9 @@ refunds_due: Array<OpenInvoice>,
 /**
  * Drafts not yet issued.
  */
-drafts: number, };
+drafts: number, 
+/**
+ * Invoices and payments on this desk that could not be read (left
+ * out of every figure above; the desk says so).
+ */
+unreadable: number, };

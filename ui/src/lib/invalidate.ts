@@ -4,16 +4,17 @@
 import type { StoreEvent } from "../bindings/StoreEvent";
 import type { Table } from "../bindings/Table";
 
-export type QueryRoot = "rows" | "search" | "schedule" | "chart" | "lowStock" | "pending" | "rejected" | "session" | "slots";
+export type QueryRoot = "rows" | "search" | "schedule" | "chart" | "lowStock" | "pending" | "rejected" | "session" | "slots" | "dayReport";
 
 const readers: Record<Table, QueryRoot[]> = {
-  staff: ["rows", "schedule", "session"],
-  patients: ["rows", "search", "chart", "schedule", "slots"],
+  staff: ["rows", "schedule", "session", "dayReport"],
+  patients: ["rows", "search", "chart", "schedule", "slots", "dayReport"],
   // Free-slot suggestions are computed from the appointments this desk holds.
   appointments: ["rows", "schedule", "chart", "slots"],
   treatment_records: ["rows", "chart"],
-  invoices: ["rows", "chart"],
-  payments: ["rows", "chart"],
+  // The end-of-day report adds up invoices and payments (names from patients and staff).
+  invoices: ["rows", "chart", "dayReport"],
+  payments: ["rows", "chart", "dayReport"],
   inventory_items: ["rows", "lowStock"],
   referrals: ["rows", "chart"],
   price_items: ["rows"],

@@ -76,6 +76,10 @@ describe("query invalidation", () => {
     const keys = staleKeys({ origin: "local", tables: ["patients"] });
     expect(keys).toEqual(expect.arrayContaining([["search"], ["chart"], ["schedule"], ["rows", "patients"], ["pending"]]));
   });
+  it("payments refresh the end-of-day report, the price list does not", () => {
+    expect(staleKeys({ origin: "remote", tables: ["payments"] })).toContainEqual(["dayReport"]);
+    expect(staleKeys({ origin: "remote", tables: ["price_items"] })).not.toContainEqual(["dayReport"]);
+  });
   it("appointments refresh free-slot suggestions", () => {
     expect(staleKeys({ origin: "remote", tables: ["appointments"] })).toContainEqual(["slots"]);
   });

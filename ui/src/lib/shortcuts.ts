@@ -3,7 +3,7 @@
 // their shortcut in their tooltip (title) and to screen readers
 // (aria-keyshortcuts).
 
-export type CommandName = "new-patient" | "book" | "check-in" | "search" | "open-patient";
+export type CommandName = "new-patient" | "book" | "check-in" | "search" | "open-patient" | "open-invoice";
 
 /**
  * A command for a screen; `seq` makes a repeated press a new command. The
@@ -16,6 +16,8 @@ export interface Command {
   handled?: boolean;
   /** For `open-patient`: whose chart. */
   patientId?: string;
+  /** For `open-invoice`: the invoice Billing opens (a draft opens in its editor). */
+  invoiceId?: string;
 }
 
 /** Takes the command if it is `name` and nobody acted on it yet. */

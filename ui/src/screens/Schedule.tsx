@@ -15,8 +15,9 @@ import { Field } from "../components/Field";
 import { PatientLink } from "../components/PatientLink";
 import { useDesk } from "../desk";
 import { useLive } from "../events";
+import { useOpenInvoice } from "../navigate";
 import { fieldSentences, rejectionSentence, statusWords } from "../lib/errors";
-import { canBook, canSetStatus } from "../lib/roles";
+import { can, canBook, canRead, canSetStatus } from "../lib/roles";
 import { take, type Command } from "../lib/shortcuts";
 import { release, send, type Sent } from "../lib/submit";
 import {
@@ -187,6 +188,7 @@ function AppointmentRow({ row, user, active, onFocus }: { row: Entity<Appointmen
   // A patient this desk does not hold was deleted (or is not visible): no visit can start for them.
   const gone = patients.data !== undefined && !patient;
   const archived = !!patient?.data.archived_at;
+  const bill = useBilling(row, user, gone);
   async function step(status: AppointmentStatus) {
     setError(null);
     try {
@@ -243,6 +245,11 @@ function AppointmentRow({ row, user, active, onFocus }: { row: Entity<Appointmen
               Undo check-in
             </button>
           )}
+          {bill.offered && (
+            <button onClick={() => void bill.open().catch((err) => setError(errorMessage(err)))} data-testid={bill.invoice ? "visit-invoice" : "bill-visit"} disabled={bill.busy}>
+              {bill.invoice ? (bill.invoice.data.status === "draft" ? "Open draft invoice" : "Open invoice") : bill.busy ? "Starting…" : "Bill visit"}
+            </button>
+          )}
           {a.status === "scheduled" && canBook(user.role) && !gone && (
             <button onClick={() => setMoving(!moving)} data-testid="appointment-move" aria-expanded={moving}>
               Move
@@ -266,6 +273,34 @@ function AppointmentRow({ row, user, active, onFocus }: { row: Entity<Appointmen
       )}
     </>
   );
+}
+
+/** Visits that can be billed: the patient came (or is coming in now). */
+const BILLABLE: AppointmentStatus[] = ["checked_in", "in_progress", "completed"];
+
+/**
+ * Billing a visit from its row: "Bill visit" starts a draft from the price
+ * list and opens it on Billing; a visit billed already opens its invoice
+ * instead (a visit is billed once; a void invoice does not count).
+ */
+function useBilling(row: Entity<Appointment>, user: Staff, gone: boolean) {
+  const openInvoice = useOpenInvoice();
+  const allowed = can(user.role, "create_invoice") && canRead(user.role, "invoices");
+  const invoices = useQuery({ queryKey: ["rows", "invoices"], queryFn: api.invoices, enabled: allowed });
+  const [busy, setBusy] = useState(false);
+  const invoice = (invoices.data ?? []).find((i) => i.data.appointment_id === row.id && i.data.status !== "void") ?? null;
+  const offered = allowed && !!openInvoice && !gone && invoices.data !== undefined && (invoice !== null || BILLABLE.includes(row.data.status));
+  async function open() {
+    if (!openInvoice) return;
+    if (invoice) return openInvoice(invoice.id);
+    setBusy(true);
+    try {
+      openInvoice(await api.draftInvoiceForVisit(row.id));
+    } finally {
+      setBusy(false);
+    }
+  }
+  return { offered, invoice, busy, open };
 }
 
 /** The time fields of a booking or a move, as typed, turned into an instant by the engine (clinic zone, DST-aware). */
