@@ -77,6 +77,15 @@ struct Cli {
     /// [2] Subscriber engines for the long-poll and interval-polling cases.
     #[arg(long)]
     poll_engines: Option<usize>,
+    /// [2] Protocol-level long-poll subscribers (`0` for none).
+    #[arg(long)]
+    lp_subscribers: Option<usize>,
+    /// [2] Writes of the long-poll subscribers' case.
+    #[arg(long)]
+    lp_changes: Option<usize>,
+    /// [2] Write rate of the long-poll subscribers' case (changes/s).
+    #[arg(long)]
+    lp_rate: Option<f64>,
     /// [2] Intervals of plain polling, in seconds (e.g. `1,30`).
     #[arg(long, value_delimiter = ',')]
     poll_secs: Vec<u64>,
@@ -270,6 +279,8 @@ async fn run(cli: &Cli) -> anyhow::Result<bool> {
                 fast_phase: true,
                 p99_target: (n == 100).then_some(10.0),
                 grace,
+                lp: 0,
+                cpu_target: None,
             });
         }
         let extra = pick(cli.prop_ws_engines, smoke, 1, 3);
@@ -285,6 +296,8 @@ async fn run(cli: &Cli) -> anyhow::Result<bool> {
                 fast_phase: true,
                 p99_target: (n == 1000).then_some(30.0),
                 grace,
+                lp: 0,
+                cpu_target: None,
             });
         }
         reports.push(
@@ -314,8 +327,36 @@ async fn run(cli: &Cli) -> anyhow::Result<bool> {
             fast_phase: true,
             p99_target: (n == 100).then_some(100.0),
             grace,
+            lp: 0,
+            cpu_target: None,
         }];
+        // `--poll-engines 0`: only the protocol-level subscribers below.
+        cases.retain(|c| c.engines > 0);
+        // Protocol-level long-poll subscribers at issue 15's load: they
+        // measure the server's long-poll path, not the bench's engines.
+        let lp = pick(cli.lp_subscribers, smoke, 5, 100);
+        if lp > 0 {
+            cases.insert(
+                0,
+                Case {
+                    label: format!("{lp} long-poll subscribers (protocol)"),
+                    engines: 0,
+                    ws: 0,
+                    lp,
+                    mode: Mode::Live,
+                    changes: pick(cli.lp_changes, smoke, 20, 6000),
+                    rate: cli.lp_rate.unwrap_or(if smoke { 50.0 } else { 200.0 }),
+                    fast_phase: false,
+                    p99_target: (lp == 100).then_some(50.0),
+                    grace,
+                    cpu_target: (lp == 100).then_some(25.0),
+                },
+            );
+        }
         for secs in pick_list(&cli.poll_secs, smoke, &[1, 2], &[1, 30]) {
+            if n == 0 {
+                break;
+            }
             cases.push(Case {
                 label: format!("{n} engines, polling every {secs} s"),
                 engines: n,
@@ -326,6 +367,8 @@ async fn run(cli: &Cli) -> anyhow::Result<bool> {
                 fast_phase: false,
                 p99_target: None,
                 grace: grace + Duration::from_secs(secs),
+                lp: 0,
+                cpu_target: None,
             });
         }
         reports.push(

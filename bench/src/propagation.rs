@@ -7,7 +7,11 @@
 //! - a full client ("engine"): the row committed in its local SQLite mirror
 //!   and the mirror's change event received (`ClinicClient::subscribe`);
 //! - a protocol-level WebSocket subscriber: the `changes` message holding
-//!   the row received and decoded.
+//!   the row received and decoded;
+//! - a protocol-level long-poll subscriber (`GET /v1/pull?wait=…` in a
+//!   loop, as a desk behind a proxy that blocks WebSockets): the answer
+//!   holding the row received and decoded. It measures the server's
+//!   long-poll path without 100 full engines in the bench process.
 //!
 //! Row ids are made before a phase starts, so a subscriber finds which
 //! write a row belongs to without a lock; write times are atomics.
@@ -16,7 +20,7 @@ use crate::harness::{self, EngineHandle, ServerProc};
 use crate::report::{Samples, ScenarioReport, Target};
 use clinic_client::{ChangeOrigin, ClinicClient, SyncConfig};
 use clinic_shared::model::Table;
-use clinic_shared::protocol::{ClientMessage, LoginResponse, ServerMessage};
+use clinic_shared::protocol::{ClientMessage, LoginResponse, PullResponse, ServerMessage};
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use std::collections::HashMap;
@@ -47,6 +51,8 @@ pub(crate) struct Case {
     pub engines: usize,
     /// Protocol-level WebSocket subscribers.
     pub ws: usize,
+    /// Protocol-level long-poll subscribers.
+    pub lp: usize,
     pub mode: Mode,
     /// Writes per phase.
     pub changes: usize,
@@ -58,6 +64,8 @@ pub(crate) struct Case {
     pub p99_target: Option<f64>,
     /// How long to wait for the last deliveries after the last write.
     pub grace: Duration,
+    /// Server CPU target (% of one core) of the fixed-rate phase.
+    pub cpu_target: Option<f64>,
 }
 
 /// Deliveries seen by one subscriber in one phase.
@@ -336,6 +344,74 @@ async fn ws_subscriber(
     }
 }
 
+/// A protocol-level long-poll subscriber: `GET /v1/pull` with a wait, in a
+/// loop, decoding each answer and nothing else. Each has its own HTTP
+/// connection, as each desk would.
+#[allow(clippy::too_many_arguments)]
+async fn lp_subscriber(
+    sub: usize,
+    base: String,
+    token: String,
+    cursor: u64,
+    slot: Slot,
+    ready: Arc<AtomicUsize>,
+    polls: Arc<AtomicU64>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let http = harness::http()?;
+    let client_id = Uuid::now_v7().to_string();
+    let url = format!("{base}/v1/pull");
+    let mut cursor = cursor;
+    let mut first = true;
+    loop {
+        // The first poll does not wait: it tells the phase this subscriber
+        // is listening.
+        let wait = if first { "0" } else { "25" };
+        let request = http
+            .get(&url)
+            .bearer_auth(&token)
+            .query(&[
+                ("cursor", cursor.to_string().as_str()),
+                ("wait", wait),
+                ("client_id", client_id.as_str()),
+            ])
+            .send();
+        let response = tokio::select! {
+            r = request => r?,
+            _ = stop.changed() => return Ok(()),
+        };
+        let status = response.status();
+        let body = response.bytes().await?;
+        let now = Instant::now();
+        if !status.is_success() {
+            anyhow::bail!(
+                "long-poll answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        let page: PullResponse = serde_json::from_slice(&body)?;
+        polls.fetch_add(1, Ordering::Relaxed);
+        cursor = page.cursor;
+        if let Some(phase) = current(&slot) {
+            phase.record(
+                sub,
+                page.rows
+                    .iter()
+                    .filter(|r| r.table == Table::Patients)
+                    .map(|r| r.id),
+                now,
+            );
+        }
+        if first {
+            ready.fetch_add(1, Ordering::AcqRel);
+            first = false;
+        }
+        if *stop.borrow() {
+            return Ok(());
+        }
+    }
+}
+
 /// Plain interval polling: one `sync_once` every `every`, from a random
 /// phase, like a desk that refreshes on a timer.
 async fn interval_poller(client: ClinicClient, every: Duration, mut stop: watch::Receiver<bool>) {
@@ -503,15 +579,46 @@ async fn run_on_server(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Protocol-level long-poll subscribers, also as the doctor.
+    let lp_ready = Arc::new(AtomicUsize::new(0));
+    let polls = Arc::new(AtomicU64::new(0));
+    for i in 0..case.lp {
+        ws_tasks.push(tokio::spawn(lp_subscriber(
+            case.engines + case.ws + i,
+            server.base.clone(),
+            doctor.token.clone(),
+            head,
+            slot.clone(),
+            lp_ready.clone(),
+            polls.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    while lp_ready.load(Ordering::Acquire) < case.lp {
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "only {} of {} long-poll subscribers answered",
+                lp_ready.load(Ordering::Acquire),
+                case.lp
+            );
+        }
+        if let Some(done) = ws_tasks.iter().position(|t| t.is_finished()) {
+            let t = ws_tasks.swap_remove(done);
+            t.await??;
+            anyhow::bail!("a subscriber ended during setup");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     eprintln!(
-        "  {}: {} engines + {} WebSocket subscribers ready in {:.1} s",
+        "  {}: {} engines + {} WebSocket + {} long-poll subscribers ready in {:.1} s",
         case.label,
         case.engines,
         case.ws,
+        case.lp,
         setup_start.elapsed().as_secs_f64()
     );
 
-    let subscribers = case.engines + case.ws;
+    let subscribers = case.engines + case.ws + case.lp;
     let mut phases: Vec<(&str, Option<f64>)> = vec![("fixed", Some(case.rate))];
     if case.fast_phase {
         phases.push(("fast", None));
@@ -522,6 +629,7 @@ async fn run_on_server(
         let phase = Arc::new(Phase::new(case.changes, subscribers));
         *slot.write().unwrap_or_else(|p| p.into_inner()) = Some(phase.clone());
         let cpu0 = (harness::cpu_secs(&server_pid)?, harness::cpu_secs("self")?);
+        let polls0 = polls.load(Ordering::Relaxed);
         let started = Instant::now();
         let written = write(&writer.client, &phase, rate).await;
         let write_secs = started.elapsed().as_secs_f64();
@@ -543,7 +651,8 @@ async fn run_on_server(
         report.add(&case_name, "writes/s achieved", rate_done, "/s", None);
         let groups = [
             ("engines", 0..case.engines),
-            ("ws subscribers", case.engines..subscribers),
+            ("ws subscribers", case.engines..case.engines + case.ws),
+            ("long-poll subscribers", case.engines + case.ws..subscribers),
         ];
         for (group, range) in groups {
             if range.is_empty() {
@@ -578,8 +687,22 @@ async fn run_on_server(
             "server CPU (of 1 core)",
             (cpu1.0 - cpu0.0) / wall * 100.0,
             "%",
-            None,
+            if name == "fixed" {
+                case.cpu_target.map(Target::AtMost)
+            } else {
+                None
+            },
         );
+        if case.lp > 0 {
+            let n = polls.load(Ordering::Relaxed) - polls0;
+            report.add(
+                &case_name,
+                "long-polls answered per s",
+                n as f64 / wall,
+                "/s",
+                None,
+            );
+        }
         report.add(
             &case_name,
             "bench process CPU (of 1 core)",

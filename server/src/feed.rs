@@ -19,9 +19,16 @@
 //! `capacity` batches behind is told it lagged and catches up from its cursor
 //! through storage, so a slow subscriber never makes the server buffer
 //! without bound.
+//!
+//! The feed also keeps the most recent batches (at most `capacity` of them
+//! and [`RECENT_ROWS`] rows): a long-poll woken by a new head reads what it
+//! missed from here ([`Feed::since`]) rather than querying storage, so a
+//! hundred waiting desks cost one shared copy of each batch, not a hundred
+//! queries.
 
 use crate::storage::{Change, Storage, StorageResult};
-use clinic_shared::model::SyncRow;
+use clinic_shared::model::{SyncRow, Table};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
@@ -69,12 +76,103 @@ impl Batch {
     }
 }
 
+/// Rows the recent-batch window holds at most (beyond that, the oldest
+/// batches leave it and readers that far behind go to storage).
+pub const RECENT_ROWS: usize = 20_000;
+
+/// A pull page read from the feed ([`Since::page`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedPage {
+    /// Rows of the readable tables past the cursor, by version.
+    pub rows: Vec<SyncRow>,
+    /// Cursor after these rows: the head when every row fitted.
+    pub cursor: u64,
+    /// More rows wait past `cursor`.
+    pub more: bool,
+}
+
+impl Since {
+    /// Up to `limit` rows of `tables` with `cursor < version`, by version,
+    /// as [`Storage::changes_page`] pages them (here each change of a row
+    /// comes in order, where storage gives only its latest version).
+    pub fn page(&self, tables: &[Table], cursor: u64, limit: usize) -> FeedPage {
+        let mut rows = Vec::new();
+        for batch in &self.batches {
+            for row in &batch.rows {
+                if row.version <= cursor || !tables.contains(&row.table) {
+                    continue;
+                }
+                if rows.len() == limit {
+                    let cursor = rows.last().map_or(cursor, |r: &SyncRow| r.version);
+                    return FeedPage {
+                        rows,
+                        cursor,
+                        more: true,
+                    };
+                }
+                rows.push(row.clone());
+            }
+        }
+        FeedPage {
+            rows,
+            cursor: self.head,
+            more: false,
+        }
+    }
+
+    /// The highest mutation id of `client` with effects in these batches.
+    pub fn ack_for(&self, client: Uuid) -> Option<u64> {
+        self.batches.iter().filter_map(|b| b.ack_for(client)).max()
+    }
+}
+
 /// Publishes committed batches.
 pub struct Feed {
     storage: Arc<dyn Storage>,
     batches: broadcast::Sender<Arc<Batch>>,
     head: watch::Sender<u64>,
     published: Mutex<u64>,
+    recent: Mutex<Recent>,
+}
+
+/// The most recent batches, oldest first, covering every sequence number in
+/// `floor < seq <= head` with no gap.
+struct Recent {
+    /// The published head before the oldest batch held.
+    floor: u64,
+    batches: VecDeque<Arc<Batch>>,
+    rows: usize,
+    max_batches: usize,
+}
+
+impl Recent {
+    fn head(&self) -> u64 {
+        self.batches.back().map_or(self.floor, |b| b.last_seq)
+    }
+
+    fn push(&mut self, batch: Arc<Batch>) {
+        self.rows += batch.rows.len();
+        self.batches.push_back(batch);
+        while self.batches.len() > self.max_batches
+            || (self.rows > RECENT_ROWS && self.batches.len() > 1)
+        {
+            let Some(old) = self.batches.pop_front() else {
+                break;
+            };
+            self.rows -= old.rows.len();
+            self.floor = old.last_seq;
+        }
+    }
+}
+
+/// What the feed holds past a cursor ([`Feed::since`]).
+#[derive(Debug, Clone)]
+pub struct Since {
+    /// Batches with rows past the cursor, in order; the first may also hold
+    /// rows at or before it, which readers skip.
+    pub batches: Vec<Arc<Batch>>,
+    /// The published head these batches reach.
+    pub head: u64,
 }
 
 impl Feed {
@@ -89,6 +187,29 @@ impl Feed {
             batches,
             head: head_tx,
             published: Mutex::new(head),
+            recent: Mutex::new(Recent {
+                floor: head,
+                batches: VecDeque::new(),
+                rows: 0,
+                max_batches: capacity.max(1),
+            }),
+        })
+    }
+
+    /// Every published change past `cursor`, from memory, or `None` when
+    /// the feed no longer holds all of them (the cursor is older than the
+    /// recent window) or `cursor` is past the published head (a database
+    /// restored behind the client): then the caller reads storage.
+    pub fn since(&self, cursor: u64) -> Option<Since> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let head = recent.head();
+        if cursor < recent.floor || cursor > head {
+            return None;
+        }
+        let first = recent.batches.partition_point(|b| b.last_seq <= cursor);
+        Some(Since {
+            batches: recent.batches.range(first..).cloned().collect(),
+            head,
         })
     }
 
@@ -142,9 +263,133 @@ impl Feed {
     fn send(&self, published: &mut u64, changes: &[Change]) {
         if let Some(batch) = Batch::from_changes(changes) {
             *published = batch.last_seq;
+            let batch = Arc::new(batch);
+            // Held before the head moves, so a poll woken by the new head
+            // finds the batch.
+            self.recent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(batch.clone());
             // No receivers is fine: nobody is listening right now.
-            let _ = self.batches.send(Arc::new(batch));
+            let _ = self.batches.send(batch);
             self.head.send_replace(*published);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::sqlite::SqliteStorage;
+    use clinic_shared::apply::Action;
+    use clinic_shared::model::Timestamp;
+    use serde_json::json;
+
+    fn change(seq: u64, table: Table, client: Option<(Uuid, u64)>) -> Change {
+        Change {
+            seq,
+            table,
+            id: Uuid::from_u128(u128::from(seq)),
+            action: Action::Create,
+            before: None,
+            after: json!({ "n": seq }),
+            actor_id: None,
+            client_id: client.map(|c| c.0),
+            mutation_id: client.map(|c| c.1),
+            mutation: "test".to_owned(),
+            at: Timestamp::from_unix(0).expect("the epoch"),
+        }
+    }
+
+    fn feed(capacity: usize) -> (tempfile::TempDir, Feed) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage = SqliteStorage::open(dir.path().join("feed.db")).expect("open");
+        let feed = Feed::new(Arc::new(storage), capacity).expect("feed");
+        (dir, feed)
+    }
+
+    fn versions(rows: &[SyncRow]) -> Vec<u64> {
+        rows.iter().map(|r| r.version).collect()
+    }
+
+    #[test]
+    fn since_serves_the_recent_window_and_refuses_outside_it() {
+        let (_dir, feed) = feed(3);
+        assert_eq!(feed.since(0).map(|s| s.head), Some(0), "empty: at the head");
+        assert!(feed.since(1).is_none(), "past the head: storage answers");
+        for seq in 1..=5 {
+            feed.publish_commit(&[change(seq, Table::Patients, None)])
+                .expect("publish");
+        }
+        // Three batches held: 3, 4, 5; the floor is 2.
+        assert!(feed.since(1).is_none(), "older than the window");
+        let since = feed.since(2).expect("at the floor");
+        assert_eq!(since.head, 5);
+        assert_eq!(since.batches.len(), 3);
+        let since = feed.since(4).expect("inside");
+        assert_eq!(since.batches.len(), 1);
+        assert_eq!(feed.since(5).map(|s| s.batches.len()), Some(0));
+        assert!(feed.since(6).is_none());
+    }
+
+    #[test]
+    fn since_keeps_at_most_the_row_cap() {
+        let (_dir, feed) = feed(64);
+        let big: Vec<Change> = (1..=RECENT_ROWS as u64)
+            .map(|s| change(s, Table::Patients, None))
+            .collect();
+        feed.publish_commit(&big).expect("publish");
+        let next = RECENT_ROWS as u64 + 1;
+        feed.publish_commit(&[change(next, Table::Patients, None)])
+            .expect("publish");
+        assert!(feed.since(0).is_none(), "the big batch left the window");
+        assert_eq!(
+            feed.since(RECENT_ROWS as u64).map(|s| s.batches.len()),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn a_page_filters_tables_skips_delivered_rows_and_truncates() {
+        let (_dir, feed) = feed(16);
+        let me = Uuid::from_u128(7);
+        feed.publish_commit(&[
+            change(1, Table::Patients, Some((me, 1))),
+            change(2, Table::TreatmentRecords, Some((me, 1))),
+            change(3, Table::Patients, Some((me, 1))),
+        ])
+        .expect("publish");
+        feed.publish_commit(&[change(4, Table::Patients, Some((me, 2)))])
+            .expect("publish");
+        let since = feed.since(1).expect("in the window");
+        let page = since.page(&[Table::Patients], 1, 10);
+        assert_eq!(
+            versions(&page.rows),
+            [3, 4],
+            "seq 1 delivered, 2 unreadable"
+        );
+        assert_eq!((page.cursor, page.more), (4, false));
+        assert_eq!(since.ack_for(me), Some(2));
+        assert_eq!(since.ack_for(Uuid::from_u128(8)), None);
+
+        let page = since.page(&[Table::Patients, Table::TreatmentRecords], 1, 2);
+        assert_eq!(versions(&page.rows), [2, 3]);
+        assert_eq!(
+            (page.cursor, page.more),
+            (3, true),
+            "cursor at the last row"
+        );
+        let rest = feed.since(page.cursor).expect("in the window");
+        let page = rest.page(&[Table::Patients, Table::TreatmentRecords], 3, 2);
+        assert_eq!(versions(&page.rows), [4]);
+        assert_eq!((page.cursor, page.more), (4, false));
+
+        let page = since.page(&[], 1, 10);
+        assert!(page.rows.is_empty());
+        assert_eq!(
+            (page.cursor, page.more),
+            (4, false),
+            "nothing readable: at the head"
+        );
     }
 }

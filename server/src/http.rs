@@ -17,7 +17,7 @@
 use crate::audit;
 use crate::blocking::{blocking, storage_error_body};
 use crate::session::{self, Attempt, Caller, Origin, Refused};
-use crate::storage::{NewAccess, SecurityKind, Session, StorageError};
+use crate::storage::{ChangesPage, ClientRecord, NewAccess, SecurityKind, Session, StorageError};
 use crate::{AppState, admin, auth, ws};
 use axum::Json;
 use axum::Router;
@@ -261,6 +261,18 @@ impl FromRequestParts<AppState> for Caller {
             return Err(ApiError(session::password_change_required()));
         }
         Ok(caller)
+    }
+}
+
+/// The hash of the request's bearer token, not yet checked: for a handler
+/// that reads the session together with what else it needs.
+pub struct BearerHash(String);
+
+impl FromRequestParts<AppState> for BearerHash {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> ApiResult<BearerHash> {
+        Ok(BearerHash(auth::token_hash(bearer(parts)?)))
     }
 }
 
@@ -661,6 +673,11 @@ async fn push(
 async fn check_client(state: &AppState, caller: &Caller, client_id: Uuid) -> ApiResult<()> {
     let storage = state.storage.clone();
     let bound = blocking(move || storage.client(client_id)).await?;
+    refuse_other_users_client(caller, bound.as_ref())
+}
+
+/// A client id bound to another user may not be used.
+fn refuse_other_users_client(caller: &Caller, bound: Option<&ClientRecord>) -> ApiResult<()> {
     if bound.is_some_and(|c| c.user_id != caller.user.id) {
         return Err(ApiError(
             ErrorBody::new(
@@ -671,6 +688,48 @@ async fn check_client(state: &AppState, caller: &Caller, client_id: Uuid) -> Api
         ));
     }
     Ok(())
+}
+
+/// A client's record as read before a long-poll waited, and the storage
+/// head it was read under.
+struct ClientKnown {
+    record: Option<ClientRecord>,
+    read_head: u64,
+}
+
+/// A long-poll answer from the feed's recent batches, with the same meaning
+/// as a page read from storage: the rows past the cursor, and the client's
+/// last processed mutation id only where it is sound, that is where every
+/// effect it covers is in this page or before. The client's record was read
+/// before the wait; if storage had then gone no further than the head this
+/// page reaches, every effect it counts is here. The acknowledgements the
+/// delivered batches carry count too.
+fn page_from_feed(
+    since: &crate::feed::Since,
+    tables: &[Table],
+    cursor: u64,
+    client_id: Option<Uuid>,
+    known: ClientKnown,
+    limit: usize,
+) -> ChangesPage {
+    let page = since.page(tables, cursor, limit);
+    let last_mutation_id = match (page.more, client_id) {
+        (false, Some(client)) => {
+            let recorded = known
+                .record
+                .filter(|_| known.read_head <= since.head)
+                .map(|r| r.last_mutation_id);
+            recorded.max(since.ack_for(client))
+        }
+        _ => None,
+    };
+    ChangesPage {
+        rows: page.rows,
+        cursor: page.cursor,
+        head: since.head,
+        more: page.more,
+        last_mutation_id,
+    }
 }
 
 /// Counts a waiting long-poll for `/healthz` while it lives.
@@ -707,7 +766,7 @@ pub struct PullQuery {
 
 async fn pull(
     State(state): State<AppState>,
-    caller: Caller,
+    token: BearerHash,
     StrictQuery(q): StrictQuery<PullQuery>,
 ) -> ApiResult<Json<PullResponse>> {
     let limit = q.limit.unwrap_or(limits::DEFAULT_PAGE_ROWS);
@@ -730,13 +789,41 @@ async fn pull(
             .with_field("wait"),
         ));
     }
-    let mut caller = caller;
+    // Security events are watched from before the session is read: a
+    // long-poll that hears none about its account while it waits knows the
+    // session and role it read still hold, without reading them again.
+    let mut security = state.revocations.subscribe();
+    // One trip to storage for the session and, for a long-poll, the client's
+    // record and the head they were read under.
+    let storage = state.storage.clone();
+    let (hash, client) = (token.0, q.client_id.filter(|_| wait > 0));
+    let (found, hash, record, read_head) = blocking(move || {
+        let found = storage.session_account(&hash)?;
+        let record = match client {
+            Some(id) => storage.client(id)?,
+            None => None,
+        };
+        let head = storage.head()?;
+        Ok((found, hash, record, head))
+    })
+    .await?;
+    let mut caller = session::caller_of(found, hash, (state.config.clock)())?;
+    if caller.must_change_password {
+        return Err(ApiError(session::password_change_required()));
+    }
+    refuse_other_users_client(&caller, record.as_ref())?;
+    // A long-poll is answered from the feed's recent batches when they hold
+    // everything past its cursor; a pull that does not wait reads storage,
+    // which also holds commits the feed has not published yet.
+    let mut since = None;
     if wait > 0 {
         let mut head = state.feed.head();
-        let mut security = state.revocations.subscribe();
         let deadline = tokio::time::sleep(Duration::from_secs(wait));
         tokio::pin!(deadline);
         let _waiting = WaitingPull::new(&state);
+        // An event about this account (or events missed, which may include
+        // one): the session and role are read again before answering.
+        let mut concerned = false;
         loop {
             if *head.borrow_and_update() > q.cursor {
                 break;
@@ -744,30 +831,68 @@ async fn pull(
             tokio::select! {
                 changed = head.changed() => if changed.is_err() { break },
                 event = security.recv() => match event {
-                    Ok(e) if e.user_id == caller.user.id => break,
+                    Ok(e) if e.user_id == caller.user.id => { concerned = true; break }
                     Ok(_) => {}
                     // Missed events may include ours: answer and let the
                     // client poll again.
-                    Err(RecvError::Lagged(_) | RecvError::Closed) => break,
+                    Err(RecvError::Lagged(_) | RecvError::Closed) => { concerned = true; break }
                 },
                 () = &mut deadline => break,
                 () = state.shutdown.cancelled() => break,
             }
         }
-        // The session may have ended, or the role changed, while waiting:
-        // answer from what holds now.
-        caller = session::authenticate_token_hash(&state, caller.token_hash.clone()).await?;
-        if caller.must_change_password {
-            return Err(ApiError(session::password_change_required()));
+        if !concerned && let Some(found) = state.feed.since(q.cursor) {
+            // Gather: answer once the oldest change not yet delivered is
+            // `pull_gather` old, with whatever else landed meanwhile, so each
+            // answer carries several commits rather than each commit waking
+            // every desk. No change waits longer than that for it.
+            if let Some(oldest) = found.batches.first() {
+                let ready = oldest.published + state.config.pull_gather;
+                tokio::select! {
+                    () = tokio::time::sleep_until(ready.into()) => {}
+                    () = &mut deadline => {}
+                    () = state.shutdown.cancelled() => {}
+                }
+            }
+            since = state.feed.since(q.cursor);
+        }
+        // Events that came while gathering.
+        loop {
+            match security.try_recv() {
+                Ok(e) if e.user_id == caller.user.id => concerned = true,
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::TryRecvError::Empty) => break,
+                Err(_) => {
+                    concerned = true;
+                    break;
+                }
+            }
+        }
+        if concerned || caller.expires_at <= (state.config.clock)() {
+            // The session may have ended, or the role changed, while
+            // waiting: answer from what holds now.
+            since = None;
+            caller = session::authenticate_token_hash(&state, caller.token_hash.clone()).await?;
+            if caller.must_change_password {
+                return Err(ApiError(session::password_change_required()));
+            }
         }
     }
-    if let Some(client_id) = q.client_id {
-        check_client(&state, &caller, client_id).await?;
-    }
     let tables = permissions::readable_tables(caller.user.role);
-    let storage = state.storage.clone();
-    let (cursor, client) = (q.cursor, q.client_id);
-    let mut page = blocking(move || storage.changes_page(&tables, cursor, limit, client)).await?;
+    let mut page = match since {
+        Some(since) => {
+            let known = ClientKnown { record, read_head };
+            page_from_feed(&since, &tables, q.cursor, q.client_id, known, limit)
+        }
+        None => {
+            if let Some(client_id) = q.client_id {
+                check_client(&state, &caller, client_id).await?;
+            }
+            let storage = state.storage.clone();
+            let (cursor, client) = (q.cursor, q.client_id);
+            blocking(move || storage.changes_page(&tables, cursor, limit, client)).await?
+        }
+    };
     // Only the fields the role may read leave the server.
     field_access::redact_rows(caller.user.role, &mut page.rows);
     // A doctor: clinical fields only of their own patients.

@@ -113,6 +113,11 @@ pub struct Config {
     /// How long a doctor's break of the glass lets them read a patient's
     /// clinical records (from the moment they broke it).
     pub glass_grant: Duration,
+    /// How long a waiting long-poll, woken by a new change, gathers what
+    /// else arrives before it answers: each answer then carries several
+    /// commits, and a busy clinic's desks poll a few dozen times a second,
+    /// not once per commit.
+    pub pull_gather: Duration,
 }
 
 impl Default for Config {
@@ -135,6 +140,7 @@ impl Default for Config {
             tls: None,
             metrics_refresh: Duration::from_secs(5),
             glass_grant: Duration::from_secs(clinic_shared::care::DEFAULT_GLASS_GRANT_SECONDS),
+            pull_gather: Duration::from_millis(20),
         }
     }
 }

@@ -29,8 +29,8 @@ use crate::auth;
 use crate::blocking::blocking;
 use crate::engine::PreparedMutation;
 use crate::metrics::SignInFailure;
-use crate::storage::{AccountSecurity, NewSignInEvent, StorageResult, Throttle};
-use clinic_shared::model::Staff;
+use crate::storage::{AccountSecurity, NewSignInEvent, SessionAccount, StorageResult, Throttle};
+use clinic_shared::model::{Staff, Timestamp};
 use clinic_shared::permissions;
 use clinic_shared::protocol::{Actor, ErrorBody, ErrorCode, SignInKind, SignInOutcome, limits};
 use std::net::IpAddr;
@@ -48,6 +48,8 @@ pub struct Caller {
     pub epoch: u64,
     /// Only a password change (and `me`, logout) is allowed.
     pub must_change_password: bool,
+    /// When the session stops working.
+    pub expires_at: Timestamp,
 }
 
 impl Caller {
@@ -105,10 +107,21 @@ pub async fn authenticate_token_hash(
 ) -> Result<Caller, ErrorBody> {
     let storage = state.storage.clone();
     let lookup = token_hash.clone();
-    let Some(found) = blocking(move || storage.session_account(&lookup)).await? else {
+    let found = blocking(move || storage.session_account(&lookup)).await?;
+    caller_of(found, token_hash, (state.config.clock)())
+}
+
+/// The caller a session lookup found, as [`authenticate`] judges it at
+/// `now`: for a handler that reads the session together with other things.
+pub fn caller_of(
+    found: Option<SessionAccount>,
+    token_hash: String,
+    now: Timestamp,
+) -> Result<Caller, ErrorBody> {
+    let Some(found) = found else {
         return Err(unknown_token());
     };
-    if found.session.expires_at <= (state.config.clock)() {
+    if found.session.expires_at <= now {
         return Err(ErrorBody::new(
             ErrorCode::TokenExpired,
             "the sign-in has expired; sign in again",
@@ -120,6 +133,7 @@ pub async fn authenticate_token_hash(
             token_hash,
             epoch: found.security.epoch,
             must_change_password: found.security.must_change_password,
+            expires_at: found.session.expires_at,
         }),
         _ => Err(ErrorBody::new(
             ErrorCode::Unauthorized,
@@ -174,6 +188,7 @@ pub async fn recheck(state: &AppState, caller: &Caller) -> Result<Caller, ErrorB
             token_hash: caller.token_hash.clone(),
             epoch: found.security.epoch,
             must_change_password: false,
+            expires_at: found.session.expires_at,
         }),
         None => Err(ErrorBody::new(ErrorCode::SessionChanged, "account removed")),
     }

@@ -884,6 +884,107 @@ async fn long_poll_returns_as_soon_as_a_change_commits() {
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
+/// A long-poll woken by a commit is answered from the feed's recent batches:
+/// every change since its cursor in order (a row changed twice comes twice),
+/// only the tables its role reads, and the acknowledgement of its own
+/// client's mutations.
+#[tokio::test]
+async fn a_woken_long_poll_carries_each_change_its_role_reads_and_its_acknowledgement() {
+    let server = Server::start();
+    let mut reception = Api::login(&server, "reception").await;
+    let mut doctor = Api::login(&server, "doctor").await;
+    let (rows, cursor) = reception.pull_all(0).await;
+    let patient = rows
+        .iter()
+        .find(|r| r.table == Table::Patients && !r.deleted)
+        .unwrap()
+        .clone();
+    let poll_from = |api: &Api, cursor: u64| {
+        let request = api
+            .get(&format!(
+                "/v1/pull?cursor={cursor}&wait=30&client_id={}",
+                api.client_id
+            ))
+            .send();
+        tokio::spawn(async move {
+            let response = request.await.unwrap();
+            assert_eq!(response.status(), 200);
+            response
+                .json::<clinic_shared::protocol::PullResponse>()
+                .await
+                .unwrap()
+        })
+    };
+
+    // Two edits of one patient in one push, by the waiting desk's own client.
+    let waiting = healthz(&server.base).await["waiting_pulls"]
+        .as_u64()
+        .unwrap();
+    let poll = poll_from(&reception, cursor);
+    until_pulls_waiting(&server.base, waiting).await;
+    let edit = |fields: PatientPatch| {
+        Mutation::UpdatePatient(UpdatePatient {
+            id: patient.id,
+            base_version: patient.version,
+            fields,
+        })
+    };
+    let results = reception
+        .push(vec![
+            edit(PatientPatch {
+                phone: Some(Some("+1 555 010 9999".into())),
+                ..PatientPatch::default()
+            }),
+            edit(PatientPatch {
+                email: Some(Some("polled@example.org".into())),
+                ..PatientPatch::default()
+            }),
+        ])
+        .await;
+    let seqs: Vec<u64> = results.iter().map(|r| applied_seq(&r.outcome)).collect();
+    let page = poll.await.unwrap();
+    let versions: Vec<u64> = page
+        .rows
+        .iter()
+        .filter(|r| r.id == patient.id)
+        .map(|r| r.version)
+        .collect();
+    assert_eq!(versions, seqs, "each change of the row, in order");
+    let last = page.rows.iter().rfind(|r| r.id == patient.id).unwrap();
+    let data = last.data.as_ref().unwrap();
+    assert_eq!(data["phone"], "+1 555 010 9999");
+    assert_eq!(data["email"], "polled@example.org");
+    assert_eq!(page.cursor, seqs[1]);
+    assert!(!page.more);
+    assert_eq!(page.last_mutation_id, Some(reception.next_mutation - 1));
+
+    // A clinical record reception may not read: the poll wakes, moves its
+    // cursor past it and delivers nothing.
+    let waiting = healthz(&server.base).await["waiting_pulls"]
+        .as_u64()
+        .unwrap();
+    let poll = poll_from(&reception, page.cursor);
+    until_pulls_waiting(&server.base, waiting).await;
+    let record = AddTreatmentRecord {
+        id: Uuid::now_v7(),
+        patient_id: patient.id,
+        appointment_id: None,
+        notes: "Confidential".into(),
+        diagnosis: "Private".into(),
+        procedures: vec![],
+        recorded_at: ts("2026-11-20T10:00:00Z"),
+    };
+    let seq = applied_seq(&doctor.push_one(Mutation::AddTreatmentRecord(record)).await);
+    let page = poll.await.unwrap();
+    assert!(
+        page.rows.iter().all(|r| r.table != Table::TreatmentRecords),
+        "clinical row leaked: {:?}",
+        page.rows
+    );
+    assert_eq!(page.cursor, seq);
+    assert_eq!(page.head, seq);
+}
+
 #[tokio::test]
 async fn malformed_and_oversized_input_is_answered_and_the_server_keeps_serving() {
     let server = Server::start();

@@ -860,6 +860,23 @@ impl Api {
     }
 }
 
+/// Waits until the server counts more than `before` long-polls waiting
+/// (`/healthz`), so what a test does next happens while they wait.
+pub async fn until_pulls_waiting(base: &str, before: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting = healthz(base).await["waiting_pulls"].as_u64();
+        if waiting.is_some_and(|n| n > before) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the long-poll never started waiting (waiting_pulls {waiting:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 pub fn applied_seq(outcome: &MutationOutcome) -> u64 {
     match outcome {
         MutationOutcome::Applied { seq } => *seq,

@@ -28,7 +28,7 @@ use clinic_shared::protocol::{
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -238,14 +238,61 @@ fn backfill_change_hashes(tx: &rusqlite::Transaction<'_>) -> StorageResult<()> {
     }
 }
 
-/// Connections kept open for reads.
-const READER_POOL: usize = 4;
+/// Read connections open at most. A read finding all of them busy waits
+/// for one: opening more costs a schema parse each, and a burst of reads
+/// (a hundred long-polls woken by one commit) would otherwise open and
+/// close a connection per read, spending more on that than on the reads.
+const READERS: usize = 6;
+
+/// A session with its account: one statement, so session, staff row and
+/// security state agree. Run on every request.
+const SESSION_ACCOUNT_SQL: &str =
+    "SELECT s.user_id, s.expires_at, r.data, a.epoch, a.must_change_password
+     FROM sessions s
+     LEFT JOIN rows r ON r.tbl = 'staff' AND r.id = s.user_id AND r.deleted = 0
+     LEFT JOIN account_security a ON a.user_id = s.user_id
+     WHERE s.token_hash = ?1";
 
 /// SQLite storage in one file.
 pub struct SqliteStorage {
     path: PathBuf,
     writer: Mutex<Connection>,
-    readers: Mutex<Vec<Connection>>,
+    readers: Mutex<Readers>,
+    /// Signalled when a read connection is handed back or given up.
+    reader_freed: Condvar,
+}
+
+/// The read connections: idle ones, and how many exist in all.
+struct Readers {
+    idle: Vec<Connection>,
+    open: usize,
+}
+
+/// A read connection lent out; handed back when dropped, also if the read
+/// panicked (a connection mid-transaction is closed instead, which rolls
+/// the transaction back).
+struct ReaderLease<'a> {
+    storage: &'a SqliteStorage,
+    /// Always `Some` until dropped.
+    conn: Option<Connection>,
+}
+
+impl Drop for ReaderLease<'_> {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take().filter(Connection::is_autocommit) else {
+            // Left inside a transaction (a panic): not reusable.
+            self.storage.give_up_reader();
+            return;
+        };
+        let mut readers = self
+            .storage
+            .readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        readers.idle.push(conn);
+        drop(readers);
+        self.storage.reader_freed.notify_one();
+    }
 }
 
 /// SQLite's errors, classified: busy and locked are worth a retry, a
@@ -325,6 +372,15 @@ fn open_connection(path: &Path) -> StorageResult<Connection> {
     // FULL: a commit the server acknowledged survives power loss.
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // A stable planner: without it a statement whose plan could depend on a
+    // bound value (a partial index's condition) is prepared again on every
+    // use from the statement cache, which costs more than the query (every
+    // partial index here names its table as a literal, so no query loses
+    // one).
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     Ok(conn)
 }
 
@@ -461,7 +517,11 @@ impl SqliteStorage {
         Ok(SqliteStorage {
             path,
             writer: Mutex::new(writer),
-            readers: Mutex::new(Vec::new()),
+            readers: Mutex::new(Readers {
+                idle: Vec::new(),
+                open: 0,
+            }),
+            reader_freed: Condvar::new(),
         })
     }
 
@@ -507,22 +567,49 @@ impl SqliteStorage {
 
     /// Runs `f` on a reader connection from the pool.
     fn read<T>(&self, f: impl FnOnce(&mut Connection) -> StorageResult<T>) -> StorageResult<T> {
-        let pooled = self
-            .readers
-            .lock()
-            .map_err(|_| corrupt("reader pool poisoned"))?
-            .pop();
-        let mut conn = match pooled {
-            Some(c) => c,
-            None => open_connection(&self.path)?,
+        let mut lease = self.take_reader()?;
+        let Some(conn) = lease.conn.as_mut() else {
+            return Err(corrupt("a read connection was lent out empty"));
         };
-        let result = f(&mut conn);
-        if let Ok(mut pool) = self.readers.lock()
-            && pool.len() < READER_POOL
-        {
-            pool.push(conn);
+        f(conn)
+    }
+
+    /// An idle read connection, a new one while fewer than [`READERS`]
+    /// exist, or else the next one handed back.
+    fn take_reader(&self) -> StorageResult<ReaderLease<'_>> {
+        let poisoned = |_| corrupt("reader pool poisoned");
+        let mut readers = self.readers.lock().map_err(poisoned)?;
+        loop {
+            if let Some(conn) = readers.idle.pop() {
+                return Ok(ReaderLease {
+                    storage: self,
+                    conn: Some(conn),
+                });
+            }
+            if readers.open < READERS {
+                readers.open += 1;
+                drop(readers);
+                return match open_connection(&self.path) {
+                    Ok(conn) => Ok(ReaderLease {
+                        storage: self,
+                        conn: Some(conn),
+                    }),
+                    Err(e) => {
+                        self.give_up_reader();
+                        Err(e)
+                    }
+                };
+            }
+            readers = self.reader_freed.wait(readers).map_err(poisoned)?;
         }
-        result
+    }
+
+    /// A read connection is gone (it failed to open): another may be opened.
+    fn give_up_reader(&self) {
+        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        readers.open = readers.open.saturating_sub(1);
+        drop(readers);
+        self.reader_freed.notify_one();
     }
 
     /// Reads everything, from one snapshot, handing `sink` at most `chunk`
@@ -1669,13 +1756,7 @@ impl Storage for SqliteStorage {
             // One statement: session, staff row and security state agree.
             type Raw = (String, String, Option<String>, Option<i64>, Option<bool>);
             let raw: Option<Raw> = c
-                .prepare_cached(
-                    "SELECT s.user_id, s.expires_at, r.data, a.epoch, a.must_change_password
-                     FROM sessions s
-                     LEFT JOIN rows r ON r.tbl = 'staff' AND r.id = s.user_id AND r.deleted = 0
-                     LEFT JOIN account_security a ON a.user_id = s.user_id
-                     WHERE s.token_hash = ?1",
-                )?
+                .prepare_cached(SESSION_ACCOUNT_SQL)?
                 .query_row([token_hash], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                 })
@@ -2003,6 +2084,35 @@ fn change_from_columns(c: ChangeColumns) -> StorageResult<Change> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// SQLite's planner may make a statement depend on the values bound to
+    /// it (whether a partial index applies, for one); such a statement is
+    /// prepared again whenever its parameters are cleared, which the
+    /// statement cache does on every use: a parse per run. Connections keep
+    /// the planner stable (QPSG) so cached statements stay prepared.
+    #[test]
+    fn cached_statements_are_not_prepared_again_on_each_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = SqliteStorage::open(dir.path().join("hot.db")).unwrap();
+        let reprepared = |sql: &str| {
+            storage
+                .read(|c| {
+                    let stmt = c.prepare_cached(sql)?;
+                    Ok(stmt.get_status(rusqlite::StatementStatus::RePrepare))
+                })
+                .unwrap()
+        };
+        for token in ["a", "b", "c"] {
+            storage.session_account(token).unwrap();
+            storage.client(Uuid::now_v7()).unwrap();
+            storage.head().unwrap();
+        }
+        assert_eq!(
+            reprepared(SESSION_ACCOUNT_SQL),
+            0,
+            "the session lookup run on every request was prepared again"
+        );
+    }
 
     #[test]
     fn sqlite_storage_meets_the_storage_contract() {
