@@ -412,6 +412,29 @@ async fn lp_subscriber(
     }
 }
 
+/// Waits until `want` subscribers counted themselves in `ready`; fails at
+/// `deadline` or as soon as one of `tasks` ends (with its error, if any).
+async fn until_ready(
+    ready: &AtomicUsize,
+    want: usize,
+    tasks: &mut Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    deadline: Instant,
+    what: &str,
+) -> anyhow::Result<()> {
+    while ready.load(Ordering::Acquire) < want {
+        if Instant::now() > deadline {
+            anyhow::bail!("only {} of {want} {what}", ready.load(Ordering::Acquire));
+        }
+        if let Some(done) = tasks.iter().position(|t| t.is_finished()) {
+            let t = tasks.swap_remove(done);
+            t.await??;
+            anyhow::bail!("a subscriber ended during setup ({what})");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
 /// Plain interval polling: one `sync_once` every `every`, from a random
 /// phase, like a desk that refreshes on a timer.
 async fn interval_poller(client: ClinicClient, every: Duration, mut stop: watch::Receiver<bool>) {
@@ -564,21 +587,14 @@ async fn run_on_server(
         )));
     }
     let deadline = Instant::now() + Duration::from_secs(300);
-    while ready.load(Ordering::Acquire) < case.ws {
-        if Instant::now() > deadline {
-            anyhow::bail!(
-                "only {} of {} WebSocket subscribers connected",
-                ready.load(Ordering::Acquire),
-                case.ws
-            );
-        }
-        if let Some(done) = ws_tasks.iter().position(|t| t.is_finished()) {
-            let t = ws_tasks.swap_remove(done);
-            t.await??;
-            anyhow::bail!("a WebSocket subscriber ended during setup");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_ready(
+        &ready,
+        case.ws,
+        &mut ws_tasks,
+        deadline,
+        "WebSocket subscribers connected",
+    )
+    .await?;
     // Protocol-level long-poll subscribers, also as the doctor.
     let lp_ready = Arc::new(AtomicUsize::new(0));
     let polls = Arc::new(AtomicU64::new(0));
@@ -594,21 +610,14 @@ async fn run_on_server(
             stop_rx.clone(),
         )));
     }
-    while lp_ready.load(Ordering::Acquire) < case.lp {
-        if Instant::now() > deadline {
-            anyhow::bail!(
-                "only {} of {} long-poll subscribers answered",
-                lp_ready.load(Ordering::Acquire),
-                case.lp
-            );
-        }
-        if let Some(done) = ws_tasks.iter().position(|t| t.is_finished()) {
-            let t = ws_tasks.swap_remove(done);
-            t.await??;
-            anyhow::bail!("a subscriber ended during setup");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_ready(
+        &lp_ready,
+        case.lp,
+        &mut ws_tasks,
+        deadline,
+        "long-poll subscribers answered",
+    )
+    .await?;
     eprintln!(
         "  {}: {} engines + {} WebSocket + {} long-poll subscribers ready in {:.1} s",
         case.label,

@@ -196,6 +196,18 @@ impl Feed {
         })
     }
 
+    /// When the oldest batch with changes past `cursor` was published, if
+    /// the feed holds one (for a long-poll's gathering: no copy of the
+    /// batches).
+    pub fn oldest_past(&self, cursor: u64) -> Option<std::time::Instant> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if cursor < recent.floor {
+            return None; // answered from storage, at once
+        }
+        let first = recent.batches.partition_point(|b| b.last_seq <= cursor);
+        recent.batches.get(first).map(|b| b.published)
+    }
+
     /// Every published change past `cursor`, from memory, or `None` when
     /// the feed no longer holds all of them (the cursor is older than the
     /// recent window) or `cursor` is past the published head (a database
@@ -323,11 +335,14 @@ mod tests {
         }
         // Three batches held: 3, 4, 5; the floor is 2.
         assert!(feed.since(1).is_none(), "older than the window");
+        assert!(feed.oldest_past(1).is_none(), "no gathering for storage");
         let since = feed.since(2).expect("at the floor");
         assert_eq!(since.head, 5);
         assert_eq!(since.batches.len(), 3);
         let since = feed.since(4).expect("inside");
         assert_eq!(since.batches.len(), 1);
+        assert_eq!(feed.oldest_past(4), Some(since.batches[0].published));
+        assert_eq!(feed.oldest_past(5), None, "nothing past the head");
         assert_eq!(feed.since(5).map(|s| s.batches.len()), Some(0));
         assert!(feed.since(6).is_none());
     }

@@ -841,13 +841,13 @@ async fn pull(
                 () = state.shutdown.cancelled() => break,
             }
         }
-        if !concerned && let Some(found) = state.feed.since(q.cursor) {
+        if !concerned {
             // Gather: answer once the oldest change not yet delivered is
             // `pull_gather` old, with whatever else landed meanwhile, so each
             // answer carries several commits rather than each commit waking
             // every desk. No change waits longer than that for it.
-            if let Some(oldest) = found.batches.first() {
-                let ready = oldest.published + state.config.pull_gather;
+            if let Some(oldest) = state.feed.oldest_past(q.cursor) {
+                let ready = oldest + state.config.pull_gather;
                 tokio::select! {
                     () = tokio::time::sleep_until(ready.into()) => {}
                     () = &mut deadline => {}

@@ -276,18 +276,7 @@ async fn revocation_reaches_open_connections<F, Fut>(
         (at, status, response.text().await.unwrap())
     });
     // The long-poll is waiting in the server before anything happens.
-    let deadline = Instant::now() + WAIT;
-    while healthz(&server.base).await["waiting_pulls"]
-        .as_u64()
-        .unwrap()
-        <= waiting_before
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the long-poll never started waiting"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_pulls_waiting(&server.base, waiting_before).await;
 
     trigger().await;
     let done = Instant::now();

@@ -422,18 +422,7 @@ async fn waiting_long_poll(
         let status = response.status().as_u16();
         (at, status, response.text().await.unwrap())
     });
-    let deadline = Instant::now() + WAIT;
-    while healthz(&server.base).await["waiting_pulls"]
-        .as_u64()
-        .unwrap()
-        <= waiting_before
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the long-poll never started waiting"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_pulls_waiting(&server.base, waiting_before).await;
     poll
 }
 

@@ -863,7 +863,7 @@ impl Api {
 /// Waits until the server counts more than `before` long-polls waiting
 /// (`/healthz`), so what a test does next happens while they wait.
 pub async fn until_pulls_waiting(base: &str, before: u64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + WAIT;
     loop {
         let waiting = healthz(base).await["waiting_pulls"].as_u64();
         if waiting.is_some_and(|n| n > before) {
